@@ -1,0 +1,4 @@
+//! The subcommands of the `pound` binary, each a function from parsed
+//! arguments to output; `main.rs` only parses the command line.
+
+pub mod dtmf;

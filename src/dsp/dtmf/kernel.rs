@@ -1,0 +1,296 @@
+//! The hot loop: correlate each 32-sample block of input with the eight DTMF
+//! frequencies (cosine and sine, so 16 dot products) and measure its energy.
+//!
+//! Everything here is integer arithmetic, so every implementation returns
+//! bit-identical results and the choice of instruction set never changes what
+//! the detector reports. The correlation table is 11-bit (|t| <= 2047): the
+//! largest possible sum, 32 * 32768 * 2047 = 2_146_435_072, fits an `i32`, so
+//! no accumulation can overflow whatever the input.
+
+use std::sync::LazyLock;
+
+use crate::dsp::tone::{COL_HZ, ROW_HZ, SAMPLE_RATE};
+
+/// Samples per block: the detector's time step (4 ms).
+pub const BLOCK: usize = 32;
+/// Row and column frequencies, in that order.
+pub const TONES: usize = 8;
+/// Amplitude of the correlation table: sums are this many times the true DFT.
+pub const TABLE_SCALE: f32 = 2047.0;
+
+const QUADRATURES: usize = 2 * TONES;
+const PAIRS: usize = BLOCK / 2;
+
+/// What the kernel measured over one block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockSums {
+    /// `Σ x·cos` for each tone in `[0..8]`, `-Σ x·sin` in `[8..16]`, times [`TABLE_SCALE`].
+    pub dot: [i32; QUADRATURES],
+    /// `Σ x²`, with -32768 counted as -32767 so the SIMD lanes cannot overflow.
+    pub energy: i64,
+}
+
+/// The correlation table, laid out for multiply-add of sample pairs: row `p`
+/// holds, for each quadrature `q`, the coefficients of samples `2p` and `2p+1`
+/// side by side, so one broadcast sample pair times one row gives all 16 partial
+/// sums at once.
+#[repr(C, align(64))]
+struct Table {
+    rows: [[i16; 2 * QUADRATURES]; PAIRS],
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let mut rows = [[0i16; 2 * QUADRATURES]; PAIRS];
+    let frequencies: Vec<f64> = ROW_HZ.iter().chain(COL_HZ.iter()).copied().collect();
+    for (pair, row) in rows.iter_mut().enumerate() {
+        for (tone, hz) in frequencies.iter().enumerate() {
+            for half in 0..2 {
+                let n = (2 * pair + half) as f64;
+                let angle = std::f64::consts::TAU * hz * n / SAMPLE_RATE as f64;
+                let scale = TABLE_SCALE as f64;
+                row[2 * tone + half] = (scale * angle.cos()).round() as i16;
+                row[2 * (TONES + tone) + half] = (-scale * angle.sin()).round() as i16;
+            }
+        }
+    }
+    Table { rows }
+});
+
+/// An implementation of the block sums for one instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Plain Rust, for any CPU.
+    Portable,
+    /// x86-64 AVX2 (Haswell and later).
+    Avx2,
+    /// x86-64 AVX-512 with VNNI (Ice Lake, Sapphire Rapids, Zen 4 and later).
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, unless `POUND_DSP_KERNEL` names another
+    /// available one (for benchmarks and tests).
+    pub fn best() -> Self {
+        let available = Self::available();
+        if let Ok(name) = std::env::var("POUND_DSP_KERNEL")
+            && let Some(kernel) = available.iter().copied().find(|k| k.name() == name)
+        {
+            return kernel;
+        }
+        *available.last().expect("the portable kernel is always available")
+    }
+
+    /// Every kernel this CPU runs, slowest first.
+    pub fn available() -> Vec<Self> {
+        let mut kernels = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                kernels.push(Kernel::Avx512Vnni);
+            }
+        }
+        kernels
+    }
+
+    /// The name `POUND_DSP_KERNEL` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Fills `out[i]` from block `i` of `samples`, which must hold exactly
+    /// `out.len()` blocks.
+    pub fn block_sums(self, samples: &[i16], out: &mut [BlockSums]) {
+        assert_eq!(samples.len(), out.len() * BLOCK, "whole blocks only");
+        let table = &*TABLE;
+        match self {
+            Kernel::Portable => portable(table, samples, out),
+            // SAFETY: `Avx2` and `Avx512Vnni` are only returned by `available()`
+            // after `is_x86_feature_detected!` confirmed every feature the
+            // function enables, so the CPU executes all its instructions.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { x86::avx2(table, samples, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => unsafe { x86::avx512vnni(table, samples, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => portable(table, samples, out),
+        }
+    }
+}
+
+fn portable(table: &Table, samples: &[i16], out: &mut [BlockSums]) {
+    for (block, sums) in samples.chunks_exact(BLOCK).zip(out) {
+        let mut dot = [0i32; QUADRATURES];
+        for (pair, row) in block.chunks_exact(2).zip(&table.rows) {
+            let (x0, x1) = (pair[0] as i32, pair[1] as i32);
+            for (q, acc) in dot.iter_mut().enumerate() {
+                *acc += x0 * row[2 * q] as i32 + x1 * row[2 * q + 1] as i32;
+            }
+        }
+        sums.dot = dot;
+        sums.energy = energy(block);
+    }
+}
+
+fn energy(block: &[i16]) -> i64 {
+    block
+        .iter()
+        .map(|&x| {
+            let x = x.max(-i16::MAX) as i64;
+            x * x
+        })
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, BlockSums, PAIRS, Table};
+
+    /// The sample pair `2p, 2p+1` as one 32-bit lane, low sample first, as
+    /// `vpmaddwd` expects.
+    #[inline(always)]
+    fn pair(block: &[i16], p: usize) -> i32 {
+        (block[2 * p] as u16 as u32 | (block[2 * p + 1] as u16 as u32) << 16) as i32
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn avx2(table: &Table, samples: &[i16], out: &mut [BlockSums]) {
+        let rows = table.rows.as_ptr() as *const __m256i;
+        let clamp = _mm256_set1_epi16(-i16::MAX);
+        for (block, sums) in samples.chunks_exact(BLOCK).zip(out.iter_mut()) {
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for p in 0..PAIRS {
+                let x = _mm256_set1_epi32(pair(block, p));
+                // SAFETY: `rows` points at PAIRS rows of 64 bytes, 64-byte aligned;
+                // 2p and 2p+1 index the two 32-byte halves of row p.
+                let (lo, hi) = unsafe { (_mm256_load_si256(rows.add(2 * p)), _mm256_load_si256(rows.add(2 * p + 1))) };
+                let even = 2 * (p & 1);
+                acc[even] = _mm256_add_epi32(acc[even], _mm256_madd_epi16(x, lo));
+                acc[even + 1] = _mm256_add_epi32(acc[even + 1], _mm256_madd_epi16(x, hi));
+            }
+            let lo = _mm256_add_epi32(acc[0], acc[2]);
+            let hi = _mm256_add_epi32(acc[1], acc[3]);
+            let dot = sums.dot.as_mut_ptr() as *mut __m256i;
+            // SAFETY: `block` holds BLOCK = 32 samples (two 32-byte loads) and
+            // `dot` 16 i32 (two 32-byte stores); unaligned access is allowed.
+            let (x0, x1) = unsafe {
+                _mm256_storeu_si256(dot, lo);
+                _mm256_storeu_si256(dot.add(1), hi);
+                let x = block.as_ptr() as *const __m256i;
+                (_mm256_loadu_si256(x), _mm256_loadu_si256(x.add(1)))
+            };
+            let sq0 = _mm256_madd_epi16(_mm256_max_epi16(x0, clamp), _mm256_max_epi16(x0, clamp));
+            let sq1 = _mm256_madd_epi16(_mm256_max_epi16(x1, clamp), _mm256_max_epi16(x1, clamp));
+            // Each lane is at most 2 * 32767², which fits; their sum may not,
+            // so widen to 64 bits before adding.
+            let wide = _mm256_add_epi64(
+                _mm256_add_epi64(
+                    _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sq0)),
+                    _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(sq0)),
+                ),
+                _mm256_add_epi64(
+                    _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sq1)),
+                    _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(sq1)),
+                ),
+            );
+            let halves = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide));
+            sums.energy = _mm_cvtsi128_si64(halves) + _mm_extract_epi64::<1>(halves);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn avx512vnni(table: &Table, samples: &[i16], out: &mut [BlockSums]) {
+        let row_ptr = table.rows.as_ptr() as *const __m512i;
+        // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes each,
+        // 64-byte aligned.
+        let rows: [__m512i; PAIRS] = std::array::from_fn(|p| unsafe { _mm512_load_si512(row_ptr.add(p)) });
+        let clamp = _mm512_set1_epi16(-i16::MAX);
+        for (block, sums) in samples.chunks_exact(BLOCK).zip(out.iter_mut()) {
+            let mut acc = [_mm512_setzero_si512(); 4];
+            for (p, row) in rows.iter().enumerate() {
+                acc[p & 3] = _mm512_dpwssd_epi32(acc[p & 3], _mm512_set1_epi32(pair(block, p)), *row);
+            }
+            let dot = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+            // SAFETY: `sums.dot` is 16 i32 (64 bytes) and `block` 32 i16 (64
+            // bytes); the unaligned forms accept any address.
+            let x = unsafe {
+                _mm512_storeu_si512(sums.dot.as_mut_ptr() as *mut __m512i, dot);
+                _mm512_loadu_si512(block.as_ptr() as *const __m512i)
+            };
+            let x = _mm512_max_epi16(x, clamp);
+            let sq = _mm512_madd_epi16(x, x);
+            let wide = _mm512_add_epi64(
+                _mm512_cvtepi32_epi64(_mm512_castsi512_si256(sq)),
+                _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(sq)),
+            );
+            sums.energy = _mm512_reduce_add_epi64(wide);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<i16> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 48) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_is_bit_identical_to_the_portable_one() {
+        let mut inputs = vec![noise(BLOCK * 64, 1), vec![i16::MIN; BLOCK * 4], vec![i16::MAX; BLOCK * 4]];
+        let mut alternating = vec![0i16; BLOCK * 4];
+        for (i, x) in alternating.iter_mut().enumerate() {
+            *x = if i % 2 == 0 { i16::MIN } else { i16::MAX };
+        }
+        inputs.push(alternating);
+        for samples in &inputs {
+            let mut expected = vec![BlockSums::default(); samples.len() / BLOCK];
+            Kernel::Portable.block_sums(samples, &mut expected);
+            for kernel in Kernel::available() {
+                let mut got = vec![BlockSums::default(); samples.len() / BLOCK];
+                kernel.block_sums(samples, &mut got);
+                assert_eq!(got, expected, "{}", kernel.name());
+            }
+        }
+    }
+
+    #[test]
+    fn sums_are_the_scaled_dft_of_the_block() {
+        let samples = noise(BLOCK, 7);
+        let mut sums = [BlockSums::default()];
+        Kernel::Portable.block_sums(&samples, &mut sums);
+        let frequencies: Vec<f64> = ROW_HZ.iter().chain(COL_HZ.iter()).copied().collect();
+        for (k, hz) in frequencies.iter().enumerate() {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (n, &x) in samples.iter().enumerate() {
+                let angle = std::f64::consts::TAU * hz * n as f64 / SAMPLE_RATE as f64;
+                re += x as f64 * angle.cos();
+                im -= x as f64 * angle.sin();
+            }
+            let tolerance = 32768.0 * BLOCK as f64 * 0.5;
+            assert!((sums[0].dot[k] as f64 - re * TABLE_SCALE as f64).abs() < tolerance);
+            assert!((sums[0].dot[TONES + k] as f64 - im * TABLE_SCALE as f64).abs() < tolerance);
+        }
+        let energy: i64 = samples.iter().map(|&x| (x.max(-32767) as i64).pow(2)).sum();
+        assert_eq!(sums[0].energy, energy);
+    }
+}

@@ -1,0 +1,286 @@
+//! The in-band DTMF detector: a streaming, allocation-free state machine.
+//!
+//! Every 4 ms block is correlated with the eight DTMF frequencies (the SIMD
+//! [`kernel`]); the last four blocks form a 16 ms window that is tested for a
+//! single steady key ([`window`]): one dominant tone per group, each within
+//! 2.5 % of nominal (measured from the phase advance between the window's
+//! halves, which is far sharper than the bin width), level, twist, and share of
+//! the total energy. A key is declared on after [`HITS_TO_START`] consecutive
+//! windows agree (about 30 ms of tone) and off after [`MISSES_TO_STOP`]
+//! consecutive windows in which its tones have fallen away.
+
+mod kernel;
+mod window;
+
+pub use kernel::{BLOCK, BlockSums, Kernel};
+
+use crate::dsp::tone::{KEYPAD, SAMPLE_RATE, dbm0_to_power};
+use window::{Hit, Phasors, Thresholds, Window};
+
+/// Consecutive agreeing windows that declare a key: 16 ms + 4 × 4 ms = 32 ms of
+/// tone, between the 20 ms that must be ignored and the 40 ms that must count.
+pub const HITS_TO_START: u8 = 5;
+/// Windows without the key that a key not yet declared survives: speech over
+/// a key breaks the run of agreeing windows now and then. A 20 ms tone still
+/// gives at most three hits, so this does not let short tones through.
+const PENDING_MISSES: u8 = 1;
+/// Consecutive windows without the key's tones that end it. A window misses
+/// only when at most ~2 ms of it carries the tones, so a 10 ms interruption
+/// never ends a key and a 40 ms pause always does.
+pub const MISSES_TO_STOP: u8 = 3;
+/// Once on, a key's tones may fall this far below their level at onset (and
+/// the window may be partly silent) before a window counts as a miss.
+const SUSTAIN_DROP: f32 = 0.063; // -12 dB
+/// Share of the window's energy the key's tones must keep while on.
+const SUSTAIN_PURITY: f32 = 0.25;
+
+/// Detector settings. Levels are per tone, with a full-scale sine at +3.14 dBm0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DtmfConfig {
+    /// Quietest tone detected, in dBm0.
+    pub min_level_dbm0: f32,
+    /// Largest normal twist (high group below the low group) accepted, in dB.
+    pub normal_twist_db: f32,
+    /// Largest reverse twist (high group above the low group) accepted, in dB.
+    pub reverse_twist_db: f32,
+}
+
+/// Twist is measured over 16 ms, with noise and speech around the tones; a key
+/// exactly at the configured limit must still count, so the comparison allows
+/// this much measurement error.
+const TWIST_ALLOWANCE_DB: f32 = 1.5;
+
+impl Default for DtmfConfig {
+    fn default() -> Self {
+        Self { min_level_dbm0: -45.0, normal_twist_db: 8.0, reverse_twist_db: 4.0 }
+    }
+}
+
+impl DtmfConfig {
+    fn thresholds(&self) -> Thresholds {
+        let ratio = |db: f32| 10f32.powf((db + TWIST_ALLOWANCE_DB) / 10.0);
+        Thresholds {
+            min_power: dbm0_to_power(self.min_level_dbm0 as f64) as f32,
+            normal_twist: ratio(self.normal_twist_db),
+            reverse_twist: ratio(self.reverse_twist_db),
+        }
+    }
+}
+
+/// A key going on or off, with the sample position (from the start of the
+/// stream) at which the detector decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfEvent {
+    /// A key was recognised.
+    On { digit: char, sample: u64 },
+    /// The key recognised last has ended.
+    Off { digit: char, sample: u64 },
+}
+
+impl DtmfEvent {
+    /// The sample position converted to milliseconds.
+    pub fn millis(&self) -> f64 {
+        let (DtmfEvent::On { sample, .. } | DtmfEvent::Off { sample, .. }) = *self;
+        sample as f64 * 1000.0 / SAMPLE_RATE as f64
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Idle,
+    Pending { row: u8, col: u8, hits: u8, misses: u8 },
+    On { row: u8, col: u8, misses: u8, row_power: f32, col_power: f32 },
+}
+
+/// One channel's detector. About 450 bytes; create one per call.
+#[derive(Debug, Clone)]
+pub struct DtmfDetector {
+    thresholds: Thresholds,
+    kernel: Kernel,
+    phasors: Phasors,
+    window: Window,
+    state: State,
+    pending: [i16; BLOCK],
+    pending_len: u8,
+    position: u64,
+}
+
+/// Blocks handed to the kernel at once, so its loop runs hot.
+const BATCH: usize = 16;
+
+impl DtmfDetector {
+    /// A detector using the fastest kernel for this CPU.
+    pub fn new(config: &DtmfConfig) -> Self {
+        Self::with_kernel(config, Kernel::best())
+    }
+
+    /// A detector using a given kernel; all kernels give identical results.
+    pub fn with_kernel(config: &DtmfConfig, kernel: Kernel) -> Self {
+        Self {
+            thresholds: config.thresholds(),
+            kernel,
+            phasors: Phasors::default(),
+            window: Window::default(),
+            state: State::Idle,
+            pending: [0; BLOCK],
+            pending_len: 0,
+            position: 0,
+        }
+    }
+
+    /// Samples consumed so far.
+    pub fn position(&self) -> u64 {
+        self.position + self.pending_len as u64
+    }
+
+    /// Feeds 8 kHz samples, any number at a time; `on_event` receives each key
+    /// going on or off, in order.
+    pub fn process(&mut self, mut samples: &[i16], mut on_event: impl FnMut(DtmfEvent)) {
+        if self.pending_len > 0 {
+            let have = self.pending_len as usize;
+            let take = (BLOCK - have).min(samples.len());
+            self.pending[have..have + take].copy_from_slice(&samples[..take]);
+            self.pending_len += take as u8;
+            samples = &samples[take..];
+            if (self.pending_len as usize) < BLOCK {
+                return;
+            }
+            let mut sums = [BlockSums::default()];
+            let block = self.pending;
+            self.kernel.block_sums(&block, &mut sums);
+            self.pending_len = 0;
+            self.on_block(&sums[0], &mut on_event);
+        }
+        let mut sums = [BlockSums::default(); BATCH];
+        let mut batches = samples.chunks_exact(BLOCK * BATCH);
+        for batch in &mut batches {
+            self.kernel.block_sums(batch, &mut sums);
+            for block in &sums {
+                self.on_block(block, &mut on_event);
+            }
+        }
+        let rest = batches.remainder();
+        let whole = rest.len() / BLOCK;
+        self.kernel.block_sums(&rest[..whole * BLOCK], &mut sums[..whole]);
+        for block in &sums[..whole] {
+            self.on_block(block, &mut on_event);
+        }
+        let tail = &rest[whole * BLOCK..];
+        self.pending[..tail.len()].copy_from_slice(tail);
+        self.pending_len = tail.len() as u8;
+    }
+
+    /// Ends the stream: a key still on is reported off at the current position.
+    pub fn finish(&mut self, mut on_event: impl FnMut(DtmfEvent)) {
+        if let State::On { row, col, .. } = self.state {
+            on_event(DtmfEvent::Off { digit: digit(row, col), sample: self.position() });
+        }
+        self.state = State::Idle;
+    }
+
+    fn on_block(&mut self, sums: &BlockSums, on_event: &mut impl FnMut(DtmfEvent)) {
+        self.window.push(self.phasors.align(sums));
+        self.position += BLOCK as u64;
+        if !self.window.is_full() {
+            return;
+        }
+        let hit = self.window.classify(&self.thresholds);
+        self.state = match (self.state, hit) {
+            (State::On { row, col, misses, row_power, col_power }, hit) => {
+                if self.sustains(row, col, row_power, col_power, hit) {
+                    State::On { row, col, misses: 0, row_power, col_power }
+                } else if misses + 1 >= MISSES_TO_STOP {
+                    on_event(DtmfEvent::Off { digit: digit(row, col), sample: self.position });
+                    State::Idle
+                } else {
+                    State::On { row, col, misses: misses + 1, row_power, col_power }
+                }
+            }
+            (State::Pending { row, col, hits, misses }, None) if misses < PENDING_MISSES => {
+                State::Pending { row, col, hits, misses: misses + 1 }
+            }
+            (_, None) => State::Idle,
+            (State::Pending { row, col, hits, misses }, Some(h)) if (h.row, h.col) == (row as usize, col as usize) => {
+                if hits + 1 >= HITS_TO_START {
+                    on_event(DtmfEvent::On { digit: digit(row, col), sample: self.position });
+                    State::On { row, col, misses: 0, row_power: h.row_power, col_power: h.col_power }
+                } else {
+                    State::Pending { row, col, hits: hits + 1, misses }
+                }
+            }
+            (_, Some(h)) => State::Pending { row: h.row as u8, col: h.col as u8, hits: 1, misses: 0 },
+        };
+    }
+
+    /// Whether the key that is on still sounds in the current window.
+    fn sustains(&self, row: u8, col: u8, row_power: f32, col_power: f32, hit: Option<Hit>) -> bool {
+        if let Some(h) = hit {
+            return (h.row, h.col) == (row as usize, col as usize);
+        }
+        let (r, c) = self.window.incoherent_power(row as usize, col as usize);
+        let floor = self.thresholds.min_power * 0.25;
+        r >= (row_power * SUSTAIN_DROP).max(floor)
+            && c >= (col_power * SUSTAIN_DROP).max(floor)
+            && self.window.share(r + c) >= SUSTAIN_PURITY
+    }
+}
+
+fn digit(row: u8, col: u8) -> char {
+    KEYPAD[row as usize][col as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dsp::tone::ToneGenerator;
+
+    fn events(samples: &[i16]) -> Vec<DtmfEvent> {
+        let mut detector = DtmfDetector::new(&DtmfConfig::default());
+        let mut events = Vec::new();
+        detector.process(samples, |e| events.push(e));
+        detector.finish(|e| events.push(e));
+        events
+    }
+
+    fn key(key: char, ms: usize) -> Vec<i16> {
+        let mut samples = vec![0i16; ms * 8];
+        ToneGenerator::dtmf(key, -10.0).unwrap().fill(&mut samples);
+        samples
+    }
+
+    #[test]
+    fn one_key_gives_one_on_and_one_off() {
+        let mut audio = vec![0i16; 800];
+        audio.extend(key('#', 100));
+        audio.extend(vec![0i16; 800]);
+        let found = events(&audio);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(matches!(found[0], DtmfEvent::On { digit: '#', .. }));
+        assert!(matches!(found[1], DtmfEvent::Off { digit: '#', .. }));
+    }
+
+    #[test]
+    fn results_do_not_depend_on_how_the_input_is_split() {
+        let mut audio = vec![0i16; 333];
+        for k in ['1', '5', '9', '#'] {
+            audio.extend(key(k, 60));
+            audio.extend(vec![0i16; 400]);
+        }
+        let whole = events(&audio);
+        assert_eq!(whole.len(), 8);
+        for chunk in [1, 7, 31, 33, 160, 1000] {
+            let mut detector = DtmfDetector::new(&DtmfConfig::default());
+            let mut split = Vec::new();
+            for piece in audio.chunks(chunk) {
+                detector.process(piece, |e| split.push(e));
+            }
+            detector.finish(|e| split.push(e));
+            assert_eq!(split, whole, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn channel_state_is_small() {
+        assert!(std::mem::size_of::<DtmfDetector>() <= 1024, "{}", std::mem::size_of::<DtmfDetector>());
+    }
+}

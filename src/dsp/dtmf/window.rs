@@ -1,0 +1,274 @@
+//! What the last 16 ms (four blocks) of audio say: which key, if any, is
+//! sounding. The blocks are combined coherently, so the window has the
+//! frequency resolution of a 128-point DFT while the detector steps every 4 ms.
+
+use super::kernel::{BLOCK, BlockSums, TABLE_SCALE, TONES};
+use crate::dsp::tone::{COL_HZ, ROW_HZ, SAMPLE_RATE};
+
+/// Blocks per analysis window.
+pub const WINDOW_BLOCKS: usize = 4;
+const WINDOW: f32 = (WINDOW_BLOCKS * BLOCK) as f32;
+const HALF: f32 = WINDOW / 2.0;
+
+/// After this many blocks the reference phasors are exactly 1 again: every
+/// DTMF frequency is a whole number of Hz, and 250 blocks are one second.
+const PHASOR_PERIOD: u32 = 250;
+
+/// One block's correlations, phase-aligned to a reference that runs
+/// continuously from the first sample, so consecutive blocks add coherently.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Block {
+    re: [f32; TONES],
+    im: [f32; TONES],
+    energy: f32,
+}
+
+/// The continuous reference oscillators `e^{-jωn}` at block starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Phasors {
+    re: [f32; TONES],
+    im: [f32; TONES],
+    blocks: u32,
+}
+
+/// Rotation of each reference phasor over one block.
+struct Steps {
+    re: [f32; TONES],
+    im: [f32; TONES],
+}
+
+fn steps() -> &'static Steps {
+    static STEPS: std::sync::LazyLock<Steps> = std::sync::LazyLock::new(|| {
+        let mut steps = Steps { re: [0.0; TONES], im: [0.0; TONES] };
+        for (k, hz) in ROW_HZ.iter().chain(COL_HZ.iter()).enumerate() {
+            let angle = std::f64::consts::TAU * hz * BLOCK as f64 / SAMPLE_RATE as f64;
+            steps.re[k] = angle.cos() as f32;
+            steps.im[k] = -angle.sin() as f32;
+        }
+        steps
+    });
+    &STEPS
+}
+
+impl Default for Phasors {
+    fn default() -> Self {
+        Self { re: [1.0; TONES], im: [0.0; TONES], blocks: 0 }
+    }
+}
+
+impl Phasors {
+    /// Aligns one block's sums to the continuous reference and advances it.
+    pub fn align(&mut self, sums: &BlockSums) -> Block {
+        const UNSCALE: f32 = 1.0 / TABLE_SCALE;
+        let mut block = Block { energy: sums.energy as f32, ..Block::default() };
+        let steps = steps();
+        for k in 0..TONES {
+            let re = sums.dot[k] as f32 * UNSCALE;
+            let im = sums.dot[TONES + k] as f32 * UNSCALE;
+            block.re[k] = re * self.re[k] - im * self.im[k];
+            block.im[k] = re * self.im[k] + im * self.re[k];
+            let (pr, pi) = (self.re[k], self.im[k]);
+            self.re[k] = pr * steps.re[k] - pi * steps.im[k];
+            self.im[k] = pr * steps.im[k] + pi * steps.re[k];
+        }
+        self.blocks += 1;
+        if self.blocks == PHASOR_PERIOD {
+            *self = Self::default();
+        }
+        block
+    }
+}
+
+/// Detection thresholds, all as linear power ratios or mean powers.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// Lowest mean power of one tone.
+    pub min_power: f32,
+    /// Largest `row / column` power ratio (normal twist).
+    pub normal_twist: f32,
+    /// Largest `column / row` power ratio (reverse twist).
+    pub reverse_twist: f32,
+}
+
+/// Largest frequency error accepted, as a fraction of the nominal frequency:
+/// halfway between the ±1.5 % that must be accepted and the 3.5 % that must
+/// be rejected.
+const FREQUENCY_TOLERANCE: f32 = 0.025;
+/// The strongest tone of a group must beat the others of its group by this.
+const GROUP_PEAK: f32 = 6.3; // 8 dB
+/// Share of the window's energy the two tones must carry.
+const PURITY: f32 = 0.6;
+/// Above this share the tones clearly dominate; below it they might be speech
+/// harmonics that happen to sit near a key's frequencies, so they must sit
+/// nearer: within [`TIGHT_FREQUENCY_TOLERANCE`].
+const CLEAN_SHARE: f32 = 0.7;
+/// Frequency tolerance for tones that carry less than [`CLEAN_SHARE`] of the
+/// energy, still above the ±1.5 % that must be accepted.
+const TIGHT_FREQUENCY_TOLERANCE: f32 = 0.017;
+/// Largest power ratio between the two halves of the window for either tone:
+/// a steady tone has equal halves, a starting or stopping one does not.
+const BALANCE: f32 = 2.0; // 3 dB
+
+/// A key found in a window, with its tones' mean powers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub row: usize,
+    pub col: usize,
+    pub row_power: f32,
+    pub col_power: f32,
+}
+
+/// The last [`WINDOW_BLOCKS`] blocks, oldest first once full.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    blocks: [Block; WINDOW_BLOCKS],
+    next: u8,
+    filled: u8,
+}
+
+impl Window {
+    pub fn push(&mut self, block: Block) {
+        self.blocks[self.next as usize] = block;
+        self.next = (self.next + 1) % WINDOW_BLOCKS as u8;
+        self.filled = (self.filled + 1).min(WINDOW_BLOCKS as u8);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.filled as usize == WINDOW_BLOCKS
+    }
+
+    fn ordered(&self) -> impl Iterator<Item = &Block> {
+        let start = self.next as usize;
+        (0..WINDOW_BLOCKS).map(move |i| &self.blocks[(start + i) % WINDOW_BLOCKS])
+    }
+
+    /// Mean power of the whole window.
+    fn mean_power(&self) -> f32 {
+        self.blocks.iter().map(|b| b.energy).sum::<f32>() / WINDOW
+    }
+
+    /// The key sounding steadily through the whole window, if any.
+    pub fn classify(&self, thresholds: &Thresholds) -> Option<Hit> {
+        let energy = self.mean_power();
+        if energy < thresholds.min_power {
+            return None;
+        }
+        let mut first = Halves::default();
+        let mut second = Halves::default();
+        for (i, block) in self.ordered().enumerate() {
+            let half = if i < WINDOW_BLOCKS / 2 { &mut first } else { &mut second };
+            for k in 0..TONES {
+                half.re[k] += block.re[k];
+                half.im[k] += block.im[k];
+            }
+        }
+        let mut power = [0.0f32; TONES];
+        for (k, p) in power.iter_mut().enumerate() {
+            let re = first.re[k] + second.re[k];
+            let im = first.im[k] + second.im[k];
+            *p = (re * re + im * im) * (2.0 / (WINDOW * WINDOW));
+        }
+        let row = strongest(&power[..4]);
+        let col = 4 + strongest(&power[4..]);
+        // Cheap test first: most windows of speech and music end here.
+        if power[row] + power[col] < PURITY * 0.5 * energy {
+            return None;
+        }
+        let peaked = |group: &[f32], best: usize| {
+            group.iter().enumerate().all(|(i, &p)| i == best || group[best] >= GROUP_PEAK * p)
+        };
+        if !peaked(&power[..4], row) || !peaked(&power[4..], col - 4) {
+            return None;
+        }
+        // Leakage from the stronger tone can unbalance the weaker one's halves,
+        // so only the stronger tone says whether the key sounds steadily.
+        let steadier = if power[row] >= power[col] { row } else { col };
+        if !first.balanced(&second, steadier) {
+            return None;
+        }
+        let (row_power, row_error) = first.true_power(&second, row, ROW_HZ[row] as f32, power[row]);
+        let (col_power, col_error) = first.true_power(&second, col, COL_HZ[col - 4] as f32, power[col]);
+        let share = (row_power + col_power) / energy;
+        let tolerance = if share >= CLEAN_SHARE { FREQUENCY_TOLERANCE } else { TIGHT_FREQUENCY_TOLERANCE };
+        let on_frequency = row_error.abs() <= tolerance && col_error.abs() <= tolerance;
+        let level_ok = row_power >= thresholds.min_power && col_power >= thresholds.min_power;
+        let twist_ok =
+            row_power <= thresholds.normal_twist * col_power && col_power <= thresholds.reverse_twist * row_power;
+        (on_frequency && share >= PURITY && level_ok && twist_ok).then_some(Hit {
+            row,
+            col: col - 4,
+            row_power,
+            col_power,
+        })
+    }
+
+    /// Mean power of a row and a column tone over the window, block by block:
+    /// insensitive to phase jumps, for telling whether a key already on still sounds.
+    pub fn incoherent_power(&self, row: usize, col: usize) -> (f32, f32) {
+        let mut sums = (0.0, 0.0);
+        for block in &self.blocks {
+            sums.0 += block.re[row] * block.re[row] + block.im[row] * block.im[row];
+            sums.1 += block.re[4 + col] * block.re[4 + col] + block.im[4 + col] * block.im[4 + col];
+        }
+        let scale = 2.0 / (BLOCK * BLOCK) as f32 / WINDOW_BLOCKS as f32;
+        (sums.0 * scale, sums.1 * scale)
+    }
+
+    /// Share of the window's energy carried by the given tones' powers.
+    pub fn share(&self, powers: f32) -> f32 {
+        powers / self.mean_power().max(f32::MIN_POSITIVE)
+    }
+}
+
+#[derive(Default)]
+struct Halves {
+    re: [f32; TONES],
+    im: [f32; TONES],
+}
+
+impl Halves {
+    /// Whether tone `k` has the same power in both halves of the window: a
+    /// steady tone does, a starting or stopping one does not.
+    fn balanced(&self, second: &Halves, k: usize) -> bool {
+        let first_power = self.re[k] * self.re[k] + self.im[k] * self.im[k];
+        let second_power = second.re[k] * second.re[k] + second.im[k] * second.im[k];
+        first_power <= BALANCE * second_power && second_power <= BALANCE * first_power
+    }
+
+    /// The tone's power corrected for its frequency error, and that error as
+    /// a fraction of the nominal frequency.
+    fn true_power(&self, second: &Halves, k: usize, nominal_hz: f32, power: f32) -> (f32, f32) {
+        let (a_re, a_im) = (self.re[k], self.im[k]);
+        let (b_re, b_im) = (second.re[k], second.im[k]);
+        // The phase advance from one half to the next is 2π·offset·HALF/rate.
+        let cross_re = b_re * a_re + b_im * a_im;
+        let cross_im = b_im * a_re - b_re * a_im;
+        let offset_hz = cross_im.atan2(cross_re) * SAMPLE_RATE as f32 / (std::f32::consts::TAU * HALF);
+        let error = offset_hz / nominal_hz;
+        if error.abs() > FREQUENCY_TOLERANCE {
+            // Beyond the main lobe the gain correction would blow up noise.
+            return (power, error);
+        }
+        (power / window_gain(offset_hz), error)
+    }
+}
+
+/// Power response of the rectangular window to a tone `offset_hz` from the bin centre.
+fn window_gain(offset_hz: f32) -> f32 {
+    let x = std::f32::consts::PI * offset_hz / SAMPLE_RATE as f32;
+    if x.abs() < 1e-6 {
+        return 1.0;
+    }
+    let dirichlet = (WINDOW * x).sin() / (WINDOW * x.sin());
+    dirichlet * dirichlet
+}
+
+fn strongest(powers: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &p) in powers.iter().enumerate().skip(1) {
+        if p > powers[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,3 @@
+//! Audio media: WAV files (prompts, recordings, test fixtures).
+
+pub mod wav;
