@@ -112,23 +112,25 @@ impl Kernel {
     /// `out.len()` blocks.
     pub fn block_sums(self, samples: &[i16], out: &mut [BlockSums]) {
         assert_eq!(samples.len(), out.len() * BLOCK, "whole blocks only");
-        let table = &*TABLE;
         match self {
-            Kernel::Portable => portable(table, samples, out),
+            Kernel::Portable => portable(samples, out),
             // SAFETY: `Avx2` and `Avx512Vnni` are only returned by `available()`
             // after `is_x86_feature_detected!` confirmed every feature the
             // function enables, so the CPU executes all its instructions.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { x86::avx2(table, samples, out) },
+            Kernel::Avx2 => unsafe { x86::avx2(samples, out) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => unsafe { x86::avx512vnni(table, samples, out) },
+            Kernel::Avx512Vnni => unsafe { x86::avx512vnni(samples, out) },
             #[cfg(not(target_arch = "x86_64"))]
-            _ => portable(table, samples, out),
+            _ => portable(samples, out),
         }
     }
 }
 
-fn portable(table: &Table, samples: &[i16], out: &mut [BlockSums]) {
+/// The kernel in plain Rust; `samples` holds `out.len()` whole blocks.
+#[inline(always)]
+pub fn portable(samples: &[i16], out: &mut [BlockSums]) {
+    let table = &*TABLE;
     for (block, sums) in samples.chunks_exact(BLOCK).zip(out) {
         let mut dot = [0i32; QUADRATURES];
         for (pair, row) in block.chunks_exact(2).zip(&table.rows) {
@@ -153,10 +155,10 @@ fn energy(block: &[i16]) -> i64 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BlockSums, PAIRS, Table};
+    use super::{BLOCK, BlockSums, PAIRS, TABLE};
 
     /// The sample pair `2p, 2p+1` as one 32-bit lane, low sample first, as
     /// `vpmaddwd` expects.
@@ -165,8 +167,11 @@ mod x86 {
         (block[2 * p] as u16 as u32 | (block[2 * p + 1] as u16 as u32) << 16) as i32
     }
 
+    /// The kernel for AVX2; `samples` holds `out.len()` whole blocks.
     #[target_feature(enable = "avx2")]
-    pub(super) fn avx2(table: &Table, samples: &[i16], out: &mut [BlockSums]) {
+    #[inline]
+    pub fn avx2(samples: &[i16], out: &mut [BlockSums]) {
+        let table = &*TABLE;
         let rows = table.rows.as_ptr() as *const __m256i;
         let clamp = _mm256_set1_epi16(-i16::MAX);
         for (block, sums) in samples.chunks_exact(BLOCK).zip(out.iter_mut()) {
@@ -210,8 +215,11 @@ mod x86 {
         }
     }
 
+    /// The kernel for AVX-512 VNNI; `samples` holds `out.len()` whole blocks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn avx512vnni(table: &Table, samples: &[i16], out: &mut [BlockSums]) {
+    #[inline]
+    pub fn avx512vnni(samples: &[i16], out: &mut [BlockSums]) {
+        let table = &*TABLE;
         let row_ptr = table.rows.as_ptr() as *const __m512i;
         // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes each,
         // 64-byte aligned.

@@ -135,7 +135,42 @@ impl DtmfDetector {
 
     /// Feeds 8 kHz samples, any number at a time; `on_event` receives each key
     /// going on or off, in order.
-    pub fn process(&mut self, mut samples: &[i16], mut on_event: impl FnMut(DtmfEvent)) {
+    pub fn process(&mut self, samples: &[i16], mut on_event: impl FnMut(DtmfEvent)) {
+        match self.kernel {
+            Kernel::Portable => self.run(samples, &mut on_event, kernel::portable),
+            // SAFETY: a detector holds `Avx2` or `Avx512Vnni` only if
+            // `Kernel::available()` found the CPU features these functions enable.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { self.run_avx2(samples, &mut on_event) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => unsafe { self.run_avx512vnni(samples, &mut on_event) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => self.run(samples, &mut on_event, kernel::portable),
+        }
+    }
+
+    // The whole per-block pipeline is compiled once per instruction set, so
+    // the floating-point window arithmetic uses the wide registers too. Float
+    // operations are never reassociated or fused, so results stay identical.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn run_avx2(&mut self, samples: &[i16], on_event: &mut impl FnMut(DtmfEvent)) {
+        self.run(samples, on_event, |s, o| kernel::x86::avx2(s, o));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn run_avx512vnni(&mut self, samples: &[i16], on_event: &mut impl FnMut(DtmfEvent)) {
+        self.run(samples, on_event, |s, o| kernel::x86::avx512vnni(s, o));
+    }
+
+    #[inline(always)]
+    fn run(
+        &mut self,
+        mut samples: &[i16],
+        on_event: &mut impl FnMut(DtmfEvent),
+        block_sums: impl Fn(&[i16], &mut [BlockSums]),
+    ) {
         if self.pending_len > 0 {
             let have = self.pending_len as usize;
             let take = (BLOCK - have).min(samples.len());
@@ -147,23 +182,23 @@ impl DtmfDetector {
             }
             let mut sums = [BlockSums::default()];
             let block = self.pending;
-            self.kernel.block_sums(&block, &mut sums);
+            block_sums(&block, &mut sums);
             self.pending_len = 0;
-            self.on_block(&sums[0], &mut on_event);
+            self.on_block(&sums[0], on_event);
         }
         let mut sums = [BlockSums::default(); BATCH];
         let mut batches = samples.chunks_exact(BLOCK * BATCH);
         for batch in &mut batches {
-            self.kernel.block_sums(batch, &mut sums);
+            block_sums(batch, &mut sums);
             for block in &sums {
-                self.on_block(block, &mut on_event);
+                self.on_block(block, on_event);
             }
         }
         let rest = batches.remainder();
         let whole = rest.len() / BLOCK;
-        self.kernel.block_sums(&rest[..whole * BLOCK], &mut sums[..whole]);
+        block_sums(&rest[..whole * BLOCK], &mut sums[..whole]);
         for block in &sums[..whole] {
-            self.on_block(block, &mut on_event);
+            self.on_block(block, on_event);
         }
         let tail = &rest[whole * BLOCK..];
         self.pending[..tail.len()].copy_from_slice(tail);
@@ -178,6 +213,7 @@ impl DtmfDetector {
         self.state = State::Idle;
     }
 
+    #[inline(always)]
     fn on_block(&mut self, sums: &BlockSums, on_event: &mut impl FnMut(DtmfEvent)) {
         self.window.push(self.phasors.align(sums));
         self.position += BLOCK as u64;

@@ -13,68 +13,55 @@ const HALF: f32 = WINDOW / 2.0;
 /// After this many blocks the reference phasors are exactly 1 again: every
 /// DTMF frequency is a whole number of Hz, and 250 blocks are one second.
 const PHASOR_PERIOD: u32 = 250;
+const _: () = assert!(PHASOR_PERIOD <= 256, "the phase index is a u8");
 
 /// One block's correlations, phase-aligned to a reference that runs
 /// continuously from the first sample, so consecutive blocks add coherently.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Block {
-    re: [f32; TONES],
-    im: [f32; TONES],
+    /// Real parts of the eight tones in `[0..8]`, imaginary parts in `[8..16]`:
+    /// one flat array, so the window arithmetic vectorises.
+    z: [f32; 2 * TONES],
     energy: f32,
 }
 
-/// The continuous reference oscillators `e^{-jωn}` at block starts.
-#[derive(Debug, Clone, Copy)]
+/// Where the continuous reference stands at the next block: `e^{-jωn}` at its
+/// first sample is `REFERENCE[phase]`.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Phasors {
-    re: [f32; TONES],
-    im: [f32; TONES],
-    blocks: u32,
+    phase: u8,
 }
 
-/// Rotation of each reference phasor over one block.
-struct Steps {
-    re: [f32; TONES],
-    im: [f32; TONES],
-}
-
-fn steps() -> &'static Steps {
-    static STEPS: std::sync::LazyLock<Steps> = std::sync::LazyLock::new(|| {
-        let mut steps = Steps { re: [0.0; TONES], im: [0.0; TONES] };
+/// The reference phasors at every block start of one period, `re` in
+/// `[0..8]` and `im` in `[8..16]`. A table instead of a running product keeps
+/// them exact and removes a block-to-block dependency from the hot loop.
+static REFERENCE: std::sync::LazyLock<[[f32; 2 * TONES]; PHASOR_PERIOD as usize]> = std::sync::LazyLock::new(|| {
+    let mut table = [[0.0; 2 * TONES]; PHASOR_PERIOD as usize];
+    for (m, phasors) in table.iter_mut().enumerate() {
         for (k, hz) in ROW_HZ.iter().chain(COL_HZ.iter()).enumerate() {
-            let angle = std::f64::consts::TAU * hz * BLOCK as f64 / SAMPLE_RATE as f64;
-            steps.re[k] = angle.cos() as f32;
-            steps.im[k] = -angle.sin() as f32;
+            let cycles = hz * (m * BLOCK) as f64 / SAMPLE_RATE as f64;
+            let angle = std::f64::consts::TAU * cycles.fract();
+            phasors[k] = angle.cos() as f32;
+            phasors[TONES + k] = -angle.sin() as f32;
         }
-        steps
-    });
-    &STEPS
-}
-
-impl Default for Phasors {
-    fn default() -> Self {
-        Self { re: [1.0; TONES], im: [0.0; TONES], blocks: 0 }
     }
-}
+    table
+});
 
 impl Phasors {
     /// Aligns one block's sums to the continuous reference and advances it.
+    #[inline(always)]
     pub fn align(&mut self, sums: &BlockSums) -> Block {
         const UNSCALE: f32 = 1.0 / TABLE_SCALE;
+        let reference = &REFERENCE[self.phase as usize];
         let mut block = Block { energy: sums.energy as f32, ..Block::default() };
-        let steps = steps();
         for k in 0..TONES {
-            let re = sums.dot[k] as f32 * UNSCALE;
-            let im = sums.dot[TONES + k] as f32 * UNSCALE;
-            block.re[k] = re * self.re[k] - im * self.im[k];
-            block.im[k] = re * self.im[k] + im * self.re[k];
-            let (pr, pi) = (self.re[k], self.im[k]);
-            self.re[k] = pr * steps.re[k] - pi * steps.im[k];
-            self.im[k] = pr * steps.im[k] + pi * steps.re[k];
+            let (re, im) = (sums.dot[k] as f32 * UNSCALE, sums.dot[TONES + k] as f32 * UNSCALE);
+            let (pr, pi) = (reference[k], reference[TONES + k]);
+            block.z[k] = re * pr - im * pi;
+            block.z[TONES + k] = re * pi + im * pr;
         }
-        self.blocks += 1;
-        if self.blocks == PHASOR_PERIOD {
-            *self = Self::default();
-        }
+        self.phase = if self.phase as u32 + 1 == PHASOR_PERIOD { 0 } else { self.phase + 1 };
         block
     }
 }
@@ -127,88 +114,69 @@ pub struct Window {
 }
 
 impl Window {
+    #[inline(always)]
     pub fn push(&mut self, block: Block) {
         self.blocks[self.next as usize] = block;
         self.next = (self.next + 1) % WINDOW_BLOCKS as u8;
         self.filled = (self.filled + 1).min(WINDOW_BLOCKS as u8);
     }
 
+    #[inline(always)]
     pub fn is_full(&self) -> bool {
         self.filled as usize == WINDOW_BLOCKS
     }
 
-    fn ordered(&self) -> impl Iterator<Item = &Block> {
+    /// The blocks, oldest first.
+    #[inline(always)]
+    fn ordered(&self) -> [&Block; WINDOW_BLOCKS] {
         let start = self.next as usize;
-        (0..WINDOW_BLOCKS).map(move |i| &self.blocks[(start + i) % WINDOW_BLOCKS])
+        std::array::from_fn(|i| &self.blocks[(start + i) % WINDOW_BLOCKS])
     }
 
     /// Mean power of the whole window.
+    #[inline(always)]
     fn mean_power(&self) -> f32 {
         self.blocks.iter().map(|b| b.energy).sum::<f32>() / WINDOW
     }
 
     /// The key sounding steadily through the whole window, if any.
+    #[inline(always)]
     pub fn classify(&self, thresholds: &Thresholds) -> Option<Hit> {
         let energy = self.mean_power();
         if energy < thresholds.min_power {
             return None;
         }
+        let [a, b, c, d] = self.ordered();
         let mut first = Halves::default();
         let mut second = Halves::default();
-        for (i, block) in self.ordered().enumerate() {
-            let half = if i < WINDOW_BLOCKS / 2 { &mut first } else { &mut second };
-            for k in 0..TONES {
-                half.re[k] += block.re[k];
-                half.im[k] += block.im[k];
-            }
+        for l in 0..2 * TONES {
+            first.z[l] = a.z[l] + b.z[l];
+            second.z[l] = c.z[l] + d.z[l];
         }
         let mut power = [0.0f32; TONES];
         for (k, p) in power.iter_mut().enumerate() {
-            let re = first.re[k] + second.re[k];
-            let im = first.im[k] + second.im[k];
+            let re = first.z[k] + second.z[k];
+            let im = first.z[TONES + k] + second.z[TONES + k];
             *p = (re * re + im * im) * (2.0 / (WINDOW * WINDOW));
         }
-        let row = strongest(&power[..4]);
-        let col = 4 + strongest(&power[4..]);
         // Cheap test first: most windows of speech and music end here.
-        if power[row] + power[col] < PURITY * 0.5 * energy {
+        let max = |a: f32, b: f32| if a > b { a } else { b };
+        let row_max = max(max(power[0], power[1]), max(power[2], power[3]));
+        let col_max = max(max(power[4], power[5]), max(power[6], power[7]));
+        if row_max + col_max < PURITY * 0.5 * energy {
             return None;
         }
-        let peaked = |group: &[f32], best: usize| {
-            group.iter().enumerate().all(|(i, &p)| i == best || group[best] >= GROUP_PEAK * p)
-        };
-        if !peaked(&power[..4], row) || !peaked(&power[4..], col - 4) {
-            return None;
-        }
-        // Leakage from the stronger tone can unbalance the weaker one's halves,
-        // so only the stronger tone says whether the key sounds steadily.
-        let steadier = if power[row] >= power[col] { row } else { col };
-        if !first.balanced(&second, steadier) {
-            return None;
-        }
-        let (row_power, row_error) = first.true_power(&second, row, ROW_HZ[row] as f32, power[row]);
-        let (col_power, col_error) = first.true_power(&second, col, COL_HZ[col - 4] as f32, power[col]);
-        let share = (row_power + col_power) / energy;
-        let tolerance = if share >= CLEAN_SHARE { FREQUENCY_TOLERANCE } else { TIGHT_FREQUENCY_TOLERANCE };
-        let on_frequency = row_error.abs() <= tolerance && col_error.abs() <= tolerance;
-        let level_ok = row_power >= thresholds.min_power && col_power >= thresholds.min_power;
-        let twist_ok =
-            row_power <= thresholds.normal_twist * col_power && col_power <= thresholds.reverse_twist * row_power;
-        (on_frequency && share >= PURITY && level_ok && twist_ok).then_some(Hit {
-            row,
-            col: col - 4,
-            row_power,
-            col_power,
-        })
+        examine(&first, &second, &power, energy, thresholds)
     }
 
     /// Mean power of a row and a column tone over the window, block by block:
     /// insensitive to phase jumps, for telling whether a key already on still sounds.
     pub fn incoherent_power(&self, row: usize, col: usize) -> (f32, f32) {
         let mut sums = (0.0, 0.0);
+        let col = 4 + col;
         for block in &self.blocks {
-            sums.0 += block.re[row] * block.re[row] + block.im[row] * block.im[row];
-            sums.1 += block.re[4 + col] * block.re[4 + col] + block.im[4 + col] * block.im[4 + col];
+            sums.0 += block.z[row] * block.z[row] + block.z[TONES + row] * block.z[TONES + row];
+            sums.1 += block.z[col] * block.z[col] + block.z[TONES + col] * block.z[TONES + col];
         }
         let scale = 2.0 / (BLOCK * BLOCK) as f32 / WINDOW_BLOCKS as f32;
         (sums.0 * scale, sums.1 * scale)
@@ -222,24 +190,23 @@ impl Window {
 
 #[derive(Default)]
 struct Halves {
-    re: [f32; TONES],
-    im: [f32; TONES],
+    z: [f32; 2 * TONES],
 }
 
 impl Halves {
     /// Whether tone `k` has the same power in both halves of the window: a
     /// steady tone does, a starting or stopping one does not.
     fn balanced(&self, second: &Halves, k: usize) -> bool {
-        let first_power = self.re[k] * self.re[k] + self.im[k] * self.im[k];
-        let second_power = second.re[k] * second.re[k] + second.im[k] * second.im[k];
+        let first_power = self.z[k] * self.z[k] + self.z[TONES + k] * self.z[TONES + k];
+        let second_power = second.z[k] * second.z[k] + second.z[TONES + k] * second.z[TONES + k];
         first_power <= BALANCE * second_power && second_power <= BALANCE * first_power
     }
 
     /// The tone's power corrected for its frequency error, and that error as
     /// a fraction of the nominal frequency.
     fn true_power(&self, second: &Halves, k: usize, nominal_hz: f32, power: f32) -> (f32, f32) {
-        let (a_re, a_im) = (self.re[k], self.im[k]);
-        let (b_re, b_im) = (second.re[k], second.im[k]);
+        let (a_re, a_im) = (self.z[k], self.z[TONES + k]);
+        let (b_re, b_im) = (second.z[k], second.z[TONES + k]);
         // The phase advance from one half to the next is 2π·offset·HALF/rate.
         let cross_re = b_re * a_re + b_im * a_im;
         let cross_im = b_im * a_re - b_re * a_im;
@@ -251,6 +218,33 @@ impl Halves {
         }
         (power / window_gain(offset_hz), error)
     }
+}
+
+/// The full test of a window whose strongest tones might be a key.
+#[inline(never)]
+fn examine(first: &Halves, second: &Halves, power: &[f32; TONES], energy: f32, thresholds: &Thresholds) -> Option<Hit> {
+    let row = strongest(&power[..4]);
+    let col = 4 + strongest(&power[4..]);
+    let peaked =
+        |group: &[f32], best: usize| group.iter().enumerate().all(|(i, &p)| i == best || group[best] >= GROUP_PEAK * p);
+    if !peaked(&power[..4], row) || !peaked(&power[4..], col - 4) {
+        return None;
+    }
+    // Leakage from the stronger tone can unbalance the weaker one's halves,
+    // so only the stronger tone says whether the key sounds steadily.
+    let steadier = if power[row] >= power[col] { row } else { col };
+    if !first.balanced(second, steadier) {
+        return None;
+    }
+    let (row_power, row_error) = first.true_power(second, row, ROW_HZ[row] as f32, power[row]);
+    let (col_power, col_error) = first.true_power(second, col, COL_HZ[col - 4] as f32, power[col]);
+    let share = (row_power + col_power) / energy;
+    let tolerance = if share >= CLEAN_SHARE { FREQUENCY_TOLERANCE } else { TIGHT_FREQUENCY_TOLERANCE };
+    let on_frequency = row_error.abs() <= tolerance && col_error.abs() <= tolerance;
+    let level_ok = row_power >= thresholds.min_power && col_power >= thresholds.min_power;
+    let twist_ok =
+        row_power <= thresholds.normal_twist * col_power && col_power <= thresholds.reverse_twist * row_power;
+    (on_frequency && share >= PURITY && level_ok && twist_ok).then_some(Hit { row, col: col - 4, row_power, col_power })
 }
 
 /// Power response of the rectangular window to a tone `offset_hz` from the bin centre.
