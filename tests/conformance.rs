@@ -55,7 +55,7 @@ fn conditions(key: char, speech: &[Vec<f64>]) -> Vec<(&'static str, String, Sign
     {
         out.push(("frequency", format!("low {low:+}% high {high:+}%"), single(base.errors(low, high)), once.clone()));
     }
-    for dbm0 in [0.0, -5.0, -10.0, -15.0, -20.0, -25.0, -30.0, -35.0, -39.0] {
+    for dbm0 in [0.0, -5.0, -10.0, -15.0, -20.0, -25.0, -30.0, -35.0, -39.0, -42.0] {
         out.push(("level", format!("{dbm0} dBm0"), single(base.level(dbm0)), once.clone()));
     }
     for reference in [-3.0, -10.0, -17.0] {

@@ -316,6 +316,30 @@ mod tests {
     }
 
     #[test]
+    fn every_kernel_reports_the_same_events() {
+        let mut audio = Vec::new();
+        let mut noise = 12345u32;
+        for (i, k) in "123A456B789C*0#D".chars().enumerate() {
+            audio.extend(key(k, 40 + 10 * i));
+            audio.extend((0..300 + 37 * i).map(|_| {
+                noise = noise.wrapping_mul(1664525).wrapping_add(1013904223);
+                (noise >> 20) as i16 - 2048
+            }));
+        }
+        let run = |kernel| {
+            let mut detector = DtmfDetector::with_kernel(&DtmfConfig::default(), kernel);
+            let mut events = Vec::new();
+            detector.process(&audio, |e| events.push(e));
+            events
+        };
+        let expected = run(Kernel::Portable);
+        assert_eq!(expected.len(), 32);
+        for kernel in Kernel::available() {
+            assert_eq!(run(kernel), expected, "{}", kernel.name());
+        }
+    }
+
+    #[test]
     fn channel_state_is_small() {
         assert!(std::mem::size_of::<DtmfDetector>() <= 1024, "{}", std::mem::size_of::<DtmfDetector>());
     }
