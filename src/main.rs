@@ -3,9 +3,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pound::call::Transport;
+use pound::cmd::call::{CallArgs, exit_code};
 use pound::cmd::dtmf::{DtmfArgs, run};
 use pound::dsp::dtmf::DtmfConfig;
+use pound::media::codec::Codec;
+use pound::net::PhoneSetup;
+use pound::phone::{PhoneConfig, PressVia};
+use pound::sip::Timers;
 
 #[derive(Parser)]
 #[command(name = "pound", version, about = "Phone-call verification over SIP: call, prompt, detect the pound key.")]
@@ -18,6 +27,126 @@ struct Cli {
 enum Command {
     /// Detect DTMF digits in WAV files (8 kHz, 16-bit PCM or G.711); one JSON line per digit.
     Dtmf(DtmfCommand),
+    /// Place one verification call; print its outcome as one JSON line (exit 0 only when verified).
+    Call(CallCommand),
+    /// The simulated callee: answer pound's calls and press keys.
+    Phone(PhoneCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Udp => Transport::Udp,
+            TransportArg::Tcp => Transport::Tcp,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CodecArg {
+    Pcmu,
+    Pcma,
+    Opus,
+}
+
+fn codecs(args: &[CodecArg]) -> Vec<Codec> {
+    args.iter()
+        .map(|c| match c {
+            CodecArg::Pcmu => Codec::Pcmu,
+            CodecArg::Pcma => Codec::Pcma,
+            CodecArg::Opus => Codec::Opus,
+        })
+        .collect()
+}
+
+#[derive(Args)]
+struct CallCommand {
+    /// The callee: a SIP URI (sip:user@host:port) or an E.164 number (+14155550100, needs --trunk).
+    target: String,
+    /// The operator's trunk (sip:host[:port]): E.164 numbers, and every call when given, go there.
+    #[arg(long, env = "POUND_TRUNK")]
+    trunk: Option<String>,
+    /// Digest authentication user.
+    #[arg(long, env = "POUND_AUTH_USER")]
+    auth_user: Option<String>,
+    /// Digest authentication password (never logged).
+    #[arg(long, env = "POUND_AUTH_PASS", hide_env_values = true)]
+    auth_pass: Option<String>,
+    /// Caller ID: the From user.
+    #[arg(long, default_value = "pound")]
+    from: String,
+    /// Caller ID: the From display name.
+    #[arg(long)]
+    from_name: Option<String>,
+    /// Caller ID: P-Asserted-Identity URI (sip:+14155550000@example.com).
+    #[arg(long)]
+    pai: Option<String>,
+    /// Dialplan name (in --dialplans) or file.
+    #[arg(long, default_value = "press-pound")]
+    dialplan: String,
+    /// Folder of dialplans.
+    #[arg(long, default_value = "dialplans", env = "POUND_DIALPLANS")]
+    dialplans: PathBuf,
+    /// Ring timeout in seconds (overrides the dialplan's).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Local SIP address; 0.0.0.0:0 picks the interface that reaches the next hop and a free port.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+    /// Codecs offered, in order of preference.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
+    codecs: Vec<CodecArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ViaArg {
+    Rfc4733,
+    Inband,
+    Info,
+}
+
+#[derive(Args)]
+struct PhoneCommand {
+    /// SIP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5070")]
+    listen: SocketAddr,
+    /// Keys to press after the answer.
+    #[arg(long, default_value = "#")]
+    press: String,
+    /// How to press them.
+    #[arg(long, value_enum, default_value = "rfc4733")]
+    via: ViaArg,
+    /// Milliseconds from the answer to the first key.
+    #[arg(long, default_value_t = 1000)]
+    after: u64,
+    /// Milliseconds of ringing before the answer.
+    #[arg(long, default_value_t = 200)]
+    answer_after: u64,
+    /// Reject every call with this status (e.g. 486) instead of answering.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(300..700))]
+    reject: Option<u16>,
+    /// Ring and never answer.
+    #[arg(long)]
+    no_answer: bool,
+    /// Milliseconds from the answer to the phone's own BYE.
+    #[arg(long)]
+    hangup_after: Option<u64>,
+    /// Exit after this many calls have ended.
+    #[arg(long)]
+    calls: Option<u64>,
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+    /// Codecs accepted, in order of preference.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
+    codecs: Vec<CodecArg>,
 }
 
 #[derive(Args)]
@@ -43,8 +172,80 @@ struct DtmfCommand {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("POUND_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match Cli::parse().command {
         Command::Dtmf(cmd) => dtmf(cmd),
+        Command::Call(cmd) => call(cmd),
+        Command::Phone(cmd) => phone(cmd),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime")
+}
+
+fn call(cmd: CallCommand) -> ExitCode {
+    let args = CallArgs {
+        target: cmd.target,
+        trunk: cmd.trunk,
+        auth_user: cmd.auth_user,
+        auth_pass: cmd.auth_pass,
+        from_user: cmd.from,
+        from_name: cmd.from_name,
+        asserted_identity: cmd.pai,
+        dialplan: cmd.dialplan,
+        dialplans: cmd.dialplans,
+        ring_timeout: cmd.timeout.filter(|s| s.is_finite() && *s > 0.0).map(Duration::from_secs_f64),
+        bind: cmd.bind,
+        transport: cmd.transport.into(),
+        codecs: codecs(&cmd.codecs),
+    };
+    match runtime().block_on(pound::cmd::call::run(args)) {
+        Ok(report) => {
+            println!("{}", serde_json::to_string(&report).expect("a report serialises"));
+            ExitCode::from(exit_code(&report))
+        }
+        Err(e) => {
+            eprintln!("pound call: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn phone(cmd: PhoneCommand) -> ExitCode {
+    let via = match cmd.via {
+        ViaArg::Rfc4733 => PressVia::Rfc4733,
+        ViaArg::Inband => PressVia::Inband,
+        ViaArg::Info => PressVia::Info,
+    };
+    let setup = PhoneSetup {
+        listen: cmd.listen,
+        calls: cmd.calls,
+        config: PhoneConfig {
+            local_sip: cmd.listen,
+            transport: cmd.transport.into(),
+            local_rtp: cmd.listen,
+            press: cmd.press,
+            via,
+            press_after: Duration::from_millis(cmd.after),
+            answer_after: Duration::from_millis(cmd.answer_after),
+            reject: cmd.reject,
+            never_answer: cmd.no_answer,
+            hangup_after: cmd.hangup_after.map(Duration::from_millis),
+            codecs: codecs(&cmd.codecs),
+            timers: Timers::default(),
+        },
+    };
+    match runtime().block_on(pound::cmd::phone::run(setup)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pound phone: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,4 +1,6 @@
 //! The subcommands of the `pound` binary, each a function from parsed
 //! arguments to output; `main.rs` only parses the command line.
 
+pub mod call;
 pub mod dtmf;
+pub mod phone;

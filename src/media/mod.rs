@@ -1,3 +1,5 @@
-//! Audio media: WAV files (prompts, recordings, test fixtures).
+//! Audio media: codecs (PCMU, PCMA, Opus), prompts, WAV files.
 
+pub mod codec;
+pub mod prompt;
 pub mod wav;

@@ -3,6 +3,8 @@
 //! fixtures, and G.711 round trips.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod pcap;
+
 use std::path::{Path, PathBuf};
 
 use pound::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};

@@ -1,0 +1,210 @@
+//! The media half of a call: prompts out as paced RTP, audio and
+//! telephone-events in, digits found by RFC 4733 or by the in-band detector.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::dialplan::DtmfSource;
+use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
+use crate::media::codec::{CodecError, Decoder, Encoder, FRAME_SAMPLES};
+use crate::media::prompt::Prompt;
+use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, Ssrc};
+use crate::sdp::{Direction, MediaDescription};
+
+/// The telephone-event payload types pound offers (8 kHz and 48 kHz). Events
+/// on them are accepted even when the answer names another type, because
+/// some peers send on what was offered.
+pub const OFFERED_EVENT_TYPES: [u8; 2] = [101, 110];
+
+/// Prompts queued at most: the prompt, a wrong-key notice, the prompt again.
+const MAX_QUEUED: usize = 4;
+
+/// An RTP sender for the negotiated codec, started now, with SSRC, first
+/// sequence number and first timestamp from the CSPRNG (RFC 3550 §5.1: random
+/// starting points keep known-plaintext attacks on SRTP-less media harder and
+/// tell restarted streams apart).
+pub fn start_sender(description: &MediaDescription, now: Instant) -> RtpSender {
+    let mut sender = RtpSender::new(
+        Ssrc(rand::random()),
+        PayloadType(description.payload_type),
+        description.codec.clock_rate(),
+        rand::random(),
+        rand::random(),
+    );
+    sender.start(now);
+    sender
+}
+
+/// RTP for one call.
+pub struct MediaSession {
+    remote: SocketAddr,
+    description: MediaDescription,
+    sender: RtpSender,
+    encoder: Encoder,
+    decoder: Decoder,
+    receiver: RtpReceiver,
+    events: EventReceiver,
+    detector: Option<DtmfDetector>,
+    playing: Option<(Arc<Prompt>, usize)>,
+    queue: VecDeque<Arc<Prompt>>,
+    prompt_finished: bool,
+    digits: VecDeque<(char, DtmfSource)>,
+    silence: [i16; FRAME_SAMPLES],
+    decoded: [i16; FRAME_SAMPLES],
+    packet: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl MediaSession {
+    /// Starts sending to the answer's address now; `inband` enables the detector.
+    pub fn new(now: Instant, description: MediaDescription, inband: bool) -> Result<Self, CodecError> {
+        let remote = SocketAddr::new(description.address, description.port);
+        let sender = start_sender(&description, now);
+        Ok(Self {
+            remote,
+            encoder: Encoder::new(description.codec)?,
+            decoder: Decoder::new(description.codec)?,
+            description,
+            sender,
+            // Latch onto whoever sends first: behind NAT the callee's media
+            // rarely comes from the address its SDP names.
+            receiver: RtpReceiver::new(None),
+            events: EventReceiver::new(),
+            detector: inband.then(|| DtmfDetector::new(&DtmfConfig::default())),
+            playing: None,
+            queue: VecDeque::new(),
+            prompt_finished: false,
+            digits: VecDeque::new(),
+            silence: [0; FRAME_SAMPLES],
+            decoded: [0; FRAME_SAMPLES],
+            packet: Vec::with_capacity(1500),
+            payload: Vec::with_capacity(1500),
+        })
+    }
+
+    /// The negotiated media.
+    pub fn description(&self) -> &MediaDescription {
+        &self.description
+    }
+
+    /// A re-INVITE or UPDATE moved the peer's media (hold, resume, new address).
+    pub fn update_remote(&mut self, description: MediaDescription) {
+        let remote = SocketAddr::new(description.address, description.port);
+        if remote != self.remote && !description.address.is_unspecified() {
+            // Media moved: latch afresh onto the new source.
+            self.receiver = RtpReceiver::new(None);
+        }
+        self.remote = remote;
+        self.description.address = description.address;
+        self.description.port = description.port;
+        self.description.direction = description.direction;
+    }
+
+    /// Queues a prompt after whatever is playing.
+    pub fn play(&mut self, prompt: Arc<Prompt>) {
+        if self.playing.is_none() {
+            self.playing = Some((prompt, 0));
+        } else if self.queue.len() < MAX_QUEUED {
+            self.queue.push_back(prompt);
+        }
+    }
+
+    /// Stops all playback at once (barge-in).
+    pub fn stop(&mut self) {
+        self.playing = None;
+        self.queue.clear();
+    }
+
+    pub fn is_playing(&self) -> bool {
+        self.playing.is_some()
+    }
+
+    /// Whether the queue of prompts ran out since the last call.
+    pub fn take_prompt_finished(&mut self) -> bool {
+        std::mem::take(&mut self.prompt_finished)
+    }
+
+    /// A datagram from the RTP socket.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.receiver.handle_datagram(now, from, datagram);
+        self.drain_received(now);
+    }
+
+    fn drain_received(&mut self, now: Instant) {
+        let audio_type = self.description.payload_type;
+        let event_type = self.description.telephone_event;
+        while let Some(packet) = self.receiver.poll_packet() {
+            let pt = packet.payload_type.0;
+            if pt != audio_type && (Some(pt) == event_type || OFFERED_EVENT_TYPES.contains(&pt)) {
+                if let Some(press) = self.events.handle(now, packet.timestamp, packet.marker, packet.payload) {
+                    self.digits.push_back((press.digit, DtmfSource::Rfc4733));
+                }
+            } else if pt == audio_type
+                && let Some(detector) = self.detector.as_mut()
+                && let Ok(n) = self.decoder.decode(packet.payload, &mut self.decoded)
+            {
+                let digits = &mut self.digits;
+                detector.process(&self.decoded[..n], |event| {
+                    if let DtmfEvent::On { digit, .. } = event {
+                        digits.push_back((digit, DtmfSource::Inband));
+                    }
+                });
+            }
+        }
+    }
+
+    /// The next key found in the media.
+    pub fn poll_digit(&mut self) -> Option<(char, DtmfSource)> {
+        self.digits.pop_front()
+    }
+
+    /// The next RTP packet that is due by `now`, and where it goes.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+        if self.sender.next_due()? > now {
+            return None;
+        }
+        if matches!(self.description.direction, Direction::SendOnly | Direction::Inactive) {
+            // The peer holds the call and takes no media; the clock runs on.
+            self.sender.skip_frame();
+            return None;
+        }
+        let frame = match &mut self.playing {
+            Some((prompt, index)) => {
+                let frame = prompt.frames()[*index];
+                *index += 1;
+                if *index >= prompt.frames().len() {
+                    self.playing = self.queue.pop_front().map(|p| (p, 0));
+                    self.prompt_finished |= self.playing.is_none();
+                }
+                frame
+            }
+            None => self.silence,
+        };
+        // An encoder failure on our own frames is not worth ending the call for:
+        // the slot passes silently.
+        if self.encoder.encode(&frame, &mut self.payload).is_ok() {
+            self.sender.audio_frame(&self.payload, &mut self.packet);
+            Some((&self.packet, self.remote))
+        } else {
+            self.sender.skip_frame();
+            None
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.sender.next_due(), self.receiver.poll_timeout(), self.events.poll_timeout()].into_iter().flatten().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.receiver.handle_timeout(now);
+        self.events.handle_timeout(now);
+        self.drain_received(now);
+    }
+
+    /// When the last RTP packet arrived.
+    pub fn last_packet_at(&self) -> Option<Instant> {
+        self.receiver.last_packet_at()
+    }
+}

@@ -1,0 +1,24 @@
+//! `pound phone`: the simulated callee; one JSON line when ready and one per
+//! call that ends.
+
+use std::net::SocketAddr;
+
+use serde_json::json;
+
+use crate::net::{NetError, PhoneSetup, run_phone};
+use crate::phone::PhoneEvent;
+
+/// Serves calls until killed or `setup.calls` have ended.
+pub async fn run(setup: PhoneSetup) -> Result<(), NetError> {
+    let print = |value: serde_json::Value| println!("{value}");
+    run_phone(
+        setup,
+        |address: SocketAddr| print(json!({"event": "ready", "sip": address.to_string()})),
+        |event| match event {
+            PhoneEvent::CallEnded { call_id, rtp_received } => {
+                print(json!({"event": "call_ended", "call_id": call_id, "rtp_received": rtp_received}))
+            }
+        },
+    )
+    .await
+}

@@ -1,0 +1,291 @@
+//! Dialplans: what a verification call plays and what it accepts, from
+//! `dialplans/*.toml`, validated into a [`Dialplan`].
+//!
+//! ```toml
+//! prompt = "fixtures/prompts/en/press-pound.wav"   # played after the answer
+//! prompt_repeats = 3            # plays of the prompt before giving up (no_input)
+//! expect = "#"                  # the confirmation
+//! fraud_code = "0#"             # "this wasn't me": fraud_reported
+//! wrong_key_prompt = "fixtures/prompts/en/wrong-key.wav"
+//! max_attempts = 3              # wrong entries before wrong_input
+//! confirmation_prompt = "fixtures/prompts/en/confirmed.wav"
+//! fraud_prompt = "fixtures/prompts/en/reported.wav"
+//! input_timeout_ms = 5000       # silence after a prompt before it repeats
+//! ring_timeout_ms = 45000       # ringing before CANCEL (no_answer)
+//! max_duration_ms = 120000      # from the answer; then BYE
+//! media_timeout_ms = 10000      # no RTP at all for this long after the answer: BYE (failed)
+//! dtmf_sources = ["rfc4733", "info", "inband"]
+//! ```
+//!
+//! Relative prompt paths are resolved against the dialplan file's folder, then
+//! against the working directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::dsp::tone::key_position;
+
+/// Where a key press reached pound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfSource {
+    /// RFC 4733 telephone-events in the RTP stream.
+    Rfc4733,
+    /// SIP INFO (`application/dtmf-relay` or `application/dtmf`).
+    Info,
+    /// Tones in the audio, found by the in-band detector.
+    Inband,
+}
+
+impl DtmfSource {
+    /// The name used in JSON and in dialplans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtmfSource::Rfc4733 => "rfc4733",
+            DtmfSource::Info => "info",
+            DtmfSource::Inband => "inband",
+        }
+    }
+}
+
+/// A validated dialplan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dialplan {
+    /// Name (the file stem), for logs and records.
+    pub name: String,
+    pub prompt: PathBuf,
+    pub prompt_repeats: u32,
+    pub expect: String,
+    pub fraud_code: Option<String>,
+    pub wrong_key_prompt: Option<PathBuf>,
+    pub max_attempts: u32,
+    pub confirmation_prompt: Option<PathBuf>,
+    pub fraud_prompt: Option<PathBuf>,
+    pub input_timeout: Duration,
+    pub ring_timeout: Duration,
+    pub max_duration: Duration,
+    pub media_timeout: Duration,
+    pub dtmf_sources: Vec<DtmfSource>,
+}
+
+/// Why a dialplan was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DialplanError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// The TOML is malformed or has unknown keys.
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    prompt: PathBuf,
+    #[serde(default = "defaults::prompt_repeats")]
+    prompt_repeats: u32,
+    #[serde(default = "defaults::expect")]
+    expect: String,
+    fraud_code: Option<String>,
+    wrong_key_prompt: Option<PathBuf>,
+    #[serde(default = "defaults::max_attempts")]
+    max_attempts: u32,
+    confirmation_prompt: Option<PathBuf>,
+    fraud_prompt: Option<PathBuf>,
+    #[serde(default = "defaults::input_timeout_ms")]
+    input_timeout_ms: u64,
+    #[serde(default = "defaults::ring_timeout_ms")]
+    ring_timeout_ms: u64,
+    #[serde(default = "defaults::max_duration_ms")]
+    max_duration_ms: u64,
+    #[serde(default = "defaults::media_timeout_ms")]
+    media_timeout_ms: u64,
+    #[serde(default = "defaults::dtmf_sources")]
+    dtmf_sources: Vec<DtmfSource>,
+}
+
+mod defaults {
+    use super::DtmfSource;
+    pub fn prompt_repeats() -> u32 {
+        3
+    }
+    pub fn expect() -> String {
+        "#".into()
+    }
+    pub fn max_attempts() -> u32 {
+        3
+    }
+    pub fn input_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn ring_timeout_ms() -> u64 {
+        45_000
+    }
+    pub fn max_duration_ms() -> u64 {
+        120_000
+    }
+    pub fn media_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn dtmf_sources() -> Vec<DtmfSource> {
+        vec![DtmfSource::Rfc4733, DtmfSource::Info, DtmfSource::Inband]
+    }
+}
+
+/// Dialplan files are small; anything larger is a mistake, not a dialplan.
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+impl Dialplan {
+    /// Loads `NAME` from `folder` (as `folder/NAME.toml`) or a path to a file.
+    pub fn find(name_or_path: &str, folder: &Path) -> Result<Dialplan, DialplanError> {
+        let path = Path::new(name_or_path);
+        if path.extension().is_some_and(|e| e == "toml") || path.components().count() > 1 {
+            Self::load(path)
+        } else {
+            Self::load(&folder.join(format!("{name_or_path}.toml")))
+        }
+    }
+
+    /// Loads and validates one dialplan file.
+    pub fn load(path: &Path) -> Result<Dialplan, DialplanError> {
+        let shown = path.display().to_string();
+        let io = |source| DialplanError::Io { path: shown.clone(), source };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(DialplanError::Invalid {
+                path: shown,
+                message: format!("{size} bytes is too large for a dialplan"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::parse(&name, &text, path.parent().unwrap_or(Path::new("."))).map_err(|e| e.located(&shown))
+    }
+
+    /// Parses dialplan TOML; relative prompt paths are resolved against `base`.
+    pub fn parse(name: &str, text: &str, base: &Path) -> Result<Dialplan, DialplanError> {
+        let file: File = toml::from_str(text)
+            .map_err(|e| DialplanError::Syntax { path: String::new(), message: e.message().to_string() })?;
+        let invalid = |message: String| DialplanError::Invalid { path: String::new(), message };
+        let keys = |field: &str, value: &str| -> Result<(), DialplanError> {
+            if value.is_empty() || value.len() > 16 || !value.chars().all(|c| key_position(c).is_some()) {
+                return Err(invalid(format!("{field} must be 1 to 16 DTMF keys (0-9 * # A-D), not {value:?}")));
+            }
+            Ok(())
+        };
+        keys("expect", &file.expect)?;
+        if let Some(code) = &file.fraud_code {
+            keys("fraud_code", code)?;
+            if *code == file.expect {
+                return Err(invalid("fraud_code must differ from expect".into()));
+            }
+        }
+        let ranged = |field: &str, value: u64, min: u64, max: u64| -> Result<Duration, DialplanError> {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(format!("{field} must be between {min} and {max} ms, not {value}")));
+            }
+            Ok(Duration::from_millis(value))
+        };
+        if !(1..=10).contains(&file.prompt_repeats) {
+            return Err(invalid(format!("prompt_repeats must be 1 to 10, not {}", file.prompt_repeats)));
+        }
+        if !(1..=10).contains(&file.max_attempts) {
+            return Err(invalid(format!("max_attempts must be 1 to 10, not {}", file.max_attempts)));
+        }
+        if file.dtmf_sources.is_empty() {
+            return Err(invalid("dtmf_sources must name at least one of rfc4733, info, inband".into()));
+        }
+        let resolve = |p: &PathBuf| if p.is_relative() && base.join(p).exists() { base.join(p) } else { p.clone() };
+        Ok(Dialplan {
+            name: name.to_string(),
+            prompt: resolve(&file.prompt),
+            prompt_repeats: file.prompt_repeats,
+            expect: file.expect.to_ascii_uppercase(),
+            fraud_code: file.fraud_code.map(|c| c.to_ascii_uppercase()),
+            wrong_key_prompt: file.wrong_key_prompt.as_ref().map(resolve),
+            max_attempts: file.max_attempts,
+            confirmation_prompt: file.confirmation_prompt.as_ref().map(resolve),
+            fraud_prompt: file.fraud_prompt.as_ref().map(resolve),
+            input_timeout: ranged("input_timeout_ms", file.input_timeout_ms, 500, 60_000)?,
+            ring_timeout: ranged("ring_timeout_ms", file.ring_timeout_ms, 1_000, 300_000)?,
+            max_duration: ranged("max_duration_ms", file.max_duration_ms, 1_000, 3_600_000)?,
+            media_timeout: ranged("media_timeout_ms", file.media_timeout_ms, 1_000, 300_000)?,
+            dtmf_sources: file.dtmf_sources,
+        })
+    }
+
+    /// Whether digits from `source` are accepted.
+    pub fn accepts(&self, source: DtmfSource) -> bool {
+        self.dtmf_sources.contains(&source)
+    }
+}
+
+impl DialplanError {
+    fn located(self, path: &str) -> Self {
+        match self {
+            DialplanError::Syntax { message, .. } => DialplanError::Syntax { path: path.into(), message },
+            DialplanError::Invalid { message, .. } => DialplanError::Invalid { path: path.into(), message },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Dialplan, DialplanError> {
+        Dialplan::parse("t", text, Path::new("."))
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let plan = parse("prompt = \"p.wav\"").unwrap();
+        assert_eq!(plan.expect, "#");
+        assert_eq!(plan.prompt_repeats, 3);
+        assert_eq!(plan.ring_timeout, Duration::from_secs(45));
+        assert_eq!(plan.dtmf_sources.len(), 3);
+        assert_eq!(plan.fraud_code, None);
+    }
+
+    #[test]
+    fn refuses_bad_values_with_the_key_named() {
+        for (text, needle) in [
+            ("prompt = \"p\"\nexpect = \"x\"", "expect"),
+            ("prompt = \"p\"\nfraud_code = \"#\"", "differ"),
+            ("prompt = \"p\"\nring_timeout_ms = 5", "ring_timeout_ms"),
+            ("prompt = \"p\"\nprompt_repeats = 0", "prompt_repeats"),
+            ("prompt = \"p\"\ndtmf_sources = []", "dtmf_sources"),
+            ("prompt = \"p\"\ndtmf_sources = [\"smoke\"]", "unknown variant"),
+            ("prompt = \"p\"\nbogus = 1", "unknown field"),
+            ("expect = \"#\"", "prompt"),
+            ("prompt = ", "string"),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(needle), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_dialplan_loads_and_its_prompts_exist() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let plan = Dialplan::find("press-pound", &root.join("dialplans")).unwrap();
+        assert_eq!(plan.expect, "#");
+        assert_eq!(plan.fraud_code.as_deref(), Some("0#"));
+        for prompt in [
+            Some(&plan.prompt),
+            plan.confirmation_prompt.as_ref(),
+            plan.fraud_prompt.as_ref(),
+            plan.wrong_key_prompt.as_ref(),
+        ] {
+            let prompt = prompt.expect("shipped plan names every prompt");
+            assert!(prompt.exists(), "{}", prompt.display());
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Prompts: 8 kHz audio cut into 20 ms frames, ready to be encoded and sent
+//! one frame per RTP packet.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::media::codec::FRAME_SAMPLES;
+use crate::media::wav::{RATE, WavError, WavReader};
+
+/// The longest prompt [`Prompt::load`] accepts. Prompts are held in memory
+/// whole (about 1 MiB per minute), so the limit bounds what a wrong or hostile
+/// file can cost.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 60);
+
+/// Duration of one frame, in milliseconds.
+const FRAME_DURATION_MS: u64 = 20;
+
+/// What can go wrong when loading a prompt.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    /// The file could not be read, or is not an 8 kHz WAV file pound decodes.
+    #[error("prompt: {0}")]
+    Wav(#[from] WavError),
+    /// The file holds more audio than [`MAX_DURATION`].
+    #[error("prompt is {seconds} s long; at most {} s are accepted", MAX_DURATION.as_secs())]
+    TooLong {
+        /// The file's length, in whole seconds.
+        seconds: u64,
+    },
+    /// The file holds no samples at all.
+    #[error("prompt file holds no audio")]
+    Empty,
+}
+
+/// Audio to play to the callee, as 20 ms frames of 8 kHz samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    frames: Vec<[i16; FRAME_SAMPLES]>,
+}
+
+impl Prompt {
+    /// Loads an 8 kHz WAV file (16-bit PCM or G.711; channels mixed to mono).
+    /// Refuses files longer than [`MAX_DURATION`] before reading their samples,
+    /// and files without any samples.
+    pub fn load(path: &Path) -> Result<Prompt, PromptError> {
+        let mut reader = WavReader::open(path)?;
+        let samples = reader.remaining_samples();
+        if samples > MAX_DURATION.as_secs() * u64::from(RATE) {
+            return Err(PromptError::TooLong { seconds: samples / u64::from(RATE) });
+        }
+        if samples == 0 {
+            return Err(PromptError::Empty);
+        }
+        Ok(Prompt::from_samples(&reader.read_to_end()?))
+    }
+
+    /// Cuts samples into frames, zero-padding the last one. No length limit:
+    /// the caller already holds the samples.
+    pub fn from_samples(samples: &[i16]) -> Prompt {
+        let frames = samples
+            .chunks(FRAME_SAMPLES)
+            .map(|chunk| {
+                let mut frame = [0; FRAME_SAMPLES];
+                frame[..chunk.len()].copy_from_slice(chunk);
+                frame
+            })
+            .collect();
+        Prompt { frames }
+    }
+
+    /// The frames, in playing order.
+    pub fn frames(&self) -> &[[i16; FRAME_SAMPLES]] {
+        &self.frames
+    }
+
+    /// How long the prompt plays: its frame count times 20 ms (so including
+    /// the padding of the last frame).
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(FRAME_DURATION_MS * self.frames.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dsp::dtmf::{DtmfConfig, DtmfDetector};
+    use crate::dsp::tone::power_to_dbm0;
+    use crate::media::wav::{Encoding, write_file};
+
+    fn prompt_path(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prompts/en").join(name)
+    }
+
+    #[test]
+    fn committed_prompts_load_as_telephone_speech() {
+        for name in ["press-pound.wav", "confirmed.wav", "reported.wav", "wrong-key.wav"] {
+            let prompt = Prompt::load(&prompt_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let duration = prompt.duration();
+            assert!(
+                (Duration::from_secs(1)..Duration::from_secs(8)).contains(&duration),
+                "{name}: {duration:?} is no spoken sentence"
+            );
+            let samples = prompt.frames().as_flattened();
+            assert_eq!(samples.len(), prompt.frames().len() * FRAME_SAMPLES);
+            // Level over the speech, skipping the quiet padding at both ends.
+            let loud: Vec<f64> = samples.iter().map(|&s| (s as f64).powi(2)).collect();
+            let first = samples.iter().position(|&s| s.unsigned_abs() > 300).unwrap();
+            let last = samples.iter().rposition(|&s| s.unsigned_abs() > 300).unwrap();
+            let level = power_to_dbm0(loud[first..=last].iter().sum::<f64>() / (last - first + 1) as f64);
+            assert!((-21.0..-15.0).contains(&level), "{name}: speech at {level:.1} dBm0, want about -18");
+            assert!(samples.iter().all(|&s| s.unsigned_abs() < 32000), "{name}: clipped");
+            // pound listens while it plays: its own prompt echoed back must not be a key.
+            let mut detector = DtmfDetector::new(&DtmfConfig::default());
+            detector.process(samples, |event| panic!("{name}: the detector hears {event:?}"));
+        }
+    }
+
+    #[test]
+    fn from_samples_pads_the_last_frame() {
+        let samples: Vec<i16> = (1..=400).collect();
+        let prompt = Prompt::from_samples(&samples);
+        assert_eq!(prompt.frames().len(), 3);
+        assert_eq!(prompt.frames()[2][..80], samples[320..]);
+        assert!(prompt.frames()[2][80..].iter().all(|&s| s == 0));
+        assert_eq!(prompt.duration(), Duration::from_millis(60));
+        assert!(Prompt::from_samples(&[]).frames().is_empty());
+    }
+
+    #[test]
+    fn refuses_non_wav_empty_and_too_long_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("prompt.wav");
+        std::fs::write(&text, "To confirm your phone number, press the pound key.").unwrap();
+        assert!(matches!(Prompt::load(&text), Err(PromptError::Wav(WavError::NotWav))));
+        assert!(matches!(Prompt::load(&dir.path().join("missing.wav")), Err(PromptError::Wav(WavError::Io(_)))));
+
+        let empty = dir.path().join("empty.wav");
+        write_file(&empty, &[], Encoding::Pcm16).unwrap();
+        assert!(matches!(Prompt::load(&empty), Err(PromptError::Empty)));
+
+        // Ten minutes and one sample of µ-law (4.8 MB), refused from the header.
+        let long = dir.path().join("long.wav");
+        let limit = MAX_DURATION.as_secs() as usize * RATE as usize;
+        write_file(&long, &vec![0; limit + 1], Encoding::Ulaw).unwrap();
+        assert!(matches!(Prompt::load(&long), Err(PromptError::TooLong { seconds: 600 })));
+        write_file(&long, &vec![0; limit], Encoding::Ulaw).unwrap();
+        assert_eq!(Prompt::load(&long).unwrap().duration(), MAX_DURATION);
+    }
+}

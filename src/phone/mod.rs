@@ -1,0 +1,527 @@
+//! The simulated callee (a UAS) as a socket-free state machine: it answers
+//! pound's INVITE (or rejects it, or only rings), sends audio, presses keys by
+//! RFC 4733, in-band tones or SIP INFO, and hangs up when told to. It serves
+//! any number of calls at once; the demo, the tests and the load benchmarks
+//! drive it through `net`.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::call::{Transport, start_sender};
+use crate::dsp::tone::ToneGenerator;
+use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
+use crate::rtp::{EventSender, PayloadType, RtpSender};
+use crate::sdp::{MediaDescription, answer, parse_offer};
+use crate::sip::dialog::{Dialog, new_branch, new_tag};
+use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+
+/// How the simulated phone presses its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PressVia {
+    Rfc4733,
+    Inband,
+    Info,
+}
+
+/// What the simulated phone does with each call.
+#[derive(Debug, Clone)]
+pub struct PhoneConfig {
+    /// Our SIP address as pound reaches it (Contact).
+    pub local_sip: SocketAddr,
+    pub transport: Transport,
+    /// The one RTP address every call's media uses (calls are told apart by
+    /// pound's media address).
+    pub local_rtp: SocketAddr,
+    /// Keys pressed after the answer, in order.
+    pub press: String,
+    pub via: PressVia,
+    /// From the answer to the first key.
+    pub press_after: Duration,
+    /// From the INVITE to the answer (ringing meanwhile).
+    pub answer_after: Duration,
+    /// Answer every INVITE with this final status instead.
+    pub reject: Option<u16>,
+    /// Ring forever (never answer): pound must CANCEL.
+    pub never_answer: bool,
+    /// From the answer to the phone's own BYE.
+    pub hangup_after: Option<Duration>,
+    /// Codecs accepted, in order of preference.
+    pub codecs: Vec<Codec>,
+    pub timers: Timers,
+}
+
+/// How long each key is held, and the pause between keys.
+const PRESS: Duration = Duration::from_millis(160);
+const BETWEEN_PRESSES: Duration = Duration::from_millis(300);
+const FRAME: Duration = Duration::from_millis(20);
+/// In-band key level per tone: a typical handset.
+const INBAND_DBM0: f64 = -8.0;
+
+/// What the phone reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneEvent {
+    /// A call ended (BYE either way, CANCEL, or a rejected INVITE acknowledged).
+    CallEnded { call_id: String, rtp_received: u64 },
+}
+
+enum Stage {
+    Ringing {
+        answer_at: Option<Instant>,
+    },
+    /// Final response sent; waiting for the ACK (a rejection or the 200).
+    Answering,
+    Talking,
+    /// Our BYE is out.
+    Leaving,
+}
+
+struct Keys {
+    queue: VecDeque<char>,
+    next_at: Instant,
+    tone: Option<(ToneGenerator, Instant)>,
+    event: Option<EventSender>,
+    event_timestamp: u32,
+}
+
+struct PhoneMedia {
+    remote: SocketAddr,
+    description: MediaDescription,
+    sender: RtpSender,
+    encoder: Encoder,
+}
+
+struct PhoneCall {
+    invite: Message,
+    from: SocketAddr,
+    local_tag: String,
+    stage: Stage,
+    final_response: Option<Message>,
+    resend: Option<(Instant, Duration, Instant)>,
+    dialog: Option<Dialog>,
+    media: Option<PhoneMedia>,
+    keys: Option<Keys>,
+    hangup_at: Option<Instant>,
+    requests: Vec<ClientTransaction>,
+    rtp_received: u64,
+}
+
+/// The simulated phone.
+pub struct Phone {
+    config: PhoneConfig,
+    calls: HashMap<String, PhoneCall>,
+    outbox: VecDeque<(Message, SocketAddr)>,
+    events: VecDeque<PhoneEvent>,
+    packet: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Phone {
+    pub fn new(config: PhoneConfig) -> Self {
+        Self {
+            config,
+            calls: HashMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            packet: Vec::with_capacity(1500),
+            payload: Vec::with_capacity(1500),
+        }
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// A SIP message from `from`.
+    pub fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
+        if !message.is_request() {
+            let Some(call) = message.call_id().and_then(|id| self.calls.get_mut(id)) else { return };
+            for tx in &mut call.requests {
+                if tx.matches(&message) {
+                    tx.handle_response(now, message);
+                    break;
+                }
+            }
+            self.flush(now);
+            return;
+        }
+        let Some(method) = message.method().cloned() else { return };
+        let call_id = message.call_id().unwrap_or_default().to_string();
+        match method {
+            Method::Invite => match self.calls.get(&call_id) {
+                None => self.on_invite(now, from, message),
+                Some(call) if call.invite.cseq() == message.cseq() => {
+                    // A retransmitted INVITE: repeat where we are.
+                    let response =
+                        call.final_response.clone().unwrap_or_else(|| self.ringing(&call.invite, &call.local_tag));
+                    self.outbox.push_back((response, from));
+                }
+                Some(_) if message.to_tag().is_none() => {
+                    // The same call again with a new CSeq: the caller answered a
+                    // challenge on the way. Start over with this INVITE.
+                    self.calls.remove(&call_id);
+                    self.on_invite(now, from, message);
+                }
+                Some(call) => {
+                    // A re-INVITE: keep the media as it is.
+                    let mut response = Message::response_to(&message, 200, None).with_header("Contact", self.contact());
+                    if let Some(previous) = &call.final_response {
+                        response.set_body("application/sdp", previous.body().to_vec());
+                    }
+                    self.outbox.push_back((response, from));
+                }
+            },
+            Method::Ack => {
+                let ended = match self.calls.get_mut(&call_id) {
+                    Some(call) if matches!(call.stage, Stage::Answering) => {
+                        call.resend = None;
+                        if call.dialog.is_some() {
+                            call.stage = Stage::Talking;
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    _ => false,
+                };
+                if ended {
+                    self.end(&call_id);
+                }
+            }
+            Method::Cancel => {
+                let response =
+                    Message::response_to(&message, if self.calls.contains_key(&call_id) { 200 } else { 481 }, None);
+                self.outbox.push_back((response, from));
+                if let Some(call) = self.calls.get_mut(&call_id)
+                    && matches!(call.stage, Stage::Ringing { .. })
+                {
+                    let terminated = Message::response_to(&call.invite, 487, Some(&call.local_tag));
+                    call.final_response = Some(terminated.clone());
+                    call.resend = resend_schedule(now, &self.config);
+                    call.stage = Stage::Answering;
+                    self.outbox.push_back((terminated, call.from));
+                }
+            }
+            Method::Bye => {
+                let known = self.calls.contains_key(&call_id);
+                self.outbox.push_back((Message::response_to(&message, if known { 200 } else { 481 }, None), from));
+                if known {
+                    self.end(&call_id);
+                }
+            }
+            Method::Options | Method::Info | Method::Update => {
+                self.outbox.push_back((Message::response_to(&message, 200, None), from));
+            }
+            _ => self.outbox.push_back((Message::response_to(&message, 405, None), from)),
+        }
+        self.flush(now);
+    }
+
+    fn ringing(&self, invite: &Message, tag: &str) -> Message {
+        Message::response_to(invite, 180, Some(tag)).with_header("Contact", self.contact())
+    }
+
+    fn contact(&self) -> String {
+        match self.config.transport {
+            Transport::Udp => format!("<sip:phone@{}>", self.config.local_sip),
+            Transport::Tcp => format!("<sip:phone@{};transport=tcp>", self.config.local_sip),
+        }
+    }
+
+    fn on_invite(&mut self, now: Instant, from: SocketAddr, invite: Message) {
+        let local_tag = new_tag();
+        self.outbox.push_back((Message::response_to(&invite, 100, None), from));
+        let call_id = invite.call_id().unwrap_or_default().to_string();
+        let mut call = PhoneCall {
+            invite: invite.clone(),
+            from,
+            local_tag: local_tag.clone(),
+            stage: Stage::Ringing { answer_at: None },
+            final_response: None,
+            resend: None,
+            dialog: None,
+            media: None,
+            keys: None,
+            hangup_at: None,
+            requests: Vec::new(),
+            rtp_received: 0,
+        };
+        if let Some(status) = self.config.reject {
+            let response = Message::response_to(&invite, status, Some(&local_tag));
+            call.final_response = Some(response.clone());
+            call.resend = resend_schedule(now, &self.config);
+            call.stage = Stage::Answering;
+            self.outbox.push_back((response, from));
+        } else {
+            self.outbox.push_back((self.ringing(&invite, &local_tag), from));
+            let answer_at = (!self.config.never_answer).then_some(now + self.config.answer_after);
+            call.stage = Stage::Ringing { answer_at };
+        }
+        self.calls.insert(call_id, call);
+    }
+
+    fn answer(&mut self, now: Instant, call_id: &str) {
+        let contact = self.contact();
+        let config = &self.config;
+        let Some(call) = self.calls.get_mut(call_id) else { return };
+        let offer = std::str::from_utf8(call.invite.body()).ok().and_then(|sdp| parse_offer(sdp).ok());
+        let answered = offer.and_then(|offer| {
+            answer(
+                &offer,
+                config.local_rtp.ip(),
+                config.local_rtp.port(),
+                &config.codecs,
+                rand::random::<u32>() as u64,
+                1,
+            )
+            .ok()
+        });
+        let Some((sdp, description)) = answered else {
+            let response = Message::response_to(&call.invite, 488, Some(&call.local_tag));
+            call.final_response = Some(response.clone());
+            call.resend = resend_schedule(now, config);
+            call.stage = Stage::Answering;
+            self.outbox.push_back((response, call.from));
+            return;
+        };
+        let mut response =
+            Message::response_to(&call.invite, 200, Some(&call.local_tag)).with_header("Contact", contact.clone());
+        response.set_body("application/sdp", sdp.into_bytes());
+        call.dialog = Dialog::as_callee(&call.invite, &call.local_tag, &contact).ok();
+        let Ok(encoder) = Encoder::new(description.codec) else { return };
+        let sender = start_sender(&description, now);
+        call.media = Some(PhoneMedia {
+            remote: SocketAddr::new(description.address, description.port),
+            description,
+            sender,
+            encoder,
+        });
+        call.keys = Some(Keys {
+            queue: config.press.chars().collect(),
+            next_at: now + config.press_after,
+            tone: None,
+            event: None,
+            event_timestamp: 0,
+        });
+        call.hangup_at = config.hangup_after.map(|d| now + d);
+        call.final_response = Some(response.clone());
+        call.resend = resend_schedule(now, config);
+        call.stage = Stage::Answering;
+        self.outbox.push_back((response, call.from));
+    }
+
+    /// An RTP datagram: counted for the call whose media it belongs to.
+    pub fn handle_rtp(&mut self, from: SocketAddr, _datagram: &[u8]) {
+        if let Some(call) = self.calls.values_mut().find(|c| c.media.as_ref().is_some_and(|m| m.remote == from)) {
+            call.rtp_received += 1;
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<String> = self.calls.keys().cloned().collect();
+        for id in ids {
+            let mut answer_now = false;
+            let mut hang_up = false;
+            let mut info_key = None;
+            if let Some(call) = self.calls.get_mut(&id) {
+                if let Stage::Ringing { answer_at: Some(at) } = call.stage
+                    && now >= at
+                {
+                    answer_now = true;
+                }
+                if let Some((next, interval, give_up)) = call.resend
+                    && now >= next
+                {
+                    if now >= give_up {
+                        call.resend = None;
+                    } else if let Some(response) = &call.final_response {
+                        self.outbox.push_back((response.clone(), call.from));
+                        let interval = (interval * 2).min(self.config.timers.t2);
+                        call.resend = Some((now + interval, interval, give_up));
+                    }
+                }
+                for tx in &mut call.requests {
+                    if tx.poll_timeout().is_some_and(|t| t <= now) {
+                        tx.handle_timeout(now);
+                    }
+                }
+                if matches!(call.stage, Stage::Talking | Stage::Answering) && call.dialog.is_some() {
+                    if call.hangup_at.is_some_and(|t| now >= t) {
+                        hang_up = true;
+                    }
+                    if let Some(keys) = call.keys.as_mut()
+                        && keys.tone.is_none()
+                        && keys.event.is_none()
+                        && now >= keys.next_at
+                        && let Some(key) = keys.queue.pop_front()
+                    {
+                        keys.next_at = now + PRESS + BETWEEN_PRESSES;
+                        match self.config.via {
+                            PressVia::Inband => {
+                                keys.tone = ToneGenerator::dtmf(key, INBAND_DBM0).map(|t| (t, now + PRESS));
+                            }
+                            PressVia::Rfc4733 => {
+                                let rate = call
+                                    .media
+                                    .as_ref()
+                                    .map_or(8000, |m| m.description.telephone_event_rate.unwrap_or(8000));
+                                keys.event = EventSender::new(key, 10, PRESS.as_millis() as u32, rate);
+                                keys.event_timestamp = call.media.as_ref().map_or(0, |m| m.sender.timestamp());
+                            }
+                            PressVia::Info => info_key = Some(key),
+                        }
+                    }
+                }
+            }
+            if answer_now {
+                self.answer(now, &id);
+            }
+            if let Some(key) = info_key {
+                self.send_info(now, &id, key);
+            }
+            if hang_up {
+                self.send_bye(now, &id);
+            }
+        }
+        self.flush(now);
+    }
+
+    fn in_dialog_request(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        method: Method,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Option<&mut PhoneCall> {
+        let config = &self.config;
+        let call = self.calls.get_mut(call_id)?;
+        let dialog = call.dialog.as_mut()?;
+        let via = format!("SIP/2.0/{} {};branch={};rport", config.transport.via_name(), config.local_sip, new_branch());
+        let mut request = dialog.request(method, &via);
+        if let Some((content_type, body)) = body {
+            request.set_body(content_type, body);
+        }
+        call.requests.push(ClientTransaction::new(request, config.transport.is_reliable(), config.timers, now));
+        Some(call)
+    }
+
+    fn send_info(&mut self, now: Instant, call_id: &str, key: char) {
+        let body = format!("Signal={key}\r\nDuration=160\r\n").into_bytes();
+        self.in_dialog_request(now, call_id, Method::Info, Some(("application/dtmf-relay", body)));
+    }
+
+    fn send_bye(&mut self, now: Instant, call_id: &str) {
+        if let Some(call) = self.in_dialog_request(now, call_id, Method::Bye, None) {
+            call.stage = Stage::Leaving;
+            call.hangup_at = None;
+            call.keys = None;
+        }
+    }
+
+    fn flush(&mut self, _now: Instant) {
+        let mut ended = Vec::new();
+        for (id, call) in &mut self.calls {
+            for tx in &mut call.requests {
+                while let Some(request) = tx.poll_transmit() {
+                    self.outbox.push_back((request, call.from));
+                }
+                while let Some(event) = tx.poll_event() {
+                    let is_bye = tx.request().method() == Some(&Method::Bye);
+                    if is_bye
+                        && matches!(
+                            event,
+                            TransactionEvent::Final(_) | TransactionEvent::Timeout | TransactionEvent::TransportError
+                        )
+                    {
+                        ended.push(id.clone());
+                    }
+                }
+            }
+            call.requests.retain(|tx| !tx.is_terminated());
+        }
+        for id in ended {
+            self.end(&id);
+        }
+    }
+
+    fn end(&mut self, call_id: &str) {
+        if let Some(call) = self.calls.remove(call_id) {
+            self.events
+                .push_back(PhoneEvent::CallEnded { call_id: call_id.to_string(), rtp_received: call.rtp_received });
+        }
+    }
+
+    /// The next RTP packet due by `now`, over all calls.
+    pub fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+        let (packet, payload) = (&mut self.packet, &mut self.payload);
+        for call in self.calls.values_mut() {
+            if !matches!(call.stage, Stage::Talking | Stage::Answering) {
+                continue;
+            }
+            let (Some(media), Some(keys)) = (call.media.as_mut(), call.keys.as_mut()) else { continue };
+            if media.sender.next_due().is_none_or(|due| due > now) {
+                continue;
+            }
+            if let Some(event) = keys.event.as_mut() {
+                let event_pt = media.description.telephone_event.unwrap_or(101);
+                match event.next_packet() {
+                    Some((marker, data)) => {
+                        media.sender.event_packet(PayloadType(event_pt), keys.event_timestamp, marker, &data, packet);
+                        media.sender.skip_frame();
+                        return Some((packet, media.remote));
+                    }
+                    None => {
+                        keys.event = None;
+                        media.sender.event_ended();
+                    }
+                }
+            }
+            let mut frame = [0i16; FRAME_SAMPLES];
+            if let Some((tone, until)) = keys.tone.as_mut() {
+                tone.fill(&mut frame);
+                if now + FRAME > *until {
+                    keys.tone = None;
+                }
+            }
+            if media.encoder.encode(&frame, payload).is_ok() {
+                media.sender.audio_frame(payload, packet);
+                return Some((packet, media.remote));
+            }
+            media.sender.skip_frame();
+        }
+        None
+    }
+
+    /// The next SIP message and where it goes.
+    pub fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<PhoneEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .flat_map(|call| {
+                let answer = match call.stage {
+                    Stage::Ringing { answer_at } => answer_at,
+                    _ => None,
+                };
+                let media = call.media.as_ref().and_then(|m| m.sender.next_due());
+                let keys = call.keys.as_ref().filter(|k| !k.queue.is_empty()).map(|k| k.next_at);
+                let txs = call.requests.iter().filter_map(|tx| tx.poll_timeout()).min();
+                [answer, call.resend.map(|r| r.0), media, keys, call.hangup_at, txs]
+            })
+            .flatten()
+            .min()
+    }
+}
+
+fn resend_schedule(now: Instant, config: &PhoneConfig) -> Option<(Instant, Duration, Instant)> {
+    let t1 = config.timers.t1;
+    (!config.transport.is_reliable()).then_some((now + t1, t1, now + t1 * 64))
+}

@@ -1,0 +1,32 @@
+//! SIP signalling: a small message type over rsipstack's parser, TCP framing, digest authentication,
+//! RFC 3261 client transactions and the dialog.
+//!
+//! Everything here is a socket-free state machine or a pure function (DESIGN.md §1): the `net` layer
+//! reads bytes, hands them in together with the current time and sends what the machines ask for.
+
+pub mod auth;
+pub mod dialog;
+pub mod frame;
+pub mod message;
+pub mod transaction;
+
+pub use auth::{Algorithm, Challenge, Credentials};
+pub use message::{MAX_MESSAGE_BYTES, Message, Method, NameAddr, Via};
+pub use transaction::{ClientTransaction, Timers, TransactionEvent};
+
+/// Everything that can go wrong while reading SIP from the network or answering a challenge.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    /// A message, or a TCP header block still waiting for its end, is larger than [`MAX_MESSAGE_BYTES`].
+    #[error("SIP message larger than {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    /// The bytes are not a well-formed SIP message, header value or challenge; the text says what was wrong.
+    #[error("malformed SIP: {0}")]
+    Malformed(String),
+    /// A header that every message (or TCP framing) needs is absent.
+    #[error("SIP message has no {0} header")]
+    MissingHeader(&'static str),
+    /// A challenge uses an authentication scheme, algorithm or qop we cannot answer.
+    #[error("unsupported SIP authentication: {0}")]
+    UnsupportedAuth(String),
+}

@@ -1,0 +1,375 @@
+//! The call machine against the simulated phone, both socket-free, in
+//! simulated time: every outcome and every timer, in microseconds of real time.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pound::call::{Call, CallConfig, CallEvent, CallReport, Outcome, Prompts, Transport};
+use pound::dialplan::{Dialplan, DtmfSource};
+use pound::media::codec::Codec;
+use pound::phone::{Phone, PhoneConfig, PressVia};
+use pound::sip::{Credentials, Message, Timers, auth};
+
+const CALLER_SIP: &str = "10.0.0.1:5060";
+const CALLER_RTP: &str = "10.0.0.1:40000";
+const PHONE_SIP: &str = "10.0.0.2:5070";
+const PHONE_RTP: &str = "10.0.0.2:50000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn dialplan(extra: &str) -> Arc<Dialplan> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = format!(
+        "prompt = \"fixtures/prompts/en/press-pound.wav\"\nconfirmation_prompt = \"fixtures/prompts/en/confirmed.wav\"\n\
+         fraud_prompt = \"fixtures/prompts/en/reported.wav\"\nwrong_key_prompt = \"fixtures/prompts/en/wrong-key.wav\"\n\
+         fraud_code = \"0#\"\n{extra}"
+    );
+    Arc::new(Dialplan::parse("test", &text, root).unwrap())
+}
+
+fn phone_config() -> PhoneConfig {
+    PhoneConfig {
+        local_sip: addr(PHONE_SIP),
+        transport: Transport::Udp,
+        local_rtp: addr(PHONE_RTP),
+        press: "#".into(),
+        via: PressVia::Rfc4733,
+        press_after: Duration::from_millis(800),
+        answer_after: Duration::from_millis(2000),
+        reject: None,
+        never_answer: false,
+        hangup_after: None,
+        codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
+        timers: Timers::default(),
+    }
+}
+
+/// What the simulated network does to messages.
+#[derive(Default, Clone, Copy)]
+struct Network {
+    /// The callee never hears anything (and so never answers).
+    black_hole: bool,
+    /// Drop this many INVITEs before delivering one.
+    lose_invites: u32,
+    /// Answer the first INVITE with this challenge (401 or 407).
+    challenge: Option<u16>,
+    /// The callee's RTP never arrives.
+    lose_callee_media: bool,
+}
+
+struct Sim {
+    start: Instant,
+    now: Instant,
+    call: Call,
+    phone: Phone,
+    network: Network,
+    events: Vec<CallEvent>,
+    challenged: Option<Message>,
+    phone_rtp_received: u64,
+}
+
+impl Sim {
+    fn new(plan: Arc<Dialplan>, phone: PhoneConfig, network: Network, codecs: Vec<Codec>) -> Sim {
+        let now = Instant::now();
+        let prompts = Arc::new(Prompts::load(&plan).unwrap());
+        let config = CallConfig {
+            target: "sip:+14155550100@10.0.0.2:5070;user=phone".into(),
+            local_sip: addr(CALLER_SIP),
+            transport: Transport::Udp,
+            from_uri: "sip:pound@10.0.0.1".into(),
+            from_display: Some("Contoso".into()),
+            asserted_identity: None,
+            credentials: Some(Credentials { user: "alice".into(), password: "s3cret".into() }),
+            local_rtp: addr(CALLER_RTP),
+            codecs,
+            dialplan: plan,
+            prompts,
+            timers: Timers::default(),
+        };
+        Sim {
+            start: now,
+            now,
+            call: Call::new(config, now),
+            phone: Phone::new(phone),
+            network,
+            events: Vec::new(),
+            challenged: None,
+            phone_rtp_received: 0,
+        }
+    }
+
+    /// Runs until the call finishes (or `limit` of simulated time passes).
+    fn run(&mut self, limit: Duration) -> Option<CallReport> {
+        let end = self.now + limit;
+        loop {
+            if let Some(report) = self.exchange() {
+                return Some(report);
+            }
+            let next = [self.call.poll_timeout(), self.phone.poll_timeout()].into_iter().flatten().min()?;
+            if next > end {
+                return None;
+            }
+            self.now = self.now.max(next);
+            self.call.handle_timeout(self.now);
+            self.phone.handle_timeout(self.now);
+        }
+    }
+
+    fn exchange(&mut self) -> Option<CallReport> {
+        loop {
+            let mut moved = false;
+            while let Some((message, _)) = self.call.poll_sip() {
+                moved = true;
+                self.trace("pound ->", &message);
+                self.deliver_to_phone(message);
+            }
+            while let Some((message, _)) = self.phone.poll_sip() {
+                moved = true;
+                self.trace("phone ->", &message);
+                self.call.handle_sip(self.now, addr(PHONE_SIP), message);
+            }
+            while let Some((packet, to)) = self.call.poll_rtp(self.now) {
+                assert_eq!(to, addr(PHONE_RTP));
+                let packet = packet.to_vec();
+                self.phone.handle_rtp(addr(CALLER_RTP), &packet);
+                self.phone_rtp_received += 1;
+                moved = true;
+            }
+            while let Some((packet, to)) = self.phone.poll_rtp(self.now) {
+                assert_eq!(to, addr(CALLER_RTP));
+                let packet = packet.to_vec();
+                if !self.network.lose_callee_media {
+                    self.call.handle_rtp(self.now, addr(PHONE_RTP), &packet);
+                }
+                moved = true;
+            }
+            while let Some(event) = self.call.poll_event() {
+                if let CallEvent::Finished(report) = &event {
+                    let report = report.clone();
+                    self.events.push(event);
+                    return Some(report);
+                }
+                self.events.push(event);
+            }
+            while self.phone.poll_event().is_some() {}
+            if !moved {
+                return None;
+            }
+        }
+    }
+
+    /// `POUND_SIM_TRACE=1` prints the SIP exchange, for debugging a failing case.
+    fn trace(&self, who: &str, message: &Message) {
+        if std::env::var_os("POUND_SIM_TRACE").is_some() {
+            let first = String::from_utf8_lossy(&message.to_bytes()).lines().next().unwrap_or_default().to_string();
+            let cseq = message.header("CSeq").unwrap_or_default().to_string();
+            eprintln!("{:>8.3} s {who} {first} [{cseq}]", self.elapsed());
+        }
+    }
+
+    fn elapsed(&self) -> f64 {
+        (self.now - self.start).as_secs_f64()
+    }
+
+    fn deliver_to_phone(&mut self, message: Message) {
+        if self.network.black_hole {
+            return;
+        }
+        let is_invite = message.method().is_some_and(|m| m.as_str() == "INVITE");
+        if is_invite && self.network.lose_invites > 0 {
+            self.network.lose_invites -= 1;
+            return;
+        }
+        if is_invite && let Some(status) = self.network.challenge.take() {
+            let header = if status == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+            let challenge = Message::response_to(&message, status, Some("proxytag"))
+                .with_header(header, "Digest realm=\"example.com\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256");
+            self.challenged = Some(message);
+            self.call.handle_sip(self.now, addr(PHONE_SIP), challenge);
+            return;
+        }
+        if message.method().is_some_and(|m| m.as_str() == "ACK")
+            && self.challenged.is_some()
+            && message.to_tag().as_deref() == Some("proxytag")
+        {
+            return;
+        }
+        self.phone.handle_sip(self.now, addr(CALLER_SIP), message);
+    }
+}
+
+fn call(plan: Arc<Dialplan>, phone: PhoneConfig) -> (CallReport, Sim) {
+    call_with(plan, phone, Network::default(), vec![Codec::Pcmu, Codec::Pcma, Codec::Opus])
+}
+
+fn call_with(plan: Arc<Dialplan>, phone: PhoneConfig, network: Network, codecs: Vec<Codec>) -> (CallReport, Sim) {
+    let mut sim = Sim::new(plan, phone, network, codecs);
+    let report = sim.run(Duration::from_secs(600)).expect("the call ends");
+    (report, sim)
+}
+
+#[test]
+fn each_dtmf_path_and_codec_verifies() {
+    for via in [PressVia::Rfc4733, PressVia::Inband, PressVia::Info] {
+        for codec in [Codec::Pcmu, Codec::Pcma, Codec::Opus] {
+            let phone = PhoneConfig { via, codecs: vec![codec], ..phone_config() };
+            let (report, sim) = call(dialplan(""), phone);
+            let source = match via {
+                PressVia::Rfc4733 => DtmfSource::Rfc4733,
+                PressVia::Inband => DtmfSource::Inband,
+                PressVia::Info => DtmfSource::Info,
+            };
+            assert_eq!(report.outcome, Outcome::Verified, "{via:?} {codec:?}: {report:?}");
+            assert_eq!(report.dtmf_source, Some(source), "{via:?} {codec:?}");
+            assert_eq!(report.digits, "#");
+            assert_eq!(report.sip_status, Some(200));
+            // Answer after 2 s of ringing, key 0.8 s later, then the confirmation prompt and BYE.
+            let answered = report.answered_ms.unwrap();
+            assert!((2000..2100).contains(&answered), "{via:?} {codec:?}: answered after {answered} ms");
+            let digit = report.digit_ms.unwrap() - answered;
+            assert!((800..1100).contains(&digit), "{via:?} {codec:?}: key after {digit} ms");
+            assert!(sim.phone_rtp_received > 50, "the prompt was sent");
+            assert!(sim.events.contains(&CallEvent::Ringing) && sim.events.contains(&CallEvent::Answered));
+        }
+    }
+}
+
+#[test]
+fn the_fraud_code_is_reported() {
+    let (report, _) = call(dialplan(""), PhoneConfig { press: "0#".into(), ..phone_config() });
+    assert_eq!(report.outcome, Outcome::FraudReported);
+    assert_eq!(report.digits, "0#");
+}
+
+#[test]
+fn wrong_keys_until_attempts_run_out_are_wrong_input() {
+    let (report, _) = call(dialplan("max_attempts = 2"), PhoneConfig { press: "57".into(), ..phone_config() });
+    assert_eq!(report.outcome, Outcome::WrongInput);
+    assert_eq!(report.digits, "57");
+    let (report, _) = call(dialplan("max_attempts = 2"), PhoneConfig { press: "5#".into(), ..phone_config() });
+    assert_eq!(report.outcome, Outcome::Verified, "a wrong key, then the right one");
+}
+
+#[test]
+fn no_key_after_every_repeat_is_no_input() {
+    let plan = dialplan("prompt_repeats = 2\ninput_timeout_ms = 3000");
+    let (report, _) = call(plan.clone(), PhoneConfig { press: String::new(), ..phone_config() });
+    assert_eq!(report.outcome, Outcome::NoInput);
+    let prompt = Prompts::load(&plan).unwrap().main.duration().as_millis() as u64;
+    let talk = report.duration_ms - report.answered_ms.unwrap();
+    // Two plays of the prompt and two input timeouts, then BYE.
+    // The last frame of a prompt is sent 20 ms before the prompt's end.
+    assert!(talk + 100 >= 2 * prompt + 6000 && talk < 2 * prompt + 6500, "{talk} ms for a {prompt} ms prompt");
+}
+
+#[test]
+fn the_callee_hanging_up_first_is_callee_hangup() {
+    let phone = PhoneConfig { press: String::new(), hangup_after: Some(Duration::from_millis(1500)), ..phone_config() };
+    let (report, _) = call(dialplan(""), phone);
+    assert_eq!(report.outcome, Outcome::CalleeHangup);
+}
+
+#[test]
+fn rejections_map_to_their_outcomes() {
+    for (status, outcome) in [
+        (486, Outcome::Busy),
+        (600, Outcome::Busy),
+        (603, Outcome::Declined),
+        (404, Outcome::InvalidNumber),
+        (503, Outcome::Unreachable),
+    ] {
+        let (report, _) = call(dialplan(""), PhoneConfig { reject: Some(status), ..phone_config() });
+        assert_eq!(report.outcome, outcome, "{status}");
+        assert_eq!(report.sip_status, Some(status));
+        assert!(report.answered_ms.is_none());
+    }
+}
+
+#[test]
+fn ringing_past_the_ring_timeout_is_canceled() {
+    let (report, _) = call(dialplan("ring_timeout_ms = 30000"), PhoneConfig { never_answer: true, ..phone_config() });
+    assert_eq!(report.outcome, Outcome::NoAnswer);
+    assert_eq!(report.sip_status, Some(487));
+    assert!((30_000..30_100).contains(&report.duration_ms), "{}", report.duration_ms);
+}
+
+#[test]
+fn an_answer_crossing_the_cancel_is_acknowledged_and_hung_up() {
+    // The phone answers exactly at the ring timeout: CANCEL and 200 cross.
+    let phone = PhoneConfig { answer_after: Duration::from_millis(30_000), ..phone_config() };
+    let (report, _) = call(dialplan("ring_timeout_ms = 30000"), phone);
+    assert_eq!(report.outcome, Outcome::NoAnswer);
+    assert_eq!(report.sip_status, Some(200));
+    assert!(report.answered_ms.is_some());
+}
+
+#[test]
+fn no_response_at_all_is_unreachable_after_timer_b() {
+    let network = Network { black_hole: true, ..Network::default() };
+    let (report, _) = call_with(dialplan(""), phone_config(), network, vec![Codec::Pcmu]);
+    assert_eq!(report.outcome, Outcome::Unreachable);
+    assert_eq!(report.sip_status, None);
+    assert_eq!(report.duration_ms, 32_000, "timer B is 64·T1");
+}
+
+#[test]
+fn lost_invites_are_retransmitted() {
+    let network = Network { lose_invites: 2, ..Network::default() };
+    let (report, _) = call_with(dialplan(""), phone_config(), network, vec![Codec::Pcmu]);
+    assert_eq!(report.outcome, Outcome::Verified);
+    // Timer A: resent after 0.5 s and 1 s more; the phone answers 2 s after the third.
+    assert!((3500..3600).contains(&report.answered_ms.unwrap()), "{:?}", report.answered_ms);
+}
+
+#[test]
+fn digest_challenges_are_answered_once() {
+    for status in [401, 407] {
+        let network = Network { challenge: Some(status), ..Network::default() };
+        let mut sim = Sim::new(dialplan(""), phone_config(), network, vec![Codec::Pcmu]);
+        let report = sim.run(Duration::from_secs(600)).unwrap();
+        assert_eq!(report.outcome, Outcome::Verified, "{status}");
+        let challenged = sim.challenged.expect("the first INVITE was challenged");
+        assert!(challenged.header("Authorization").is_none() && challenged.header("Proxy-Authorization").is_none());
+    }
+}
+
+#[test]
+fn the_authorization_is_computed_from_the_challenge() {
+    let challenge =
+        auth::Challenge::parse("Digest realm=\"example.com\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256")
+            .unwrap();
+    let credentials = Credentials { user: "alice".into(), password: "s3cret".into() };
+    let value = auth::authorize(&challenge, &credentials, &pound::sip::Method::Invite, "sip:x@y", "c0ffee", 1);
+    assert!(
+        value.contains("username=\"alice\"") && value.contains("algorithm=SHA-256") && value.contains("nc=00000001")
+    );
+    assert!(!value.contains("s3cret"));
+}
+
+#[test]
+fn silence_from_the_callee_ends_the_call_as_failed() {
+    let network = Network { lose_callee_media: true, ..Network::default() };
+    let phone = PhoneConfig { press: String::new(), ..phone_config() };
+    let (report, _) =
+        call_with(dialplan("media_timeout_ms = 4000\ninput_timeout_ms = 20000"), phone, network, vec![Codec::Pcmu]);
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.detail.unwrap().contains("no RTP"));
+}
+
+#[test]
+fn the_requester_can_cancel_while_it_rings() {
+    let mut sim = Sim::new(
+        dialplan(""),
+        PhoneConfig { never_answer: true, ..phone_config() },
+        Network::default(),
+        vec![Codec::Pcmu],
+    );
+    assert!(sim.run(Duration::from_secs(1)).is_none());
+    sim.call.cancel(sim.now);
+    let report = sim.run(Duration::from_secs(60)).unwrap();
+    assert_eq!(report.outcome, Outcome::Canceled);
+}

@@ -1,0 +1,220 @@
+//! `pound call` against sipp (Debian package `sip-tester`) playing the callee
+//! with the scenarios in `tests/sipp/`. Each test asserts pound's outcome and
+//! that sipp counted its one call as successful.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use common::{Press, Signal, pcap::write_pcmu_capture};
+use serde_json::Value;
+
+/// sipp replays captures through raw sockets and binds fixed control ports;
+/// one at a time keeps the tests independent.
+static SIPP: Mutex<()> = Mutex::new(());
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A dialplan with short timeouts, so the no-input and wrong-key paths end quickly.
+fn quick_dialplan(dir: &Path) -> PathBuf {
+    let prompts = root().join("fixtures/prompts/en");
+    let path = dir.join("quick.toml");
+    let text = format!(
+        "prompt = {:?}\nprompt_repeats = 1\nexpect = \"#\"\nfraud_code = \"0#\"\nmax_attempts = 1\n\
+         confirmation_prompt = {:?}\ninput_timeout_ms = 1000\nmedia_timeout_ms = 30000\n",
+        prompts.join("press-pound.wav"),
+        prompts.join("confirmed.wav"),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Run {
+    report: Value,
+    pound_status: i32,
+    sipp_status: i32,
+    sipp_screen: String,
+}
+
+fn run(scenario: &str, pound_args: &[&str], prepare: impl FnOnce(&Path, String) -> String) -> Run {
+    let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        Command::new("sipp").arg("-v").output().is_ok(),
+        "sipp is not installed: apt-get install -y sip-tester (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let xml = std::fs::read_to_string(root().join("tests/sipp").join(format!("{scenario}.xml"))).unwrap();
+    let scenario_path = dir.path().join(format!("{scenario}.xml"));
+    std::fs::write(&scenario_path, prepare(dir.path(), xml)).unwrap();
+    let (port, media, control) = (free_port(), free_port(), free_port());
+    let screen = dir.path().join("screen.log");
+    let sipp = Command::new("sipp")
+        .args(["-sf"])
+        .arg(&scenario_path)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &media.to_string()])
+        .args([
+            "-cp",
+            &control.to_string(),
+            "-ci",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-timeout",
+            "40",
+            "-timeout_error",
+            "-nostdin",
+        ])
+        .args(["-trace_screen", "-screen_file"])
+        .arg(&screen)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp starts");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let target = format!("sip:verify@127.0.0.1:{port}");
+    let pound = Command::new(env!("CARGO_BIN_EXE_pound"))
+        .args(["call", &target, "--bind", "127.0.0.1:0", "--dialplans"])
+        .arg(root().join("dialplans"))
+        .args(pound_args)
+        .env("POUND_LOG", "info")
+        .output()
+        .expect("pound runs");
+    let sipp_output = sipp.wait_with_output().expect("sipp ends");
+    let stdout = String::from_utf8_lossy(&pound.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
+    let sipp_screen = std::fs::read_to_string(&screen).unwrap_or_default();
+    if report.is_null() || sipp_output.status.code() != Some(0) {
+        eprintln!("pound stderr:\n{}", String::from_utf8_lossy(&pound.stderr));
+        eprintln!("sipp stderr:\n{}\nsipp screen:\n{sipp_screen}", String::from_utf8_lossy(&sipp_output.stderr));
+    }
+    Run {
+        report,
+        pound_status: pound.status.code().unwrap_or(-1),
+        sipp_status: sipp_output.status.code().unwrap_or(-1),
+        sipp_screen,
+    }
+}
+
+fn assert_outcome(run: &Run, outcome: &str) {
+    assert_eq!(run.report["outcome"], outcome, "report: {}", run.report);
+    assert_eq!(run.sipp_status, 0, "sipp failed; screen:\n{}", run.sipp_screen);
+    let successful = run
+        .sipp_screen
+        .lines()
+        .filter(|l| l.contains("Successful call"))
+        .filter_map(|l| l.split('|').nth(2).and_then(|c| c.trim().parse::<u64>().ok()))
+        .next_back();
+    assert_eq!(successful, Some(1), "sipp did not count one successful call:\n{}", run.sipp_screen);
+    assert_eq!(run.pound_status, if outcome == "verified" { 0 } else { 1 });
+}
+
+fn unchanged(_: &Path, xml: String) -> String {
+    xml
+}
+
+#[test]
+fn pound_key_by_rfc4733_is_verified() {
+    let run = run("rfc4733-pound", &[], unchanged);
+    assert_outcome(&run, "verified");
+    assert_eq!(run.report["dtmf_source"], "rfc4733");
+    assert_eq!(run.report["digits"], "#");
+    assert_eq!(run.report["sip_status"], 200);
+}
+
+#[test]
+fn pound_key_in_band_is_verified() {
+    let run = run("inband-pound", &["--codecs", "pcmu"], |dir, xml| {
+        let pcap = dir.join("inband-pound.pcap");
+        let signal = Signal::silence(400.0).press(Press::new('#').level(-12.0).duration(200.0)).gap(600.0);
+        write_pcmu_capture(&pcap, &signal.quantise(common::Codec::Linear)).unwrap();
+        xml.replace("\"PCAP\"", &format!("{:?}", pcap.display().to_string()))
+    });
+    assert_outcome(&run, "verified");
+    assert_eq!(run.report["dtmf_source"], "inband");
+}
+
+#[test]
+fn pound_key_by_sip_info_is_verified() {
+    let run = run("info-pound", &[], unchanged);
+    assert_outcome(&run, "verified");
+    assert_eq!(run.report["dtmf_source"], "info");
+}
+
+#[test]
+fn a_wrong_key_is_wrong_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = quick_dialplan(dir.path());
+    let run = run("wrong-key", &["--dialplan", plan.to_str().unwrap()], unchanged);
+    assert_outcome(&run, "wrong_input");
+    assert_eq!(run.report["digits"], "1");
+}
+
+#[test]
+fn silence_is_no_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = quick_dialplan(dir.path());
+    let run = run("silence", &["--dialplan", plan.to_str().unwrap()], unchanged);
+    assert_outcome(&run, "no_input");
+    assert_eq!(run.report["digits"], "");
+}
+
+#[test]
+fn busy_is_busy() {
+    let run = run("busy", &[], unchanged);
+    assert_outcome(&run, "busy");
+    assert_eq!(run.report["sip_status"], 486);
+}
+
+#[test]
+fn ringing_without_answer_is_canceled_and_no_answer() {
+    let run = run("ring-no-answer", &["--timeout", "2"], unchanged);
+    assert_outcome(&run, "no_answer");
+    assert_eq!(run.report["sip_status"], 487);
+}
+
+#[test]
+fn a_401_challenge_is_answered() {
+    let run = run("auth-401", &["--auth-user", "alice", "--auth-pass", "s3cret"], unchanged);
+    assert_outcome(&run, "verified");
+}
+
+#[test]
+fn a_407_challenge_is_answered() {
+    let run = run("auth-407", &["--auth-user", "alice", "--auth-pass", "s3cret"], unchanged);
+    assert_outcome(&run, "verified");
+}
+
+#[test]
+fn the_callee_hanging_up_is_callee_hangup() {
+    let run = run("callee-hangup", &[], unchanged);
+    assert_outcome(&run, "callee_hangup");
+}
+
+#[test]
+fn session_progress_then_603_is_declined() {
+    let run = run("progress-decline", &[], unchanged);
+    assert_outcome(&run, "declined");
+    assert_eq!(run.report["sip_status"], 603);
+}
+
+#[test]
+fn a_pcma_only_answer_is_used() {
+    let run = run("pcma-only", &[], unchanged);
+    assert_outcome(&run, "verified");
+}
+
+#[test]
+fn telephone_events_on_payload_type_96_count() {
+    let run = run("te-pt96", &[], unchanged);
+    assert_outcome(&run, "verified");
+    assert_eq!(run.report["dtmf_source"], "rfc4733");
+}
