@@ -70,6 +70,10 @@ struct Sim {
     events: Vec<CallEvent>,
     challenged: Option<Message>,
     phone_rtp_received: u64,
+    /// Everything pound sent, in order.
+    from_pound: Vec<Message>,
+    /// Everything the phone sent, in order.
+    from_phone: Vec<Message>,
 }
 
 impl Sim {
@@ -99,6 +103,8 @@ impl Sim {
             events: Vec::new(),
             challenged: None,
             phone_rtp_received: 0,
+            from_pound: Vec::new(),
+            from_phone: Vec::new(),
         }
     }
 
@@ -125,11 +131,13 @@ impl Sim {
             while let Some((message, _)) = self.call.poll_sip() {
                 moved = true;
                 self.trace("pound ->", &message);
+                self.from_pound.push(message.clone());
                 self.deliver_to_phone(message);
             }
             while let Some((message, _)) = self.phone.poll_sip() {
                 moved = true;
                 self.trace("phone ->", &message);
+                self.from_phone.push(message.clone());
                 self.call.handle_sip(self.now, addr(PHONE_SIP), message);
             }
             while let Some((packet, to)) = self.call.poll_rtp(self.now) {
@@ -372,4 +380,110 @@ fn the_requester_can_cancel_while_it_rings() {
     sim.call.cancel(sim.now);
     let report = sim.run(Duration::from_secs(60)).unwrap();
     assert_eq!(report.outcome, Outcome::Canceled);
+}
+
+/// A request from the callee inside the established dialog, as a real phone
+/// would build it from the INVITE and its own 200.
+fn callee_request(sim: &Sim, method: &str, cseq: u32, sdp: Option<&str>) -> Message {
+    let invite = sim.from_pound.iter().find(|m| m.method().is_some_and(|m| m.as_str() == "INVITE")).unwrap();
+    let ok = sim
+        .from_phone
+        .iter()
+        .find(|m| m.status() == Some(200) && m.cseq().is_some_and(|c| c.1.as_str() == "INVITE"))
+        .unwrap();
+    let mut request = Message::request(pound::sip::Method::parse(method), "sip:pound@10.0.0.1:5060")
+        .with_header("Via", format!("SIP/2.0/UDP {PHONE_SIP};branch=z9hG4bKtest{cseq}"))
+        .with_header("From", ok.header("To").unwrap())
+        .with_header("To", invite.header("From").unwrap())
+        .with_header("Call-ID", invite.call_id().unwrap())
+        .with_header("CSeq", format!("{cseq} {method}"))
+        .with_header("Contact", format!("<sip:phone@{PHONE_SIP}>"));
+    if let Some(sdp) = sdp {
+        request.set_body("application/sdp", sdp.as_bytes().to_vec());
+    }
+    request
+}
+
+fn answer_to(sim: &Sim, cseq: u32, method: &str) -> Message {
+    sim.from_pound
+        .iter()
+        .rev()
+        .find(|m| m.status().is_some() && m.cseq().is_some_and(|(n, m)| n == cseq && m.as_str() == method))
+        .cloned()
+        .unwrap_or_else(|| panic!("pound answered {cseq} {method}"))
+}
+
+fn hold_sdp(direction: &str) -> String {
+    format!(
+        "v=0\r\no=phone 1 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+         m=audio 50000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na={direction}\r\n"
+    )
+}
+
+#[test]
+fn hold_and_resume_by_reinvite_and_update_keep_the_call() {
+    let phone = PhoneConfig { press_after: Duration::from_millis(3000), ..phone_config() };
+    let mut sim = Sim::new(dialplan(""), phone, Network::default(), vec![Codec::Pcmu]);
+    assert!(sim.run(Duration::from_millis(2500)).is_none(), "answered and talking");
+    let now = sim.now;
+    let hold = callee_request(&sim, "INVITE", 10, Some(&hold_sdp("sendonly")));
+    sim.call.handle_sip(now, addr(PHONE_SIP), hold.clone());
+    assert!(sim.exchange().is_none());
+    let answer = answer_to(&sim, 10, "INVITE");
+    assert_eq!(answer.status(), Some(200));
+    let body = String::from_utf8_lossy(answer.body()).to_string();
+    assert!(body.contains("a=recvonly"), "hold is answered recvonly: {body}");
+    // The 200 is repeated until the ACK comes.
+    assert!(sim.run(Duration::from_millis(600)).is_none());
+    assert!(
+        sim.from_pound.iter().filter(|m| m.status() == Some(200) && m.cseq().is_some_and(|c| c.0 == 10)).count() >= 2
+    );
+    let mut ack = callee_request(&sim, "ACK", 10, None);
+    ack.set_header("Via", format!("SIP/2.0/UDP {PHONE_SIP};branch=z9hG4bKack10"));
+    sim.call.handle_sip(sim.now, addr(PHONE_SIP), ack);
+    let resume = callee_request(&sim, "UPDATE", 11, Some(&hold_sdp("sendrecv")));
+    sim.call.handle_sip(sim.now, addr(PHONE_SIP), resume);
+    assert!(sim.exchange().is_none());
+    assert!(String::from_utf8_lossy(answer_to(&sim, 11, "UPDATE").body()).contains("a=sendrecv"));
+    let report = sim.run(Duration::from_secs(60)).unwrap();
+    assert_eq!(report.outcome, Outcome::Verified, "{report:?}");
+}
+
+#[test]
+fn other_requests_get_the_right_answers() {
+    let phone = PhoneConfig { press_after: Duration::from_millis(3000), ..phone_config() };
+    let mut sim = Sim::new(dialplan(""), phone, Network::default(), vec![Codec::Pcmu]);
+    assert!(sim.run(Duration::from_millis(2500)).is_none());
+    let now = sim.now;
+    let cases = [("OPTIONS", 20, 200), ("MESSAGE", 21, 405), ("FROBNICATE", 22, 501)];
+    for (method, cseq, _) in cases {
+        sim.call.handle_sip(now, addr(PHONE_SIP), callee_request(&sim, method, cseq, None));
+    }
+    let mut stranger = callee_request(&sim, "BYE", 23, None);
+    stranger.set_header("Call-ID", "someone-else@10.0.0.9");
+    sim.call.handle_sip(now, addr(PHONE_SIP), stranger);
+    let mut stale = callee_request(&sim, "INFO", 5, None);
+    stale.set_header("Via", format!("SIP/2.0/UDP {PHONE_SIP};branch=z9hG4bKstale"));
+    sim.call.handle_sip(now, addr(PHONE_SIP), stale);
+    assert!(sim.exchange().is_none());
+    for (method, cseq, status) in cases {
+        assert_eq!(answer_to(&sim, cseq, method).status(), Some(status), "{method}");
+    }
+    assert_eq!(answer_to(&sim, 23, "BYE").status(), Some(481), "a BYE for another call");
+    assert_eq!(answer_to(&sim, 5, "INFO").status(), Some(500), "a CSeq going backwards");
+    assert!(answer_to(&sim, 21, "MESSAGE").header("Allow").unwrap().contains("INFO"));
+    let report = sim.run(Duration::from_secs(60)).unwrap();
+    assert_eq!(report.outcome, Outcome::Verified);
+}
+
+#[test]
+fn a_retransmitted_200_is_acknowledged_again() {
+    let mut sim = Sim::new(dialplan(""), phone_config(), Network::default(), vec![Codec::Pcmu]);
+    assert!(sim.run(Duration::from_millis(2500)).is_none());
+    let ok = sim.from_phone.iter().find(|m| m.status() == Some(200)).unwrap().clone();
+    let acks = |sim: &Sim| sim.from_pound.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == "ACK")).count();
+    assert_eq!(acks(&sim), 1);
+    sim.call.handle_sip(sim.now, addr(PHONE_SIP), ok);
+    assert!(sim.exchange().is_none());
+    assert_eq!(acks(&sim), 2);
 }
