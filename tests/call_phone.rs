@@ -22,9 +22,13 @@ fn phone(listen: &str, args: &[&str]) -> Option<(Child, String)> {
         .spawn()
         .expect("pound phone starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).ok()?;
-    let ready: Value = serde_json::from_str(&line).ok()?;
-    Some((child, ready["sip"].as_str()?.to_string()))
+    let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line);
+    let address = serde_json::from_str::<Value>(&line).ok().and_then(|ready| ready["sip"].as_str().map(String::from));
+    if address.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Some((child, address?))
 }
 
 /// One call from pound to a fresh phone; pound's report and the phone's call record.
