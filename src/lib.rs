@@ -4,14 +4,20 @@
 //! Protocol and signal processing are socket-free state machines (`sip`, `sdp`,
 //! `rtp`, `media`, `dsp`, `call`, `phone`); `net` drives them with tokio.
 
+pub mod api;
 pub mod call;
 pub mod cmd;
+pub mod config;
 pub mod dialplan;
 pub mod dsp;
+pub mod engine;
 pub mod mask;
 pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod phone;
 pub mod rtp;
 pub mod sdp;
+pub mod service;
 pub mod sip;
+pub mod store;

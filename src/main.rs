@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pound::call::Transport;
 use pound::cmd::call::{CallArgs, exit_code};
 use pound::cmd::dtmf::{DtmfArgs, run};
+use pound::config::Config;
 use pound::dsp::dtmf::DtmfConfig;
 use pound::media::codec::Codec;
 use pound::net::PhoneSetup;
@@ -31,6 +32,60 @@ enum Command {
     Call(CallCommand),
     /// The simulated callee: answer pound's calls and press keys.
     Phone(PhoneCommand),
+    /// The service: HTTP API, engine, registration store, webhooks.
+    Serve(ServeCommand),
+    /// The whole job on embedded defaults: a temporary store, the service and a simulated phone on loopback.
+    Demo(DemoCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Args)]
+struct ServeCommand {
+    /// Configuration file (every key documented in the README); flags override it.
+    #[arg(long, env = "POUND_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "POUND_API_BIND")]
+    api_bind: Option<SocketAddr>,
+    #[arg(long, env = "POUND_SIP_BIND")]
+    sip_bind: Option<SocketAddr>,
+    /// sqlite://FILE or postgres://…
+    #[arg(long, env = "POUND_STORE")]
+    store: Option<String>,
+    /// Where calls go: sip:host[:port].
+    #[arg(long, env = "POUND_TRUNK")]
+    trunk: Option<String>,
+    /// A bearer API key (repeatable).
+    #[arg(long = "api-key", env = "POUND_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    api_keys: Vec<String>,
+    #[arg(long, env = "POUND_DIALPLANS")]
+    dialplans: Option<PathBuf>,
+    #[arg(long, env = "POUND_NODE_ID")]
+    node_id: Option<String>,
+    /// The webhook signing secret.
+    #[arg(long, env = "POUND_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+}
+
+#[derive(Args)]
+struct DemoCommand {
+    /// How the simulated phone presses #.
+    #[arg(long, value_enum, default_value = "rfc4733")]
+    dtmf: ViaArg,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key; it is printed once and stored only as a hash.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The store (as in pound serve).
+        #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
+        store: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,6 +236,80 @@ fn main() -> ExitCode {
         Command::Dtmf(cmd) => dtmf(cmd),
         Command::Call(cmd) => call(cmd),
         Command::Phone(cmd) => phone(cmd),
+        Command::Serve(cmd) => serve(cmd),
+        Command::Demo(cmd) => demo(cmd),
+        Command::Keys(KeysCommand::Create { name, store }) => keys_create(&name, &store),
+    }
+}
+
+fn serve(cmd: ServeCommand) -> ExitCode {
+    let mut config = match &cmd.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("pound serve: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(bind) = cmd.api_bind {
+        config.api.bind = bind;
+    }
+    if let Some(bind) = cmd.sip_bind {
+        config.sip.bind = bind;
+    }
+    if let Some(store) = cmd.store {
+        config.store.url = store;
+    }
+    if let Some(trunk) = cmd.trunk {
+        config.trunk.uri = trunk;
+    }
+    config.api.keys.extend(cmd.api_keys);
+    if let Some(dialplans) = cmd.dialplans {
+        config.dialplans = dialplans;
+    }
+    if cmd.node_id.is_some() {
+        config.node_id = cmd.node_id;
+    }
+    if let Some(secret) = cmd.webhook_secret {
+        config.webhooks.secret = secret;
+    }
+    match runtime().block_on(pound::cmd::serve::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pound serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(cmd: DemoCommand) -> ExitCode {
+    let via = match cmd.dtmf {
+        ViaArg::Rfc4733 => PressVia::Rfc4733,
+        ViaArg::Inband => PressVia::Inband,
+        ViaArg::Info => PressVia::Info,
+    };
+    match runtime().block_on(pound::cmd::demo::run(via)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("pound demo: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn keys_create(name: &str, store: &str) -> ExitCode {
+    match runtime().block_on(pound::cmd::keys::create(store, name)) {
+        Ok(key) => {
+            println!("{}", serde_json::to_string(&key).expect("serialises"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pound keys create: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

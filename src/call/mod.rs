@@ -113,6 +113,10 @@ pub enum Destination {
 /// What the call reports as it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallEvent {
+    /// The INVITE is on its way; the Call-ID names the attempt in records.
+    Calling { call_id: String },
+    /// A final response to the INVITE arrived (for statistics by class).
+    Response { status: u16 },
     /// The callee's phone is ringing (180 or 183).
     Ringing,
     /// The callee answered.
@@ -247,6 +251,8 @@ impl Call {
             events: VecDeque::new(),
         };
         call.send_invite(now, invite);
+        let call_id = call.call_id().to_string();
+        call.events.push_back(CallEvent::Calling { call_id });
         call.flush(now);
         call
     }
@@ -461,6 +467,9 @@ impl Call {
             }
             TransactionEvent::Final(response) => {
                 let status = response.status().unwrap_or(500);
+                if self.ack.is_none() {
+                    self.events.push_back(CallEvent::Response { status });
+                }
                 if (200..300).contains(&status) {
                     self.on_answer(now, &response);
                 } else if matches!(status, 401 | 407) && self.retry_with_credentials(now, &response) {

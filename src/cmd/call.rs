@@ -72,12 +72,14 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         dialplan: Arc::new(plan),
         prompts: Arc::new(prompts),
         timers: Timers::default(),
+        rtp_ports: None,
+        cancel: None,
     };
     let report = run_call(setup, |event| match event {
         CallEvent::Ringing => tracing::info!("ringing"),
         CallEvent::Answered => tracing::info!("answered"),
         CallEvent::Digit { digit, source } => tracing::info!(%digit, source = source.as_str(), "key"),
-        CallEvent::Finished(_) => {}
+        CallEvent::Calling { .. } | CallEvent::Response { .. } | CallEvent::Finished(_) => {}
     })
     .await?;
     Ok(report)

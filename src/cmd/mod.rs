@@ -2,5 +2,8 @@
 //! arguments to output; `main.rs` only parses the command line.
 
 pub mod call;
+pub mod demo;
 pub mod dtmf;
+pub mod keys;
 pub mod phone;
+pub mod serve;

@@ -15,6 +15,8 @@
 //! max_duration_ms = 120000      # from the answer; then BYE
 //! media_timeout_ms = 10000      # no RTP at all for this long after the answer: BYE (failed)
 //! dtmf_sources = ["rfc4733", "info", "inband"]
+//! retry_outcomes = ["no_answer", "busy", "unreachable"]   # call again after these
+//! retry_after_ms = 60000        # wait before the next attempt
 //! ```
 //!
 //! Relative prompt paths are resolved against the dialplan file's folder, then
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::call::Outcome;
 use crate::dsp::tone::key_position;
 
 /// Where a key press reached pound.
@@ -68,6 +71,9 @@ pub struct Dialplan {
     pub max_duration: Duration,
     pub media_timeout: Duration,
     pub dtmf_sources: Vec<DtmfSource>,
+    /// Outcomes after which the engine calls again (while attempts remain).
+    pub retry_outcomes: Vec<Outcome>,
+    pub retry_after: Duration,
 }
 
 /// Why a dialplan was refused.
@@ -108,10 +114,20 @@ struct File {
     media_timeout_ms: u64,
     #[serde(default = "defaults::dtmf_sources")]
     dtmf_sources: Vec<DtmfSource>,
+    #[serde(default = "defaults::retry_outcomes")]
+    retry_outcomes: Vec<Outcome>,
+    #[serde(default = "defaults::retry_after_ms")]
+    retry_after_ms: u64,
 }
 
 mod defaults {
-    use super::DtmfSource;
+    use super::{DtmfSource, Outcome};
+    pub fn retry_outcomes() -> Vec<Outcome> {
+        vec![Outcome::NoAnswer, Outcome::Busy, Outcome::Unreachable]
+    }
+    pub fn retry_after_ms() -> u64 {
+        60_000
+    }
     pub fn prompt_repeats() -> u32 {
         3
     }
@@ -217,6 +233,8 @@ impl Dialplan {
             max_duration: ranged("max_duration_ms", file.max_duration_ms, 1_000, 3_600_000)?,
             media_timeout: ranged("media_timeout_ms", file.media_timeout_ms, 1_000, 300_000)?,
             dtmf_sources: file.dtmf_sources,
+            retry_outcomes: file.retry_outcomes,
+            retry_after: ranged("retry_after_ms", file.retry_after_ms, 1_000, 86_400_000)?,
         })
     }
 

@@ -1,10 +1,12 @@
 //! Runs one [`Call`] on real sockets until it finishes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 
 use super::local_ip_towards;
 use super::transport::SipSocket;
@@ -31,6 +33,10 @@ pub struct CallSetup {
     pub dialplan: Arc<Dialplan>,
     pub prompts: Arc<Prompts>,
     pub timers: Timers,
+    /// RTP ports to use; `None` takes any free port.
+    pub rtp_ports: Option<RangeInclusive<u16>>,
+    /// Turns true when the requester cancels or the node stops: the call ends.
+    pub cancel: Option<watch::Receiver<bool>>,
 }
 
 /// Failures of the network layer itself (not of the call).
@@ -72,7 +78,7 @@ pub async fn run_call(setup: CallSetup, mut on_event: impl FnMut(&CallEvent)) ->
     }
     .map_err(io(format!("SIP socket on {bind}")))?;
     let local_sip = sip.local_addr().map_err(io("SIP socket"))?;
-    let rtp = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await.map_err(io("RTP socket"))?;
+    let rtp = bind_rtp(local_ip, setup.rtp_ports.clone()).await.map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
     let config = CallConfig {
         target: setup.target.clone(),
@@ -90,6 +96,7 @@ pub async fn run_call(setup: CallSetup, mut on_event: impl FnMut(&CallEvent)) ->
     };
     let mut call = Call::new(config, Instant::now());
     let mut datagram = vec![0u8; 2048];
+    let mut cancel = setup.cancel.clone();
     loop {
         let now = Instant::now();
         while let Some((message, destination)) = call.poll_sip() {
@@ -126,8 +133,42 @@ pub async fn run_call(setup: CallSetup, mut on_event: impl FnMut(&CallEvent)) ->
                 }
             }
             _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
+            _ = canceled(&mut cancel) => {
+                cancel = None;
+                call.cancel(Instant::now());
+            }
         }
     }
+}
+
+/// Resolves when the cancel signal turns true; never without a signal.
+async fn canceled(signal: &mut Option<watch::Receiver<bool>>) {
+    match signal {
+        Some(receiver) => {
+            if receiver.wait_for(|canceled| *canceled).await.is_err() {
+                // The sender is gone without canceling: nothing will cancel now.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// An RTP socket on `ip`, on an even port in `ports` when given (RTP on even
+/// ports, RTCP on the odd one above, RFC 3550 §11).
+async fn bind_rtp(ip: IpAddr, ports: Option<RangeInclusive<u16>>) -> std::io::Result<UdpSocket> {
+    let Some(ports) = ports else { return UdpSocket::bind(SocketAddr::new(ip, 0)).await };
+    let (low, high) = (*ports.start() as u32, *ports.end() as u32);
+    let even_slots = ((high.saturating_sub(low)) / 2 + 1).max(1);
+    let mut last_error = std::io::Error::new(std::io::ErrorKind::AddrInUse, "the RTP port range is exhausted");
+    for _ in 0..64 {
+        let port = (low + 2 * (rand::random::<u32>() % even_slots)).min(high) as u16;
+        match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

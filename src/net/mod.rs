@@ -5,10 +5,12 @@
 mod call;
 mod phone;
 mod transport;
+mod trunk;
 
 pub use call::{CallSetup, NetError, resolve, run_call};
 pub use phone::{PhoneSetup, run_phone};
 pub use transport::{Incoming, SipSocket};
+pub use trunk::run_trunk_watch;
 
 use std::net::{IpAddr, SocketAddr};
 

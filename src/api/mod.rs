@@ -1,0 +1,490 @@
+//! The HTTP API (DESIGN.md §2): verifications, registrations, metrics,
+//! health, and webhook delivery from the outbox ([`webhooks`]).
+//!
+//! Every `/v1` route needs `Authorization: Bearer <key>`; every error is
+//! `{"error":{"code":"…","message":"…"}}`. A request refused by policy
+//! (validation, country, rate limit, cooldown) stores nothing, so it is
+//! never dialled.
+
+mod auth;
+mod error;
+mod request;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use rand::RngExt;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+pub use error::ApiError;
+
+use auth::{Caller, KeyRing};
+use request::CreateRequest;
+
+use crate::call::Outcome;
+use crate::mask::mask_phone;
+use crate::metrics::Metrics;
+use crate::store::{
+    CancelResult, NewVerification, Registration, Store, Verification, VerificationRecord, WebhookDelivery,
+};
+
+/// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// Call attempts per verification can be configured up to this (Twilio's
+/// limit for the same kind of verification).
+pub const MAX_ATTEMPTS_LIMIT: u32 = 5;
+
+/// The rate-limit window.
+const HOUR_MS: i64 = 3_600_000;
+
+/// Everything the routes need.
+pub struct ApiState {
+    /// Where verifications, registrations, API keys and webhooks live.
+    pub store: Arc<dyn Store>,
+    /// Keys, policy, dialplans and limits.
+    pub config: ApiConfig,
+    /// Served at `/metrics`; cancels of queued verifications are counted here.
+    pub metrics: Arc<Metrics>,
+    /// The engine and the store are up: `/readyz` answers 503 until then.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The API's part of the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// Plain keys from the config file; compared by SHA-256 in constant time.
+    pub api_keys: Vec<String>,
+    /// Who may be called, and how often.
+    pub policy: Policy,
+    /// Dialplan names accepted in requests.
+    pub dialplans: Vec<String>,
+    /// The dialplan of requests that name none.
+    pub default_dialplan: String,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            api_keys: Vec::new(),
+            policy: Policy::default(),
+            dialplans: vec!["press-pound".to_string()],
+            default_dialplan: "press-pound".to_string(),
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Who may be called, and how often: toll fraud and harassment are the
+/// abuse a calling API invites.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Country calling codes that may be called (1, 44, …); empty = all.
+    pub allowed_country_codes: Vec<u16>,
+    /// The least time between two verifications of one phone number.
+    pub cooldown: Duration,
+    /// Call attempts per verification, 1 to [`MAX_ATTEMPTS_LIMIT`] (larger
+    /// values are capped, 0 counts as 1).
+    pub max_attempts: u32,
+    /// Verifications one API key may create per clock hour (UTC); 0 refuses all.
+    pub max_per_key_per_hour: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_country_codes: Vec::new(),
+            cooldown: Duration::from_secs(60),
+            max_attempts: 3,
+            max_per_key_per_hour: 100,
+        }
+    }
+}
+
+/// The state behind every route: [`ApiState`] and the hashed config keys.
+struct Shared {
+    state: ApiState,
+    keys: KeyRing,
+    /// Serializes "check the limits, then create" within this process, so a
+    /// burst of parallel requests cannot all pass the same check. (Nodes
+    /// sharing PostgreSQL can still overshoot by one request per node.)
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+type AppState = Arc<Shared>;
+
+/// The API's routes, ready for `axum::serve`.
+pub fn router(state: ApiState) -> Router {
+    let max_body_bytes = state.config.max_body_bytes;
+    let shared = Arc::new(Shared {
+        keys: KeyRing::new(&state.config.api_keys),
+        create_lock: tokio::sync::Mutex::new(()),
+        state,
+    });
+    let v1 = Router::new()
+        .route("/v1/verifications", post(create_verification))
+        .route("/v1/verifications/{id}", get(get_verification))
+        .route("/v1/verifications/{id}/cancel", post(cancel_verification))
+        .route("/v1/registrations/{user}", get(get_registrations))
+        // A route layer runs only for matched routes, so an unknown path is
+        // a 404 rather than a 401.
+        .route_layer(middleware::from_fn_with_state(shared.clone(), require_api_key));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(shared)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whole seconds until `until_ms`, at least 1 (for `Retry-After`).
+fn seconds_until(until_ms: i64, now: i64) -> u64 {
+    u64::try_from(until_ms.saturating_sub(now)).unwrap_or(0).div_ceil(1000).max(1)
+}
+
+async fn require_api_key(State(shared): State<AppState>, mut request: Request, next: Next) -> Response {
+    match shared.keys.authenticate(request.headers(), shared.state.store.as_ref()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// A verification with its attempts and webhooks: the body of every
+/// verification response.
+#[derive(Debug, Serialize)]
+struct RecordBody {
+    #[serde(flatten)]
+    record: VerificationRecord,
+    webhooks: Vec<WebhookDelivery>,
+}
+
+async fn record(store: &dyn Store, verification: Verification) -> Result<RecordBody, ApiError> {
+    let attempts = store.attempts(&verification.id).await?;
+    let webhooks = store.webhooks_for(&verification.id).await?;
+    Ok(RecordBody { record: VerificationRecord { verification, attempts }, webhooks })
+}
+
+fn record_response(status: StatusCode, body: RecordBody) -> Response {
+    let location = format!("/v1/verifications/{}", body.record.verification.id);
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// A fresh verification id: `v_` + 24 random hex digits.
+fn random_id() -> String {
+    let bytes: [u8; 12] = rand::rng().random();
+    format!("v_{}", hex::encode(bytes))
+}
+
+/// The id of a request made with an `Idempotency-Key`: derived from the API
+/// key's hash and the idempotency key, so a retry can find the first record
+/// before the rate limit and cooldown (which the first request itself now
+/// trips) are checked. Unguessable without the API key, like a random id.
+fn idempotent_id(key_hash: &[u8; 32], idempotency_key: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"pound idempotent id\0");
+    hash.update(key_hash);
+    hash.update(idempotency_key.as_bytes());
+    let digest = hash.finalize();
+    format!("v_{}", hex::encode(&digest[..12]))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn create_verification(
+    State(shared): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ApiState { store, config, .. } = &shared.state;
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is larger than {} bytes", config.max_body_bytes),
+            )
+        } else {
+            ApiError::invalid_request(format!("the body could not be read: {rejection}"))
+        }
+    })?;
+    let idempotency_key = request::idempotency_key(&headers)?;
+    let req = request::parse_create(&body, config)?;
+    let guard = shared.create_lock.lock().await;
+    let now = now_ms();
+    let id = match &idempotency_key {
+        Some(key) => idempotent_id(&caller.key_hash, key),
+        None => random_id(),
+    };
+    let new = NewVerification {
+        id,
+        api_key_id: caller.api_key_id.clone(),
+        phone: req.phone.clone(),
+        user: req.user.clone(),
+        dialplan: req.dialplan.clone(),
+        callback_url: req.callback_url.clone(),
+        idempotency_key,
+        request_hash: req.hash(),
+        max_attempts: config.policy.max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT),
+        created_at: now,
+    };
+    // A retry is answered from the store before any policy check: the first
+    // request counts against the limits the retry would otherwise trip. The
+    // store compares the request hash (409 on a different body).
+    let is_retry = new.idempotency_key.is_some() && store.verification(&new.id).await?.is_some();
+    if !is_retry {
+        check_limits(store.as_ref(), &config.policy, &caller, &req, now).await?;
+    }
+    let (verification, created) = store.create_verification(&new).await?;
+    drop(guard);
+    if created {
+        tracing::info!(
+            verification_id = %verification.id,
+            api_key_id = %caller.api_key_id,
+            phone = %mask_phone(&verification.phone),
+            dialplan = %verification.dialplan,
+            "verification queued"
+        );
+    }
+    let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok(record_response(status, record(store.as_ref(), verification).await?))
+}
+
+/// The per-key hourly limit and the per-phone cooldown.
+async fn check_limits(
+    store: &dyn Store,
+    policy: &Policy,
+    caller: &Caller,
+    req: &CreateRequest,
+    now: i64,
+) -> Result<(), ApiError> {
+    // A fixed window (the current clock hour) rather than a sliding one: the
+    // store can count since a time but not say when the oldest request in a
+    // sliding window leaves it, and Retry-After should be exact.
+    let window_start = now - now.rem_euclid(HOUR_MS);
+    let created = store.count_created_since(&caller.api_key_id, window_start).await?;
+    if created >= u64::from(policy.max_per_key_per_hour) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("this API key may create {} verifications per hour", policy.max_per_key_per_hour),
+        )
+        .retry_after(seconds_until(window_start + HOUR_MS, now)));
+    }
+    let cooldown_ms = i64::try_from(policy.cooldown.as_millis()).unwrap_or(i64::MAX);
+    if let Some(last) = store.last_created_for_phone(&req.phone).await? {
+        let until = last.saturating_add(cooldown_ms);
+        if now < until {
+            tracing::info!(phone = %mask_phone(&req.phone), "verification refused: phone in cooldown");
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "cooldown",
+                format!("this phone was called recently; wait {} s between verifications", policy.cooldown.as_secs()),
+            )
+            .retry_after(seconds_until(until, now)));
+        }
+    }
+    Ok(())
+}
+
+/// A path segment, or a 400 when it is not valid percent-encoded UTF-8.
+fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(value)| value).map_err(|rejection| ApiError::invalid_request(format!("bad path: {rejection}")))
+}
+
+async fn find(store: &dyn Store, id: &str) -> Result<Verification, ApiError> {
+    store.verification(id).await?.ok_or_else(|| ApiError::not_found(format!("no verification {id:?}")))
+}
+
+async fn get_verification(
+    State(shared): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_param(path)?;
+    let store = shared.state.store.as_ref();
+    let verification = find(store, &id).await?;
+    Ok((StatusCode::OK, Json(record(store, verification).await?)).into_response())
+}
+
+async fn cancel_verification(
+    State(shared): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_param(path)?;
+    let store = shared.state.store.as_ref();
+    let verification = match store.cancel(&id, now_ms()).await? {
+        None => return Err(ApiError::not_found(format!("no verification {id:?}"))),
+        Some(CancelResult::AlreadyFinal(v)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_final",
+                format!("verification {} is already {}", v.id, v.status.as_str()),
+            ));
+        }
+        Some(CancelResult::Canceled(v)) => {
+            // Never claimed, so no engine will report it.
+            shared.state.metrics.verification_finished(Outcome::Canceled);
+            tracing::info!(verification_id = %v.id, "verification canceled");
+            v
+        }
+        Some(CancelResult::Requested(v)) => {
+            tracing::info!(verification_id = %v.id, "cancel requested; the running call will end");
+            v
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(record(store, verification).await?)).into_response())
+}
+
+/// One phone of `GET /v1/registrations/{user}`.
+#[derive(Debug, Serialize)]
+struct RegisteredPhone {
+    phone: String,
+    method: String,
+    verified_at: i64,
+    verification_id: String,
+}
+
+async fn get_registrations(
+    State(shared): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let user = path_param(path)?;
+    let phones: Vec<RegisteredPhone> = shared
+        .state
+        .store
+        .registrations(&user)
+        .await?
+        .into_iter()
+        .map(|Registration { phone, method, verified_at, verification_id, .. }| RegisteredPhone {
+            phone,
+            method,
+            verified_at,
+            verification_id,
+        })
+        .collect();
+    Ok(Json(json!({ "user": user, "phones": phones })).into_response())
+}
+
+async fn metrics(State(shared): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], shared.state.metrics.encode()).into_response()
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(shared): State<AppState>) -> Response {
+    if shared.state.ready.load(Ordering::Acquire) {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the engine or the store is not up yet")
+            .retry_after(1)
+            .into_response()
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        for id in [random_id(), idempotent_id(&[7; 32], "k")] {
+            assert_eq!(id.len(), 26, "{id}");
+            assert!(id.starts_with("v_") && id[2..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+        assert_ne!(random_id(), random_id());
+    }
+
+    #[test]
+    fn idempotent_ids_are_per_api_key_and_per_idempotency_key() {
+        let id = idempotent_id(&[1; 32], "order-1");
+        assert_eq!(id, idempotent_id(&[1; 32], "order-1"));
+        assert_ne!(id, idempotent_id(&[2; 32], "order-1"));
+        assert_ne!(id, idempotent_id(&[1; 32], "order-2"));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(seconds_until(10_000, 9_999), 1);
+        assert_eq!(seconds_until(10_000, 10_000), 1);
+        assert_eq!(seconds_until(10_001, 0), 11);
+        assert_eq!(seconds_until(0, 5_000), 1);
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_json(&headers));
+        for (value, ok) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("text/plain", false),
+            ("application/jsonx", false),
+            ("application/x-www-form-urlencoded", false),
+        ] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_json(&headers), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_is_json() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
+}

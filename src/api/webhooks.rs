@@ -1,0 +1,328 @@
+//! Webhooks: signing, verifying, and delivery from the store's outbox.
+//!
+//! The store queues a webhook in the same transaction that finishes a
+//! verification, so none is lost; [`deliver_webhooks`] leases due ones,
+//! POSTs them and records each try. Delivery is at least once: a node that
+//! dies between the POST and recording it lets the lease expire and the
+//! webhook is sent again, so receivers deduplicate on the verification id.
+//!
+//! Signature (DESIGN.md §2): `Pound-Signature: t=<unix seconds>,v1=<hex
+//! hmac-sha256(secret, "<t>.<body>")>`. The timestamp is signed with the
+//! body so a captured request cannot be replayed later than the receiver's
+//! tolerance; each try is signed afresh.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::metrics::{Metrics, WebhookResult};
+use crate::store::{Store, WebhookDelivery};
+
+/// The header carrying the signature.
+pub const SIGNATURE_HEADER: &str = "Pound-Signature";
+
+/// The longest `last_error` kept: enough for an HTTP status and reason or a
+/// connection error, without storing a receiver's whole error page.
+const MAX_ERROR_LEN: usize = 300;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8], timestamp: i64, body: &str) -> HmacSha256 {
+    // HMAC takes keys of any length (longer ones are hashed): the hmac crate
+    // always returns Ok here and relies on that itself in `KeyInit::new`.
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    mac
+}
+
+/// The `Pound-Signature` header value for `body` sent at `timestamp` (Unix
+/// seconds): `t=<timestamp>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`.
+pub fn sign(secret: &[u8], timestamp: i64, body: &str) -> String {
+    format!("t={timestamp},v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+}
+
+/// Checks a `Pound-Signature` header as a receiver should: one `t=` within
+/// `tolerance_s` seconds of `now_unix`, and a `v1=` that is the HMAC of
+/// `"<t>.<body>"` (compared in constant time). Several `v1=` are allowed, so
+/// a sender rotating its secret can sign with both; any match is enough.
+pub fn verify(secret: &[u8], header: &str, body: &str, now_unix: i64, tolerance_s: i64) -> bool {
+    let mut timestamp = None;
+    let mut timestamps = 0;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => {
+                timestamps += 1;
+                timestamp = t.parse::<i64>().ok();
+            }
+            Some(("v1", hex_sig)) => signatures.push(hex_sig),
+            // Other schemes (a future v2) are skipped, not errors.
+            _ => {}
+        }
+    }
+    // Exactly one timestamp: with two, which one was signed is ambiguous.
+    let (1, Some(timestamp)) = (timestamps, timestamp) else {
+        return false;
+    };
+    if now_unix.abs_diff(timestamp) > tolerance_s.max(0).unsigned_abs() {
+        return false;
+    }
+    signatures
+        .into_iter()
+        .filter_map(|sig| hex::decode(sig).ok())
+        .any(|sig| mac(secret, timestamp, body).verify_slice(&sig).is_ok())
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// Tries before giving up for good (the last failure stays visible).
+    pub max_attempts: u32,
+    /// Wait after the first failure; doubled after each further one.
+    pub first_retry: Duration,
+    /// The longest wait between tries.
+    pub max_retry: Duration,
+    /// One POST, connection included.
+    pub timeout: Duration,
+    /// How often the outbox is checked when it was empty.
+    pub poll_interval: Duration,
+    /// Webhooks leased and sent (concurrently) per round.
+    pub batch: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            max_attempts: 8,
+            first_retry: Duration::from_secs(5),
+            max_retry: Duration::from_secs(3600),
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            batch: 32,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// The wait after the `failures`-th failed try (1 for the first):
+    /// `first_retry * 2^(failures-1)`, capped at `max_retry`.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.first_retry.saturating_mul(factor).min(self.max_retry)
+    }
+
+    /// How long a leased batch stays ours: every POST in it runs
+    /// concurrently and is bounded by `timeout`, so twice that plus a second
+    /// for recording the results is ample; a lease shorter than a try would
+    /// let another node send the same webhook while ours is in flight.
+    fn lease(&self) -> Duration {
+        self.timeout.saturating_mul(2).saturating_add(Duration::from_secs(1))
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Delivers webhooks from the outbox until `shutdown` turns true (or its
+/// sender is dropped). A round in flight is finished first, so no try is
+/// left unrecorded. Store errors are logged and retried on the next poll.
+pub async fn deliver_webhooks(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    secret: Vec<u8>,
+    config: WebhookConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Redirects are not followed: a webhook is a POST to the URL the
+    // requester gave, and following one would re-send the signed body to
+    // wherever the receiver points.
+    let client = match reqwest::Client::builder()
+        .timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("pound/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(%err, "cannot build the webhook HTTP client; webhooks will not be delivered");
+            return;
+        }
+    };
+    let secret: Arc<[u8]> = secret.into();
+    let config = Arc::new(config);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let sent = match store.due_webhooks(now_ms(), millis(config.lease()), config.batch.max(1)).await {
+            Ok(due) => {
+                let count = due.len();
+                let mut round = JoinSet::new();
+                for delivery in due {
+                    round.spawn(deliver_one(
+                        client.clone(),
+                        store.clone(),
+                        metrics.clone(),
+                        secret.clone(),
+                        config.clone(),
+                        delivery,
+                    ));
+                }
+                while let Some(joined) = round.join_next().await {
+                    if let Err(err) = joined {
+                        tracing::error!(%err, "a webhook delivery task failed");
+                    }
+                }
+                count
+            }
+            Err(err) => {
+                tracing::warn!(%err, "reading the webhook outbox failed");
+                0
+            }
+        };
+        // A full batch means more may be waiting: go again at once.
+        if sent >= config.batch.max(1) as usize {
+            continue;
+        }
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}
+
+/// Sends one webhook and records the result.
+async fn deliver_one(
+    client: reqwest::Client,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    secret: Arc<[u8]>,
+    config: Arc<WebhookConfig>,
+    delivery: WebhookDelivery,
+) {
+    let signature = sign(&secret, now_ms().div_euclid(1000), &delivery.payload);
+    let sent = client
+        .post(&delivery.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .body(delivery.payload.clone())
+        .send()
+        .await;
+    let error = match sent {
+        Ok(response) if response.status().is_success() => None,
+        Ok(response) => Some(format!("HTTP {}", response.status())),
+        // The URL is left out: it may carry the receiver's own credentials.
+        Err(err) => Some(err.without_url().to_string()),
+    };
+    let recorded = match error {
+        None => {
+            metrics.webhook(WebhookResult::Delivered);
+            tracing::info!(webhook = %delivery.id, verification_id = %delivery.verification_id, "webhook delivered");
+            store.webhook_delivered(&delivery.id, now_ms()).await
+        }
+        Some(mut error) => {
+            truncate(&mut error, MAX_ERROR_LEN);
+            // `attempts` counts the tries recorded before this one.
+            let failures = delivery.attempts.saturating_add(1);
+            let next =
+                (failures < config.max_attempts).then(|| now_ms().saturating_add(millis(config.backoff(failures))));
+            metrics.webhook(if next.is_some() { WebhookResult::Failed } else { WebhookResult::GaveUp });
+            tracing::warn!(
+                webhook = %delivery.id,
+                verification_id = %delivery.verification_id,
+                attempt = failures,
+                gave_up = next.is_none(),
+                %error,
+                "webhook delivery failed"
+            );
+            store.webhook_failed(&delivery.id, &error, next).await
+        }
+    };
+    if let Err(err) = recorded {
+        // The lease expires and the webhook is tried again: at least once.
+        tracing::warn!(webhook = %delivery.id, %err, "recording a webhook try failed");
+    }
+}
+
+/// Shortens `s` to at most `max` bytes on a char boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_as_documented() {
+        // Expected value from an independent implementation:
+        // printf '%s' '1700000000.{"a":1}' | openssl dgst -sha256 -hmac secret
+        assert_eq!(
+            sign(b"secret", 1_700_000_000, r#"{"a":1}"#),
+            "t=1700000000,v1=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
+        );
+    }
+
+    #[test]
+    fn verify_accepts_only_fresh_matching_signatures() {
+        let body = r#"{"event":"verification.completed"}"#;
+        let header = sign(b"s3cret", 1000, body);
+        assert!(verify(b"s3cret", &header, body, 1000, 300));
+        assert!(verify(b"s3cret", &header, body, 1300, 300));
+        assert!(verify(b"s3cret", &header, body, 700, 300));
+        assert!(!verify(b"s3cret", &header, body, 1301, 300), "too old");
+        assert!(!verify(b"s3cret", &header, body, 699, 300), "from the future");
+        assert!(!verify(b"other", &header, body, 1000, 300), "wrong secret");
+        assert!(!verify(b"s3cret", &header, &format!("{body} "), 1000, 300), "body changed");
+        let moved = header.replace("t=1000", "t=1001");
+        assert!(!verify(b"s3cret", &moved, body, 1000, 300), "timestamp changed");
+        assert!(!verify(b"s3cret", "", body, 1000, 300));
+        assert!(!verify(b"s3cret", "t=1000", body, 1000, 300));
+        assert!(!verify(b"s3cret", "v1=00", body, 1000, 300));
+        assert!(!verify(b"s3cret", &format!("t=999,{header}"), body, 1000, 300), "two timestamps");
+        assert!(!verify(b"s3cret", &format!("t=x,{header}"), body, 1000, 300), "two timestamps, one unreadable");
+        let v1 = header.split_once(",v1=").unwrap().1;
+        let rotated = format!("t=1000,v1={},v1={v1},v2=zz", "ab".repeat(32));
+        assert!(verify(b"s3cret", &rotated, body, 1000, 300), "any v1 may match");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let config = WebhookConfig::default();
+        assert_eq!(config.backoff(1), Duration::from_secs(5));
+        assert_eq!(config.backoff(2), Duration::from_secs(10));
+        assert_eq!(config.backoff(4), Duration::from_secs(40));
+        assert_eq!(config.backoff(11), Duration::from_secs(3600));
+        assert_eq!(config.backoff(40), Duration::from_secs(3600), "no overflow");
+        assert_eq!(config.backoff(0), Duration::from_secs(5));
+        assert!(config.lease() > config.timeout);
+    }
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        let mut s = "ééé".to_string();
+        truncate(&mut s, 3);
+        assert_eq!(s, "é");
+        let mut s = "abc".to_string();
+        truncate(&mut s, 5);
+        assert_eq!(s, "abc");
+    }
+}

@@ -1,0 +1,318 @@
+//! `pound.toml`: the service's configuration. Every key has a default that
+//! works on loopback; flags and `POUND_*` variables override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::call::Transport;
+use crate::media::codec::Codec;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Names this node in leases and attempt records (default: host name and process id).
+    pub node_id: Option<String>,
+    /// Folder of dialplans; every `*.toml` in it is loaded at start.
+    pub dialplans: PathBuf,
+    pub store: StoreSection,
+    pub api: ApiSection,
+    pub sip: SipSection,
+    pub trunk: TrunkSection,
+    pub rtp: RtpSection,
+    pub policy: PolicySection,
+    pub webhooks: WebhookSection,
+    pub engine: EngineSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sqlite://FILE` (created if missing) or `postgres://…`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    pub bind: SocketAddr,
+    /// Bearer keys accepted besides those made with `pound keys create`.
+    pub keys: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// Local SIP address; an unspecified IP picks the interface towards the trunk.
+    pub bind: SocketAddr,
+    pub transport: TransportName,
+    /// Codecs offered, in order of preference.
+    pub codecs: Vec<CodecName>,
+}
+
+/// `udp` or `tcp`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportName {
+    Udp,
+    Tcp,
+}
+
+impl From<TransportName> for Transport {
+    fn from(name: TransportName) -> Transport {
+        match name {
+            TransportName::Udp => Transport::Udp,
+            TransportName::Tcp => Transport::Tcp,
+        }
+    }
+}
+
+/// `pcmu`, `pcma` or `opus`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    Pcmu,
+    Pcma,
+    Opus,
+}
+
+impl From<CodecName> for Codec {
+    fn from(name: CodecName) -> Codec {
+        match name {
+            CodecName::Pcmu => Codec::Pcmu,
+            CodecName::Pcma => Codec::Pcma,
+            CodecName::Opus => Codec::Opus,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrunkSection {
+    /// `sip:host[:port]` where every verification call goes.
+    pub uri: String,
+    pub auth_user: Option<String>,
+    pub auth_password: Option<String>,
+    /// Caller ID: From user and display name, and P-Asserted-Identity.
+    pub from_user: String,
+    pub from_name: Option<String>,
+    pub asserted_identity: Option<String>,
+    /// Call starts per second the carrier accepts.
+    pub calls_per_second: f64,
+    /// Register with the trunk as this address of record (`sip:user@domain`); none: no REGISTER.
+    pub register_as: Option<String>,
+    pub register_expires_s: u64,
+    /// Seconds between OPTIONS pings to the trunk; 0 sends none.
+    pub options_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpSection {
+    /// `"10000-20000"`, or empty for any free port.
+    pub ports: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// E.164 country calling codes accepted (`[1, 44]`); empty accepts all.
+    pub allowed_country_codes: Vec<u16>,
+    /// Seconds between two verifications of the same number.
+    pub cooldown_s: u64,
+    /// Call attempts per verification (at most 5).
+    pub max_attempts: u32,
+    /// Verifications one API key may create per hour.
+    pub max_per_key_per_hour: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSection {
+    /// The HMAC-SHA256 key of `Pound-Signature`.
+    pub secret: String,
+    /// Tries before a delivery is given up (and shown as failed).
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub max_concurrent_calls: usize,
+    /// Seconds a claim lasts without renewal (a dead node's work is retaken after this).
+    pub lease_s: u64,
+    /// Seconds running calls get to finish on SIGTERM.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: None,
+            dialplans: PathBuf::from("dialplans"),
+            store: StoreSection::default(),
+            api: ApiSection::default(),
+            sip: SipSection::default(),
+            trunk: TrunkSection::default(),
+            rtp: RtpSection::default(),
+            policy: PolicySection::default(),
+            webhooks: WebhookSection::default(),
+            engine: EngineSection::default(),
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { url: "sqlite://pound.db".into() }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection { bind: "127.0.0.1:8080".parse().expect("literal"), keys: Vec::new(), max_body_bytes: 16 * 1024 }
+    }
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            bind: "0.0.0.0:0".parse().expect("literal"),
+            transport: TransportName::Udp,
+            codecs: vec![CodecName::Pcmu, CodecName::Pcma, CodecName::Opus],
+        }
+    }
+}
+
+impl Default for TrunkSection {
+    fn default() -> Self {
+        TrunkSection {
+            uri: "sip:127.0.0.1:5070".into(),
+            auth_user: None,
+            auth_password: None,
+            from_user: "pound".into(),
+            from_name: None,
+            asserted_identity: None,
+            calls_per_second: 10.0,
+            register_as: None,
+            register_expires_s: 3600,
+            options_interval_s: 30,
+        }
+    }
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection { allowed_country_codes: Vec::new(), cooldown_s: 60, max_attempts: 3, max_per_key_per_hour: 100 }
+    }
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        WebhookSection { secret: String::new(), max_attempts: 8 }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection { max_concurrent_calls: 200, lease_s: 30, shutdown_grace_s: 60 }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// The file is not valid TOML for this schema (unknown keys included).
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: shown.clone(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Syntax { path: shown, message: e.message().to_string() })
+    }
+
+    /// Checks what serde cannot: ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(1..=5).contains(&self.policy.max_attempts) {
+            return invalid(format!("policy.max_attempts must be 1 to 5, not {}", self.policy.max_attempts));
+        }
+        if !(self.trunk.calls_per_second > 0.0 && self.trunk.calls_per_second <= 10_000.0) {
+            return invalid(format!("trunk.calls_per_second must be above 0, not {}", self.trunk.calls_per_second));
+        }
+        if self.engine.max_concurrent_calls == 0 {
+            return invalid("engine.max_concurrent_calls must be at least 1".into());
+        }
+        if !(3..=3600).contains(&self.engine.lease_s) {
+            return invalid(format!("engine.lease_s must be 3 to 3600, not {}", self.engine.lease_s));
+        }
+        if self.sip.codecs.is_empty() {
+            return invalid("sip.codecs must name at least one codec".into());
+        }
+        if self.trunk.register_as.is_some() && !(60..=86_400).contains(&self.trunk.register_expires_s) {
+            return invalid(format!(
+                "trunk.register_expires_s must be 60 to 86400, not {}",
+                self.trunk.register_expires_s
+            ));
+        }
+        self.rtp_ports()?;
+        Ok(())
+    }
+
+    /// The RTP port range, if one is set.
+    pub fn rtp_ports(&self) -> Result<Option<std::ops::RangeInclusive<u16>>, ConfigError> {
+        let text = self.rtp.ports.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let parsed = text
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+        match parsed {
+            Some((low, high)) if low >= 1024 && low < high => Ok(Some(low..=high)),
+            _ => Err(ConfigError::Invalid(format!(
+                "rtp.ports must be \"LOW-HIGH\" with 1024 <= LOW < HIGH, not {text:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_valid_and_an_empty_file_means_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("pound.example.toml");
+        let config = Config::load(&example).unwrap();
+        config.validate().unwrap();
+        let empty: Config = toml::from_str("").unwrap();
+        empty.validate().unwrap();
+        assert_eq!(empty.trunk.calls_per_second, 10.0);
+        assert_eq!(empty.policy.max_attempts, 3);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        assert!(toml::from_str::<Config>("[api]\nbogus = 1").unwrap_err().to_string().contains("unknown field"));
+        let config: Config = toml::from_str("[policy]\nmax_attempts = 9").unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("max_attempts"));
+        let config: Config = toml::from_str("[rtp]\nports = \"20000-10000\"").unwrap();
+        assert!(config.validate().is_err());
+        let config: Config = toml::from_str("[rtp]\nports = \"10000-20000\"").unwrap();
+        assert_eq!(config.rtp_ports().unwrap(), Some(10000..=20000));
+    }
+}

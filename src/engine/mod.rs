@@ -1,0 +1,374 @@
+//! The worker: claims due verifications from the store, places their calls
+//! under a calls-per-second limit, keeps their leases alive, moves their
+//! status along, records every attempt, retries by dialplan, and completes
+//! them (registration and webhook included, in the store's transaction).
+//!
+//! Each call runs as a tokio task (no thread per call). On shutdown the engine
+//! stops claiming, lets running calls finish until a deadline, then ends the
+//! rest and releases their verifications for another node.
+
+mod pacing;
+pub mod trunk;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use pacing::Pacer;
+
+use crate::call::{CallEvent, CallReport, Outcome, Prompts, Transport};
+use crate::dialplan::Dialplan;
+use crate::mask::mask_phone;
+use crate::media::codec::Codec;
+use crate::metrics::Metrics;
+use crate::net::{CallSetup, resolve, run_call, run_trunk_watch};
+use crate::sip::{Credentials, Timers};
+use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
+use trunk::TrunkWatchConfig;
+
+/// A dialplan with its prompts loaded.
+#[derive(Debug, Clone)]
+pub struct LoadedDialplan {
+    pub plan: Arc<Dialplan>,
+    pub prompts: Arc<Prompts>,
+}
+
+/// Where and how calls go out.
+#[derive(Debug, Clone)]
+pub struct TrunkConfig {
+    /// `sip:host[:port]` every call is sent to.
+    pub uri: String,
+    pub credentials: Option<Credentials>,
+    pub from_user: String,
+    pub from_display: Option<String>,
+    pub asserted_identity: Option<String>,
+    pub transport: Transport,
+    /// Calls per second the carrier accepts.
+    pub calls_per_second: f64,
+    /// Register with the trunk as this address of record (`sip:user@domain`).
+    pub register_as: Option<String>,
+    pub register_expires: Duration,
+    /// Ping the trunk with OPTIONS this often; dialling pauses while it is silent.
+    pub options_interval: Option<Duration>,
+}
+
+/// Everything the engine needs besides the store.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Names this node in leases and attempt records.
+    pub node_id: String,
+    pub trunk: TrunkConfig,
+    pub sip_bind: SocketAddr,
+    pub rtp_ports: Option<RangeInclusive<u16>>,
+    pub codecs: Vec<Codec>,
+    pub dialplans: HashMap<String, LoadedDialplan>,
+    /// A claim lasts this long unless renewed; renewed every third of it.
+    pub lease: Duration,
+    pub max_concurrent_calls: usize,
+    /// How often the store is asked for due work.
+    pub poll_interval: Duration,
+    /// On shutdown, running calls get this long to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// Now as Unix milliseconds, the store's clock.
+pub fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs until `shutdown` turns true, then drains as described above.
+pub async fn run_engine(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    config: EngineConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let config = Arc::new(config);
+    let pacer = Arc::new(Pacer::new(config.trunk.calls_per_second));
+    let trunk_up = Arc::new(AtomicBool::new(true));
+    if config.trunk.register_as.is_some() || config.trunk.options_interval.is_some() {
+        spawn_trunk_watch(&config, trunk_up.clone(), shutdown.clone()).await;
+    }
+    let (stop_calls, calls_stopped) = watch::channel(false);
+    let mut running = JoinSet::new();
+    loop {
+        while running.try_join_next().is_some() {}
+        let free = config.max_concurrent_calls.saturating_sub(running.len());
+        if free > 0 && trunk_up.load(Ordering::Acquire) {
+            let lease_ms = config.lease.as_millis() as i64;
+            match store.claim(&config.node_id, unix_ms(), lease_ms, free as u32).await {
+                Ok(claimed) => {
+                    for work in claimed {
+                        let task = Verification {
+                            store: store.clone(),
+                            metrics: metrics.clone(),
+                            config: config.clone(),
+                            pacer: pacer.clone(),
+                            stop: calls_stopped.clone(),
+                        };
+                        running.spawn(task.run(work));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming work failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    tracing::info!(calls = running.len(), "shutting down: no new work, letting calls finish");
+    let drained =
+        tokio::time::timeout(config.shutdown_grace, async { while running.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(calls = running.len(), "grace period over: ending the remaining calls");
+        let _ = stop_calls.send(true);
+        while running.join_next().await.is_some() {}
+    }
+    Ok(())
+}
+
+async fn spawn_trunk_watch(config: &EngineConfig, up: Arc<AtomicBool>, shutdown: watch::Receiver<bool>) {
+    let trunk = &config.trunk;
+    let hop = match crate::cmd::call::route(&trunk.uri, None) {
+        Ok((_, hop)) => hop,
+        Err(e) => {
+            tracing::warn!(error = %e, "trunk watch: bad trunk URI; not watching");
+            return;
+        }
+    };
+    let Ok(next_hop) = resolve(&hop).await else {
+        tracing::warn!(%hop, "trunk watch: cannot resolve the trunk; not watching");
+        return;
+    };
+    let watch_config = TrunkWatchConfig {
+        trunk_uri: trunk.uri.clone(),
+        register_as: trunk.register_as.clone(),
+        credentials: trunk.credentials.clone(),
+        expires: trunk.register_expires,
+        options_interval: trunk.options_interval,
+        local_sip: config.sip_bind,
+        transport: trunk.transport,
+        timers: Timers::default(),
+    };
+    let bind = SocketAddr::new(config.sip_bind.ip(), 0);
+    tokio::spawn(async move {
+        if let Err(e) = run_trunk_watch(watch_config, next_hop, bind, up, shutdown).await {
+            tracing::warn!(error = %e, "trunk watch stopped");
+        }
+    });
+}
+
+/// Resolves once the signal is true (or its sender is gone: nobody can stop us
+/// then, so it never resolves).
+async fn stopped(signal: &mut watch::Receiver<bool>) {
+    if signal.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// One claimed verification, carried to its next state.
+struct Verification {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    config: Arc<EngineConfig>,
+    pacer: Arc<Pacer>,
+    /// The node is stopping: end the call and release the verification.
+    stop: watch::Receiver<bool>,
+}
+
+impl Verification {
+    async fn run(self, claimed: Claimed) {
+        let id = claimed.verification.id.clone();
+        if let Err(e) = self.attempt(claimed).await {
+            // The lease will expire and another claim will carry on.
+            tracing::warn!(verification = %id, error = %e, "store failed during a verification");
+        }
+    }
+
+    async fn attempt(self, claimed: Claimed) -> Result<(), StoreError> {
+        let verification = claimed.verification;
+        let node = self.config.node_id.as_str();
+        let id = verification.id.as_str();
+        if let Some(number) = claimed.interrupted_attempt {
+            tracing::info!(verification = id, attempt = number, "took over a verification whose node stopped");
+        }
+        if verification.cancel_requested {
+            return self.finish(id, Outcome::Canceled).await;
+        }
+        if verification.attempt_count >= verification.max_attempts {
+            // The last allowed attempt was interrupted by a dying node.
+            return self.finish(id, Outcome::Failed).await;
+        }
+        let Some(dialplan) = self.config.dialplans.get(&verification.dialplan) else {
+            tracing::warn!(verification = id, dialplan = %verification.dialplan, "dialplan no longer configured");
+            return self.finish(id, Outcome::Failed).await;
+        };
+        self.pacer.wait().await;
+        self.store.set_status(id, node, Status::Dialing, unix_ms()).await?;
+        let (cancel_call, cancel) = watch::channel(false);
+        let setup = match self.setup(&verification.phone, dialplan, cancel).await {
+            Ok(setup) => setup,
+            Err(detail) => {
+                tracing::warn!(verification = id, %detail, "cannot place the call");
+                return self.finish(id, Outcome::Failed).await;
+            }
+        };
+        tracing::info!(verification = id, phone = %mask_phone(&verification.phone), "dialing");
+        let (events, mut progress) = tokio::sync::mpsc::unbounded_channel();
+        let mut call = AbortOnDrop(tokio::spawn(run_call(setup, move |event| {
+            let _ = events.send(event.clone());
+        })));
+        let mut renew = tokio::time::interval(self.config.lease / 3);
+        renew.tick().await;
+        let mut stop = self.stop.clone();
+        let started = std::time::Instant::now();
+        self.metrics.call_started();
+        let mut state = Progress { attempt: None, started, answered: None };
+        let report = loop {
+            tokio::select! {
+                Some(event) = progress.recv() => self.on_event(id, &mut state, event).await?,
+                joined = &mut call.0 => break joined.ok().and_then(Result::ok),
+                _ = renew.tick() => {
+                    let until = unix_ms() + self.config.lease.as_millis() as i64;
+                    match self.store.renew_lease(id, node, until).await? {
+                        LeaseState::Held => {}
+                        LeaseState::CancelRequested => {
+                            let _ = cancel_call.send(true);
+                        }
+                        LeaseState::Lost => {
+                            tracing::warn!(verification = id, "lost the lease: ending the call, leaving the record alone");
+                            let _ = cancel_call.send(true);
+                            self.metrics.call_ended();
+                            return Ok(());
+                        }
+                    }
+                }
+                _ = stopped(&mut stop) => {
+                    let _ = cancel_call.send(true);
+                }
+            }
+        };
+        // Events the call sent just before it ended.
+        while let Ok(event) = progress.try_recv() {
+            self.on_event(id, &mut state, event).await?;
+        }
+        let attempt = state.attempt;
+        self.metrics.call_ended();
+        let stopping = *self.stop.borrow();
+        let Some(report) = report else {
+            tracing::warn!(verification = id, "the call could not be placed (socket or name resolution)");
+            return self.finish(id, Outcome::Failed).await;
+        };
+        if let Some(number) = attempt {
+            self.store.finish_attempt(id, number, &attempt_result(&report)).await?;
+        }
+        if stopping && report.outcome == Outcome::Canceled {
+            // Our own shutdown ended the call, not the requester: release it.
+            return self.store.requeue(id, node, unix_ms(), unix_ms()).await;
+        }
+        let attempts_left = verification.attempt_count + 1 < verification.max_attempts;
+        if attempts_left && dialplan.plan.retry_outcomes.contains(&report.outcome) {
+            let next = unix_ms() + dialplan.plan.retry_after.as_millis() as i64;
+            tracing::info!(verification = id, outcome = report.outcome.as_str(), "will call again");
+            return self.store.requeue(id, node, next, unix_ms()).await;
+        }
+        self.finish(id, report.outcome).await
+    }
+
+    async fn on_event(&self, id: &str, state: &mut Progress, event: CallEvent) -> Result<(), StoreError> {
+        let node = self.config.node_id.as_str();
+        match event {
+            CallEvent::Calling { call_id } => {
+                state.attempt = Some(self.store.start_attempt(id, node, &call_id, unix_ms()).await?);
+            }
+            CallEvent::Response { status } => self.metrics.sip_response(status),
+            CallEvent::Ringing => self.store.set_status(id, node, Status::Ringing, unix_ms()).await?,
+            CallEvent::Answered => {
+                state.answered = Some(std::time::Instant::now());
+                self.metrics.call_setup(state.started.elapsed().as_secs_f64());
+                self.store.set_status(id, node, Status::Answered, unix_ms()).await?;
+            }
+            CallEvent::Digit { source, .. } => {
+                self.metrics.digit(source);
+                if let Some(at) = state.answered {
+                    self.metrics.detection_latency(at.elapsed().as_secs_f64());
+                }
+            }
+            CallEvent::Finished(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, id: &str, outcome: Outcome) -> Result<(), StoreError> {
+        self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await?;
+        self.metrics.verification_finished(outcome);
+        tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
+        Ok(())
+    }
+
+    async fn setup(
+        &self,
+        phone: &str,
+        dialplan: &LoadedDialplan,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<CallSetup, String> {
+        let trunk = &self.config.trunk;
+        let (target, hop) = crate::cmd::call::route(phone, Some(&trunk.uri)).map_err(|e| e.to_string())?;
+        let next_hop = resolve(&hop).await.map_err(|e| e.to_string())?;
+        Ok(CallSetup {
+            target,
+            next_hop,
+            bind: self.config.sip_bind,
+            transport: trunk.transport,
+            from_user: trunk.from_user.clone(),
+            from_display: trunk.from_display.clone(),
+            asserted_identity: trunk.asserted_identity.clone(),
+            credentials: trunk.credentials.clone(),
+            codecs: self.config.codecs.clone(),
+            dialplan: dialplan.plan.clone(),
+            prompts: dialplan.prompts.clone(),
+            timers: Timers::default(),
+            rtp_ports: self.config.rtp_ports.clone(),
+            cancel: Some(cancel),
+        })
+    }
+}
+
+/// A call task that must not outlive the code following it: if recording
+/// fails midway, the call is torn down rather than left running unobserved.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the engine has learnt about the running call.
+struct Progress {
+    attempt: Option<u32>,
+    started: std::time::Instant,
+    answered: Option<std::time::Instant>,
+}
+
+fn attempt_result(report: &CallReport) -> AttemptResult {
+    let now = unix_ms();
+    let at = |ms: Option<u64>| ms.map(|ms| now - report.duration_ms as i64 + ms as i64);
+    AttemptResult {
+        ended_at: now,
+        answered_at: at(report.answered_ms),
+        digit_at: at(report.digit_ms),
+        sip_status: report.sip_status,
+        dtmf_source: report.dtmf_source,
+        digits: report.digits.clone(),
+        outcome: report.outcome,
+        detail: report.detail.clone(),
+    }
+}

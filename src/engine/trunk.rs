@@ -1,0 +1,335 @@
+//! Watching the trunk, socket-free: REGISTER (with digest authentication,
+//! refreshed before it expires) where the carrier wants it, and OPTIONS
+//! pings. While the trunk does not answer, the engine does not dial: calls
+//! into a dead trunk would only burn attempts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::call::Transport;
+use crate::sip::auth::{self, Credentials};
+use crate::sip::dialog::{new_branch, new_call_id, new_tag};
+use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+
+/// What to do towards the trunk.
+#[derive(Debug, Clone)]
+pub struct TrunkWatchConfig {
+    /// The trunk's URI (`sip:host[:port]`): the REGISTER Request-URI and OPTIONS target.
+    pub trunk_uri: String,
+    /// Our address of record (`sip:user@domain`) when registering.
+    pub register_as: Option<String>,
+    pub credentials: Option<Credentials>,
+    /// Registration lifetime asked for.
+    pub expires: Duration,
+    /// Time between OPTIONS pings; `None` sends none.
+    pub options_interval: Option<Duration>,
+    pub local_sip: SocketAddr,
+    pub transport: Transport,
+    pub timers: Timers,
+}
+
+/// A failed registration is tried again after this.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// The trunk watch machine.
+pub struct TrunkWatch {
+    config: TrunkWatchConfig,
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    register: Option<ClientTransaction>,
+    options: Option<ClientTransaction>,
+    next_register: Option<Instant>,
+    next_options: Option<Instant>,
+    registered: bool,
+    reachable: bool,
+    nonces: Vec<String>,
+}
+
+impl TrunkWatch {
+    /// Starts watching: the first REGISTER and OPTIONS go out at once.
+    pub fn new(config: TrunkWatchConfig, now: Instant) -> Self {
+        let host = config.local_sip.ip().to_string();
+        let mut watch = TrunkWatch {
+            call_id: new_call_id(&host),
+            tag: new_tag(),
+            cseq: 0,
+            register: None,
+            options: None,
+            next_register: config.register_as.as_ref().map(|_| now),
+            next_options: config.options_interval.map(|_| now),
+            // Optimistic until OPTIONS says otherwise: a trunk that is not
+            // pinged and not registered with is assumed up.
+            registered: config.register_as.is_none(),
+            reachable: true,
+            nonces: Vec::new(),
+            config,
+        };
+        watch.handle_timeout(now);
+        watch
+    }
+
+    /// Whether calls may go out: registered (if registering) and answering OPTIONS.
+    pub fn is_up(&self) -> bool {
+        self.registered && self.reachable
+    }
+
+    fn via(&self) -> String {
+        format!("SIP/2.0/{} {};branch={};rport", self.config.transport.via_name(), self.config.local_sip, new_branch())
+    }
+
+    fn request(&mut self, method: Method, to: &str) -> Message {
+        self.cseq += 1;
+        let contact = format!("<sip:pound@{}>", self.config.local_sip);
+        Message::request(method.clone(), self.config.trunk_uri.clone())
+            .with_header("Via", self.via())
+            .with_header("Max-Forwards", "70")
+            .with_header("From", format!("<{to}>;tag={}", self.tag))
+            .with_header("To", format!("<{to}>"))
+            .with_header("Call-ID", self.call_id.clone())
+            .with_header("CSeq", format!("{} {}", self.cseq, method.as_str()))
+            .with_header("Contact", contact)
+    }
+
+    fn send_register(&mut self, now: Instant, authorization: Option<(&'static str, String)>) {
+        let Some(aor) = self.config.register_as.clone() else { return };
+        let mut register = self.request(Method::Register, &aor);
+        register.add_header("Expires", self.config.expires.as_secs().to_string());
+        if let Some((name, value)) = authorization {
+            register.add_header(name, value);
+        }
+        self.register =
+            Some(ClientTransaction::new(register, self.config.transport.is_reliable(), self.config.timers, now));
+        self.next_register = None;
+    }
+
+    fn send_options(&mut self, now: Instant) {
+        let target = self.config.trunk_uri.clone();
+        let options = self.request(Method::Options, &target);
+        self.options =
+            Some(ClientTransaction::new(options, self.config.transport.is_reliable(), self.config.timers, now));
+        self.next_options = None;
+    }
+
+    /// A response from the trunk.
+    pub fn handle_response(&mut self, now: Instant, response: Message) {
+        for tx in [&mut self.register, &mut self.options].into_iter().flatten() {
+            if tx.matches(&response) {
+                tx.handle_response(now, response);
+                break;
+            }
+        }
+        self.drive(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for tx in [&mut self.register, &mut self.options].into_iter().flatten() {
+            if tx.poll_timeout().is_some_and(|t| t <= now) {
+                tx.handle_timeout(now);
+            }
+        }
+        self.drive(now);
+        self.reap();
+        if self.register.is_none() && self.next_register.is_some_and(|t| t <= now) {
+            self.send_register(now, None);
+        }
+        if self.options.is_none() && self.next_options.is_some_and(|t| t <= now) {
+            self.send_options(now);
+        }
+        self.drive(now);
+    }
+
+    fn drive(&mut self, now: Instant) {
+        while let Some(event) = self.register.as_mut().and_then(|tx| tx.poll_event()) {
+            if let TransactionEvent::Final(response) = &event
+                && matches!(response.status(), Some(401 | 407))
+                && self.answer_challenge(now, response)
+            {
+                return;
+            }
+            self.on_register(now, event);
+        }
+        while let Some(event) = self.options.as_mut().and_then(|tx| tx.poll_event()) {
+            match event {
+                TransactionEvent::Provisional(_) => continue,
+                // Any final answer, even 404 or 405, proves the trunk is alive.
+                TransactionEvent::Final(_) => self.reachable = true,
+                TransactionEvent::Timeout | TransactionEvent::TransportError => {
+                    if self.reachable {
+                        tracing::warn!(trunk = %self.config.trunk_uri, "the trunk stopped answering OPTIONS: dialling paused");
+                    }
+                    self.reachable = false;
+                }
+            }
+            self.next_options = self.config.options_interval.map(|i| now + i);
+        }
+    }
+
+    fn answer_challenge(&mut self, now: Instant, response: &Message) -> bool {
+        let Some(credentials) = self.config.credentials.clone() else { return false };
+        let Some(challenge) = auth::challenges(response).into_iter().next() else { return false };
+        if self.nonces.contains(&challenge.nonce) && !challenge.stale {
+            return false;
+        }
+        self.nonces.push(challenge.nonce.clone());
+        let status = response.status().unwrap_or(401);
+        let cnonce = format!("{:016x}", rand::random::<u64>());
+        let value = auth::authorize(&challenge, &credentials, &Method::Register, &self.config.trunk_uri, &cnonce, 1);
+        self.send_register(now, Some((auth::authorization_header(status), value)));
+        true
+    }
+
+    fn on_register(&mut self, now: Instant, event: TransactionEvent) {
+        match event {
+            TransactionEvent::Provisional(_) => {}
+            TransactionEvent::Final(response) if response.status().is_some_and(|s| (200..300).contains(&s)) => {
+                let granted = granted_expiry(&response).unwrap_or(self.config.expires);
+                // Refresh well before expiry, as RFC 3261 §10.2.4 advises.
+                let refresh = (granted.mul_f64(0.8)).max(Duration::from_secs(1));
+                if !self.registered {
+                    tracing::info!(trunk = %self.config.trunk_uri, seconds = granted.as_secs(), "registered");
+                }
+                self.registered = true;
+                self.nonces.clear();
+                self.next_register = Some(now + refresh);
+            }
+            _ => {
+                if self.registered {
+                    tracing::warn!(trunk = %self.config.trunk_uri, "registration failed: dialling paused");
+                }
+                self.registered = false;
+                self.nonces.clear();
+                self.next_register = Some(now + RETRY);
+            }
+        }
+    }
+
+    /// The next request to send to the trunk.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        for tx in [&mut self.register, &mut self.options].into_iter().flatten() {
+            if let Some(message) = tx.poll_transmit() {
+                return Some(message);
+            }
+        }
+        self.reap();
+        None
+    }
+
+    /// Forgets transactions that have ended (after their events were taken).
+    fn reap(&mut self) {
+        if self.register.as_ref().is_some_and(|tx| tx.is_terminated()) {
+            self.register = None;
+        }
+        if self.options.as_ref().is_some_and(|tx| tx.is_terminated()) {
+            self.options = None;
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [&self.register, &self.options]
+            .into_iter()
+            .flatten()
+            .filter_map(|tx| tx.poll_timeout())
+            .chain([self.next_register, self.next_options].into_iter().flatten())
+            .min()
+    }
+}
+
+/// The lifetime the registrar granted: the Contact's `expires`, else the Expires header.
+fn granted_expiry(response: &Message) -> Option<Duration> {
+    let from_contact = response.contact().and_then(|c| c.param("expires").and_then(|v| v.parse().ok()));
+    let seconds: u64 = from_contact.or_else(|| response.header("Expires").and_then(|v| v.trim().parse().ok()))?;
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(register: bool, options: bool) -> TrunkWatchConfig {
+        TrunkWatchConfig {
+            trunk_uri: "sip:trunk.example.com:5060".into(),
+            register_as: register.then(|| "sip:pound@trunk.example.com".to_string()),
+            credentials: Some(Credentials { user: "pound".into(), password: "pw".into() }),
+            expires: Duration::from_secs(600),
+            options_interval: options.then(|| Duration::from_secs(30)),
+            local_sip: "10.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            timers: Timers::default(),
+        }
+    }
+
+    fn reply(request: &Message, status: u16) -> Message {
+        Message::response_to(request, status, Some("trunktag"))
+    }
+
+    #[test]
+    fn registers_through_a_challenge_and_refreshes_before_expiry() {
+        let t0 = Instant::now();
+        let mut watch = TrunkWatch::new(config(true, false), t0);
+        assert!(!watch.is_up(), "not registered yet");
+        let register = watch.poll_transmit().unwrap();
+        assert_eq!(register.method(), Some(&Method::Register));
+        assert_eq!(register.header("Expires"), Some("600"));
+        let challenge =
+            reply(&register, 401).with_header("WWW-Authenticate", "Digest realm=\"t\", nonce=\"n1\", qop=\"auth\"");
+        watch.handle_response(t0, challenge);
+        let ack_or_register = std::iter::from_fn(|| watch.poll_transmit()).collect::<Vec<_>>();
+        let authorized =
+            ack_or_register.iter().find(|m| m.header("Authorization").is_some()).expect("an authorized REGISTER");
+        assert_eq!(authorized.cseq().unwrap().0, 2);
+        watch.handle_response(
+            t0,
+            reply(authorized, 200).with_header("Contact", "<sip:pound@10.0.0.1:5060>;expires=300"),
+        );
+        assert!(watch.is_up());
+        // Refreshed at 80 % of the 300 s granted.
+        assert_eq!(watch.next_register, Some(t0 + Duration::from_secs(240)));
+        watch.handle_timeout(t0 + Duration::from_secs(240));
+        assert_eq!(watch.poll_transmit().unwrap().method(), Some(&Method::Register));
+    }
+
+    #[test]
+    fn wrong_credentials_are_not_retried_in_a_loop() {
+        let t0 = Instant::now();
+        let mut watch = TrunkWatch::new(config(true, false), t0);
+        let register = watch.poll_transmit().unwrap();
+        let challenge =
+            |r: &Message| reply(r, 401).with_header("WWW-Authenticate", "Digest realm=\"t\", nonce=\"same\"");
+        watch.handle_response(t0, challenge(&register));
+        let retry =
+            std::iter::from_fn(|| watch.poll_transmit()).find(|m| m.method() == Some(&Method::Register)).unwrap();
+        watch.handle_response(t0, challenge(&retry));
+        assert!(std::iter::from_fn(|| watch.poll_transmit()).all(|m| m.method() != Some(&Method::Register)));
+        assert!(!watch.is_up());
+        assert_eq!(watch.next_register, Some(t0 + RETRY));
+    }
+
+    #[test]
+    fn a_trunk_that_stops_answering_options_pauses_dialling_until_it_answers() {
+        let t0 = Instant::now();
+        let mut watch = TrunkWatch::new(config(false, true), t0);
+        assert!(watch.is_up());
+        let options = watch.poll_transmit().unwrap();
+        assert_eq!(options.method(), Some(&Method::Options));
+        watch.handle_response(t0, reply(&options, 405));
+        assert!(watch.is_up(), "any final response means alive");
+        // The next ping goes unanswered: timer F (32 s) later the trunk is down.
+        let mut now = t0 + Duration::from_secs(30);
+        watch.handle_timeout(now);
+        while let Some(deadline) = watch.poll_timeout() {
+            if !watch.is_up() {
+                break;
+            }
+            now = deadline;
+            watch.handle_timeout(now);
+            while watch.poll_transmit().is_some() {}
+        }
+        assert!(!watch.is_up());
+        now = watch.poll_timeout().unwrap();
+        watch.handle_timeout(now);
+        let ping = std::iter::from_fn(|| watch.poll_transmit()).find(|m| m.method() == Some(&Method::Options)).unwrap();
+        watch.handle_response(now, reply(&ping, 200));
+        assert!(watch.is_up());
+    }
+}

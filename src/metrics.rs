@@ -1,0 +1,290 @@
+//! Prometheus metrics: verifications, calls, SIP responses, DTMF and webhooks.
+//!
+//! One [`Metrics`] per process, shared through `Arc`; the engine records call
+//! events, the API records cancels and webhook deliveries, and `GET /metrics`
+//! serves [`Metrics::encode`].
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::call::Outcome;
+use crate::dialplan::DtmfSource;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// How one webhook delivery try ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookResult {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The try failed; another is scheduled.
+    Failed,
+    /// The try failed and it was the last one.
+    GaveUp,
+}
+
+impl WebhookResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Delivered => "delivered",
+            WebhookResult::Failed => "failed",
+            WebhookResult::GaveUp => "gave_up",
+        }
+    }
+}
+
+/// Every outcome, so each series exists from the start (an outcome added
+/// later still counts; its series appears with its first verification).
+const ALL_OUTCOMES: [Outcome; 13] = [
+    Outcome::Verified,
+    Outcome::FraudReported,
+    Outcome::WrongInput,
+    Outcome::NoInput,
+    Outcome::CalleeHangup,
+    Outcome::Busy,
+    Outcome::Declined,
+    Outcome::NoAnswer,
+    Outcome::Unreachable,
+    Outcome::InvalidNumber,
+    Outcome::Blocked,
+    Outcome::Canceled,
+    Outcome::Failed,
+];
+
+/// Label sets. Values are `&'static str` so recording never allocates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Every metric pound exports, with the registry that encodes them.
+///
+/// The metric handles are cheap clones sharing their values with the copies
+/// registered in `registry`, so recording needs no lock.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    verifications: Family<OutcomeLabel, Counter>,
+    calls_in_progress: Gauge,
+    sip_responses: Family<ClassLabel, Counter>,
+    dtmf_digits: Family<SourceLabel, Counter>,
+    detection_latency: Histogram,
+    call_setup: Histogram,
+    webhook_deliveries: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric, all at zero.
+    pub fn new() -> Metrics {
+        let verifications = Family::<OutcomeLabel, Counter>::default();
+        let calls_in_progress = Gauge::default();
+        let sip_responses = Family::<ClassLabel, Counter>::default();
+        let dtmf_digits = Family::<SourceLabel, Counter>::default();
+        // A person needs one to a few seconds to press a key after the prompt
+        // starts; the tail (tens of seconds) is the input timeout.
+        let detection_latency = Histogram::new([0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0]);
+        // Call setup is dominated by ringing: from under a second (an
+        // auto-answering phone) to the 45-60 s ring timeout.
+        let call_setup = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0]);
+        let webhook_deliveries = Family::<ResultLabel, Counter>::default();
+
+        let mut registry = Registry::default();
+        // Counters are registered without `_total`: the encoder appends it
+        // (and prometheus-client 0.26 asserts against a doubled suffix).
+        registry.register("pound_verifications", "Verifications finished, by outcome", verifications.clone());
+        registry.register("pound_calls_in_progress", "Verification calls running now", calls_in_progress.clone());
+        registry.register(
+            "pound_sip_responses",
+            "SIP responses to our INVITEs, by class (1xx..6xx)",
+            sip_responses.clone(),
+        );
+        registry.register("pound_dtmf_digits", "DTMF digits received, by where they came from", dtmf_digits.clone());
+        registry.register(
+            "pound_dtmf_detection_latency_seconds",
+            "Time from answer to the deciding digit",
+            detection_latency.clone(),
+        );
+        registry.register("pound_call_setup_seconds", "Time from INVITE to answer", call_setup.clone());
+        registry.register("pound_webhook_deliveries", "Webhook delivery tries, by result", webhook_deliveries.clone());
+        // Every known label value starts at zero: a series that appears only
+        // with its first event breaks `rate()` and alerts on absence, and the
+        // text format would not even list the metric until then.
+        for outcome in ALL_OUTCOMES {
+            verifications.get_or_create_owned(&OutcomeLabel { outcome: outcome.as_str() });
+        }
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"] {
+            sip_responses.get_or_create_owned(&ClassLabel { class });
+        }
+        for source in [DtmfSource::Rfc4733, DtmfSource::Info, DtmfSource::Inband] {
+            dtmf_digits.get_or_create_owned(&SourceLabel { source: source.as_str() });
+        }
+        for result in [WebhookResult::Delivered, WebhookResult::Failed, WebhookResult::GaveUp] {
+            webhook_deliveries.get_or_create_owned(&ResultLabel { result: result.as_str() });
+        }
+        Metrics {
+            registry,
+            verifications,
+            calls_in_progress,
+            sip_responses,
+            dtmf_digits,
+            detection_latency,
+            call_setup,
+            webhook_deliveries,
+        }
+    }
+
+    /// Every metric in the Prometheus text exposition format (0.0.4); serve
+    /// it with [`CONTENT_TYPE`].
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail; the Result is fmt::Write's.
+        if let Err(err) = prometheus_text::encode(&mut text, &self.registry) {
+            tracing::error!(%err, "encoding metrics failed");
+        }
+        text
+    }
+
+    /// A verification reached its final outcome.
+    pub fn verification_finished(&self, outcome: Outcome) {
+        self.verifications.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
+    }
+
+    /// A verification call started (pair with [`Metrics::call_ended`]).
+    pub fn call_started(&self) {
+        self.calls_in_progress.inc();
+    }
+
+    /// A verification call ended.
+    pub fn call_ended(&self) {
+        self.calls_in_progress.dec();
+    }
+
+    /// A SIP response arrived; counted by class. Codes outside 100..=699
+    /// (which a parser should never hand over) are not counted.
+    pub fn sip_response(&self, status: u16) {
+        let class = match status / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            5 => "5xx",
+            6 => "6xx",
+            _ => return,
+        };
+        self.sip_responses.get_or_create(&ClassLabel { class }).inc();
+    }
+
+    /// A DTMF digit was received.
+    pub fn digit(&self, source: DtmfSource) {
+        self.dtmf_digits.get_or_create(&SourceLabel { source: source.as_str() }).inc();
+    }
+
+    /// Seconds from answer to the deciding digit.
+    pub fn detection_latency(&self, seconds: f64) {
+        self.detection_latency.observe(seconds);
+    }
+
+    /// Seconds from the INVITE to the answer.
+    pub fn call_setup(&self, seconds: f64) {
+        self.call_setup.observe(seconds);
+    }
+
+    /// A webhook delivery try ended.
+    pub fn webhook(&self, result: WebhookResult) {
+        self.webhook_deliveries.get_or_create(&ResultLabel { result: result.as_str() }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn exports_every_metric_name_even_at_zero() {
+        let text = Metrics::new().encode();
+        for name in [
+            "pound_verifications_total",
+            "pound_calls_in_progress",
+            "pound_sip_responses_total",
+            "pound_dtmf_digits_total",
+            "pound_dtmf_detection_latency_seconds",
+            "pound_call_setup_seconds",
+            "pound_webhook_deliveries_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
+        }
+        assert!(!text.contains("_total_total"), "{text}");
+    }
+
+    #[test]
+    fn records_with_the_right_labels() {
+        let metrics = Metrics::new();
+        metrics.verification_finished(Outcome::Verified);
+        metrics.verification_finished(Outcome::Verified);
+        metrics.verification_finished(Outcome::NoAnswer);
+        metrics.call_started();
+        metrics.call_started();
+        metrics.call_ended();
+        metrics.sip_response(180);
+        metrics.sip_response(486);
+        metrics.sip_response(603);
+        metrics.sip_response(99);
+        metrics.sip_response(700);
+        metrics.digit(DtmfSource::Inband);
+        metrics.detection_latency(1.5);
+        metrics.call_setup(0.3);
+        metrics.webhook(WebhookResult::GaveUp);
+        let text = metrics.encode();
+        assert_eq!(line_value(&text, "pound_verifications_total{outcome=\"verified\"}"), Some(2.0));
+        assert_eq!(line_value(&text, "pound_verifications_total{outcome=\"no_answer\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_calls_in_progress"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_sip_responses_total{class=\"1xx\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_sip_responses_total{class=\"6xx\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_sip_responses_total{class=\"2xx\"}"), Some(0.0));
+        assert_eq!(text.matches("pound_sip_responses_total{").count(), 6, "out-of-range codes are dropped:\n{text}");
+        assert_eq!(line_value(&text, "pound_dtmf_digits_total{source=\"inband\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_dtmf_detection_latency_seconds_count"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_dtmf_detection_latency_seconds_bucket{le=\"1\"}"), Some(0.0));
+        assert_eq!(line_value(&text, "pound_dtmf_detection_latency_seconds_bucket{le=\"2\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_call_setup_seconds_sum"), Some(0.3));
+        assert_eq!(line_value(&text, "pound_webhook_deliveries_total{result=\"gave_up\"}"), Some(1.0));
+    }
+
+    #[test]
+    fn is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Metrics>();
+    }
+}

@@ -1,0 +1,177 @@
+//! The service: the store, the HTTP API, the engine and the webhook outbox,
+//! started together from a [`Config`] and stopped together.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
+use crate::api::{ApiConfig, ApiState, Policy, router};
+use crate::call::Prompts;
+use crate::config::{Config, ConfigError};
+use crate::dialplan::Dialplan;
+use crate::engine::{EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
+use crate::metrics::Metrics;
+use crate::sip::Credentials;
+use crate::store::{Store, StoreError};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The store could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A dialplan or one of its prompts is unusable.
+    #[error("dialplan: {0}")]
+    Dialplan(String),
+    /// The API address could not be bound.
+    #[error("API on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running service.
+pub struct Service {
+    /// Where the API listens (useful with port 0).
+    pub api: SocketAddr,
+    pub node_id: String,
+    pub store: Arc<dyn Store>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Opens the store, loads the dialplans, binds the API and starts the
+    /// engine and the webhook outbox.
+    pub async fn start(config: Config) -> Result<Service, ServiceError> {
+        config.validate()?;
+        let store = crate::store::open(&config.store.url).await?;
+        let dialplans = load_dialplans(&config.dialplans)?;
+        let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
+        let metrics = Arc::new(Metrics::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let (shutdown, stopping) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind(config.api.bind)
+            .await
+            .map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
+        let api = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
+        let mut names: Vec<String> = dialplans.keys().cloned().collect();
+        names.sort();
+        let api_state = ApiState {
+            store: store.clone(),
+            config: ApiConfig {
+                api_keys: config.api.keys.clone(),
+                policy: Policy {
+                    allowed_country_codes: config.policy.allowed_country_codes.clone(),
+                    cooldown: Duration::from_secs(config.policy.cooldown_s),
+                    max_attempts: config.policy.max_attempts,
+                    max_per_key_per_hour: config.policy.max_per_key_per_hour,
+                },
+                default_dialplan: if names.iter().any(|n| n == "press-pound") {
+                    "press-pound".into()
+                } else {
+                    names.first().cloned().unwrap_or_default()
+                },
+                dialplans: names,
+                max_body_bytes: config.api.max_body_bytes,
+            },
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        let mut tasks = Vec::new();
+        let mut api_stop = stopping.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router(api_state)).with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the API stopped");
+            }
+        }));
+        let engine = EngineConfig {
+            node_id: node_id.clone(),
+            trunk: TrunkConfig {
+                uri: config.trunk.uri.clone(),
+                credentials: config
+                    .trunk
+                    .auth_user
+                    .clone()
+                    .map(|user| Credentials { user, password: config.trunk.auth_password.clone().unwrap_or_default() }),
+                from_user: config.trunk.from_user.clone(),
+                from_display: config.trunk.from_name.clone(),
+                asserted_identity: config.trunk.asserted_identity.clone(),
+                transport: config.sip.transport.into(),
+                calls_per_second: config.trunk.calls_per_second,
+                register_as: config.trunk.register_as.clone(),
+                register_expires: Duration::from_secs(config.trunk.register_expires_s),
+                options_interval: (config.trunk.options_interval_s > 0)
+                    .then(|| Duration::from_secs(config.trunk.options_interval_s)),
+            },
+            sip_bind: config.sip.bind,
+            rtp_ports: config.rtp_ports()?,
+            codecs: config.sip.codecs.iter().map(|&c| c.into()).collect(),
+            dialplans,
+            lease: Duration::from_secs(config.engine.lease_s),
+            max_concurrent_calls: config.engine.max_concurrent_calls,
+            poll_interval: Duration::from_millis(250),
+            shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_s),
+        };
+        let (engine_store, engine_metrics, engine_stop) = (store.clone(), metrics.clone(), stopping.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = run_engine(engine_store, engine_metrics, engine, engine_stop).await {
+                tracing::error!(error = %e, "the engine stopped");
+            }
+        }));
+        let webhooks = WebhookConfig { max_attempts: config.webhooks.max_attempts, ..WebhookConfig::default() };
+        let secret = config.webhooks.secret.clone().into_bytes();
+        if secret.is_empty() {
+            tracing::warn!("webhooks.secret is empty: webhook signatures prove nothing");
+        }
+        tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), secret, webhooks, stopping.clone())));
+        ready.store(true, Ordering::Release);
+        Ok(Service { api, node_id, store, shutdown, tasks })
+    }
+
+    /// Stops claiming work, lets running calls finish (up to the grace
+    /// period), stops the API and the outbox.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Every `*.toml` in `folder`, loaded with its prompts, by file stem.
+pub fn load_dialplans(folder: &Path) -> Result<HashMap<String, LoadedDialplan>, ServiceError> {
+    let entries =
+        std::fs::read_dir(folder).map_err(|e| ServiceError::Dialplan(format!("{}: {e}", folder.display())))?;
+    let mut plans = HashMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let plan = Dialplan::load(&path).map_err(|e| ServiceError::Dialplan(e.to_string()))?;
+        let prompts = Prompts::load(&plan).map_err(|e| ServiceError::Dialplan(format!("{}: {e}", path.display())))?;
+        plans.insert(plan.name.clone(), LoadedDialplan { plan: Arc::new(plan), prompts: Arc::new(prompts) });
+    }
+    if plans.is_empty() {
+        return Err(ServiceError::Dialplan(format!("no dialplan (*.toml) in {}", folder.display())));
+    }
+    Ok(plans)
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = if host.is_empty() { "pound".to_string() } else { host };
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,347 @@
+//! The registration store: verification requests, call attempts, outcomes,
+//! the phones registered per user, API keys and the webhook outbox.
+//!
+//! [`Store`] is the contract; [`sqlite`] is the embedded default (one
+//! process), [`postgres`] is how several nodes share work. Times are Unix
+//! milliseconds everywhere, so both backends store plain integers.
+//!
+//! Work is handed out with leases: [`Store::claim`] gives a node the
+//! verifications that are due and not leased by a live node, the node renews
+//! its lease while the call runs, and a lease that expires (the node died)
+//! makes the verification claimable again, its open attempt recorded as
+//! `interrupted`. A verification is never dialled by two nodes at once and
+//! never lost.
+
+mod common;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::call::Outcome;
+use crate::dialplan::DtmfSource;
+
+/// Where a verification is in its lifecycle (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Dialing,
+    Ringing,
+    Answered,
+    Completed,
+    Canceled,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Dialing => "dialing",
+            Status::Ringing => "ringing",
+            Status::Answered => "answered",
+            Status::Completed => "completed",
+            Status::Canceled => "canceled",
+            Status::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Queued,
+            Status::Dialing,
+            Status::Ringing,
+            Status::Answered,
+            Status::Completed,
+            Status::Canceled,
+            Status::Expired,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+
+    /// Whether nothing more will happen to the verification.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Completed | Status::Canceled | Status::Expired)
+    }
+}
+
+/// A verification request as the API accepted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVerification {
+    /// Chosen by the caller of the store (random, URL-safe).
+    pub id: String,
+    pub api_key_id: String,
+    /// E.164, validated.
+    pub phone: String,
+    pub user: String,
+    pub dialplan: String,
+    pub callback_url: Option<String>,
+    /// With `api_key_id`, makes retries of the same request return the first record.
+    pub idempotency_key: Option<String>,
+    /// A hash of the request body: the same idempotency key with another body is a conflict.
+    pub request_hash: String,
+    /// Call attempts allowed before giving up.
+    pub max_attempts: u32,
+    pub created_at: i64,
+}
+
+/// A verification as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub id: String,
+    #[serde(skip)]
+    pub api_key_id: String,
+    pub phone: String,
+    pub user: String,
+    pub dialplan: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    pub status: Status,
+    pub outcome: Option<Outcome>,
+    /// Call attempts started so far.
+    pub attempt_count: u32,
+    pub max_attempts: u32,
+    /// When the next attempt may start (for retries), Unix ms.
+    #[serde(skip)]
+    pub next_attempt_at: i64,
+    /// The node holding the lease, while one does.
+    #[serde(skip)]
+    pub lease_owner: Option<String>,
+    #[serde(skip)]
+    pub lease_until: Option<i64>,
+    /// The requester asked to cancel while a call was running.
+    #[serde(skip)]
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+/// One call attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub verification_id: String,
+    /// 1 for the first attempt.
+    pub number: u32,
+    pub node: String,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    pub started_at: i64,
+    pub answered_at: Option<i64>,
+    pub digit_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub sip_status: Option<u16>,
+    pub dtmf_source: Option<DtmfSource>,
+    pub digits: String,
+    /// A call outcome's name, or `interrupted` when the node running it died.
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// How an attempt ended, as the engine reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    pub ended_at: i64,
+    pub answered_at: Option<i64>,
+    pub digit_at: Option<i64>,
+    pub sip_status: Option<u16>,
+    pub dtmf_source: Option<DtmfSource>,
+    pub digits: String,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+}
+
+/// A phone number registered for a user ("security info").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub user: String,
+    pub phone: String,
+    /// How it was verified: `voice`.
+    pub method: String,
+    pub verified_at: i64,
+    /// The verification that proved it.
+    pub verification_id: String,
+}
+
+/// An API key; the key itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    pub created_at: i64,
+}
+
+/// One webhook in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    pub id: String,
+    pub verification_id: String,
+    pub url: String,
+    /// The exact JSON body to sign and send.
+    #[serde(skip)]
+    pub payload: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// No more tries: the failure stays visible through the API.
+    pub gave_up: bool,
+    pub created_at: i64,
+}
+
+/// What a node learns when it renews a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours; carry on.
+    Held,
+    /// Still ours, but the requester canceled: end the call.
+    CancelRequested,
+    /// No longer ours (it expired and another node took it): stop touching it.
+    Lost,
+}
+
+/// A verification handed to a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub verification: Verification,
+    /// The attempt a dead node left open, now recorded as `interrupted`.
+    pub interrupted_attempt: Option<u32>,
+}
+
+/// What the requester's cancel did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelResult {
+    /// Not yet dialled: canceled now (the webhook is queued).
+    Canceled(Verification),
+    /// A call is running: the node running it will end it.
+    Requested(Verification),
+    /// Already final; nothing changed.
+    AlreadyFinal(Verification),
+}
+
+/// The JSON body of a `verification.completed` webhook (and of GET
+/// `/v1/verifications/{id}`): the record with its attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerificationRecord {
+    #[serde(flatten)]
+    pub verification: Verification,
+    pub attempts: Vec<Attempt>,
+}
+
+/// The body of the webhook queued by [`Store::complete`] and [`Store::cancel`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookBody {
+    /// Always `verification.completed`.
+    pub event: String,
+    pub verification: VerificationRecord,
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or is unreachable.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The same idempotency key was used with a different request.
+    #[error("the idempotency key was already used with a different request")]
+    IdempotencyConflict,
+    /// A write that needs the lease came from a node that no longer holds it.
+    #[error("verification {id} is not leased to node {node}")]
+    LeaseLost { id: String, node: String },
+    /// A stored value could not be read back (a bug or manual editing).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The store URL is neither `sqlite://…` nor `postgres://…`.
+    #[error("unsupported store URL {0:?}: use sqlite://FILE or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+/// The registration store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a verification (status `queued`, due now). With an idempotency
+    /// key already used by the same API key, returns the first record and
+    /// `false`, or [`StoreError::IdempotencyConflict`] if the request differs.
+    async fn create_verification(&self, new: &NewVerification) -> Result<(Verification, bool), StoreError>;
+
+    async fn verification(&self, id: &str) -> Result<Option<Verification>, StoreError>;
+
+    /// Every attempt of a verification, first first.
+    async fn attempts(&self, verification_id: &str) -> Result<Vec<Attempt>, StoreError>;
+
+    /// The requester's cancel.
+    async fn cancel(&self, id: &str, now: i64) -> Result<Option<CancelResult>, StoreError>;
+
+    /// Leases up to `limit` due verifications to `node` until `now + lease_ms`:
+    /// queued ones whose `next_attempt_at` has come, and ones whose lease
+    /// expired (their open attempt is closed as `interrupted`). On PostgreSQL
+    /// `FOR UPDATE SKIP LOCKED` keeps two nodes from claiming the same one.
+    async fn claim(&self, node: &str, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Extends `node`'s lease to `until`.
+    async fn renew_lease(&self, id: &str, node: &str, until: i64) -> Result<LeaseState, StoreError>;
+
+    /// Moves the status along (dialing, ringing, answered) while `node` holds the lease.
+    async fn set_status(&self, id: &str, node: &str, status: Status, now: i64) -> Result<(), StoreError>;
+
+    /// Records a new attempt and returns its number.
+    async fn start_attempt(&self, id: &str, node: &str, call_id: &str, now: i64) -> Result<u32, StoreError>;
+
+    async fn finish_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError>;
+
+    /// Ends the verification in one transaction: status `completed` (or
+    /// `canceled` for [`Outcome::Canceled`]), the outcome, the registration
+    /// when verified, the webhook in the outbox when there is a callback URL,
+    /// and the lease released. Returns the final record.
+    async fn complete(&self, id: &str, node: &str, outcome: Outcome, now: i64) -> Result<Verification, StoreError>;
+
+    /// Releases the lease and schedules another attempt at `next_attempt_at`.
+    async fn requeue(&self, id: &str, node: &str, next_attempt_at: i64, now: i64) -> Result<(), StoreError>;
+
+    /// The phones registered for `user`.
+    async fn registrations(&self, user: &str) -> Result<Vec<Registration>, StoreError>;
+
+    /// Verifications created by an API key since `since` (rate limit).
+    async fn count_created_since(&self, api_key_id: &str, since: i64) -> Result<u64, StoreError>;
+
+    /// When the last verification for `phone` was created (cooldown).
+    async fn last_created_for_phone(&self, phone: &str) -> Result<Option<i64>, StoreError>;
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Leases up to `limit` webhooks that are due to `node` for `lease_ms`.
+    async fn due_webhooks(&self, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    async fn webhook_delivered(&self, id: &str, now: i64) -> Result<(), StoreError>;
+
+    /// A failed try; `next_attempt_at` `None` gives up for good.
+    async fn webhook_failed(&self, id: &str, error: &str, next_attempt_at: Option<i64>) -> Result<(), StoreError>;
+
+    /// Every webhook of a verification.
+    async fn webhooks_for(&self, verification_id: &str) -> Result<Vec<WebhookDelivery>, StoreError>;
+}
+
+/// Opens the store a URL names, creating and migrating it as needed:
+/// `sqlite://FILE` (the file is created) or `postgres://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}

@@ -1,0 +1,699 @@
+//! One behaviour, two backends: every case below runs against SQLite (a
+//! temporary file) and, when `POUND_TEST_DATABASE_URL` names a PostgreSQL
+//! server, against PostgreSQL in a fresh database of its own (created for the
+//! test and dropped after it, so the cases run in parallel).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde_json::Value;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+
+use super::{
+    ApiKey, AttemptResult, CancelResult, LeaseState, NewVerification, Status, Store, StoreError, WebhookBody, open,
+};
+use crate::call::Outcome;
+use crate::dialplan::DtmfSource;
+
+/// The database under test.
+enum Db {
+    Sqlite { url: String, _dir: tempfile::TempDir },
+    Postgres { url: String, admin_url: String, name: String },
+}
+
+/// A store on a database of its own, and raw access to that database.
+struct Harness {
+    db: Db,
+    store: Arc<dyn Store>,
+}
+
+impl Harness {
+    async fn sqlite() -> Harness {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // A file that does not exist yet: `open` must create it.
+        let url = format!("sqlite://{}", dir.path().join("pound.db").display());
+        let store = open(&url).await.expect("open SQLite store");
+        Harness { db: Db::Sqlite { url, _dir: dir }, store }
+    }
+
+    async fn postgres(admin_url: String) -> Harness {
+        let name = format!("pound_test_{:016x}", rand::random::<u64>());
+        let mut admin = PgConnection::connect(&admin_url).await.expect("connect to POUND_TEST_DATABASE_URL");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+        let url = with_database(&admin_url, &name);
+        let store = open(&url).await.expect("open PostgreSQL store");
+        Harness { db: Db::Postgres { url, admin_url, name }, store }
+    }
+
+    fn url(&self) -> &str {
+        match &self.db {
+            Db::Sqlite { url, .. } | Db::Postgres { url, .. } => url,
+        }
+    }
+
+    /// Another handle on the same database, as a second node would open it.
+    async fn another_store(&self) -> Arc<dyn Store> {
+        open(self.url()).await.expect("open a second handle")
+    }
+
+    /// Runs SQL behind the store's back, as a manual edit would.
+    async fn execute(&self, sql: &str) {
+        match &self.db {
+            Db::Sqlite { url, .. } => {
+                let mut conn = SqliteConnection::connect(url).await.expect("connect");
+                sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw SQL");
+            }
+            Db::Postgres { url, .. } => {
+                let mut conn = PgConnection::connect(url).await.expect("connect");
+                sqlx::raw_sql(sql).execute(&mut conn).await.expect("raw SQL");
+            }
+        }
+    }
+
+    /// Drops a PostgreSQL test database (the SQLite file goes with its directory).
+    async fn clean_up(&self) {
+        if let Db::Postgres { admin_url, name, .. } = &self.db {
+            let mut admin = PgConnection::connect(admin_url).await.expect("connect to POUND_TEST_DATABASE_URL");
+            // FORCE: the store's pool may still hold connections.
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .expect("drop test database");
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+/// Runs a case to the end, cleans up even when it panicked, then reports the panic.
+async fn run<F, Fut>(harness: Harness, case: F)
+where
+    F: FnOnce(Arc<Harness>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let harness = Arc::new(harness);
+    let result = CatchUnwind(Box::pin(case(harness.clone()))).await;
+    harness.clean_up().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Polls a future and turns a panic inside it into an `Err`, like
+/// `tokio::spawn` does, but without asking the case's future to be `Send`.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+async fn run_sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<Harness>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run(Harness::sqlite().await, case).await;
+}
+
+async fn run_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<Harness>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(admin_url) = std::env::var("POUND_TEST_DATABASE_URL") else {
+        eprintln!("POUND_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+        return;
+    };
+    run(Harness::postgres(admin_url).await, case).await;
+}
+
+/// Declares every case once per backend: `store::tests::sqlite::<case>` and
+/// `store::tests::postgres::<case>`.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::run_sqlite(super::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::run_postgres(super::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+cases!(
+    create_and_idempotent_retry,
+    concurrent_creates_with_one_key_make_one_row,
+    claim_takes_due_work_oldest_first,
+    concurrent_claimers_never_share,
+    expired_lease_is_reclaimed_and_attempt_interrupted,
+    renew_lease_reports_held_cancel_and_lost,
+    cancel_in_each_state,
+    verified_call_registers_phone_and_queues_webhook,
+    requeue_schedules_and_releases,
+    webhook_outbox_lifecycle,
+    rate_limit_and_cooldown_queries,
+    api_keys_by_hash,
+    corrupt_rows_are_errors,
+);
+
+const HOOK: &str = "https://example.test/hook";
+
+fn request(id: &str, created_at: i64) -> NewVerification {
+    NewVerification {
+        id: id.to_string(),
+        api_key_id: "key-1".to_string(),
+        phone: "+14155550100".to_string(),
+        user: "alice@contoso.com".to_string(),
+        dialplan: "press-pound".to_string(),
+        callback_url: Some(HOOK.to_string()),
+        idempotency_key: None,
+        request_hash: format!("hash-{id}"),
+        max_attempts: 3,
+        created_at,
+    }
+}
+
+async fn create(store: &Arc<dyn Store>, new: NewVerification) {
+    let (_, created) = store.create_verification(&new).await.unwrap();
+    assert!(created, "{} should be new", new.id);
+}
+
+fn ended(at: i64, outcome: Outcome) -> AttemptResult {
+    AttemptResult {
+        ended_at: at,
+        answered_at: None,
+        digit_at: None,
+        sip_status: None,
+        dtmf_source: None,
+        digits: String::new(),
+        outcome,
+        detail: None,
+    }
+}
+
+fn ids(claimed: &[super::Claimed]) -> Vec<&str> {
+    claimed.iter().map(|c| c.verification.id.as_str()).collect()
+}
+
+async fn create_and_idempotent_retry(h: Arc<Harness>) {
+    let store = &h.store;
+    let first = NewVerification { idempotency_key: Some("idem-1".to_string()), ..request("v1", 1_000) };
+    let (created, is_new) = store.create_verification(&first).await.unwrap();
+    assert!(is_new);
+    assert_eq!(created.id, "v1");
+    assert_eq!(created.api_key_id, "key-1");
+    assert_eq!(created.user, "alice@contoso.com");
+    assert_eq!(created.callback_url.as_deref(), Some(HOOK));
+    assert_eq!(created.status, Status::Queued);
+    assert_eq!(created.outcome, None);
+    assert_eq!((created.attempt_count, created.max_attempts), (0, 3));
+    assert_eq!((created.next_attempt_at, created.created_at, created.updated_at), (1_000, 1_000, 1_000));
+    assert_eq!((created.lease_owner.as_deref(), created.lease_until, created.completed_at), (None, None, None));
+    assert!(!created.cancel_requested);
+    assert_eq!(store.verification("v1").await.unwrap(), Some(created.clone()));
+    assert_eq!(store.verification("missing").await.unwrap(), None);
+
+    // A retry of the same request under a fresh id returns the first record.
+    let retry = NewVerification { id: "v1-retry".to_string(), created_at: 2_000, ..first.clone() };
+    assert_eq!(store.create_verification(&retry).await.unwrap(), (created.clone(), false));
+    assert_eq!(store.verification("v1-retry").await.unwrap(), None);
+
+    // The same key with another body is a conflict.
+    let other = NewVerification { id: "v1-other".to_string(), request_hash: "other".to_string(), ..first.clone() };
+    assert!(matches!(store.create_verification(&other).await, Err(StoreError::IdempotencyConflict)));
+
+    // Keys are per API key, and requests without a key never collide.
+    let elsewhere = NewVerification { id: "v2".to_string(), api_key_id: "key-2".to_string(), ..first.clone() };
+    assert!(store.create_verification(&elsewhere).await.unwrap().1);
+    create(store, request("v3", 1_000)).await;
+    create(store, request("v4", 1_000)).await;
+    assert_eq!(store.count_created_since("key-1", 0).await.unwrap(), 3);
+}
+
+async fn concurrent_creates_with_one_key_make_one_row(h: Arc<Harness>) {
+    let stores = [h.store.clone(), h.another_store().await];
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let new = NewVerification {
+                id: format!("v{i}"),
+                idempotency_key: Some("same".to_string()),
+                request_hash: "same-body".to_string(),
+                ..request("unused", 1_000)
+            };
+            tokio::spawn(async move { store.create_verification(&new).await.unwrap() })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|(_, is_new)| *is_new).count(), 1);
+    let winner = &results.iter().find(|(_, is_new)| *is_new).unwrap().0;
+    assert!(results.iter().all(|(v, _)| v == winner));
+    assert_eq!(h.store.count_created_since("key-1", 0).await.unwrap(), 1);
+}
+
+async fn claim_takes_due_work_oldest_first(h: Arc<Harness>) {
+    let store = &h.store;
+    for (id, created_at) in [("late", 300), ("early", 100), ("middle", 200), ("future", 10_000)] {
+        create(store, request(id, created_at)).await;
+    }
+    assert!(store.claim("a", 1_000, 500, 0).await.unwrap().is_empty());
+
+    let first = store.claim("a", 1_000, 500, 2).await.unwrap();
+    assert_eq!(ids(&first), ["early", "middle"]);
+    for claimed in &first {
+        assert_eq!(claimed.interrupted_attempt, None);
+        assert_eq!(claimed.verification.lease_owner.as_deref(), Some("a"));
+        assert_eq!(claimed.verification.lease_until, Some(1_500));
+        assert_eq!(claimed.verification.updated_at, 1_000);
+        assert_eq!(claimed.verification.status, Status::Queued);
+    }
+    assert_eq!(store.verification("early").await.unwrap().unwrap().lease_owner.as_deref(), Some("a"));
+
+    // Leased ones are not handed out again while the lease lives; the not-yet-due one waits.
+    assert_eq!(ids(&store.claim("b", 1_000, 500, 10).await.unwrap()), ["late"]);
+    assert!(store.claim("b", 1_400, 500, 10).await.unwrap().is_empty());
+
+    // Finished work is never claimed, even once its time has come.
+    store.complete("early", "a", Outcome::Busy, 1_100).await.unwrap();
+    // Expired leases are due again, in their turn.
+    assert_eq!(ids(&store.claim("c", 10_000, 500, 10).await.unwrap()), ["middle", "late", "future"]);
+}
+
+async fn concurrent_claimers_never_share(h: Arc<Harness>) {
+    const COUNT: usize = 40;
+    for i in 0..COUNT {
+        create(&h.store, request(&format!("v{i:02}"), 1_000 + i as i64)).await;
+    }
+    let stores = [h.store.clone(), h.another_store().await];
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let store = stores[n % 2].clone();
+            tokio::spawn(async move {
+                let node = format!("node-{n}");
+                let mut mine = Vec::new();
+                loop {
+                    let claimed = store.claim(&node, 5_000, 60_000, 3).await.unwrap();
+                    if claimed.is_empty() {
+                        return mine;
+                    }
+                    for c in claimed {
+                        assert_eq!(c.verification.lease_owner.as_deref(), Some(node.as_str()));
+                        mine.push(c.verification.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "a verification was claimed twice: {all:?}");
+    assert_eq!(all.len(), COUNT);
+}
+
+async fn expired_lease_is_reclaimed_and_attempt_interrupted(h: Arc<Harness>) {
+    let store = &h.store;
+    create(store, request("v1", 500)).await;
+    assert_eq!(store.claim("node-a", 1_000, 100, 1).await.unwrap().len(), 1);
+    store.set_status("v1", "node-a", Status::Dialing, 1_005).await.unwrap();
+    assert_eq!(store.start_attempt("v1", "node-a", "call-1", 1_010).await.unwrap(), 1);
+
+    // The lease runs to 1100 inclusive.
+    assert!(store.claim("node-b", 1_100, 100, 1).await.unwrap().is_empty());
+    let claimed = store.claim("node-b", 1_101, 100, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].interrupted_attempt, Some(1));
+    let v = &claimed[0].verification;
+    assert_eq!((v.lease_owner.as_deref(), v.lease_until), (Some("node-b"), Some(1_201)));
+    assert_eq!((v.status, v.attempt_count), (Status::Dialing, 1));
+    let attempts = store.attempts("v1").await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!((attempts[0].node.as_str(), attempts[0].call_id.as_str()), ("node-a", "call-1"));
+    assert_eq!((attempts[0].started_at, attempts[0].ended_at), (1_010, Some(1_101)));
+    assert_eq!(attempts[0].outcome.as_deref(), Some("interrupted"));
+    assert_eq!(attempts[0].detail.as_deref(), Some("node node-a stopped renewing its lease"));
+
+    // The old node, back from the dead, can no longer change anything.
+    assert_eq!(store.renew_lease("v1", "node-a", 2_000).await.unwrap(), LeaseState::Lost);
+    store.set_status("v1", "node-a", Status::Ringing, 1_110).await.unwrap();
+    store.requeue("v1", "node-a", 9_000, 1_110).await.unwrap();
+    let result = AttemptResult { digits: "#".to_string(), ..ended(1_120, Outcome::Verified) };
+    store.finish_attempt("v1", 1, &result).await.unwrap();
+    assert!(store.start_attempt("v1", "node-a", "call-x", 1_120).await.is_err());
+    assert!(store.complete("v1", "node-a", Outcome::Verified, 1_130).await.is_err());
+    let v = store.verification("v1").await.unwrap().unwrap();
+    assert_eq!(
+        (v.status, v.lease_owner.as_deref(), v.next_attempt_at, v.outcome),
+        (Status::Dialing, Some("node-b"), 500, None)
+    );
+    assert_eq!(store.attempts("v1").await.unwrap(), attempts);
+    assert!(store.registrations("alice@contoso.com").await.unwrap().is_empty());
+
+    // The new owner carries on with the next attempt.
+    assert_eq!(store.start_attempt("v1", "node-b", "call-2", 1_140).await.unwrap(), 2);
+    assert_eq!(store.verification("v1").await.unwrap().unwrap().attempt_count, 2);
+}
+
+async fn renew_lease_reports_held_cancel_and_lost(h: Arc<Harness>) {
+    let store = &h.store;
+    create(store, request("v1", 0)).await;
+    assert_eq!(store.renew_lease("v1", "a", 500).await.unwrap(), LeaseState::Lost, "never claimed");
+    assert_eq!(store.renew_lease("missing", "a", 500).await.unwrap(), LeaseState::Lost);
+    store.claim("a", 100, 100, 1).await.unwrap();
+
+    assert_eq!(store.renew_lease("v1", "a", 1_000).await.unwrap(), LeaseState::Held);
+    assert_eq!(store.verification("v1").await.unwrap().unwrap().lease_until, Some(1_000));
+    assert_eq!(store.renew_lease("v1", "b", 1_000).await.unwrap(), LeaseState::Lost);
+
+    assert!(matches!(store.cancel("v1", 500).await.unwrap(), Some(CancelResult::Requested(_))));
+    assert_eq!(store.renew_lease("v1", "a", 1_500).await.unwrap(), LeaseState::CancelRequested);
+
+    let done = store.complete("v1", "a", Outcome::Canceled, 600).await.unwrap();
+    assert_eq!((done.status, done.outcome), (Status::Canceled, Some(Outcome::Canceled)));
+    assert_eq!(store.renew_lease("v1", "a", 2_000).await.unwrap(), LeaseState::Lost, "final");
+}
+
+async fn cancel_in_each_state(h: Arc<Harness>) {
+    let store = &h.store;
+    assert_eq!(store.cancel("missing", 0).await.unwrap(), None);
+
+    // Queued: canceled at once, the webhook queued.
+    create(store, request("queued", 0)).await;
+    let Some(CancelResult::Canceled(v)) = store.cancel("queued", 50).await.unwrap() else { panic!("not canceled") };
+    assert_eq!(
+        (v.status, v.outcome, v.completed_at, v.updated_at),
+        (Status::Canceled, Some(Outcome::Canceled), Some(50), 50)
+    );
+    let hooks = store.webhooks_for("queued").await.unwrap();
+    assert_eq!(hooks.len(), 1);
+    let body: WebhookBody = serde_json::from_str(&hooks[0].payload).unwrap();
+    assert_eq!(body.verification.verification.status, Status::Canceled);
+    assert!(matches!(store.cancel("queued", 60).await.unwrap(), Some(CancelResult::AlreadyFinal(_))));
+    assert_eq!(store.webhooks_for("queued").await.unwrap().len(), 1, "no second webhook");
+    assert!(store.claim("a", 1_000, 100, 10).await.unwrap().is_empty());
+
+    // Running on a live node: only requested, the node keeps its lease.
+    create(store, request("running", 2_000)).await;
+    store.claim("a", 2_000, 1_000, 1).await.unwrap();
+    store.set_status("running", "a", Status::Ringing, 2_010).await.unwrap();
+    let Some(CancelResult::Requested(v)) = store.cancel("running", 3_000).await.unwrap() else {
+        panic!("not requested")
+    };
+    assert_eq!((v.status, v.cancel_requested, v.lease_owner.as_deref()), (Status::Ringing, true, Some("a")));
+    assert!(matches!(store.cancel("running", 3_000).await.unwrap(), Some(CancelResult::Requested(_))));
+    assert!(store.webhooks_for("running").await.unwrap().is_empty());
+
+    // Its node died: canceled, the open attempt closed as interrupted.
+    store.start_attempt("running", "a", "call-1", 2_020).await.unwrap();
+    let Some(CancelResult::Canceled(v)) = store.cancel("running", 3_001).await.unwrap() else { panic!("not canceled") };
+    assert_eq!((v.status, v.lease_owner, v.lease_until), (Status::Canceled, None, None));
+    let attempts = store.attempts("running").await.unwrap();
+    assert_eq!((attempts[0].ended_at, attempts[0].outcome.as_deref()), (Some(3_001), Some("interrupted")));
+    let payload: Value = serde_json::from_str(&store.webhooks_for("running").await.unwrap()[0].payload).unwrap();
+    assert_eq!(payload["verification"]["attempts"][0]["outcome"], "interrupted");
+
+    // Completed: nothing changes.
+    create(store, request("done", 4_000)).await;
+    store.claim("a", 4_000, 1_000, 1).await.unwrap();
+    store.complete("done", "a", Outcome::NoAnswer, 4_100).await.unwrap();
+    let Some(CancelResult::AlreadyFinal(v)) = store.cancel("done", 4_200).await.unwrap() else { panic!("not final") };
+    assert_eq!((v.status, v.outcome, v.completed_at), (Status::Completed, Some(Outcome::NoAnswer), Some(4_100)));
+
+    // Without a callback URL nothing is queued.
+    create(store, NewVerification { callback_url: None, ..request("quiet", 5_000) }).await;
+    assert!(matches!(store.cancel("quiet", 5_000).await.unwrap(), Some(CancelResult::Canceled(_))));
+    assert!(store.webhooks_for("quiet").await.unwrap().is_empty());
+}
+
+async fn verified_call_registers_phone_and_queues_webhook(h: Arc<Harness>) {
+    let store = &h.store;
+    create(store, request("v1", 1_000)).await;
+    store.claim("a", 1_000, 30_000, 1).await.unwrap();
+    store.set_status("v1", "a", Status::Dialing, 1_001).await.unwrap();
+    assert_eq!(store.start_attempt("v1", "a", "call-1@pound", 1_002).await.unwrap(), 1);
+    store.set_status("v1", "a", Status::Ringing, 1_500).await.unwrap();
+    store.set_status("v1", "a", Status::Answered, 3_000).await.unwrap();
+    // Final statuses only come from complete.
+    store.set_status("v1", "a", Status::Completed, 3_001).await.unwrap();
+    assert_eq!(store.verification("v1").await.unwrap().unwrap().status, Status::Answered);
+
+    let result = AttemptResult {
+        answered_at: Some(3_000),
+        digit_at: Some(4_000),
+        sip_status: Some(200),
+        dtmf_source: Some(DtmfSource::Rfc4733),
+        digits: "#".to_string(),
+        detail: Some("pressed".to_string()),
+        ..ended(4_500, Outcome::Verified)
+    };
+    store.finish_attempt("v1", 1, &result).await.unwrap();
+    let done = store.complete("v1", "a", Outcome::Verified, 4_600).await.unwrap();
+    assert_eq!((done.status, done.outcome), (Status::Completed, Some(Outcome::Verified)));
+    assert_eq!(
+        (done.completed_at, done.updated_at, done.lease_owner.as_deref(), done.lease_until),
+        (Some(4_600), 4_600, None, None)
+    );
+    assert_eq!(store.verification("v1").await.unwrap(), Some(done.clone()));
+
+    let attempts = store.attempts("v1").await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    let attempt = &attempts[0];
+    assert_eq!((attempt.number, attempt.node.as_str(), attempt.call_id.as_str()), (1, "a", "call-1@pound"));
+    assert_eq!(
+        (attempt.started_at, attempt.answered_at, attempt.digit_at, attempt.ended_at),
+        (1_002, Some(3_000), Some(4_000), Some(4_500))
+    );
+    assert_eq!(
+        (attempt.sip_status, attempt.dtmf_source, attempt.digits.as_str()),
+        (Some(200), Some(DtmfSource::Rfc4733), "#")
+    );
+    assert_eq!((attempt.outcome.as_deref(), attempt.detail.as_deref()), (Some("verified"), Some("pressed")));
+
+    let registrations = store.registrations("alice@contoso.com").await.unwrap();
+    assert_eq!(registrations.len(), 1);
+    assert_eq!(
+        (registrations[0].phone.as_str(), registrations[0].method.as_str(), registrations[0].verified_at),
+        ("+14155550100", "voice", 4_600)
+    );
+    assert_eq!(registrations[0].verification_id, "v1");
+
+    let hooks = store.webhooks_for("v1").await.unwrap();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert!(hook.id.starts_with("w_") && hook.id.len() == 18 && hook.id[2..].chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        (hook.url.as_str(), hook.attempts, hook.next_attempt_at, hook.created_at),
+        (HOOK, 0, Some(4_600), 4_600)
+    );
+    assert_eq!((hook.delivered_at, hook.last_error.as_deref(), hook.gave_up), (None, None, false));
+
+    let body: WebhookBody = serde_json::from_str(&hook.payload).unwrap();
+    assert_eq!(body.event, "verification.completed");
+    assert_eq!(body.verification.attempts, attempts);
+    let json: Value = serde_json::from_str(&hook.payload).unwrap();
+    let record = &json["verification"];
+    assert_eq!(record["id"], "v1");
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["outcome"], "verified");
+    assert_eq!(record["phone"], "+14155550100");
+    assert_eq!(record["callback_url"], HOOK);
+    assert_eq!(record["completed_at"], 4_600);
+    assert_eq!(record["attempts"][0]["dtmf_source"], "rfc4733");
+    assert_eq!(record["attempts"][0]["sip_status"], 200);
+    for internal in ["api_key_id", "lease_owner", "lease_until", "next_attempt_at", "cancel_requested"] {
+        assert!(record.get(internal).is_none(), "{internal} leaked into the webhook");
+    }
+
+    // Re-verifying the same phone moves verified_at; another phone is listed newest first.
+    for (id, phone, at) in [("v2", "+14155550100", 9_000), ("v3", "+14155550199", 7_000)] {
+        create(store, NewVerification { phone: phone.to_string(), callback_url: None, ..request(id, at) }).await;
+        store.claim("a", at, 1_000, 1).await.unwrap();
+        store.complete(id, "a", Outcome::Verified, at + 10).await.unwrap();
+    }
+    let registrations = store.registrations("alice@contoso.com").await.unwrap();
+    let summary: Vec<_> =
+        registrations.iter().map(|r| (r.phone.as_str(), r.verified_at, r.verification_id.as_str())).collect();
+    assert_eq!(summary, [("+14155550100", 9_010, "v2"), ("+14155550199", 7_010, "v3")]);
+    assert!(store.registrations("bob@contoso.com").await.unwrap().is_empty());
+    assert!(store.webhooks_for("v2").await.unwrap().is_empty(), "no callback URL, no webhook");
+}
+
+async fn requeue_schedules_and_releases(h: Arc<Harness>) {
+    let store = &h.store;
+    create(store, request("v1", 1_000)).await;
+    store.claim("a", 1_000, 10_000, 1).await.unwrap();
+    store.set_status("v1", "a", Status::Ringing, 1_100).await.unwrap();
+    assert_eq!(store.start_attempt("v1", "a", "call-1", 1_100).await.unwrap(), 1);
+    store.finish_attempt("v1", 1, &ended(1_900, Outcome::NoAnswer)).await.unwrap();
+
+    store.requeue("v1", "intruder", 2_500, 1_950).await.unwrap();
+    assert_eq!(store.verification("v1").await.unwrap().unwrap().lease_owner.as_deref(), Some("a"));
+
+    store.requeue("v1", "a", 5_000, 2_000).await.unwrap();
+    let v = store.verification("v1").await.unwrap().unwrap();
+    assert_eq!((v.status, v.next_attempt_at, v.updated_at), (Status::Queued, 5_000, 2_000));
+    assert_eq!((v.lease_owner, v.lease_until, v.attempt_count), (None, None, 1));
+
+    assert!(store.claim("b", 4_999, 1_000, 1).await.unwrap().is_empty());
+    let claimed = store.claim("b", 5_000, 1_000, 1).await.unwrap();
+    assert_eq!(ids(&claimed), ["v1"]);
+    assert_eq!(claimed[0].interrupted_attempt, None, "a released lease interrupts nothing");
+    assert_eq!(store.start_attempt("v1", "b", "call-2", 5_010).await.unwrap(), 2);
+    let numbers: Vec<u32> = store.attempts("v1").await.unwrap().iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2]);
+}
+
+async fn webhook_outbox_lifecycle(h: Arc<Harness>) {
+    let store = &h.store;
+    for (id, at) in [("v2", 200), ("v1", 100), ("v3", 300)] {
+        create(store, request(id, at)).await;
+        store.cancel(id, at).await.unwrap();
+    }
+    let hook_of = |id: &str| {
+        let store = store.clone();
+        let id = id.to_string();
+        async move { store.webhooks_for(&id).await.unwrap().remove(0) }
+    };
+    assert!(store.due_webhooks(99, 1_000, 10).await.unwrap().is_empty());
+    assert!(store.due_webhooks(1_000, 1_000, 0).await.unwrap().is_empty());
+
+    let due = store.due_webhooks(250, 1_000, 10).await.unwrap();
+    let order: Vec<&str> = due.iter().map(|w| w.verification_id.as_str()).collect();
+    assert_eq!(order, ["v1", "v2"]);
+    assert!(due.iter().all(|w| w.next_attempt_at == Some(1_250) && w.attempts == 0));
+    assert!(!due[0].payload.is_empty());
+    // Soft-leased: not handed out again until the lease runs out.
+    assert_eq!(
+        store
+            .due_webhooks(300, 1_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.verification_id.as_str())
+            .collect::<Vec<_>>(),
+        ["v3"]
+    );
+    assert_eq!(store.due_webhooks(1_250, 1_000, 1).await.unwrap().len(), 1, "limit");
+
+    store.webhook_delivered(&due[0].id, 1_300).await.unwrap();
+    let delivered = hook_of("v1").await;
+    assert_eq!((delivered.delivered_at, delivered.next_attempt_at, delivered.attempts), (Some(1_300), None, 1));
+    store.webhook_delivered(&due[0].id, 1_400).await.unwrap();
+    assert_eq!(hook_of("v1").await, delivered, "a repeated success changes nothing");
+
+    store.webhook_failed(&due[1].id, "HTTP 503", Some(5_000)).await.unwrap();
+    let failed = hook_of("v2").await;
+    assert_eq!(
+        (failed.attempts, failed.last_error.as_deref(), failed.next_attempt_at),
+        (1, Some("HTTP 503"), Some(5_000))
+    );
+    assert!(!failed.gave_up);
+    let due_later: Vec<String> =
+        store.due_webhooks(4_999, 10, 10).await.unwrap().into_iter().map(|w| w.verification_id).collect();
+    assert_eq!(due_later, ["v3"]);
+    let retry = store.due_webhooks(5_000, 10, 10).await.unwrap();
+    assert_eq!((retry.len(), retry[0].verification_id.as_str()), (1, "v2"));
+
+    store.webhook_failed(&retry[0].id, "connection refused", None).await.unwrap();
+    let given_up = hook_of("v2").await;
+    assert_eq!((given_up.attempts, given_up.next_attempt_at, given_up.gave_up), (2, None, true));
+    assert_eq!(given_up.last_error.as_deref(), Some("connection refused"));
+    assert_eq!(
+        store.due_webhooks(1_000_000, 10, 10).await.unwrap().into_iter().map(|w| w.verification_id).collect::<Vec<_>>(),
+        ["v3"]
+    );
+}
+
+async fn rate_limit_and_cooldown_queries(h: Arc<Harness>) {
+    let store = &h.store;
+    create(store, request("a1", 1_000)).await;
+    create(store, NewVerification { phone: "+14155550199".to_string(), ..request("a2", 2_000) }).await;
+    create(store, request("a3", 3_000)).await;
+    create(store, NewVerification { api_key_id: "key-2".to_string(), ..request("b1", 4_000) }).await;
+
+    assert_eq!(store.count_created_since("key-1", 0).await.unwrap(), 3);
+    assert_eq!(store.count_created_since("key-1", 2_000).await.unwrap(), 2, "inclusive");
+    assert_eq!(store.count_created_since("key-1", 3_001).await.unwrap(), 0);
+    assert_eq!(store.count_created_since("key-2", 0).await.unwrap(), 1);
+    assert_eq!(store.count_created_since("key-3", 0).await.unwrap(), 0);
+
+    assert_eq!(store.last_created_for_phone("+14155550100").await.unwrap(), Some(4_000));
+    assert_eq!(store.last_created_for_phone("+14155550199").await.unwrap(), Some(2_000));
+    assert_eq!(store.last_created_for_phone("+14155550000").await.unwrap(), None);
+}
+
+async fn api_keys_by_hash(h: Arc<Harness>) {
+    let store = &h.store;
+    let key = ApiKey {
+        id: "k1".to_string(),
+        name: "registration service".to_string(),
+        hash: "ab12".to_string(),
+        created_at: 42,
+    };
+    store.insert_api_key(&key).await.unwrap();
+    assert_eq!(store.api_key_by_hash("ab12").await.unwrap(), Some(key.clone()));
+    assert_eq!(store.api_key_by_hash("cd34").await.unwrap(), None);
+    let same_hash = ApiKey { id: "k2".to_string(), ..key };
+    assert!(matches!(store.insert_api_key(&same_hash).await, Err(StoreError::Database(_))));
+}
+
+async fn corrupt_rows_are_errors(h: Arc<Harness>) {
+    let store = &h.store;
+    for id in ["status", "outcome", "count", "fine"] {
+        create(store, request(id, 100)).await;
+    }
+    h.execute("UPDATE verifications SET status = 'bogus' WHERE id = 'status'").await;
+    h.execute("UPDATE verifications SET outcome = 'maybe' WHERE id = 'outcome'").await;
+    h.execute("UPDATE verifications SET attempt_count = -1 WHERE id = 'count'").await;
+    for id in ["status", "outcome", "count"] {
+        assert!(matches!(store.verification(id).await, Err(StoreError::Corrupt(_))), "{id}");
+        assert!(matches!(store.cancel(id, 200).await, Err(StoreError::Corrupt(_))), "{id}");
+    }
+    // A corrupt row does not stall the queue: the readable one is still handed out.
+    assert_eq!(ids(&store.claim("a", 1_000, 100, 10).await.unwrap()), ["fine"]);
+
+    assert_eq!(store.start_attempt("fine", "a", "call-1", 1_000).await.unwrap(), 1);
+    h.execute("UPDATE attempts SET dtmf_source = 'smoke signals' WHERE verification_id = 'fine'").await;
+    assert!(matches!(store.attempts("fine").await, Err(StoreError::Corrupt(_))));
+    h.execute("UPDATE attempts SET dtmf_source = NULL, sip_status = 70000 WHERE verification_id = 'fine'").await;
+    assert!(matches!(store.attempts("fine").await, Err(StoreError::Corrupt(_))));
+}

@@ -1,0 +1,157 @@
+//! Two `pound serve` nodes on one PostgreSQL database; one is killed with
+//! SIGKILL in the middle of calls. Every verification must still complete,
+//! exactly once, with the dead node's calls recorded as interrupted.
+//!
+//! Runs when `POUND_TEST_DATABASE_URL` names a PostgreSQL server (`.ci/run`
+//! sets it); each run uses a fresh database on it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const KEY: &str = "cluster-test-key";
+
+fn pound() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pound"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+/// Starts a process that prints a JSON "ready" line first; returns it with that line.
+fn start(mut command: Command) -> (Child, Value) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("pound starts");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line);
+    match serde_json::from_str(&line) {
+        Ok(ready) => (child, ready),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no ready line from pound: {line:?}");
+        }
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn fresh_database(admin_url: &str) -> (String, String) {
+    let name = format!("pound_cluster_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("PostgreSQL answers");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(base, _)| base);
+    (format!("{base}/{name}"), name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_call_loses_no_verification() {
+    let Ok(admin_url) = std::env::var("POUND_TEST_DATABASE_URL") else {
+        eprintln!("POUND_TEST_DATABASE_URL is not set: the two-node PostgreSQL test did not run");
+        return;
+    };
+    let (url, database) = fresh_database(&admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pound.toml");
+    std::fs::write(
+        &config,
+        "[engine]\nlease_s = 3\nshutdown_grace_s = 2\nmax_concurrent_calls = 4\n[policy]\ncooldown_s = 0\nmax_per_key_per_hour = 1000\n\
+         [trunk]\ncalls_per_second = 50.0\n[webhooks]\nsecret = \"s\"\n",
+    )
+    .unwrap();
+    let mut phone = pound();
+    phone.args(["phone", "--listen", "127.0.0.1:0", "--answer-after", "300", "--after", "2500"]);
+    let (phone, ready) = start(phone);
+    let _phone = Killed(phone);
+    let trunk = format!("sip:{}", ready["sip"].as_str().unwrap());
+    let node = |id: &str| {
+        let mut command = pound();
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--store", &url, "--trunk", &trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0"])
+            .args(["--api-key", KEY, "--node-id", id]);
+        start(command)
+    };
+    let (a, a_ready) = node("node-a");
+    let _a = Killed(a);
+    let (mut b, b_ready) = node("node-b");
+    let client = reqwest::Client::new();
+    let api = format!("http://{}", a_ready["api"].as_str().unwrap());
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        // Alternate the API too: both nodes serve it from the same store.
+        let base = if i % 2 == 0 { api.clone() } else { format!("http://{}", b_ready["api"].as_str().unwrap()) };
+        let body = json!({"phone": format!("+1415555010{i}"), "user": format!("user{i}@example.com")});
+        let response =
+            client.post(format!("{base}/v1/verifications")).bearer_auth(KEY).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    // Let both nodes get calls going, then kill B without warning.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut records = Vec::new();
+    for id in &ids {
+        loop {
+            let record: Value = client
+                .get(format!("{api}/v1/verifications/{id}"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if record["status"] == "completed" {
+                records.push(record);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never completed: {record}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut interrupted = 0;
+    for record in &records {
+        assert_eq!(record["outcome"], "verified", "{record}");
+        let attempts = record["attempts"].as_array().unwrap();
+        // Exactly one attempt decided it; any before it were cut short by node B's death.
+        let verified: Vec<_> = attempts.iter().filter(|a| a["outcome"] == "verified").collect();
+        assert_eq!(verified.len(), 1, "{record}");
+        assert_eq!(attempts.last().unwrap()["outcome"], "verified");
+        for pair in attempts.windows(2) {
+            assert_eq!(pair[0]["outcome"], "interrupted", "{record}");
+            assert_eq!(pair[0]["node"], "node-b");
+            // Never dialled by two nodes at once.
+            assert!(pair[0]["ended_at"].as_i64().unwrap() <= pair[1]["started_at"].as_i64().unwrap(), "{record}");
+        }
+        interrupted += attempts.len() - 1;
+    }
+    assert!(interrupted > 0, "node B was killed before it held any call; the test proved nothing");
+    for i in 0..8 {
+        let user = format!("user{i}@example.com");
+        let registrations: Value = client
+            .get(format!("{api}/v1/registrations/{user}"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(registrations["phones"].as_array().map(Vec::len), Some(1), "{registrations}");
+    }
+    drop(_a);
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await;
+}
