@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use pacing::Pacer;
 
@@ -112,7 +113,8 @@ pub async fn run_engine(
                             pacer: pacer.clone(),
                             stop: calls_stopped.clone(),
                         };
-                        running.spawn(task.run(work));
+                        let span = tracing::info_span!("verification", id = %work.verification.id);
+                        running.spawn(task.run(work).instrument(span));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming work failed; retrying"),
@@ -222,9 +224,17 @@ impl Verification {
         };
         tracing::info!(verification = id, phone = %mask_phone(&verification.phone), "dialing");
         let (events, mut progress) = tokio::sync::mpsc::unbounded_channel();
-        let mut call = AbortOnDrop(tokio::spawn(run_call(setup, move |event| {
-            let _ = events.send(event.clone());
-        })));
+        let call_span = tracing::info_span!("call", call_id = tracing::field::Empty);
+        let recorder = call_span.clone();
+        let mut call = AbortOnDrop(tokio::spawn(
+            run_call(setup, move |event| {
+                if let CallEvent::Calling { call_id } = event {
+                    recorder.record("call_id", call_id.as_str());
+                }
+                let _ = events.send(event.clone());
+            })
+            .instrument(call_span),
+        ));
         let mut renew = tokio::time::interval(self.config.lease / 3);
         renew.tick().await;
         let mut stop = self.stop.clone();
