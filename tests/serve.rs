@@ -1,0 +1,138 @@
+//! `pound serve` on SQLite with `pound phone` as the trunk: retries by
+//! dialplan, and a graceful SIGTERM that lets a running call finish.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const KEY: &str = "serve-test-key";
+
+fn pound() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pound"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(mut command: Command) -> (Running, Value) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("pound starts");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line);
+    let child = Running(child);
+    let ready = serde_json::from_str(&line).unwrap_or_else(|_| panic!("no ready line: {line:?}"));
+    (child, ready)
+}
+
+/// A dialplan folder whose plan retries busy after one second.
+fn dialplans(dir: &Path) -> std::path::PathBuf {
+    let folder = dir.join("dialplans");
+    std::fs::create_dir_all(&folder).unwrap();
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prompts/en");
+    std::fs::write(
+        folder.join("press-pound.toml"),
+        format!(
+            "prompt = {:?}\nconfirmation_prompt = {:?}\nretry_outcomes = [\"busy\"]\nretry_after_ms = 1000\n",
+            prompts.join("press-pound.wav"),
+            prompts.join("confirmed.wav")
+        ),
+    )
+    .unwrap();
+    folder
+}
+
+fn serve(dir: &Path, trunk: &str) -> (Running, String) {
+    let mut command = pound();
+    command
+        .args(["serve", "--store", &format!("sqlite://{}", dir.join("pound.db").display())])
+        .args(["--trunk", trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0", "--api-key", KEY])
+        .arg("--dialplans")
+        .arg(dialplans(dir));
+    let (child, ready) = start(command);
+    (child, format!("http://{}", ready["api"].as_str().unwrap()))
+}
+
+fn phone(args: &[&str]) -> (Running, String) {
+    let mut command = pound();
+    command.args(["phone", "--listen", "127.0.0.1:0"]).args(args);
+    let (child, ready) = start(command);
+    (child, format!("sip:{}", ready["sip"].as_str().unwrap()))
+}
+
+async fn submit(client: &reqwest::Client, api: &str, phone: &str) -> String {
+    let response = client
+        .post(format!("{api}/v1/verifications"))
+        .bearer_auth(KEY)
+        .json(&json!({"phone": phone, "user": "bob@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+async fn wait_for(client: &reqwest::Client, api: &str, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let record: Value = client
+            .get(format!("{api}/v1/verifications/{id}"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if record["status"] == status {
+            return record;
+        }
+        assert!(Instant::now() < deadline, "never {status}: {record}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn busy_is_retried_by_the_dialplan_until_attempts_run_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_phone, trunk) = phone(&["--reject", "486"]);
+    let (_serve, api) = serve(dir.path(), &trunk);
+    let client = reqwest::Client::new();
+    let id = submit(&client, &api, "+14155550111").await;
+    let record = wait_for(&client, &api, &id, "completed").await;
+    assert_eq!(record["outcome"], "busy", "{record}");
+    let attempts = record["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "policy.max_attempts defaults to 3: {record}");
+    for pair in attempts.windows(2) {
+        let gap = pair[1]["started_at"].as_i64().unwrap() - pair[0]["ended_at"].as_i64().unwrap();
+        assert!(gap >= 1000, "retried after retry_after_ms, not at once: {gap} ms");
+    }
+    assert!(attempts.iter().all(|a| a["sip_status"] == 486 && a["outcome"] == "busy"));
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_call_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_phone, trunk) = phone(&["--after", "2000"]);
+    let (mut serve, api) = serve(dir.path(), &trunk);
+    let client = reqwest::Client::new();
+    let id = submit(&client, &api, "+14155550112").await;
+    wait_for(&client, &api, &id, "answered").await;
+    let pid = serve.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = serve.0.wait().unwrap();
+    assert!(stopped.success(), "a clean exit after SIGTERM: {stopped}");
+    // The node is gone; the store says how the call ended.
+    let store = pound::store::open(&format!("sqlite://{}", dir.path().join("pound.db").display())).await.unwrap();
+    let verification = store.verification(&id).await.unwrap().unwrap();
+    assert_eq!(verification.outcome, Some(pound::call::Outcome::Verified), "{verification:?}");
+}
