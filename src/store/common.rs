@@ -1,10 +1,9 @@
-//! What both backends share: rows as the database returns them, their checked
+//! What both backends share besides their SQL (`store::shared` and
+//! `store::queries`): rows as the database returns them, their checked
 //! conversion into the store's types, and the webhook payload.
 //!
-//! The SQL itself lives in each backend: the dialects differ exactly where it
-//! matters (row locks, how a write transaction starts), and keeping each
-//! backend's statements together makes them reviewable as a whole. The shared
-//! test suite (`store::tests`) holds the two to the same behaviour.
+//! The shared test suite (`store::tests`) holds the two backends to the same
+//! behaviour.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;

@@ -14,6 +14,8 @@
 
 mod common;
 pub mod postgres;
+mod queries;
+mod shared;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;

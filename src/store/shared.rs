@@ -1,0 +1,495 @@
+//! The [`Store`](super::Store) implementation both backends share, written
+//! once as a macro that each backend instantiates with its own types.
+//!
+//! A macro rather than functions generic over `sqlx::Database`: those would
+//! need an `Encode`, `Decode` or `FromRow` bound for every type bound or read,
+//! on every function; the instantiated code is type-checked per backend.
+//!
+//! The SQL uses `$N` placeholders, which both backends accept; see
+//! `store::queries` for why that is safe on SQLite. What stays in each
+//! backend: connecting, `begin_write` (how a write transaction starts) and
+//! the row locks passed in here, which is where the dialects differ.
+
+/// Implements [`Store`](super::Store) for a backend. Invoke it in a module of
+/// its own, as it brings the names it needs into scope.
+///
+/// - `store`: the backend's store type, with a `pool` field and a
+///   `begin_write(&self)` method that starts a write transaction.
+/// - `connection`: its connection type (`sqlx::sqlite::SqliteConnection`).
+/// - `lock_row`: appended to the `SELECT` with which `cancel` reads the row
+///   it decides on, to lock that row until commit.
+/// - `lock_due`: appended to the `SELECT`s with which `claim` and
+///   `due_webhooks` pick due rows, to lock them without waiting for rows
+///   another node is picking.
+macro_rules! impl_store {
+    (
+        store: $store:ty,
+        connection: $connection:ty,
+        lock_row: $lock_row:literal,
+        lock_due: $lock_due:literal $(,)?
+    ) => {
+        use async_trait::async_trait;
+
+        use $crate::call::Outcome;
+        use $crate::store::common::{
+            ApiKeyRow, RegistrationRow, VerificationRow, WebhookRow, attempt_number, convert_all, lease_not_held,
+            read_error,
+        };
+        use $crate::store::{
+            ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Status,
+            Store, StoreError, Verification, WebhookDelivery,
+        };
+        use queries::{close_open_attempt, fetch_attempts, fetch_verification, queue_completion_webhook};
+
+        $crate::store::queries::connection_queries!($connection);
+
+        #[async_trait]
+        impl Store for $store {
+            async fn create_verification(&self, new: &NewVerification) -> Result<(Verification, bool), StoreError> {
+                // The unique constraint decides between concurrent creates with one
+                // key: exactly one inserts, the others insert nothing and read the
+                // winner's row below.
+                let inserted: Option<VerificationRow> = sqlx::query_as(
+                    "INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, callback_url, status, \
+                     attempt_count, max_attempts, next_attempt_at, cancel_requested, idempotency_key, request_hash, \
+                     created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, FALSE, $9, $10, $8, $8) \
+                     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING RETURNING *",
+                )
+                .bind(&new.id)
+                .bind(&new.api_key_id)
+                .bind(&new.phone)
+                .bind(&new.user)
+                .bind(&new.dialplan)
+                .bind(&new.callback_url)
+                .bind(i64::from(new.max_attempts))
+                .bind(new.created_at)
+                .bind(&new.idempotency_key)
+                .bind(&new.request_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(read_error)?;
+                if let Some(row) = inserted {
+                    return Ok((row.try_into()?, true));
+                }
+                let existing: Option<VerificationRow> =
+                    sqlx::query_as("SELECT * FROM verifications WHERE api_key_id = $1 AND idempotency_key = $2")
+                        .bind(&new.api_key_id)
+                        .bind(&new.idempotency_key)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(read_error)?;
+                // Verifications are never deleted, so the row that conflicted is there.
+                let existing = existing.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "idempotency key {:?} conflicted but no row holds it",
+                        new.idempotency_key
+                    ))
+                })?;
+                if !existing.same_request(&new.request_hash) {
+                    return Err(StoreError::IdempotencyConflict);
+                }
+                Ok((existing.try_into()?, false))
+            }
+
+            async fn verification(&self, id: &str) -> Result<Option<Verification>, StoreError> {
+                fetch_verification(&mut *self.pool.acquire().await?, id).await
+            }
+
+            async fn attempts(&self, verification_id: &str) -> Result<Vec<Attempt>, StoreError> {
+                fetch_attempts(&mut *self.pool.acquire().await?, verification_id).await
+            }
+
+            async fn cancel(&self, id: &str, now: i64) -> Result<Option<CancelResult>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                // Locked until commit (`lock_row` on PostgreSQL, the write lock on
+                // SQLite): a claim or a completion of this row waits for the
+                // decision instead of racing it.
+                let current: Option<VerificationRow> =
+                    sqlx::query_as(concat!("SELECT * FROM verifications WHERE id = $1", $lock_row))
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(read_error)?;
+                let Some(current) = current.map(Verification::try_from).transpose()? else {
+                    return Ok(None);
+                };
+                if current.status.is_final() {
+                    return Ok(Some(CancelResult::AlreadyFinal(current)));
+                }
+                if current.lease_until.is_some_and(|until| until >= now) {
+                    // A live node runs the call; it sees the flag when it renews.
+                    let row: VerificationRow = sqlx::query_as(
+                        "UPDATE verifications SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1 RETURNING *",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                    tx.commit().await?;
+                    return Ok(Some(CancelResult::Requested(row.try_into()?)));
+                }
+                // Nobody runs it: queued, or its node died. A dead node's open attempt
+                // is closed so that the final record has no attempt still running.
+                if let Some(old_owner) = &current.lease_owner {
+                    close_open_attempt(&mut tx, id, old_owner, now).await?;
+                }
+                let row: VerificationRow = sqlx::query_as(
+                    "UPDATE verifications SET status = 'canceled', outcome = 'canceled', completed_at = $2, \
+                     updated_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(read_error)?;
+                let canceled = Verification::try_from(row)?;
+                queue_completion_webhook(&mut tx, &canceled, now).await?;
+                tx.commit().await?;
+                Ok(Some(CancelResult::Canceled(canceled)))
+            }
+
+            async fn claim(&self, node: &str, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await?;
+                let due: Vec<(String, Option<String>)> = sqlx::query_as(concat!(
+                    "SELECT id, lease_owner FROM verifications \
+                     WHERE status IN ('queued', 'dialing', 'ringing', 'answered') AND next_attempt_at <= $1 \
+                     AND (lease_owner IS NULL OR lease_until < $1) \
+                     ORDER BY next_attempt_at, id LIMIT $2",
+                    $lock_due
+                ))
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut claimed = Vec::with_capacity(due.len());
+                for (id, old_owner) in due {
+                    let interrupted_attempt = match &old_owner {
+                        Some(old_owner) => close_open_attempt(&mut tx, &id, old_owner, now).await?,
+                        None => None,
+                    };
+                    let row = sqlx::query_as::<_, VerificationRow>(
+                        "UPDATE verifications SET lease_owner = $2, lease_until = $3, updated_at = $4 WHERE id = $1 \
+                         RETURNING *",
+                    )
+                    .bind(&id)
+                    .bind(node)
+                    .bind(now.saturating_add(lease_ms))
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(read_error);
+                    match row.and_then(Verification::try_from) {
+                        Ok(verification) => claimed.push(Claimed { verification, interrupted_attempt }),
+                        // One unreadable row must not stall the whole queue: it stays
+                        // leased (so it is not retried at once) and is reported.
+                        Err(StoreError::Corrupt(error)) => {
+                            tracing::error!(
+                                verification_id = %id,
+                                %error,
+                                "claimed a corrupt verification; skipping it"
+                            );
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                tx.commit().await?;
+                Ok(claimed)
+            }
+
+            async fn renew_lease(&self, id: &str, node: &str, until: i64) -> Result<LeaseState, StoreError> {
+                let cancel_requested: Option<bool> = sqlx::query_scalar(
+                    "UPDATE verifications SET lease_until = $3 \
+                     WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'dialing', 'ringing', 'answered') \
+                     RETURNING cancel_requested",
+                )
+                .bind(id)
+                .bind(node)
+                .bind(until)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(read_error)?;
+                Ok(match cancel_requested {
+                    None => LeaseState::Lost,
+                    Some(true) => LeaseState::CancelRequested,
+                    Some(false) => LeaseState::Held,
+                })
+            }
+
+            async fn set_status(&self, id: &str, node: &str, status: Status, now: i64) -> Result<(), StoreError> {
+                if status.is_final() {
+                    // Final statuses carry an outcome and side effects: only `complete` sets them.
+                    tracing::warn!(verification_id = id, status = status.as_str(), "set_status ignored a final status");
+                    return Ok(());
+                }
+                let done = sqlx::query(
+                    "UPDATE verifications SET status = $3, updated_at = $4 \
+                     WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'dialing', 'ringing', 'answered')",
+                )
+                .bind(id)
+                .bind(node)
+                .bind(status.as_str())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tracing::warn!(verification_id = id, node, "set_status without the lease; nothing changed");
+                }
+                Ok(())
+            }
+
+            async fn start_attempt(&self, id: &str, node: &str, call_id: &str, now: i64) -> Result<u32, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let count: Option<i64> = sqlx::query_scalar(
+                    "UPDATE verifications SET attempt_count = attempt_count + 1, updated_at = $3 \
+                     WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'dialing', 'ringing', 'answered') \
+                     RETURNING attempt_count",
+                )
+                .bind(id)
+                .bind(node)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(read_error)?;
+                let number = count.ok_or_else(|| lease_not_held(id, node))?;
+                sqlx::query(
+                    "INSERT INTO attempts (verification_id, number, node, call_id, started_at, digits) \
+                     VALUES ($1, $2, $3, $4, $5, '')",
+                )
+                .bind(id)
+                .bind(number)
+                .bind(node)
+                .bind(call_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                attempt_number(id, number)
+            }
+
+            async fn finish_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError> {
+                // An attempt ends once: if a claimer already closed it as interrupted
+                // (its node was presumed dead), the late report does not rewrite it.
+                let done = sqlx::query(
+                    "UPDATE attempts SET ended_at = $3, answered_at = $4, digit_at = $5, sip_status = $6, \
+                     dtmf_source = $7, digits = $8, outcome = $9, detail = $10 \
+                     WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL",
+                )
+                .bind(id)
+                .bind(i64::from(number))
+                .bind(result.ended_at)
+                .bind(result.answered_at)
+                .bind(result.digit_at)
+                .bind(result.sip_status.map(i64::from))
+                .bind(result.dtmf_source.map(|source| source.as_str()))
+                .bind(&result.digits)
+                .bind(result.outcome.as_str())
+                .bind(&result.detail)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tracing::warn!(verification_id = id, attempt = number, "finish_attempt found no open attempt");
+                }
+                Ok(())
+            }
+
+            async fn complete(
+                &self,
+                id: &str,
+                node: &str,
+                outcome: Outcome,
+                now: i64,
+            ) -> Result<Verification, StoreError> {
+                let status = if outcome == Outcome::Canceled { Status::Canceled } else { Status::Completed };
+                let mut tx = self.begin_write().await?;
+                let row: Option<VerificationRow> = sqlx::query_as(
+                    "UPDATE verifications SET status = $3, outcome = $4, completed_at = $5, updated_at = $5, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'dialing', 'ringing', 'answered') \
+                     RETURNING *",
+                )
+                .bind(id)
+                .bind(node)
+                .bind(status.as_str())
+                .bind(outcome.as_str())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(read_error)?;
+                let verification = Verification::try_from(row.ok_or_else(|| lease_not_held(id, node))?)?;
+                if outcome == Outcome::Verified {
+                    sqlx::query(
+                        "INSERT INTO registrations (user_name, phone, method, verified_at, verification_id) \
+                         VALUES ($1, $2, 'voice', $3, $4) \
+                         ON CONFLICT (user_name, phone) DO UPDATE SET method = excluded.method, \
+                         verified_at = excluded.verified_at, verification_id = excluded.verification_id",
+                    )
+                    .bind(&verification.user)
+                    .bind(&verification.phone)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                queue_completion_webhook(&mut tx, &verification, now).await?;
+                tx.commit().await?;
+                Ok(verification)
+            }
+
+            async fn requeue(&self, id: &str, node: &str, next_attempt_at: i64, now: i64) -> Result<(), StoreError> {
+                // Back to `queued`: no call runs until the next attempt is claimed.
+                let done = sqlx::query(
+                    "UPDATE verifications SET status = 'queued', next_attempt_at = $3, updated_at = $4, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'dialing', 'ringing', 'answered')",
+                )
+                .bind(id)
+                .bind(node)
+                .bind(next_attempt_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tracing::warn!(verification_id = id, node, "requeue without the lease; nothing changed");
+                }
+                Ok(())
+            }
+
+            async fn registrations(&self, user: &str) -> Result<Vec<Registration>, StoreError> {
+                let rows: Vec<RegistrationRow> =
+                    sqlx::query_as("SELECT * FROM registrations WHERE user_name = $1 ORDER BY verified_at DESC, phone")
+                        .bind(user)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_error)?;
+                Ok(rows.into_iter().map(Registration::from).collect())
+            }
+
+            async fn count_created_since(&self, api_key_id: &str, since: i64) -> Result<u64, StoreError> {
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM verifications WHERE api_key_id = $1 AND created_at >= $2")
+                        .bind(api_key_id)
+                        .bind(since)
+                        .fetch_one(&self.pool)
+                        .await?;
+                // COUNT(*) is never negative.
+                Ok(count.unsigned_abs())
+            }
+
+            async fn last_created_for_phone(&self, phone: &str) -> Result<Option<i64>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT MAX(created_at) FROM verifications WHERE phone = $1")
+                    .bind(phone)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO api_keys (id, name, hash, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&key.id)
+                    .bind(&key.name)
+                    .bind(&key.hash)
+                    .bind(key.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+                let row: Option<ApiKeyRow> = sqlx::query_as("SELECT * FROM api_keys WHERE hash = $1")
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(read_error)?;
+                Ok(row.map(ApiKey::from))
+            }
+
+            async fn due_webhooks(
+                &self,
+                now: i64,
+                lease_ms: i64,
+                limit: u32,
+            ) -> Result<Vec<WebhookDelivery>, StoreError> {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let until = now.saturating_add(lease_ms);
+                let mut tx = self.begin_write().await?;
+                let rows: Vec<WebhookRow> = sqlx::query_as(concat!(
+                    "SELECT * FROM webhooks \
+                     WHERE next_attempt_at <= $1 AND delivered_at IS NULL AND gave_up = FALSE \
+                     ORDER BY next_attempt_at, id LIMIT $2",
+                    $lock_due
+                ))
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(read_error)?;
+                let mut due = Vec::with_capacity(rows.len());
+                for row in rows {
+                    sqlx::query("UPDATE webhooks SET next_attempt_at = $2 WHERE id = $1")
+                        .bind(row.id())
+                        .bind(until)
+                        .execute(&mut *tx)
+                        .await?;
+                    match WebhookDelivery::try_from(row) {
+                        Ok(delivery) => due.push(WebhookDelivery { next_attempt_at: Some(until), ..delivery }),
+                        // Leased like the others, so it is reported once per lease
+                        // rather than on every scan, without holding up the rest.
+                        Err(error) => tracing::error!(%error, "corrupt webhook in the outbox; skipping it"),
+                    }
+                }
+                tx.commit().await?;
+                Ok(due)
+            }
+
+            async fn webhook_delivered(&self, id: &str, now: i64) -> Result<(), StoreError> {
+                // Delivery is at least once: a second report of the same success is a no-op.
+                sqlx::query(
+                    "UPDATE webhooks SET delivered_at = $2, next_attempt_at = NULL, attempts = attempts + 1 \
+                     WHERE id = $1 AND delivered_at IS NULL",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn webhook_failed(
+                &self,
+                id: &str,
+                error: &str,
+                next_attempt_at: Option<i64>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE webhooks SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, gave_up = $4 \
+                     WHERE id = $1 AND delivered_at IS NULL AND gave_up = FALSE",
+                )
+                .bind(id)
+                .bind(error)
+                .bind(next_attempt_at)
+                .bind(next_attempt_at.is_none())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn webhooks_for(&self, verification_id: &str) -> Result<Vec<WebhookDelivery>, StoreError> {
+                let rows: Vec<WebhookRow> =
+                    sqlx::query_as("SELECT * FROM webhooks WHERE verification_id = $1 ORDER BY created_at, id")
+                        .bind(verification_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_error)?;
+                convert_all(rows)
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;
