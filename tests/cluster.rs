@@ -5,44 +5,16 @@
 //! Runs when `POUND_TEST_DATABASE_URL` names a PostgreSQL server (`.ci/run`
 //! sets it); each run uses a fresh database on it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::process::{pound, start};
 
 use serde_json::{Value, json};
 use sqlx::Connection;
 
 const KEY: &str = "cluster-test-key";
-
-fn pound() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pound"));
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
-    command
-}
-
-/// Starts a process that prints a JSON "ready" line first; returns it with that line.
-fn start(mut command: Command) -> (Child, Value) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("pound starts");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line);
-    match serde_json::from_str(&line) {
-        Ok(ready) => (child, ready),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no ready line from pound: {line:?}");
-        }
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn fresh_database(admin_url: &str) -> (String, String) {
     let name = format!("pound_cluster_{:016x}", rand::random::<u64>());
@@ -70,7 +42,7 @@ async fn a_node_killed_mid_call_loses_no_verification() {
     let mut phone = pound();
     phone.args(["phone", "--listen", "127.0.0.1:0", "--answer-after", "300", "--after", "2500"]);
     let (phone, ready) = start(phone);
-    let _phone = Killed(phone);
+    let _phone = phone;
     let trunk = format!("sip:{}", ready["sip"].as_str().unwrap());
     let node = |id: &str| {
         let mut command = pound();
@@ -82,7 +54,7 @@ async fn a_node_killed_mid_call_loses_no_verification() {
         start(command)
     };
     let (a, a_ready) = node("node-a");
-    let _a = Killed(a);
+    let _a = a;
     let (mut b, b_ready) = node("node-b");
     let client = reqwest::Client::new();
     let api = format!("http://{}", a_ready["api"].as_str().unwrap());
@@ -98,8 +70,8 @@ async fn a_node_killed_mid_call_loses_no_verification() {
     }
     // Let both nodes get calls going, then kill B without warning.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    b.kill().unwrap();
-    b.wait().unwrap();
+    b.0.kill().unwrap();
+    b.0.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut records = Vec::new();
     for id in &ids {

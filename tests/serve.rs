@@ -1,38 +1,16 @@
 //! `pound serve` on SQLite with `pound phone` as the trunk: retries by
 //! dialplan, and a graceful SIGTERM that lets a running call finish.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::{Running, pound, start};
 use serde_json::{Value, json};
 
 const KEY: &str = "serve-test-key";
-
-fn pound() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pound"));
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
-    command
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(mut command: Command) -> (Running, Value) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("pound starts");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line);
-    let child = Running(child);
-    let ready = serde_json::from_str(&line).unwrap_or_else(|_| panic!("no ready line: {line:?}"));
-    (child, ready)
-}
 
 /// A dialplan folder whose plan retries busy after one second.
 fn dialplans(dir: &Path) -> std::path::PathBuf {

@@ -115,15 +115,7 @@ async fn submit_and_follow(base: &str, key: &str, via: PressVia) -> Result<bool,
     println!("  {status} id {id}, status {}", created["status"]);
     let mut last = String::new();
     let record = loop {
-        let record: Value = client
-            .get(format!("{base}/v1/verifications/{id}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .map_err(api)?
-            .json()
-            .await
-            .map_err(api)?;
+        let record = get(&client, &format!("{base}/v1/verifications/{id}"), key).await?;
         let status = record["status"].as_str().unwrap_or("?").to_string();
         if status != last {
             println!("  status: {status}");
@@ -135,15 +127,7 @@ async fn submit_and_follow(base: &str, key: &str, via: PressVia) -> Result<bool,
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     println!("final record:\n{}", serde_json::to_string_pretty(&record).unwrap_or_default());
-    let registrations: Value = client
-        .get(format!("{base}/v1/registrations/{DEMO_USER}"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .map_err(api)?
-        .json()
-        .await
-        .map_err(api)?;
+    let registrations = get(&client, &format!("{base}/v1/registrations/{DEMO_USER}"), key).await?;
     println!("registration of {DEMO_USER}:\n{}", serde_json::to_string_pretty(&registrations).unwrap_or_default());
     let verified = record["outcome"] == "verified";
     println!(
@@ -155,6 +139,11 @@ async fn submit_and_follow(base: &str, key: &str, via: PressVia) -> Result<bool,
         }
     );
     Ok(verified)
+}
+
+async fn get(client: &reqwest::Client, url: &str, key: &str) -> Result<Value, DemoError> {
+    let api = |e: reqwest::Error| DemoError::Api(e.to_string());
+    client.get(url).bearer_auth(key).send().await.map_err(api)?.json().await.map_err(api)
 }
 
 fn via_name(via: PressVia) -> &'static str {

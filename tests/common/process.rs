@@ -1,0 +1,34 @@
+//! Running `pound` subcommands as child processes that announce themselves
+//! with a JSON "ready" line, and are killed when the test lets go of them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// The `pound` binary, run from the repository root.
+pub fn pound() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pound"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` and waits for its first stdout line, the JSON "ready" event.
+pub fn start(mut command: Command) -> (Running, Value) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("pound starts");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line);
+    let child = Running(child);
+    let ready = serde_json::from_str(&line).unwrap_or_else(|_| panic!("no ready line from pound: {line:?}"));
+    (child, ready)
+}
