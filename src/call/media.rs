@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use crate::dialplan::DtmfSource;
 use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
-use crate::media::codec::{CodecError, Decoder, Encoder, FRAME_SAMPLES};
+use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
-use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, Ssrc};
+use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
 use crate::sdp::{Direction, MediaDescription};
 
 /// The telephone-event payload types pound offers (8 kHz and 48 kHz). Events
@@ -42,7 +42,6 @@ pub struct MediaSession {
     remote: SocketAddr,
     description: MediaDescription,
     sender: RtpSender,
-    encoder: Encoder,
     decoder: Decoder,
     receiver: RtpReceiver,
     events: EventReceiver,
@@ -51,7 +50,6 @@ pub struct MediaSession {
     queue: VecDeque<Arc<Prompt>>,
     prompt_finished: bool,
     digits: VecDeque<(char, DtmfSource)>,
-    silence: [i16; FRAME_SAMPLES],
     decoded: [i16; FRAME_SAMPLES],
     packet: Vec<u8>,
     payload: Vec<u8>,
@@ -64,7 +62,6 @@ impl MediaSession {
         let sender = start_sender(&description, now);
         Ok(Self {
             remote,
-            encoder: Encoder::new(description.codec)?,
             decoder: Decoder::new(description.codec)?,
             description,
             sender,
@@ -77,7 +74,6 @@ impl MediaSession {
             queue: VecDeque::new(),
             prompt_finished: false,
             digits: VecDeque::new(),
-            silence: [0; FRAME_SAMPLES],
             decoded: [0; FRAME_SAMPLES],
             packet: Vec::with_capacity(1500),
             payload: Vec::with_capacity(1500),
@@ -170,27 +166,31 @@ impl MediaSession {
             self.sender.skip_frame();
             return None;
         }
-        let frame = match &mut self.playing {
+        // Prompts and silence are encoded once per process and shared by
+        // every call; a call only copies the payload into its packet.
+        let codec = self.description.codec;
+        self.payload.clear();
+        match self.playing.take() {
             Some((prompt, index)) => {
-                let frame = prompt.frames()[*index];
-                *index += 1;
-                if *index >= prompt.frames().len() {
+                if let Some(payload) = prompt.encoded(codec).and_then(|frames| frames.get(index)) {
+                    self.payload.extend_from_slice(payload);
+                }
+                if index + 1 < prompt.frames().len() {
+                    self.playing = Some((prompt, index + 1));
+                } else {
                     self.playing = self.queue.pop_front().map(|p| (p, 0));
                     self.prompt_finished |= self.playing.is_none();
                 }
-                frame
             }
-            None => self.silence,
-        };
-        // An encoder failure on our own frames is not worth ending the call for:
-        // the slot passes silently.
-        if self.encoder.encode(&frame, &mut self.payload).is_ok() {
-            self.sender.audio_frame(&self.payload, &mut self.packet);
-            Some((&self.packet, self.remote))
-        } else {
-            self.sender.skip_frame();
-            None
+            None => self.payload.extend_from_slice(silence(codec).unwrap_or_default()),
         }
+        if self.payload.is_empty() {
+            // The codec could not encode: the slot passes without a packet.
+            self.sender.skip_frame();
+            return None;
+        }
+        self.sender.audio_frame(&self.payload, &mut self.packet);
+        Some((&self.packet, self.remote))
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -201,6 +201,11 @@ impl MediaSession {
         self.receiver.handle_timeout(now);
         self.events.handle_timeout(now);
         self.drain_received(now);
+    }
+
+    /// What the receiver counted: packets, losses, duplicates, foreign sources.
+    pub fn rtp_stats(&self) -> RtpStats {
+        self.receiver.stats()
     }
 
     /// When the last RTP packet arrived.

@@ -11,6 +11,24 @@ use crate::dsp::g711;
 /// Samples in one 20 ms frame at pound's 8 kHz audio rate.
 pub const FRAME_SAMPLES: usize = 160;
 
+/// One 20 ms frame of silence encoded for `codec`, made once per process and
+/// sent by every call between prompts; `None` when the encoder cannot be made.
+pub fn silence(codec: Codec) -> Option<&'static [u8]> {
+    static SILENCE: [std::sync::OnceLock<Option<Vec<u8>>>; 3] = [const { std::sync::OnceLock::new() }; 3];
+    let slot = match codec {
+        Codec::Pcmu => 0,
+        Codec::Pcma => 1,
+        Codec::Opus => 2,
+    };
+    SILENCE[slot]
+        .get_or_init(|| {
+            let mut payload = Vec::new();
+            Encoder::new(codec).ok()?.encode(&[0; FRAME_SAMPLES], &mut payload).ok()?;
+            Some(payload)
+        })
+        .as_deref()
+}
+
 /// pound's audio sample rate, in Hz.
 const SAMPLE_RATE: u32 = 8000;
 

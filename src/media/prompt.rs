@@ -2,9 +2,10 @@
 //! one frame per RTP packet.
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::media::codec::FRAME_SAMPLES;
+use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use crate::media::wav::{RATE, WavError, WavReader};
 
 /// The longest prompt [`Prompt::load`] accepts. Prompts are held in memory
@@ -33,10 +34,21 @@ pub enum PromptError {
 }
 
 /// Audio to play to the callee, as 20 ms frames of 8 kHz samples.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Prompt {
     frames: Vec<[i16; FRAME_SAMPLES]>,
+    /// The frames encoded once per codec, shared by every call that plays the
+    /// prompt: encoding Opus per call would cost tens of microseconds per packet.
+    encoded: [OnceLock<Option<Vec<Vec<u8>>>>; 3],
 }
+
+impl PartialEq for Prompt {
+    fn eq(&self, other: &Self) -> bool {
+        self.frames == other.frames
+    }
+}
+
+impl Eq for Prompt {}
 
 impl Prompt {
     /// Loads an 8 kHz WAV file (16-bit PCM or G.711; channels mixed to mono).
@@ -65,7 +77,27 @@ impl Prompt {
                 frame
             })
             .collect();
-        Prompt { frames }
+        Prompt { frames, encoded: Default::default() }
+    }
+
+    /// The frames encoded for `codec` (one payload per frame), made on first
+    /// use; `None` when the codec's encoder cannot be created.
+    pub fn encoded(&self, codec: Codec) -> Option<&[Vec<u8>]> {
+        let slot = match codec {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 1,
+            Codec::Opus => 2,
+        };
+        self.encoded[slot]
+            .get_or_init(|| {
+                let mut encoder = Encoder::new(codec).ok()?;
+                let mut payload = Vec::new();
+                self.frames
+                    .iter()
+                    .map(|frame| encoder.encode(frame, &mut payload).ok().map(|()| payload.clone()))
+                    .collect()
+            })
+            .as_deref()
     }
 
     /// The frames, in playing order.
