@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::http::get_json;
 use common::process::{pound, start};
 
 use serde_json::{Value, json};
@@ -76,15 +77,7 @@ async fn a_node_killed_mid_call_loses_no_verification() {
     let mut records = Vec::new();
     for id in &ids {
         loop {
-            let record: Value = client
-                .get(format!("{api}/v1/verifications/{id}"))
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let record = get_json(&client, &format!("{api}/v1/verifications/{id}"), KEY).await;
             if record["status"] == "completed" {
                 records.push(record);
                 break;
@@ -112,15 +105,7 @@ async fn a_node_killed_mid_call_loses_no_verification() {
     assert!(interrupted > 0, "node B was killed before it held any call; the test proved nothing");
     for i in 0..8 {
         let user = format!("user{i}@example.com");
-        let registrations: Value = client
-            .get(format!("{api}/v1/registrations/{user}"))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let registrations = get_json(&client, &format!("{api}/v1/registrations/{user}"), KEY).await;
         assert_eq!(registrations["phones"].as_array().map(Vec::len), Some(1), "{registrations}");
     }
     drop(_a);

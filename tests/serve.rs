@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::http::get_json;
 use common::process::{Running, pound, start};
 use serde_json::{Value, json};
 
@@ -62,15 +63,7 @@ async fn submit(client: &reqwest::Client, api: &str, phone: &str) -> String {
 async fn wait_for(client: &reqwest::Client, api: &str, id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let record: Value = client
-            .get(format!("{api}/v1/verifications/{id}"))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let record = get_json(client, &format!("{api}/v1/verifications/{id}"), KEY).await;
         if record["status"] == status {
             return record;
         }
