@@ -10,13 +10,14 @@ use crate::call::Transport;
 use crate::media::codec::Codec;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Names this node in leases and attempt records (default: host name and process id).
     pub node_id: Option<String>,
-    /// Folder of dialplans; every `*.toml` in it is loaded at start.
-    pub dialplans: PathBuf,
+    /// Folder of extra dialplans; every `*.toml` in it is loaded at start, on
+    /// top of (and replacing by name) the compiled-in ones. None: compiled-in only.
+    pub dialplans: Option<PathBuf>,
     pub store: StoreSection,
     pub api: ApiSection,
     pub sip: SipSection,
@@ -146,23 +147,6 @@ pub struct EngineSection {
     pub lease_s: u64,
     /// Seconds running calls get to finish on SIGTERM.
     pub shutdown_grace_s: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node_id: None,
-            dialplans: PathBuf::from("dialplans"),
-            store: StoreSection::default(),
-            api: ApiSection::default(),
-            sip: SipSection::default(),
-            trunk: TrunkSection::default(),
-            rtp: RtpSection::default(),
-            policy: PolicySection::default(),
-            webhooks: WebhookSection::default(),
-            engine: EngineSection::default(),
-        }
-    }
 }
 
 impl Default for StoreSection {

@@ -145,9 +145,9 @@ struct CallCommand {
     /// Dialplan name (in --dialplans) or file.
     #[arg(long, default_value = "press-pound")]
     dialplan: String,
-    /// Folder of dialplans.
-    #[arg(long, default_value = "dialplans", env = "POUND_DIALPLANS")]
-    dialplans: PathBuf,
+    /// Folder of extra dialplans (the shipped ones are compiled in).
+    #[arg(long, env = "POUND_DIALPLANS")]
+    dialplans: Option<PathBuf>,
     /// Ring timeout in seconds (overrides the dialplan's).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
@@ -267,7 +267,7 @@ fn serve(cmd: ServeCommand) -> ExitCode {
     }
     config.api.keys.extend(cmd.api_keys);
     if let Some(dialplans) = cmd.dialplans {
-        config.dialplans = dialplans;
+        config.dialplans = Some(dialplans);
     }
     if cmd.node_id.is_some() {
         config.node_id = cmd.node_id;

@@ -15,7 +15,7 @@ use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
 use crate::api::{ApiConfig, ApiState, Policy, router};
 use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
-use crate::dialplan::Dialplan;
+use crate::dialplan::{self, Dialplan};
 use crate::engine::{EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
 use crate::metrics::Metrics;
 use crate::sip::Credentials;
@@ -54,7 +54,7 @@ impl Service {
     pub async fn start(config: Config) -> Result<Service, ServiceError> {
         config.validate()?;
         let store = crate::store::open(&config.store.url).await?;
-        let dialplans = load_dialplans(&config.dialplans)?;
+        let dialplans = load_dialplans(config.dialplans.as_deref())?;
         let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(AtomicBool::new(false));
@@ -150,22 +150,31 @@ impl Service {
     }
 }
 
-/// Every `*.toml` in `folder`, loaded with its prompts, by file stem.
-pub fn load_dialplans(folder: &Path) -> Result<HashMap<String, LoadedDialplan>, ServiceError> {
+/// The compiled-in dialplans, then every `*.toml` in `folder` (which adds
+/// plans or replaces compiled-in ones of the same name), with their prompts,
+/// by name. A folder that was named but cannot be read is an error.
+pub fn load_dialplans(folder: Option<&Path>) -> Result<HashMap<String, LoadedDialplan>, ServiceError> {
+    let mut plans = HashMap::new();
+    let mut add = |plan: Dialplan, origin: &str| -> Result<(), ServiceError> {
+        let prompts = Prompts::load(&plan).map_err(|e| ServiceError::Dialplan(format!("{origin}: {e}")))?;
+        plans.insert(plan.name.clone(), LoadedDialplan { plan: Arc::new(plan), prompts: Arc::new(prompts) });
+        Ok(())
+    };
+    for name in dialplan::builtin::dialplan_names() {
+        if let Some(plan) = Dialplan::builtin(name) {
+            add(plan.map_err(|e| ServiceError::Dialplan(e.to_string()))?, &format!("builtin:{name}"))?;
+        }
+    }
+    let Some(folder) = folder else { return Ok(plans) };
     let entries =
         std::fs::read_dir(folder).map_err(|e| ServiceError::Dialplan(format!("{}: {e}", folder.display())))?;
-    let mut plans = HashMap::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
         let plan = Dialplan::load(&path).map_err(|e| ServiceError::Dialplan(e.to_string()))?;
-        let prompts = Prompts::load(&plan).map_err(|e| ServiceError::Dialplan(format!("{}: {e}", path.display())))?;
-        plans.insert(plan.name.clone(), LoadedDialplan { plan: Arc::new(plan), prompts: Arc::new(prompts) });
-    }
-    if plans.is_empty() {
-        return Err(ServiceError::Dialplan(format!("no dialplan (*.toml) in {}", folder.display())));
+        add(plan, &path.display().to_string())?;
     }
     Ok(plans)
 }

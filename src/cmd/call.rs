@@ -23,7 +23,7 @@ pub struct CallArgs {
     pub from_name: Option<String>,
     pub asserted_identity: Option<String>,
     pub dialplan: String,
-    pub dialplans: PathBuf,
+    pub dialplans: Option<PathBuf>,
     /// Overrides the dialplan's ring timeout.
     pub ring_timeout: Option<Duration>,
     pub bind: std::net::SocketAddr,
@@ -49,8 +49,8 @@ pub enum CallCommandError {
 pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
     let (target, hop) = route(&args.target, args.trunk.as_deref())?;
     let next_hop = resolve(&hop).await?;
-    let mut plan =
-        Dialplan::find(&args.dialplan, &args.dialplans).map_err(|e| CallCommandError::Dialplan(e.to_string()))?;
+    let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())
+        .map_err(|e| CallCommandError::Dialplan(e.to_string()))?;
     if let Some(timeout) = args.ring_timeout {
         plan.ring_timeout = timeout;
     }

@@ -20,7 +20,11 @@
 //! ```
 //!
 //! Relative prompt paths are resolved against the dialplan file's folder, then
-//! against the working directory.
+//! against the working directory; `builtin:<lang>/<file>.wav` names a prompt
+//! compiled into the binary. The shipped dialplans are compiled in too
+//! ([`builtin`]), so a folder of dialplans is needed only to add or override.
+
+pub mod builtin;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -158,14 +162,30 @@ mod defaults {
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 impl Dialplan {
-    /// Loads `NAME` from `folder` (as `folder/NAME.toml`) or a path to a file.
-    pub fn find(name_or_path: &str, folder: &Path) -> Result<Dialplan, DialplanError> {
+    /// Loads a dialplan file by path, or `NAME` from `folder` (as
+    /// `folder/NAME.toml`), or else the compiled-in dialplan `NAME`.
+    pub fn find(name_or_path: &str, folder: Option<&Path>) -> Result<Dialplan, DialplanError> {
         let path = Path::new(name_or_path);
         if path.extension().is_some_and(|e| e == "toml") || path.components().count() > 1 {
-            Self::load(path)
-        } else {
-            Self::load(&folder.join(format!("{name_or_path}.toml")))
+            return Self::load(path);
         }
+        if let Some(file) = folder.map(|f| f.join(format!("{name_or_path}.toml"))).filter(|f| f.exists()) {
+            return Self::load(&file);
+        }
+        Self::builtin(name_or_path).unwrap_or_else(|| {
+            let known: Vec<&str> = builtin::dialplan_names().collect();
+            let place = folder.map(|f| format!(" in {} or", f.display())).unwrap_or_default();
+            Err(DialplanError::Invalid {
+                path: name_or_path.to_string(),
+                message: format!("no such dialplan{place} compiled in (compiled in: {})", known.join(", ")),
+            })
+        })
+    }
+
+    /// The compiled-in dialplan `name`, parsed; `None` if there is none.
+    pub fn builtin(name: &str) -> Option<Result<Dialplan, DialplanError>> {
+        let text = builtin::dialplan(name)?;
+        Some(Self::parse(name, text, Path::new("")).map_err(|e| e.located(&format!("builtin:{name}"))))
     }
 
     /// Loads and validates one dialplan file.
@@ -291,19 +311,23 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_dialplan_loads_and_its_prompts_exist() {
+    fn the_shipped_dialplan_is_compiled_in_with_its_prompts() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let plan = Dialplan::find("press-pound", &root.join("dialplans")).unwrap();
-        assert_eq!(plan.expect, "#");
-        assert_eq!(plan.fraud_code.as_deref(), Some("0#"));
-        for prompt in [
-            Some(&plan.prompt),
-            plan.confirmation_prompt.as_ref(),
-            plan.fraud_prompt.as_ref(),
-            plan.wrong_key_prompt.as_ref(),
-        ] {
-            let prompt = prompt.expect("shipped plan names every prompt");
-            assert!(prompt.exists(), "{}", prompt.display());
-        }
+        let on_disk = Dialplan::find("press-pound", Some(&root.join("dialplans"))).unwrap();
+        let compiled_in = Dialplan::find("press-pound", None).unwrap();
+        assert_eq!(on_disk, compiled_in, "the file and the compiled-in copy are one");
+        assert_eq!(compiled_in.expect, "#");
+        assert_eq!(compiled_in.fraud_code.as_deref(), Some("0#"));
+        let prompts = crate::call::Prompts::load(&compiled_in).expect("every compiled-in prompt loads");
+        assert!(prompts.confirmation.is_some() && prompts.fraud.is_some() && prompts.wrong_key.is_some());
+    }
+
+    #[test]
+    fn unknown_dialplans_and_builtin_prompts_are_named_errors() {
+        let error = Dialplan::find("nope", None).unwrap_err().to_string();
+        assert!(error.contains("nope") && error.contains("press-pound"), "{error}");
+        let plan = parse("prompt = \"builtin:en/missing.wav\"").unwrap();
+        let error = crate::call::Prompts::load(&plan).unwrap_err().to_string();
+        assert!(error.contains("en/missing.wav") && error.contains("en/press-pound.wav"), "{error}");
     }
 }

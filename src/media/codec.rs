@@ -1,10 +1,14 @@
 //! Audio codecs for RTP payloads: G.711 µ-law (PCMU), G.711 A-law (PCMA) and
 //! Opus, all seen from pound's side as 20 ms frames of 8 kHz mono samples.
 //!
-//! Opus runs at 8 kHz on both ends (libopus resamples internally and codes
+//! Opus runs at 8 kHz on both ends (the codec resamples internally and codes
 //! narrowband), so the rest of pound never sees another sample rate; only the
 //! RTP clock differs (48 kHz for Opus, RFC 7587). Encoders and decoders keep
 //! their buffers, so the per-packet path does not allocate.
+//!
+//! Opus is `opus-rs`, a pure-Rust port of libopus: building pound needs
+//! nothing but Rust (no cmake, no C library), and it decodes libopus packets
+//! as libopus does.
 
 use crate::dsp::g711;
 
@@ -32,10 +36,16 @@ pub fn silence(codec: Codec) -> Option<&'static [u8]> {
 /// pound's audio sample rate, in Hz.
 const SAMPLE_RATE: u32 = 8000;
 
+/// Opus bitrate for what pound sends. Set explicitly because opus-rs starts
+/// at 32 kbit/s whatever the bandwidth; 24 kbit/s is generous for narrowband
+/// speech and keeps in-band DTMF clean, and prompts are encoded once per
+/// process, so the rate costs nothing per call.
+const OPUS_BITRATE_BPS: i32 = 24_000;
+
 /// The longest Opus packet is 120 ms (RFC 6716 §3.2.1): 960 samples at 8 kHz.
 const OPUS_MAX_SAMPLES: usize = 960;
 
-/// Largest Opus payload libopus may produce for one 20 ms frame (RFC 6716 §3.2.1:
+/// Largest Opus payload the encoder may produce for one 20 ms frame (RFC 6716 §3.2.1:
 /// a frame never exceeds 1275 bytes).
 const OPUS_MAX_PAYLOAD: usize = 1275;
 
@@ -86,37 +96,48 @@ impl Codec {
 /// What can go wrong while encoding or decoding audio.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// libopus refused to create a state or rejected a packet (corrupt, or an
-    /// impossible frame layout).
+    /// The Opus codec refused to create a state or rejected a packet
+    /// (corrupt, or an impossible frame layout).
     #[error("opus: {0}")]
-    Opus(#[from] opus::Error),
+    Opus(&'static str),
 }
 
 /// Turns 20 ms frames of 8 kHz audio into RTP payloads.
-#[derive(Debug)]
 pub struct Encoder {
     inner: EncoderInner,
 }
 
-#[derive(Debug)]
 enum EncoderInner {
     Pcmu,
     Pcma,
-    Opus(opus::Encoder),
+    Opus(Box<opus_rs::OpusEncoder>),
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").field("codec", &self.codec()).finish()
+    }
 }
 
 impl Encoder {
-    /// An encoder for `codec`. Opus: libopus fed 8 kHz mono, VOIP application,
-    /// 20 ms frames, default (automatic) bitrate.
+    /// An encoder for `codec`. Opus: 8 kHz mono, VOIP application, 20 ms
+    /// frames, [`OPUS_BITRATE_BPS`].
     pub fn new(codec: Codec) -> Result<Self, CodecError> {
         let inner = match codec {
             Codec::Pcmu => EncoderInner::Pcmu,
             Codec::Pcma => EncoderInner::Pcma,
-            Codec::Opus => {
-                EncoderInner::Opus(opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?)
-            }
+            Codec::Opus => EncoderInner::Opus(Box::new(opus_encoder()?)),
         };
         Ok(Self { inner })
+    }
+
+    /// The codec this encoder produces.
+    pub fn codec(&self) -> Codec {
+        match self.inner {
+            EncoderInner::Pcmu => Codec::Pcmu,
+            EncoderInner::Pcma => Codec::Pcma,
+            EncoderInner::Opus(_) => Codec::Opus,
+        }
     }
 
     /// Encodes one frame into `out`, which is cleared first. Reusing `out`
@@ -129,7 +150,10 @@ impl Encoder {
             EncoderInner::Opus(encoder) => {
                 out.resize(OPUS_MAX_PAYLOAD, 0);
                 // On error `out` is left cleared rather than holding stale bytes.
-                let len = encoder.encode(frame, out).inspect_err(|_| out.clear())?;
+                let len = encoder
+                    .encode_i16(frame, FRAME_SAMPLES, out)
+                    .map_err(CodecError::Opus)
+                    .inspect_err(|_| out.clear())?;
                 out.truncate(len);
             }
         }
@@ -137,31 +161,48 @@ impl Encoder {
     }
 }
 
+/// The encoder pound sends Opus with.
+fn opus_encoder() -> Result<opus_rs::OpusEncoder, CodecError> {
+    let mut encoder =
+        opus_rs::OpusEncoder::new(SAMPLE_RATE as i32, 1, opus_rs::Application::Voip).map_err(CodecError::Opus)?;
+    encoder.bitrate_bps = OPUS_BITRATE_BPS;
+    Ok(encoder)
+}
+
 /// Turns RTP payloads back into 8 kHz audio, and conceals lost packets.
-#[derive(Debug)]
 pub struct Decoder {
     inner: DecoderInner,
 }
 
-#[derive(Debug)]
 enum DecoderInner {
     Pcmu,
     Pcma,
     /// The scratch buffer holds a whole packet of up to 120 ms, so that longer
     /// packets decode (and keep the decoder state in step) instead of failing.
-    Opus(opus::Decoder, Box<[i16; OPUS_MAX_SAMPLES]>),
+    Opus(Box<opus_rs::OpusDecoder>, Box<[f32; OPUS_MAX_SAMPLES]>),
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let codec = match self.inner {
+            DecoderInner::Pcmu => Codec::Pcmu,
+            DecoderInner::Pcma => Codec::Pcma,
+            DecoderInner::Opus(..) => Codec::Opus,
+        };
+        f.debug_struct("Decoder").field("codec", &codec).finish()
+    }
 }
 
 impl Decoder {
-    /// A decoder for `codec`. Opus: libopus decoding to 8 kHz mono (stereo
-    /// streams are mixed down by libopus).
+    /// A decoder for `codec`. Opus: decoding to 8 kHz mono (stereo streams
+    /// are mixed down by the codec).
     pub fn new(codec: Codec) -> Result<Self, CodecError> {
         let inner = match codec {
             Codec::Pcmu => DecoderInner::Pcmu,
             Codec::Pcma => DecoderInner::Pcma,
             Codec::Opus => DecoderInner::Opus(
-                opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?,
-                Box::new([0; OPUS_MAX_SAMPLES]),
+                Box::new(opus_rs::OpusDecoder::new(SAMPLE_RATE as i32, 1).map_err(CodecError::Opus)?),
+                Box::new([0.0; OPUS_MAX_SAMPLES]),
             ),
         };
         Ok(Self { inner })
@@ -179,13 +220,13 @@ impl Decoder {
         match &mut self.inner {
             DecoderInner::Pcmu => Ok(decode_g711(payload, out, g711::ulaw_decode)),
             DecoderInner::Pcma => Ok(decode_g711(payload, out, g711::alaw_decode)),
-            // libopus takes an empty packet as a loss and would conceal a whole
-            // scratch buffer (120 ms): conceal exactly one frame instead.
+            // An empty packet is a loss: conceal exactly one frame rather
+            // than whatever length the scratch buffer would allow.
             DecoderInner::Opus(..) if payload.is_empty() => Ok(self.conceal(out)),
             DecoderInner::Opus(decoder, scratch) => {
-                let decoded = decoder.decode(payload, &mut scratch[..], false)?;
+                let decoded = decoder.decode(payload, OPUS_MAX_SAMPLES, &mut scratch[..]).map_err(CodecError::Opus)?;
                 let n = decoded.min(FRAME_SAMPLES);
-                out[..n].copy_from_slice(&scratch[..n]);
+                to_pcm16(&scratch[..n], &mut out[..n]);
                 Ok(n)
             }
         }
@@ -196,15 +237,24 @@ impl Decoder {
     pub fn conceal(&mut self, out: &mut [i16; FRAME_SAMPLES]) -> usize {
         match &mut self.inner {
             DecoderInner::Pcmu | DecoderInner::Pcma => out.fill(0),
-            DecoderInner::Opus(decoder, _) => {
+            DecoderInner::Opus(decoder, scratch) => {
                 // PLC of a 20 ms frame cannot fail on a valid decoder; should
-                // libopus still refuse, silence is the right concealment.
-                if !matches!(decoder.decode(&[], out, false), Ok(FRAME_SAMPLES)) {
-                    out.fill(0);
+                // the codec still refuse, silence is the right concealment.
+                match decoder.decode(&[], FRAME_SAMPLES, &mut scratch[..FRAME_SAMPLES]) {
+                    Ok(FRAME_SAMPLES) => to_pcm16(&scratch[..FRAME_SAMPLES], out),
+                    _ => out.fill(0),
                 }
             }
         }
         FRAME_SAMPLES
+    }
+}
+
+/// Float samples (±1.0 full scale, the codec's convention) to 16-bit PCM,
+/// saturating: a decoder may overshoot full scale slightly.
+fn to_pcm16(samples: &[f32], out: &mut [i16]) {
+    for (o, &s) in out.iter_mut().zip(samples) {
+        *o = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
     }
 }
 
@@ -337,11 +387,11 @@ mod tests {
 
     #[test]
     fn opus_long_packets_empty_packets_and_plc() {
-        let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut encoder = opus_encoder().unwrap();
         let mut tone = [0i16; FRAME_SAMPLES * 3];
         ToneGenerator::new(&[(440.0, -10.0)]).fill(&mut tone);
         let mut long_packet = [0u8; 4000];
-        let len = encoder.encode(&tone, &mut long_packet).unwrap(); // one 60 ms packet
+        let len = encoder.encode_i16(&tone, tone.len(), &mut long_packet).unwrap(); // one 60 ms packet
         let mut decoder = Decoder::new(Codec::Opus).unwrap();
         let mut out = [0; FRAME_SAMPLES];
         assert_eq!(decoder.decode(&long_packet[..len], &mut out).unwrap(), FRAME_SAMPLES);
@@ -358,8 +408,9 @@ mod tests {
     fn opus_garbage_is_an_error_or_audio_never_a_panic() {
         let mut decoder = Decoder::new(Codec::Opus).unwrap();
         let mut out = [0; FRAME_SAMPLES];
-        // A TOC byte announcing code 3 (arbitrary frame count) with no count byte is invalid.
-        assert!(matches!(decoder.decode(&[0x03], &mut out), Err(CodecError::Opus(_))));
+        // A TOC byte announcing code 3 (arbitrary frame count) and a count of
+        // zero frames is invalid (RFC 6716 §3.2.5).
+        assert!(matches!(decoder.decode(&[0x03, 0x00], &mut out), Err(CodecError::Opus(_))));
         let mut seed = 0x1234_5678u32;
         for len in 1..300 {
             let packet: Vec<u8> = (0..len)

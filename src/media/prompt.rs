@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::dialplan::builtin;
 use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use crate::media::wav::{RATE, WavError, WavReader};
 
@@ -31,6 +32,9 @@ pub enum PromptError {
     /// The file holds no samples at all.
     #[error("prompt file holds no audio")]
     Empty,
+    /// A `builtin:` prompt name that the binary does not hold.
+    #[error("prompt: {0}")]
+    UnknownBuiltin(String),
 }
 
 /// Audio to play to the callee, as 20 ms frames of 8 kHz samples.
@@ -51,11 +55,21 @@ impl PartialEq for Prompt {
 impl Eq for Prompt {}
 
 impl Prompt {
-    /// Loads an 8 kHz WAV file (16-bit PCM or G.711; channels mixed to mono).
+    /// Loads an 8 kHz WAV file (16-bit PCM or G.711; channels mixed to mono),
+    /// or the compiled-in prompt a `builtin:<lang>/<file>.wav` path names.
     /// Refuses files longer than [`MAX_DURATION`] before reading their samples,
     /// and files without any samples.
     pub fn load(path: &Path) -> Result<Prompt, PromptError> {
-        let mut reader = WavReader::open(path)?;
+        match path.to_str().and_then(builtin::prompt) {
+            Some(bytes) => {
+                let bytes = bytes.map_err(PromptError::UnknownBuiltin)?;
+                Self::read(WavReader::new(std::io::Cursor::new(bytes), bytes.len() as u64)?)
+            }
+            None => Self::read(WavReader::open(path)?),
+        }
+    }
+
+    fn read<R: std::io::Read + std::io::Seek>(mut reader: WavReader<R>) -> Result<Prompt, PromptError> {
         let samples = reader.remaining_samples();
         if samples > MAX_DURATION.as_secs() * u64::from(RATE) {
             return Err(PromptError::TooLong { seconds: samples / u64::from(RATE) });

@@ -394,7 +394,7 @@ fn write_audio(sdp: &mut String, port: u16, formats: &[(u8, Codec)], events: &[(
         let (name, rate) = (codec.encoding_name(), codec.clock_rate());
         match codec {
             // RFC 7587: Opus is always announced as two channels. In-band FEC
-            // is welcome: libopus decodes it.
+            // is welcome: the decoder takes it.
             Codec::Opus => {
                 line(sdp, format_args!("a=rtpmap:{pt} {name}/{rate}/2"));
                 line(sdp, format_args!("a=fmtp:{pt} useinbandfec=1"));
