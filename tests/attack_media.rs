@@ -17,7 +17,7 @@ use pound::dsp::tone::ToneGenerator;
 use pound::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use pound::net::{CallSetup, PhoneSetup, run_call, run_phone};
 use pound::phone::{PhoneConfig, PressVia};
-use pound::rtp::{EventSender, PayloadType, RtpPacket, Ssrc};
+use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::Timers;
 use tokio::net::UdpSocket;
 
@@ -199,6 +199,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             timers: Timers::default(),
             rtp_ports: Some(ports.clone()),
             cancel: None,
+            rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
         };
         calls.push(tokio::spawn(run_call(setup, |_| {})));
     }
@@ -218,14 +219,16 @@ fn verified(reports: &[CallReport]) -> usize {
 
 fn check(attack: Spray, reports: &[CallReport], sprayed: u64) {
     eprintln!(
-        "{attack:?} spray: {} of {} calls verified, {sprayed} datagrams sprayed; outcomes {:?}",
+        "{attack:?} spray: {} of {} calls verified, {sprayed} datagrams sprayed, {} dropped as foreign; outcomes {:?}",
         verified(reports),
         reports.len(),
+        reports.iter().map(|r| r.foreign_rtp_packets).sum::<u64>(),
         reports.iter().map(|r| (r.outcome, r.digits.as_str())).collect::<Vec<_>>()
     );
     assert!(sprayed > 1000, "the attacker sprayed for the whole run");
     for report in reports {
         assert_ne!(report.outcome, Outcome::Verified, "{attack:?}: a forged `#` verified the call: {report:?}");
+        assert!(report.foreign_rtp_packets > 0, "{attack:?}: the spray reached the call and was dropped: {report:?}");
         // The real callee was heard through the spray: its `5`, then its BYE.
         assert_eq!(report.digits, "5", "{attack:?}: {report:?}");
         assert_eq!(report.outcome, Outcome::CalleeHangup, "{attack:?}: {report:?}");

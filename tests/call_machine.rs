@@ -10,6 +10,7 @@ use pound::call::{Call, CallConfig, CallEvent, CallReport, Outcome, Prompts, Tra
 use pound::dialplan::{Dialplan, DtmfSource};
 use pound::media::codec::Codec;
 use pound::phone::{Phone, PhoneConfig, PressVia};
+use pound::rtp::DEFAULT_LEARNING_PACKETS;
 use pound::sip::{Credentials, Message, Timers, auth};
 
 const CALLER_SIP: &str = "10.0.0.1:5060";
@@ -93,6 +94,8 @@ impl Sim {
             dialplan: plan,
             prompts,
             timers: Timers::default(),
+            next_hop: addr(PHONE_SIP),
+            rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
         };
         Sim {
             start: now,
