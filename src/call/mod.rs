@@ -359,12 +359,12 @@ impl Call {
     /// cannot push the callee's own requests out of the retransmission table.
     fn on_foreign_sip(&mut self, from: SocketAddr, message: &Message) {
         self.foreign_sip += 1;
-        let method = message.method().map(|m| m.as_str().to_string());
+        let (call_id, method, status) = (self.call_id(), message.method().map(Method::as_str), message.status());
         // The first one is worth a warning; a flood is only counted.
         if self.foreign_sip == 1 {
-            tracing::warn!(call_id = self.call_id(), %from, method, status = message.status(), "SIP message from a foreign address ignored");
+            tracing::warn!(call_id, %from, method, status, "SIP message from a foreign address ignored");
         } else {
-            tracing::debug!(call_id = self.call_id(), %from, method, status = message.status(), "SIP message from a foreign address ignored");
+            tracing::debug!(call_id, %from, method, status, "SIP message from a foreign address ignored");
         }
         if message.is_request() && message.method() != Some(&Method::Ack) {
             self.outbox.push_back((Message::response_to(message, 403, None), Destination::Reply(from)));

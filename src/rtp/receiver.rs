@@ -321,8 +321,9 @@ impl RtpReceiver {
     /// so nothing moves before the SDP is known: its SSRC and sequence
     /// numbers are what an attacker off the media path cannot guess. The
     /// first packet continues the stream at most a second ahead, the
-    /// following ones are consecutive; any other packet leaves the move as it
-    /// was, so that injected packets cannot hold a real move back.
+    /// following ones are consecutive; a packet that neither continues the
+    /// move nor could start one leaves it as it was, so that injected packets
+    /// cannot hold a real move back.
     fn learn_move(&mut self, from: SocketAddr, packet: &RtpPacket<'_>) -> bool {
         let Some(stream) = self.stream.filter(|s| s.ssrc == packet.ssrc) else { return false };
         let seen = match self.moving {
