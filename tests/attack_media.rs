@@ -43,9 +43,11 @@ fn plan() -> (Arc<Dialplan>, Arc<Prompts>) {
     (Arc::new(plan), Arc::new(prompts))
 }
 
-/// A random range of RTP ports for this run (even start).
+/// A random range of RTP ports for this run (even start), below the
+/// kernel's ephemeral ports (32768 and up) so that the spray does not hit
+/// the sockets of other programs on the machine.
 fn rtp_range() -> RangeInclusive<u16> {
-    let base = 20_000 + 2 * (rand::random::<u16>() % 10_000);
+    let base = 21_000 + 2 * (rand::random::<u16>() % 5_000);
     base..=base + 2 * RANGE_SLOTS - 1
 }
 
