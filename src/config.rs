@@ -110,12 +110,26 @@ pub struct TrunkSection {
     pub options_interval_s: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtpSection {
     /// `"10000-20000"`, or empty for any free port.
     pub ports: String,
+    /// Strict media: consecutive packets (same SSRC) the callee's stream must
+    /// send from a new address before pound listens there instead of the
+    /// address the SDP named (symmetric RTP behind a NAT that rebinds).
+    pub learning_packets: u16,
 }
+
+impl Default for RtpSection {
+    fn default() -> Self {
+        RtpSection { ports: String::new(), learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS }
+    }
+}
+
+/// Bounds of `rtp.learning_packets`: at least one packet must prove a move;
+/// more than a second of packets would leave a moved callee unheard too long.
+const LEARNING_PACKETS: std::ops::RangeInclusive<u16> = 1..=50;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -253,6 +267,10 @@ impl Config {
             ));
         }
         self.rtp_ports()?;
+        if !LEARNING_PACKETS.contains(&self.rtp.learning_packets) {
+            let (low, high, value) = (LEARNING_PACKETS.start(), LEARNING_PACKETS.end(), self.rtp.learning_packets);
+            return invalid(format!("rtp.learning_packets must be {low} to {high}, not {value}"));
+        }
         Ok(())
     }
 
@@ -298,5 +316,10 @@ mod tests {
         assert!(config.validate().is_err());
         let config: Config = toml::from_str("[rtp]\nports = \"10000-20000\"").unwrap();
         assert_eq!(config.rtp_ports().unwrap(), Some(10000..=20000));
+        assert_eq!(config.rtp.learning_packets, 4);
+        for bad in [0, 51] {
+            let config: Config = toml::from_str(&format!("[rtp]\nlearning_packets = {bad}")).unwrap();
+            assert!(config.validate().unwrap_err().to_string().contains("learning_packets"), "{bad}");
+        }
     }
 }

@@ -93,6 +93,9 @@ pub struct Metrics {
     detection_latency: Histogram,
     call_setup: Histogram,
     webhook_deliveries: Family<ResultLabel, Counter>,
+    // Strict media and SIP origins (issue 7).
+    rtp_foreign_packets: Counter,
+    sip_foreign_messages: Counter,
 }
 
 impl Default for Metrics {
@@ -149,6 +152,19 @@ impl Metrics {
         for result in [WebhookResult::Delivered, WebhookResult::Failed, WebhookResult::GaveUp] {
             webhook_deliveries.get_or_create_owned(&ResultLabel { result: result.as_str() });
         }
+        // Strict media and SIP origins (issue 7).
+        let rtp_foreign_packets = Counter::default();
+        let sip_foreign_messages = Counter::default();
+        registry.register(
+            "pound_rtp_foreign_packets",
+            "RTP datagrams dropped: from elsewhere than the callee's media address, or before the answer",
+            rtp_foreign_packets.clone(),
+        );
+        registry.register(
+            "pound_sip_foreign_messages",
+            "SIP messages of a call not acted on: from elsewhere than the next hop or the dialog's remote target",
+            sip_foreign_messages.clone(),
+        );
         Metrics {
             registry,
             verifications,
@@ -158,6 +174,8 @@ impl Metrics {
             detection_latency,
             call_setup,
             webhook_deliveries,
+            rtp_foreign_packets,
+            sip_foreign_messages,
         }
     }
 
@@ -221,6 +239,13 @@ impl Metrics {
     pub fn webhook(&self, result: WebhookResult) {
         self.webhook_deliveries.get_or_create(&ResultLabel { result: result.as_str() }).inc();
     }
+
+    /// What a finished call dropped from foreign addresses: RTP datagrams and
+    /// SIP messages.
+    pub fn foreign_traffic(&self, rtp_packets: u64, sip_messages: u64) {
+        self.rtp_foreign_packets.inc_by(rtp_packets);
+        self.sip_foreign_messages.inc_by(sip_messages);
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +267,8 @@ mod tests {
             "pound_dtmf_detection_latency_seconds",
             "pound_call_setup_seconds",
             "pound_webhook_deliveries_total",
+            "pound_rtp_foreign_packets_total",
+            "pound_sip_foreign_messages_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
@@ -266,6 +293,8 @@ mod tests {
         metrics.detection_latency(1.5);
         metrics.call_setup(0.3);
         metrics.webhook(WebhookResult::GaveUp);
+        metrics.foreign_traffic(120, 2);
+        metrics.foreign_traffic(3, 0);
         let text = metrics.encode();
         assert_eq!(line_value(&text, "pound_verifications_total{outcome=\"verified\"}"), Some(2.0));
         assert_eq!(line_value(&text, "pound_verifications_total{outcome=\"no_answer\"}"), Some(1.0));
@@ -280,6 +309,8 @@ mod tests {
         assert_eq!(line_value(&text, "pound_dtmf_detection_latency_seconds_bucket{le=\"2\"}"), Some(1.0));
         assert_eq!(line_value(&text, "pound_call_setup_seconds_sum"), Some(0.3));
         assert_eq!(line_value(&text, "pound_webhook_deliveries_total{result=\"gave_up\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_rtp_foreign_packets_total"), Some(123.0));
+        assert_eq!(line_value(&text, "pound_sip_foreign_messages_total"), Some(2.0));
     }
 
     #[test]

@@ -123,6 +123,7 @@ impl Service {
             max_concurrent_calls: config.engine.max_concurrent_calls,
             poll_interval: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_s),
+            rtp_learning_packets: config.rtp.learning_packets,
         };
         let (engine_store, engine_metrics, engine_stop) = (store.clone(), metrics.clone(), stopping.clone());
         tasks.push(tokio::spawn(async move {

@@ -10,12 +10,19 @@ use pound::call::{Call, CallConfig, CallEvent, CallReport, Outcome, Prompts, Tra
 use pound::dialplan::{Dialplan, DtmfSource};
 use pound::media::codec::Codec;
 use pound::phone::{Phone, PhoneConfig, PressVia};
+use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::{Credentials, Message, Timers, auth};
 
 const CALLER_SIP: &str = "10.0.0.1:5060";
 const CALLER_RTP: &str = "10.0.0.1:40000";
 const PHONE_SIP: &str = "10.0.0.2:5070";
 const PHONE_RTP: &str = "10.0.0.2:50000";
+/// Where the callee's media comes from after its NAT rebinds.
+const PHONE_RTP_REBOUND: &str = "10.0.0.2:61000";
+/// A proxy between pound and the phone that does not record-route.
+const PROXY_SIP: &str = "10.0.0.3:5060";
+/// Someone else on the network.
+const STRANGER_SIP: &str = "10.0.0.66:5070";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -59,6 +66,13 @@ struct Network {
     challenge: Option<u16>,
     /// The callee's RTP never arrives.
     lose_callee_media: bool,
+    /// From this time on (since the INVITE), the callee's RTP arrives from
+    /// another port, as when a NAT rebinds.
+    callee_media_rebinds_at: Option<Duration>,
+    /// ...and with this SSRC instead of its own: another stream.
+    rebound_ssrc: Option<u32>,
+    /// Signalling passes a proxy: pound sends to it and hears the phone from it.
+    via_proxy: bool,
 }
 
 struct Sim {
@@ -93,6 +107,8 @@ impl Sim {
             dialplan: plan,
             prompts,
             timers: Timers::default(),
+            next_hop: addr(if network.via_proxy { PROXY_SIP } else { PHONE_SIP }),
+            rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
         };
         Sim {
             start: now,
@@ -138,7 +154,7 @@ impl Sim {
                 moved = true;
                 self.trace("phone ->", &message);
                 self.from_phone.push(message.clone());
-                self.call.handle_sip(self.now, addr(PHONE_SIP), message);
+                self.call.handle_sip(self.now, self.phone_signalling(), message);
             }
             while let Some((packet, to)) = self.call.poll_rtp(self.now) {
                 assert_eq!(to, addr(PHONE_RTP));
@@ -149,9 +165,18 @@ impl Sim {
             }
             while let Some((packet, to)) = self.phone.poll_rtp(self.now) {
                 assert_eq!(to, addr(CALLER_RTP));
-                let packet = packet.to_vec();
+                let mut packet = packet.to_vec();
+                let rebound = self.network.callee_media_rebinds_at.is_some_and(|at| self.now - self.start >= at);
+                let from = if rebound {
+                    if let Some(ssrc) = self.network.rebound_ssrc {
+                        packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                    }
+                    addr(PHONE_RTP_REBOUND)
+                } else {
+                    addr(PHONE_RTP)
+                };
                 if !self.network.lose_callee_media {
-                    self.call.handle_rtp(self.now, addr(PHONE_RTP), &packet);
+                    self.call.handle_rtp(self.now, from, &packet);
                 }
                 moved = true;
             }
@@ -179,6 +204,11 @@ impl Sim {
         }
     }
 
+    /// Where pound hears the phone's signalling from.
+    fn phone_signalling(&self) -> SocketAddr {
+        addr(if self.network.via_proxy { PROXY_SIP } else { PHONE_SIP })
+    }
+
     fn elapsed(&self) -> f64 {
         (self.now - self.start).as_secs_f64()
     }
@@ -197,7 +227,7 @@ impl Sim {
             let challenge = Message::response_to(&message, status, Some("proxytag"))
                 .with_header(header, "Digest realm=\"example.com\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256");
             self.challenged = Some(message);
-            self.call.handle_sip(self.now, addr(PHONE_SIP), challenge);
+            self.call.handle_sip(self.now, self.phone_signalling(), challenge);
             return;
         }
         if message.method().is_some_and(|m| m.as_str() == "ACK")
@@ -486,4 +516,127 @@ fn a_retransmitted_200_is_acknowledged_again() {
     sim.call.handle_sip(sim.now, addr(PHONE_SIP), ok);
     assert!(sim.exchange().is_none());
     assert_eq!(acks(&sim), 2);
+}
+
+#[test]
+fn the_callees_stream_moving_port_with_its_ssrc_is_heard_after_the_learning_window() {
+    // Answered at 2 s, the NAT rebinds at 2.3 s, the key comes at 2.8 s.
+    let network = Network { callee_media_rebinds_at: Some(Duration::from_millis(2300)), ..Network::default() };
+    for via in [PressVia::Rfc4733, PressVia::Inband] {
+        let phone = PhoneConfig { via, ..phone_config() };
+        let (report, _) = call_with(dialplan(""), phone, network, vec![Codec::Pcmu]);
+        assert_eq!(report.outcome, Outcome::Verified, "{via:?}: {report:?}");
+        assert_eq!(report.digits, "#");
+        // Only the packets that proved the move were dropped.
+        assert_eq!(report.foreign_rtp_packets, u64::from(DEFAULT_LEARNING_PACKETS) - 1, "{via:?}");
+    }
+}
+
+#[test]
+fn another_ssrc_from_a_new_port_is_not_heard() {
+    let network = Network {
+        callee_media_rebinds_at: Some(Duration::from_millis(2300)),
+        rebound_ssrc: Some(0x0bad_cafe),
+        ..Network::default()
+    };
+    for via in [PressVia::Rfc4733, PressVia::Inband] {
+        let phone = PhoneConfig { via, ..phone_config() };
+        let (report, _) = call_with(dialplan("media_timeout_ms = 3000"), phone, network, vec![Codec::Pcmu]);
+        assert_eq!(report.outcome, Outcome::Failed, "{via:?}: {report:?}");
+        assert!(report.detail.as_deref().unwrap_or_default().contains("no RTP"), "{report:?}");
+        assert_eq!(report.digits, "", "{via:?}");
+        assert!(report.foreign_rtp_packets > 100, "{via:?}: {report:?}");
+    }
+}
+
+/// The callee's INFO carrying `key`, with the dialog's identifiers.
+fn info_request(sim: &Sim, cseq: u32, key: char) -> Message {
+    let mut info = callee_request(sim, "INFO", cseq, None);
+    info.set_body("application/dtmf-relay", format!("Signal={key}\r\nDuration=160\r\n").into_bytes());
+    info
+}
+
+#[test]
+fn info_with_the_right_dialog_from_a_foreign_address_is_refused_and_not_counted() {
+    for (from, honoured) in
+        [(STRANGER_SIP, false), ("10.0.0.2:5071", false), ("[::ffff:10.0.0.2]:5070", true), (PHONE_SIP, true)]
+    {
+        let phone = PhoneConfig { press: String::new(), ..phone_config() };
+        let mut sim = Sim::new(dialplan(""), phone, Network::default(), vec![Codec::Pcmu]);
+        assert!(sim.run(Duration::from_millis(2500)).is_none(), "answered and talking");
+        sim.call.handle_sip(sim.now, addr(from), info_request(&sim, 30, '#'));
+        assert!(sim.exchange().is_none() || honoured);
+        if honoured {
+            let report = sim.run(Duration::from_secs(60)).unwrap();
+            assert_eq!(report.outcome, Outcome::Verified, "{from}: {report:?}");
+            assert_eq!(report.dtmf_source, Some(DtmfSource::Info));
+            continue;
+        }
+        assert_eq!(answer_to(&sim, 30, "INFO").status(), Some(403), "{from}");
+        let report = sim.run(Duration::from_secs(120)).unwrap();
+        assert_eq!(report.outcome, Outcome::NoInput, "{from}: {report:?}");
+        assert_eq!((report.digits.as_str(), report.foreign_sip_messages), ("", 1), "{from}");
+    }
+}
+
+#[test]
+fn behind_a_proxy_the_proxy_and_the_remote_target_speak_for_the_callee_and_nobody_else() {
+    let network = Network { via_proxy: true, ..Network::default() };
+    let phone = PhoneConfig { press: String::new(), ..phone_config() };
+    let mut sim = Sim::new(dialplan(""), phone, network, vec![Codec::Pcmu]);
+    // A forged answer from a stranger before the real one is not taken.
+    assert!(sim.run(Duration::from_millis(1000)).is_none());
+    let invite = sim.from_pound[0].clone();
+    let mut forged = Message::response_to(&invite, 200, Some("forged")).with_header("Contact", "<sip:x@10.0.0.66>");
+    forged.set_body("application/sdp", hold_sdp("sendrecv").replace("10.0.0.2", "10.0.0.66").into_bytes());
+    sim.call.handle_sip(sim.now, addr(STRANGER_SIP), forged);
+    assert!(sim.exchange().is_none());
+    assert!(!sim.events.contains(&CallEvent::Answered));
+    assert!(sim.run(Duration::from_millis(2500)).is_none(), "answered by the phone, through the proxy");
+    assert!(sim.events.contains(&CallEvent::Answered));
+    // A stranger's BYE does not end the call, nor its INFO press a key.
+    let mut bye = callee_request(&sim, "BYE", 30, None);
+    sim.call.handle_sip(sim.now, addr(STRANGER_SIP), bye.clone());
+    sim.call.handle_sip(sim.now, addr(STRANGER_SIP), info_request(&sim, 31, '#'));
+    assert!(sim.exchange().is_none(), "the call goes on");
+    assert_eq!(answer_to(&sim, 30, "BYE").status(), Some(403));
+    assert_eq!(answer_to(&sim, 31, "INFO").status(), Some(403));
+    // The phone itself (the remote target) reaches pound directly.
+    sim.call.handle_sip(sim.now, addr(PHONE_SIP), info_request(&sim, 32, '#'));
+    assert!(sim.exchange().is_none());
+    assert_eq!(answer_to(&sim, 32, "INFO").status(), Some(200));
+    // And the proxy may end the call.
+    bye.set_header("CSeq", "33 BYE");
+    bye.set_header("Via", format!("SIP/2.0/UDP {PROXY_SIP};branch=z9hG4bKproxy33"));
+    sim.call.handle_sip(sim.now, addr(PROXY_SIP), bye);
+    let report = sim.exchange().expect("the call ended");
+    assert_eq!(report.outcome, Outcome::Verified, "{report:?}");
+    assert_eq!(report.foreign_sip_messages, 3);
+}
+
+#[test]
+fn keys_sent_before_the_answer_do_not_count_even_from_the_answers_address() {
+    let phone = PhoneConfig { press: String::new(), ..phone_config() };
+    let mut sim = Sim::new(dialplan("prompt_repeats = 1"), phone, Network::default(), vec![Codec::Pcmu]);
+    assert!(sim.run(Duration::from_millis(1000)).is_none(), "ringing");
+    let mut press = EventSender::new('#', 10, 100, 8000).unwrap();
+    let mut datagram = Vec::new();
+    let mut sent = 0;
+    for sequence in 1.. {
+        let Some((marker, payload)) = press.next_packet() else { break };
+        let packet = RtpPacket {
+            payload_type: PayloadType(101),
+            marker,
+            sequence,
+            timestamp: 8000,
+            ssrc: Ssrc(0x5eed),
+            payload: &payload,
+        };
+        packet.write(&mut datagram);
+        sim.call.handle_rtp(sim.now, addr(PHONE_RTP), &datagram);
+        sent += 1;
+    }
+    let report = sim.run(Duration::from_secs(60)).unwrap();
+    assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
+    assert_eq!((report.digits.as_str(), report.foreign_rtp_packets), ("", sent));
 }

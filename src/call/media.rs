@@ -56,8 +56,15 @@ pub struct MediaSession {
 }
 
 impl MediaSession {
-    /// Starts sending to the answer's address now; `inband` enables the detector.
-    pub fn new(now: Instant, description: MediaDescription, inband: bool) -> Result<Self, CodecError> {
+    /// Starts sending to the answer's address now; `inband` enables the
+    /// detector; `learning_packets` is how many packets must continue the
+    /// callee's stream from a new address before it is heard there.
+    pub fn new(
+        now: Instant,
+        description: MediaDescription,
+        inband: bool,
+        learning_packets: u16,
+    ) -> Result<Self, CodecError> {
         let remote = SocketAddr::new(description.address, description.port);
         let sender = start_sender(&description, now);
         Ok(Self {
@@ -65,9 +72,9 @@ impl MediaSession {
             decoder: Decoder::new(description.codec)?,
             description,
             sender,
-            // Latch onto whoever sends first: behind NAT the callee's media
-            // rarely comes from the address its SDP names.
-            receiver: RtpReceiver::new(None),
+            // Anyone can reach our port: keys count only from the address
+            // the answer named (or where its stream provably moved).
+            receiver: RtpReceiver::new(Some(remote), learning_packets),
             events: EventReceiver::new(),
             detector: inband.then(|| DtmfDetector::new(&DtmfConfig::default())),
             playing: None,
@@ -88,9 +95,9 @@ impl MediaSession {
     /// A re-INVITE or UPDATE moved the peer's media (hold, resume, new address).
     pub fn update_remote(&mut self, description: MediaDescription) {
         let remote = SocketAddr::new(description.address, description.port);
-        if remote != self.remote && !description.address.is_unspecified() {
-            // Media moved: latch afresh onto the new source.
-            self.receiver = RtpReceiver::new(None);
+        if !description.address.is_unspecified() {
+            // Media moved (or stays): the new SDP says where it comes from.
+            self.receiver.set_remote(remote);
         }
         self.remote = remote;
         self.description.address = description.address;

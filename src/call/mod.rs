@@ -10,6 +10,7 @@
 mod digits;
 mod info;
 mod media;
+mod origin;
 mod outcome;
 mod server;
 
@@ -31,6 +32,7 @@ use crate::sdp::{Direction, Offer, parse_answer};
 use crate::sip::auth::{self, Credentials};
 use crate::sip::dialog::{Dialog, new_branch, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use origin::Origins;
 use server::{Replies, answer_in_dialog};
 
 /// How SIP travels to the next hop.
@@ -99,6 +101,12 @@ pub struct CallConfig {
     pub dialplan: Arc<Dialplan>,
     pub prompts: Arc<Prompts>,
     pub timers: Timers,
+    /// Strict origins: where [`Destination::NextHop`] is (the trunk, or the
+    /// callee's host). Only it and the dialog's remote target are listened to.
+    pub next_hop: SocketAddr,
+    /// Packets that must continue the callee's RTP stream from a new address
+    /// before it is heard there (`rtp.learning_packets`).
+    pub rtp_learning_packets: u16,
 }
 
 /// Where a SIP message goes.
@@ -182,6 +190,11 @@ pub struct Call {
     detail: Option<String>,
     outbox: VecDeque<(Message, Destination)>,
     events: VecDeque<CallEvent>,
+    origins: Origins,
+    /// SIP messages from elsewhere than `origins`, not acted on.
+    foreign_sip: u64,
+    /// RTP datagrams before the answer's SDP was known, dropped.
+    early_rtp: u64,
 }
 
 impl Call {
@@ -216,6 +229,7 @@ impl Call {
         let digits = DigitCollector::new(&config.dialplan.expect, config.dialplan.fraud_code.as_deref());
         let ring_deadline = now + config.dialplan.ring_timeout;
         let reliable = config.transport.is_reliable();
+        let origins = Origins::new(config.next_hop);
         tracing::info!(target = %mask_phone(&config.target), call_id = invite.call_id().unwrap_or(""), "calling");
         let mut call = Call {
             config,
@@ -249,6 +263,9 @@ impl Call {
             detail: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            origins,
+            foreign_sip: 0,
+            early_rtp: 0,
         };
         call.send_invite(now, invite);
         let call_id = call.call_id().to_string();
@@ -305,6 +322,10 @@ impl Call {
         if self.phase == Phase::Done {
             return;
         }
+        if !self.origins.allows(from) {
+            self.on_foreign_sip(from, &message);
+            return;
+        }
         if message.is_request() {
             self.handle_request(now, from, message);
         } else {
@@ -319,11 +340,34 @@ impl Call {
         self.flush(now);
     }
 
-    /// An RTP datagram from the network.
+    /// An RTP datagram from the network. Before the answer nobody is
+    /// expected to send: whatever comes is dropped (and counted), so nothing
+    /// received before the answer can count as a key.
     pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        if let Some(media) = self.media.as_mut() {
-            media.handle_datagram(now, from, datagram);
-            self.flush(now);
+        match self.media.as_mut() {
+            Some(media) => {
+                media.handle_datagram(now, from, datagram);
+                self.flush(now);
+            }
+            None => self.early_rtp += 1,
+        }
+    }
+
+    /// A SIP message from an address that does not speak for the callee:
+    /// not acted on. A request is refused with 403, so that an honest peer
+    /// on an unexpected path learns why; it is not remembered, so a flood
+    /// cannot push the callee's own requests out of the retransmission table.
+    fn on_foreign_sip(&mut self, from: SocketAddr, message: &Message) {
+        self.foreign_sip += 1;
+        let (call_id, method, status) = (self.call_id(), message.method().map(Method::as_str), message.status());
+        // The first one is worth a warning; a flood is only counted.
+        if self.foreign_sip == 1 {
+            tracing::warn!(call_id, %from, method, status, "SIP message from a foreign address ignored");
+        } else {
+            tracing::debug!(call_id, %from, method, status, "SIP message from a foreign address ignored");
+        }
+        if message.is_request() && message.method() != Some(&Method::Ack) {
+            self.outbox.push_back((Message::response_to(message, 403, None), Destination::Reply(from)));
         }
     }
 
@@ -518,6 +562,7 @@ impl Call {
         let ack = dialog.ack(invite_cseq, &self.via());
         self.outbox.push_back((ack.clone(), Destination::NextHop));
         self.ack = Some(ack);
+        self.origins.set_remote_target(&dialog.remote_target);
         self.dialog = Some(dialog);
         self.answered_at = Some(now);
         if self.phase == Phase::Canceling || self.outcome.is_some() {
@@ -531,7 +576,8 @@ impl Call {
             .map_err(|e| e.to_string())
             .and_then(|sdp| parse_answer(sdp, &self.offer).map_err(|e| e.to_string()));
         let inband = self.config.dialplan.accepts(DtmfSource::Inband);
-        match answer.map(|description| MediaSession::new(now, description, inband)) {
+        let learning = self.config.rtp_learning_packets;
+        match answer.map(|description| MediaSession::new(now, description, inband, learning)) {
             Ok(Ok(media)) => {
                 tracing::info!(call_id = self.call_id(), codec = ?media.description().codec, "answered");
                 self.media = Some(media);
@@ -673,6 +719,7 @@ impl Call {
                 }
                 if response.status() == Some(200) {
                     dialog.refresh_target(&request);
+                    self.origins.set_remote_target(&dialog.remote_target);
                 }
                 let response = response.with_header("Contact", contact(&self.config));
                 self.replies.reply(now, &request, response, from, method == Method::Invite && !reliable);
@@ -863,6 +910,8 @@ impl Call {
             answered_ms: self.answered_at.map(since_start),
             digit_ms: self.digit_at.map(since_start),
             detail: self.detail.clone(),
+            foreign_rtp_packets: self.early_rtp + self.media.as_ref().map_or(0, |m| m.rtp_stats().foreign),
+            foreign_sip_messages: self.foreign_sip,
         };
         tracing::info!(call_id = self.call_id(), outcome = report.outcome.as_str(), "call finished");
         self.events.push_back(CallEvent::Finished(report));

@@ -87,4 +87,16 @@ pub struct CallReport {
     /// What went wrong, for `failed`, `unreachable` and timeouts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// RTP datagrams dropped because they came from elsewhere than the
+    /// callee's media address, or before the answer said where that is.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub foreign_rtp_packets: u64,
+    /// SIP messages not acted on because they came from elsewhere than the
+    /// next hop or the dialog's remote target.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub foreign_sip_messages: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -74,6 +74,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         timers: Timers::default(),
         rtp_ports: None,
         cancel: None,
+        rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
     };
     let report = run_call(setup, |event| match event {
         CallEvent::Ringing => tracing::info!("ringing"),

@@ -76,6 +76,9 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// On shutdown, running calls get this long to finish.
     pub shutdown_grace: Duration,
+    /// Strict media: packets that must continue the callee's RTP stream from
+    /// a new address before it is heard there (`rtp.learning_packets`).
+    pub rtp_learning_packets: u16,
 }
 
 /// Now as Unix milliseconds, the store's clock.
@@ -276,6 +279,7 @@ impl Verification {
             tracing::warn!(verification = id, "the call could not be placed (socket or name resolution)");
             return self.finish(id, Outcome::Failed).await;
         };
+        self.metrics.foreign_traffic(report.foreign_rtp_packets, report.foreign_sip_messages);
         if let Some(number) = attempt {
             self.store.finish_attempt(id, number, &attempt_result(&report)).await?;
         }
@@ -347,6 +351,7 @@ impl Verification {
             timers: Timers::default(),
             rtp_ports: self.config.rtp_ports.clone(),
             cancel: Some(cancel),
+            rtp_learning_packets: self.config.rtp_learning_packets,
         })
     }
 }

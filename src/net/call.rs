@@ -37,6 +37,9 @@ pub struct CallSetup {
     pub rtp_ports: Option<RangeInclusive<u16>>,
     /// Turns true when the requester cancels or the node stops: the call ends.
     pub cancel: Option<watch::Receiver<bool>>,
+    /// Packets that must continue the callee's RTP stream from a new address
+    /// before it is heard there (`rtp.learning_packets`).
+    pub rtp_learning_packets: u16,
 }
 
 /// Failures of the network layer itself (not of the call).
@@ -93,6 +96,8 @@ pub async fn run_call(setup: CallSetup, mut on_event: impl FnMut(&CallEvent)) ->
         dialplan: setup.dialplan.clone(),
         prompts: setup.prompts.clone(),
         timers: setup.timers,
+        next_hop: setup.next_hop,
+        rtp_learning_packets: setup.rtp_learning_packets,
     };
     let mut call = Call::new(config, Instant::now());
     let mut datagram = vec![0u8; 2048];

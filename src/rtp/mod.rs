@@ -3,8 +3,9 @@
 //! - [`packet`]: one RTP packet, parsed from or written to a datagram (a thin
 //!   wrapper over `rtp-rs` that adds our newtypes and never panics).
 //! - [`sender`]: sequence numbers, timestamps, marker bit and drift-free 20 ms pacing.
-//! - [`receiver`]: source latching, a small reorder window, loss and duplicate
-//!   accounting, extended sequence numbers.
+//! - [`receiver`]: strict source checks (only the address the SDP named, or
+//!   where its stream provably moved), a small reorder window, loss and
+//!   duplicate accounting, extended sequence numbers.
 //! - [`telephone_event`]: turning RFC 4733 event packets into key presses, and
 //!   producing them for the simulated phone.
 //!
@@ -18,7 +19,7 @@ pub mod sender;
 pub mod telephone_event;
 
 pub use packet::{PayloadType, RtpPacket, SeqNo, Ssrc};
-pub use receiver::{ReceivedPacket, RtpReceiver, RtpStats};
+pub use receiver::{DEFAULT_LEARNING_PACKETS, ReceivedPacket, RtpReceiver, RtpStats};
 pub use sender::RtpSender;
 pub use telephone_event::{DigitPress, EventReceiver, EventSender};
 

@@ -2,6 +2,14 @@
 //! packets back in sequence order with loss, duplicates and reordering
 //! counted.
 //!
+//! Media is strict (the answer to Asterisk's "RTP bleed", CVE-2017-14099):
+//! nothing is accepted until the SDP has named the peer's address, and then
+//! only from that address and port. Anyone who can reach the port could
+//! otherwise inject key presses. The one exception is symmetric RTP behind
+//! a NAT that rebinds: the stream already heard may move to a new address
+//! when a few packets from there continue it exactly (same SSRC, consecutive
+//! sequence numbers), which an attacker off the media path cannot guess.
+//!
 //! Every accepted payload is copied once into one of four fixed slots (the
 //! datagram buffer belongs to the caller and is gone after
 //! [`RtpReceiver::handle_datagram`]), and [`RtpReceiver::poll_packet`] lends
@@ -12,7 +20,7 @@
 //! numbering: a jump of more than 3000 ahead or 100 behind is believed only
 //! when the next packet continues from it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::packet::{PayloadType, RtpPacket, SeqNo, Ssrc};
@@ -36,6 +44,15 @@ const MAX_DROPOUT: u16 = 3000;
 /// RFC 3550 A.1: the largest backward step taken as reordering rather than a restart.
 const MAX_MISORDER: u16 = 100;
 
+/// Consecutive packets a new address must send, continuing the stream,
+/// before the receiver moves there: 80 ms of audio, the probation of
+/// Asterisk's `strictrtp`. The default of `rtp.learning_packets`.
+pub const DEFAULT_LEARNING_PACKETS: u16 = 4;
+
+/// How far ahead of the stream the first packet from a new address may be:
+/// the packets lost while a NAT rebinds, at most a second of 20 ms frames.
+const MOVE_MAX_GAP: u16 = 50;
+
 /// Counters for one receiver. After all held packets have been delivered,
 /// `received + lost` is the number of sequence numbers the streams spanned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,7 +69,9 @@ pub struct RtpStats {
     /// `lost`). Also counts stray packets of a replaced stream and unconfirmed
     /// sequence jumps, both dropped.
     pub reordered: u64,
-    /// Datagrams from addresses other than the latched (or expected) source, dropped.
+    /// Datagrams from addresses other than the source the SDP named (or the
+    /// one the stream moved to), or before the SDP was known, dropped. Packets
+    /// of a move still being learnt are counted here too.
     pub foreign: u64,
     /// Datagrams from the source that are not usable RTP media: unparseable,
     /// RTCP multiplexed on the port (RFC 5761), or a payload larger than a
@@ -111,10 +130,22 @@ struct Stream {
     delivered: u128,
 }
 
-/// Source latching, reordering and accounting for one RTP session.
+/// A move of the stream to a new address, being learnt.
+#[derive(Clone, Copy, Debug)]
+struct Move {
+    to: SocketAddr,
+    /// The sequence number that continues it.
+    next: u16,
+    /// Consecutive packets seen from `to`.
+    seen: u16,
+}
+
+/// Strict source checks, reordering and accounting for one RTP session.
 pub struct RtpReceiver {
-    expected_ip: Option<IpAddr>,
+    /// The only address media is taken from; `None` until the SDP is known.
     source: Option<SocketAddr>,
+    learning_packets: u16,
+    moving: Option<Move>,
     stream: Option<Stream>,
     /// The SSRC before the current one: its late packets must not flip the
     /// stream back.
@@ -133,13 +164,15 @@ pub struct RtpReceiver {
 }
 
 impl RtpReceiver {
-    /// A receiver that accepts media from `expected_source`'s IP address (any
-    /// port: NATs and SBCs often send from another port than the SDP says),
-    /// or from anyone when `None`.
-    pub fn new(expected_source: Option<SocketAddr>) -> Self {
+    /// A receiver that takes media only from `remote` (the address and port
+    /// the SDP named; `None` while it is not known: nothing is taken), or
+    /// from an address the stream moved to after `learning_packets`
+    /// consecutive packets (at least 1) continued it from there.
+    pub fn new(remote: Option<SocketAddr>, learning_packets: u16) -> Self {
         Self {
-            expected_ip: expected_source.map(|a| a.ip().to_canonical()),
-            source: None,
+            source: remote.map(canonical),
+            learning_packets: learning_packets.max(1),
+            moving: None,
             stream: None,
             previous_ssrc: None,
             candidate: None,
@@ -152,38 +185,43 @@ impl RtpReceiver {
         }
     }
 
-    /// Symmetric RTP / source latching: the first valid packet from any
-    /// address latches (or from `expected_source`'s IP if given, any port);
-    /// packets from other sources are dropped and counted as `foreign`. A new
-    /// SSRC from the latched source is accepted (re-INVITE, media server
-    /// change) and resets the sequence tracking.
+    /// The SDP (a re-INVITE or UPDATE) named a new address: media is taken
+    /// from there from now on, and a move being learnt is forgotten.
+    pub fn set_remote(&mut self, remote: SocketAddr) {
+        let remote = canonical(remote);
+        if self.source != Some(remote) {
+            tracing::debug!(%remote, "RTP source set by SDP");
+            self.source = Some(remote);
+            self.moving = None;
+        }
+    }
+
+    /// Takes a datagram from the source; anything else is dropped and
+    /// counted as `foreign`, except the packets that complete a move (see
+    /// [`RtpReceiver::new`]). A new SSRC from the source is accepted
+    /// (re-INVITE, media server change) and resets the sequence tracking.
     ///
     /// Drain [`poll_packet`](Self::poll_packet) after each call: a packet
     /// that finds all four slots still occupied is dropped (and its number
     /// later counted as lost).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.handle_timeout(now);
-        // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
-        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-        let allowed = match (self.source, self.expected_ip) {
-            (Some(source), _) => source == from,
-            (None, Some(ip)) => ip == from.ip(),
-            (None, None) => true,
-        };
-        if !allowed {
-            self.stats.foreign += 1;
-            return;
-        }
+        let from = canonical(from);
+        let from_source = self.source == Some(from);
         let packet = match RtpPacket::parse(datagram) {
             Ok(p) if !is_rtcp(&p) && p.payload.len() <= SLOT_BYTES => p,
-            _ => {
+            _ if from_source => {
                 self.stats.malformed += 1;
                 return;
             }
+            _ => {
+                self.stats.foreign += 1;
+                return;
+            }
         };
-        if self.source.is_none() {
-            tracing::debug!(%from, ssrc = packet.ssrc.0, "RTP source latched");
-            self.source = Some(from);
+        if !from_source && !self.learn_move(from, &packet) {
+            self.stats.foreign += 1;
+            return;
         }
         self.last_packet_at = Some(now);
         let Some(index) = self.slots.iter().position(Option::is_none) else {
@@ -273,9 +311,40 @@ impl RtpReceiver {
         self.stats
     }
 
-    /// The latched source address, once a packet has been accepted.
+    /// The address media is taken from: the SDP's, or where the stream moved.
     pub fn source(&self) -> Option<SocketAddr> {
         self.source
+    }
+
+    /// Whether `packet` from `from` (not the source) completes a move of the
+    /// stream there. Only the stream already heard from the source may move,
+    /// so nothing moves before the SDP is known: its SSRC and sequence
+    /// numbers are what an attacker off the media path cannot guess. The
+    /// first packet continues the stream at most a second ahead, the
+    /// following ones are consecutive; a packet that neither continues the
+    /// move nor could start one leaves it as it was, so that injected packets
+    /// cannot hold a real move back.
+    fn learn_move(&mut self, from: SocketAddr, packet: &RtpPacket<'_>) -> bool {
+        let Some(stream) = self.stream.filter(|s| s.ssrc == packet.ssrc) else { return false };
+        let seen = match self.moving {
+            Some(m) if m.to == from && m.next == packet.sequence => m.seen + 1,
+            _ => {
+                // Truncation to the low 16 bits is the point: distance on the wire.
+                let ahead = packet.sequence.wrapping_sub(stream.highest as u16);
+                if !(1..=MOVE_MAX_GAP).contains(&ahead) {
+                    return false;
+                }
+                1
+            }
+        };
+        if seen < self.learning_packets {
+            self.moving = Some(Move { to: from, next: packet.sequence.wrapping_add(1), seen });
+            return false;
+        }
+        tracing::info!(from = ?self.source, to = %from, ssrc = packet.ssrc.0, "RTP stream moved (symmetric RTP)");
+        self.source = Some(from);
+        self.moving = None;
+        true
     }
 
     /// Places a packet from the source in its stream: the key to hold it
@@ -383,6 +452,12 @@ impl std::fmt::Debug for RtpReceiver {
     }
 }
 
+/// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; SDP names them
+/// as a.b.c.d.
+fn canonical(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip().to_canonical(), address.port())
+}
+
 /// RTCP multiplexed on the RTP port (RFC 5761 §4): its packet types 192–223
 /// read as the marker bit plus payload types 64–95, which RTP never uses.
 fn is_rtcp(packet: &RtpPacket<'_>) -> bool {
@@ -426,7 +501,20 @@ mod tests {
 
     impl Harness {
         fn new() -> Self {
-            Self { rx: RtpReceiver::new(None), from: addr("192.0.2.7:5004"), t0: Instant::now(), buf: Vec::new() }
+            let from = addr("192.0.2.7:5004");
+            Self {
+                rx: RtpReceiver::new(Some(from), DEFAULT_LEARNING_PACKETS),
+                from,
+                t0: Instant::now(),
+                buf: Vec::new(),
+            }
+        }
+
+        /// Delivers `seq` of `ssrc` from `from` at `at` ms and drains.
+        fn send_from(&mut self, from: &str, at: u64, ssrc: Ssrc, seq: u16) -> Vec<u64> {
+            datagram(ssrc, seq, &mut self.buf);
+            self.rx.handle_datagram(self.t0 + ms(at), addr(from), &self.buf);
+            self.drain().into_iter().map(|(_, s)| s).collect()
         }
 
         /// Delivers `seq` of `ssrc` at `at` ms and drains: the (ssrc, SeqNo) delivered.
@@ -469,41 +557,146 @@ mod tests {
     }
 
     #[test]
-    fn first_source_latches_and_others_are_foreign() {
-        let mut h = Harness::new();
+    fn nothing_is_taken_before_the_sdp_names_the_source() {
+        let source = addr("192.0.2.1:4000");
+        let mut rx = RtpReceiver::new(None, DEFAULT_LEARNING_PACKETS);
+        let t0 = Instant::now();
         let mut buf = Vec::new();
-        datagram(SSRC, 1, &mut buf);
-        // Garbage from the would-be source neither latches nor counts as foreign.
-        h.rx.handle_datagram(h.t0, addr("198.51.100.1:9"), b"not rtp at all");
-        assert_eq!(h.rx.source(), None);
-        h.rx.handle_datagram(h.t0, addr("198.51.100.1:9"), &buf);
-        assert_eq!(h.rx.source(), Some(addr("198.51.100.1:9")));
-        h.rx.handle_datagram(h.t0, addr("198.51.100.1:10"), &buf);
-        h.rx.handle_datagram(h.t0, addr("203.0.113.5:9"), &buf);
-        // Dual-stack sockets report the same peer as an IPv4-mapped address.
-        datagram(SSRC, 2, &mut buf);
-        h.rx.handle_datagram(h.t0, addr("[::ffff:198.51.100.1]:9"), &buf);
-        assert_eq!(h.drain().len(), 2);
-        let stats = h.rx.stats();
-        assert_eq!((stats.received, stats.foreign, stats.malformed), (2, 2, 1));
-        assert_eq!(h.rx.last_packet_at(), Some(h.t0));
+        // Media arriving while the phone rings, even from the address the
+        // answer will name, and garbage: all foreign, nothing remembered.
+        for seq in 1..=10 {
+            datagram(SSRC, seq, &mut buf);
+            rx.handle_datagram(t0 + ms(u64::from(seq)), source, &buf);
+        }
+        rx.handle_datagram(t0, source, b"not rtp at all");
+        assert!(rx.poll_packet().is_none());
+        assert_eq!(rx.source(), None);
+        assert_eq!(rx.last_packet_at(), None);
+        assert_eq!(rx.stats(), RtpStats { foreign: 11, ..RtpStats::default() });
+        // The answer is known: its address is heard, from its next packet on.
+        rx.set_remote(source);
+        datagram(SSRC, 11, &mut buf);
+        rx.handle_datagram(t0 + ms(20), source, &buf);
+        assert_eq!(rx.poll_packet().map(|p| p.sequence), Some(SeqNo(11)));
+        assert_eq!(rx.source(), Some(source));
+        assert_eq!(rx.stats().received, 1);
     }
 
     #[test]
-    fn expected_source_latches_its_ip_on_any_port() {
-        let mut rx = RtpReceiver::new(Some(addr("192.0.2.1:4000")));
+    fn only_the_sdp_address_and_port_is_taken() {
+        let mut h = Harness::new();
+        // The same IP on another port, another IP on the same port: foreign,
+        // before and after the source has sent anything.
+        assert!(h.send_from("192.0.2.7:5006", 0, SSRC, 1).is_empty());
+        assert!(h.send_from("198.51.100.7:5004", 0, SSRC, 1).is_empty());
+        assert_eq!(h.seqs(0, 1), [1]);
+        assert!(h.send_from("192.0.2.7:5006", 1, Ssrc(7), 2).is_empty());
+        // Garbage from elsewhere is foreign; from the source, malformed.
+        h.rx.handle_datagram(h.t0, addr("203.0.113.5:9"), b"junk");
+        h.rx.handle_datagram(h.t0, h.from, b"junk");
+        // Dual-stack sockets report the same peer as an IPv4-mapped address.
+        assert_eq!(h.send_from("[::ffff:192.0.2.7]:5004", 20, SSRC, 2), [2]);
+        let stats = h.rx.stats();
+        assert_eq!((stats.received, stats.foreign, stats.malformed), (2, 4, 1));
+        assert_eq!(h.rx.source(), Some(h.from));
+    }
+
+    #[test]
+    fn the_stream_moves_after_the_learning_window_with_its_ssrc_and_next_numbers() {
+        let nat = "192.0.2.7:61000";
+        let mut h = Harness::new();
+        for seq in 1..=10 {
+            assert_eq!(h.seqs(u64::from(seq) * 20, seq), [u64::from(seq)]);
+        }
+        // The NAT rebinds: the stream goes on from a new port. Three packets
+        // are learnt (dropped), the fourth moves the source.
+        for seq in 11..=13 {
+            assert!(h.send_from(nat, u64::from(seq) * 20, SSRC, seq).is_empty());
+            assert_eq!(h.rx.source(), Some(h.from));
+        }
+        assert!(h.send_from(nat, 280, SSRC, 14).is_empty(), "14 waits for the three learnt");
+        assert_eq!(h.rx.source(), Some(addr(nat)));
+        assert_eq!(h.send_from(nat, 300, SSRC, 15), [] as [u64; 0]);
+        assert_eq!(h.timeout(340), [14, 15]);
+        assert_eq!(h.send_from(nat, 360, SSRC, 16), [16]);
+        // The old port is foreign now.
+        assert!(h.seqs(380, 17).is_empty());
+        let stats = h.rx.stats();
+        assert_eq!((stats.received, stats.lost, stats.foreign), (13, 3, 4));
+    }
+
+    #[test]
+    fn another_ssrc_or_numbers_that_do_not_continue_never_move_the_stream() {
+        let new = "192.0.2.7:61000";
+        let mut h = Harness::new();
+        assert_eq!(h.seqs(0, 100), [100]);
+        let mut at = 20;
+        let mut offer = |h: &mut Harness, ssrc: Ssrc, seq: u16| {
+            at += 20;
+            assert!(h.send_from(new, at, ssrc, seq).is_empty());
+        };
+        // Another SSRC, however consecutive.
+        for seq in 101..=120 {
+            offer(&mut h, Ssrc(0xbad), seq);
+        }
+        // The right SSRC, but too far ahead, behind, or a repeat.
+        for seq in [151, 1000, 30_000, 100, 99, 50] {
+            for _ in 0..DEFAULT_LEARNING_PACKETS {
+                offer(&mut h, SSRC, seq);
+            }
+        }
+        assert_eq!(h.rx.source(), Some(h.from));
+        assert_eq!(h.rx.stats().foreign, 20 + 6 * u64::from(DEFAULT_LEARNING_PACKETS));
+        assert_eq!(h.seqs(1000, 101), [101], "the stream goes on from its source");
+    }
+
+    #[test]
+    fn a_move_needs_consecutive_numbers_and_ignores_what_is_injected_meanwhile() {
+        let nat = "192.0.2.7:61000";
+        let mut h = Harness::new();
+        assert_eq!(h.seqs(0, 10), [10]);
+        assert!(h.send_from(nat, 20, SSRC, 11).is_empty());
+        assert!(h.send_from(nat, 40, SSRC, 12).is_empty());
+        // A hole: learning starts over from 14.
+        assert!(h.send_from(nat, 60, SSRC, 14).is_empty());
+        assert!(h.send_from(nat, 80, SSRC, 15).is_empty());
+        // Injected packets from elsewhere neither move nor reset the move.
+        assert!(h.send_from("203.0.113.9:4000", 90, Ssrc(1), 16).is_empty());
+        assert!(h.send_from("203.0.113.9:4000", 90, SSRC, 9).is_empty());
+        assert!(h.send_from(nat, 100, SSRC, 16).is_empty());
+        assert_eq!(h.rx.source(), Some(h.from));
+        assert!(h.send_from(nat, 120, SSRC, 17).is_empty());
+        assert_eq!(h.rx.source(), Some(addr(nat)));
+    }
+
+    #[test]
+    fn one_learning_packet_moves_at_the_first_that_continues() {
+        let from = addr("192.0.2.7:5004");
+        let mut rx = RtpReceiver::new(Some(from), 0);
         let t0 = Instant::now();
         let mut buf = Vec::new();
         datagram(SSRC, 1, &mut buf);
-        rx.handle_datagram(t0, addr("192.0.2.99:4000"), &buf);
-        assert_eq!(rx.source(), None);
-        assert_eq!(rx.last_packet_at(), None);
-        rx.handle_datagram(t0, addr("192.0.2.1:4002"), &buf);
-        assert_eq!(rx.source(), Some(addr("192.0.2.1:4002")));
-        // Once latched, the port is fixed too.
-        rx.handle_datagram(t0, addr("192.0.2.1:4000"), &buf);
-        assert_eq!(rx.stats().foreign, 2);
-        assert_eq!(rx.stats().received, 1);
+        rx.handle_datagram(t0, from, &buf);
+        datagram(SSRC, 2, &mut buf);
+        rx.handle_datagram(t0 + ms(20), addr("192.0.2.7:5010"), &buf);
+        assert_eq!(rx.source(), Some(addr("192.0.2.7:5010")), "0 is taken as 1");
+        let delivered: Vec<_> = std::iter::from_fn(|| rx.poll_packet().map(|p| p.sequence.0)).collect();
+        assert_eq!(delivered, [1, 2]);
+    }
+
+    #[test]
+    fn a_new_sdp_address_is_taken_at_once_and_forgets_a_move() {
+        let nat = "192.0.2.7:61000";
+        let mut h = Harness::new();
+        assert_eq!(h.seqs(0, 1), [1]);
+        assert!(h.send_from(nat, 20, SSRC, 2).is_empty());
+        h.rx.set_remote(addr("[::ffff:198.51.100.3]:7000"));
+        assert_eq!(h.rx.source(), Some(addr("198.51.100.3:7000")));
+        for seq in 3..=5 {
+            assert!(h.send_from(nat, u64::from(seq) * 20, SSRC, seq).is_empty());
+        }
+        assert_eq!(h.rx.source(), Some(addr("198.51.100.3:7000")), "the move started over");
+        assert_eq!(h.send_from("198.51.100.3:7000", 120, Ssrc(2), 500), [500]);
     }
 
     #[test]
@@ -517,7 +710,7 @@ mod tests {
         big[0] = 0x80;
         h.rx.handle_datagram(h.t0, h.from, &big);
         assert_eq!(h.rx.stats().malformed, 2);
-        assert_eq!(h.rx.source(), None);
+        assert_eq!(h.rx.last_packet_at(), None);
         assert_eq!(h.seqs(0, 1), [1]);
     }
 

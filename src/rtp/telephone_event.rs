@@ -230,7 +230,7 @@ impl EventSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtp::{RtpPacket, RtpReceiver};
+    use crate::rtp::{DEFAULT_LEARNING_PACKETS, RtpPacket, RtpReceiver};
     use std::net::SocketAddr;
 
     fn ms(n: u64) -> Duration {
@@ -442,7 +442,7 @@ mod tests {
         let t0 = Instant::now();
         let from: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let mut tx = RtpSender::new(Ssrc(5), PayloadType(0), 8000, 1, 1);
-        let mut rtp_rx = RtpReceiver::new(Some(from));
+        let mut rtp_rx = RtpReceiver::new(Some(from), DEFAULT_LEARNING_PACKETS);
         let mut rx = EventReceiver::new();
         let mut out = Vec::new();
         let mut presses = Vec::new();
@@ -516,7 +516,7 @@ mod tests {
         let first = packets[0].0;
         let t0 = Instant::now();
         let from: SocketAddr = "192.168.0.3:49176".parse().unwrap();
-        let mut rtp_rx = RtpReceiver::new(None);
+        let mut rtp_rx = RtpReceiver::new(Some(from), DEFAULT_LEARNING_PACKETS);
         let (mut via_receiver, mut direct) = (EventReceiver::new(), EventReceiver::new());
         let (mut presses_via, mut presses_direct) = (Vec::new(), Vec::new());
         for (time, datagram) in &packets {
