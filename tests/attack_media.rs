@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -37,8 +36,7 @@ enum Spray {
 }
 
 fn plan() -> (Arc<Dialplan>, Arc<Prompts>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let plan = Dialplan::find("press-pound", &root.join("dialplans")).unwrap();
+    let plan = Dialplan::find("press-pound", None).unwrap();
     let prompts = Prompts::load(&plan).unwrap();
     (Arc::new(plan), Arc::new(prompts))
 }
