@@ -26,6 +26,15 @@ pub struct Config {
     pub policy: PolicySection,
     pub webhooks: WebhookSection,
     pub engine: EngineSection,
+    pub log: LogSection,
+}
+
+/// `[log]`: how `pound serve` writes its log (flags and `POUND_LOG_FORMAT` win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: Option<crate::logging::LogFormat>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,7 +248,18 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: shown.clone(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Syntax { path: shown, message: e.message().to_string() })
+        Self::parse(&text).map_err(|message| ConfigError::Syntax { path: shown, message })
+    }
+
+    /// Parses configuration TOML. The error names the key path
+    /// (`api.max_body_bytes`) and the line and column of the offending value,
+    /// as `LINE:COLUMN: KEY: what is wrong`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| located(text, &e, None))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            located(text, e.inner(), Some(key.as_str()).filter(|k| *k != "."))
+        })
     }
 
     /// Checks what serde cannot: ranges and consistency.
@@ -292,6 +312,22 @@ impl Config {
     }
 }
 
+/// A TOML error as `LINE:COLUMN: KEY: message` (each part when known).
+fn located(text: &str, error: &toml::de::Error, key: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some(span) = error.span() {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        out.push_str(&format!("{line}:{column}: "));
+    }
+    if let Some(key) = key {
+        out.push_str(&format!("{key}: "));
+    }
+    out.push_str(error.message());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +341,17 @@ mod tests {
         empty.validate().unwrap();
         assert_eq!(empty.trunk.calls_per_second, 10.0);
         assert_eq!(empty.policy.max_attempts, 3);
+    }
+
+    #[test]
+    fn errors_name_the_key_path_and_the_line() {
+        let text = "node_id = \"a\"\n[api]\nmax_body_bytes = \"big\"\n";
+        let error = Config::parse(text).unwrap_err();
+        assert!(error.starts_with("3:18: api.max_body_bytes: invalid type: string"), "{error}");
+        let error = Config::parse("[trunk]\nuri = \"sip:x\"\n[trunk]\n").unwrap_err();
+        assert!(error.starts_with("3:"), "a TOML syntax error has its line: {error}");
+        let error = Config::parse("[engine]\nbogus = 1").unwrap_err();
+        assert!(error.contains("engine") && error.contains("unknown field `bogus`"), "{error}");
     }
 
     #[test]

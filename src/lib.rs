@@ -4,6 +4,11 @@
 //! Protocol and signal processing are socket-free state machines (`sip`, `sdp`,
 //! `rtp`, `media`, `dsp`, `call`, `phone`); `net` drives them with tokio.
 
+/// The version and the commit the binary was built from (`0.1.0 (1a2b3c4d5e6f)`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POUND_COMMIT"), ")");
+/// The commit the binary was built from, or "unknown".
+pub const COMMIT: &str = env!("POUND_COMMIT");
+
 pub mod api;
 pub mod call;
 pub mod cmd;
@@ -11,6 +16,7 @@ pub mod config;
 pub mod dialplan;
 pub mod dsp;
 pub mod engine;
+pub mod logging;
 pub mod mask;
 pub mod media;
 pub mod metrics;

@@ -12,14 +12,18 @@ use pound::cmd::call::{CallArgs, exit_code};
 use pound::cmd::dtmf::{DtmfArgs, run};
 use pound::config::Config;
 use pound::dsp::dtmf::DtmfConfig;
+use pound::logging::LogFormat;
 use pound::media::codec::Codec;
 use pound::net::PhoneSetup;
 use pound::phone::{PhoneConfig, PressVia};
 use pound::sip::Timers;
 
 #[derive(Parser)]
-#[command(name = "pound", version, about = "Phone-call verification over SIP: call, prompt, detect the pound key.")]
+#[command(name = "pound", version = pound::VERSION, about = "Phone-call verification over SIP: call, prompt, detect the pound key.")]
 struct Cli {
+    /// Log lines as text or as one JSON object per line (filter with RUST_LOG or POUND_LOG).
+    #[arg(long, global = true, value_enum, env = "POUND_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +43,11 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Validate a configuration file without starting anything; exit 0 when it is valid.
+    CheckConfig {
+        #[arg(long, env = "POUND_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -227,32 +236,50 @@ struct DtmfCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("POUND_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Command::Serve(cmd) = cli.command {
+        // The config file may choose the log format, so it is read first.
+        return serve(cmd, cli.log_format);
+    }
+    pound::logging::init(cli.log_format.unwrap_or_default());
+    match cli.command {
         Command::Dtmf(cmd) => dtmf(cmd),
         Command::Call(cmd) => call(cmd),
         Command::Phone(cmd) => phone(cmd),
-        Command::Serve(cmd) => serve(cmd),
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Demo(cmd) => demo(cmd),
         Command::Keys(KeysCommand::Create { name, store }) => keys_create(&name, &store),
+        Command::CheckConfig { config } => check_config(&config),
     }
 }
 
-fn serve(cmd: ServeCommand) -> ExitCode {
+/// `pound check-config`: the file parses, every value is in range.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path).and_then(|config| config.validate()) {
+        Ok(()) => {
+            println!("{}: valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pound check-config: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(cmd: ServeCommand, log_format: Option<LogFormat>) -> ExitCode {
     let mut config = match &cmd.config {
         Some(path) => match Config::load(path) {
             Ok(config) => config,
             Err(e) => {
+                pound::logging::init(log_format.unwrap_or_default());
                 eprintln!("pound serve: {e}");
                 return ExitCode::from(2);
             }
         },
         None => Config::default(),
     };
+    pound::logging::init(log_format.or(config.log.format).unwrap_or_default());
     if let Some(bind) = cmd.api_bind {
         config.api.bind = bind;
     }

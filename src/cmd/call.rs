@@ -76,14 +76,29 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         cancel: None,
         rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
     };
-    let report = run_call(setup, |event| match event {
-        CallEvent::Ringing => tracing::info!("ringing"),
-        CallEvent::Answered => tracing::info!("answered"),
-        CallEvent::Digit { digit, source } => tracing::info!(%digit, source = source.as_str(), "key"),
-        CallEvent::Calling { .. } | CallEvent::Response { .. } | CallEvent::Finished(_) => {}
+    // The call machine logs its own events; a person at a terminal also gets
+    // one plain line per change, and scripts reading stderr get nothing extra.
+    let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = run_call(setup, |event| {
+        if let Some(line) = progress_line(event).filter(|_| show_progress) {
+            eprintln!("{line}");
+        }
     })
     .await?;
     Ok(report)
+}
+
+/// The line `pound call` shows a person for a call-state change, if any.
+pub fn progress_line(event: &CallEvent) -> Option<String> {
+    match event {
+        CallEvent::Calling { .. } => Some("calling".into()),
+        CallEvent::Ringing => Some("ringing".into()),
+        CallEvent::Answered => Some("answered".into()),
+        CallEvent::Digit { digit, source } => Some(format!("key {digit} ({})", source.as_str())),
+        CallEvent::Response { status } if *status >= 300 => Some(format!("refused: {status}")),
+        CallEvent::Finished(report) => Some(format!("ended: {}", report.outcome.as_str())),
+        CallEvent::Response { .. } => None,
+    }
 }
 
 /// The Request-URI and the `host:port` SIP goes to.
