@@ -12,6 +12,7 @@
 //! `interrupted`. A verification is never dialled by two nodes at once and
 //! never lost.
 
+mod admission;
 mod common;
 pub mod postgres;
 mod queries;
@@ -19,6 +20,7 @@ mod shared;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
+pub mod velocity;
 
 use std::sync::Arc;
 
@@ -276,6 +278,17 @@ pub trait Store: Send + Sync + 'static {
     /// key already used by the same API key, returns the first record and
     /// `false`, or [`StoreError::IdempotencyConflict`] if the request differs.
     async fn create_verification(&self, new: &NewVerification) -> Result<(Verification, bool), StoreError>;
+
+    /// The toll-fraud guard's create (issue 7): checks `check`'s velocity
+    /// limits and breaker and, when they pass, creates the verification
+    /// (as [`Store::create_verification`]) and counts it, all in one
+    /// transaction that nodes sharing the database serialize on. A refusal
+    /// stores nothing, except the breaker it trips.
+    async fn admit_verification(
+        &self,
+        new: &NewVerification,
+        check: &velocity::VelocityCheck,
+    ) -> Result<velocity::Admission, StoreError>;
 
     async fn verification(&self, id: &str) -> Result<Option<Verification>, StoreError>;
 
