@@ -7,13 +7,21 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use pound::api::{ApiConfig, ApiState, Policy, router};
+use pound::call::{Outcome, Transport};
+use pound::engine::{EngineConfig, TrunkConfig, run_engine};
+use pound::media::codec::Codec;
 use pound::metrics::Metrics;
-use pound::store::Store;
+use pound::policy::velocity::Request;
+use pound::policy::{NumberRules, VelocityLimits};
+use pound::service::load_dialplans;
+use pound::store::velocity::{LimitKind, Verdict};
+use pound::store::{NewVerification, Store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -160,4 +168,184 @@ async fn two_nodes_on_one_postgres_admit_exactly_the_key_limit() {
     assert_eq!((accepted, limited), (LIMIT as usize, 80 - LIMIT as usize), "{statuses:?}");
     drop(nodes);
     drop_postgres(&admin_url, &name).await;
+}
+
+/// 2026-11-30 00:59:50 UTC, ten seconds before a clock hour ends.
+const BEFORE_THE_HOUR: i64 = 1_796_000_390_000;
+
+/// Only the per-key limit of 100 binds: the other limits are out of reach.
+fn key_limit_only() -> VelocityLimits {
+    VelocityLimits {
+        max_per_country_per_hour: 10_000,
+        max_per_prefix_per_hour: 10_000,
+        max_global_per_hour: 10_000,
+        breaker_numbers: 10_000,
+        ..VelocityLimits::default()
+    }
+}
+
+fn new_verification(i: usize, now: i64) -> NewVerification {
+    NewVerification {
+        id: format!("v_{i:024x}"),
+        api_key_id: "key-1".into(),
+        phone: format!("+1{}555{:04}", US_AREA_CODES[i % US_AREA_CODES.len()], 100 + i),
+        user: format!("user{i}"),
+        dialplan: "press-pound".into(),
+        callback_url: None,
+        idempotency_key: None,
+        request_hash: String::new(),
+        max_attempts: 3,
+        created_at: now,
+    }
+}
+
+/// Admits verification `i` at `now` under a per-key limit of 100.
+async fn admit(store: &dyn Store, i: usize, now: i64) -> Verdict {
+    let new = new_verification(i, now);
+    let request = Request {
+        api_key_id: &new.api_key_id,
+        phone: &new.phone,
+        country: "US",
+        max_per_key_per_hour: 100,
+        cooldown: Duration::ZERO,
+    };
+    store.admit_verification(&new, &key_limit_only().check(request, now)).await.unwrap().verdict
+}
+
+async fn the_window_slides_across_the_hour_boundary(store: &dyn Store) {
+    for i in 0..100 {
+        assert!(matches!(admit(store, i, BEFORE_THE_HOUR).await, Verdict::Admitted { created: true, .. }));
+    }
+    // A clock-hour window would start afresh at 01:00:00; this one still
+    // holds the 100 of 00:59:50 until 01:59:50, and says so exactly.
+    let hour = 3_600_000;
+    for (i, now) in [(100, BEFORE_THE_HOUR + 20_000), (101, BEFORE_THE_HOUR + hour - 1)] {
+        match admit(store, i, now).await {
+            Verdict::Limited { kind: LimitKind::Key, max: 100, retry_at } => {
+                assert_eq!(retry_at, Some(BEFORE_THE_HOUR + hour), "at {now}")
+            }
+            other => panic!("at {now}: {other:?}"),
+        }
+    }
+    assert_eq!(store.count_created_since("key-1", 0).await.unwrap(), 100, "refusals store nothing");
+    assert!(matches!(admit(store, 102, BEFORE_THE_HOUR + hour).await, Verdict::Admitted { created: true, .. }));
+}
+
+#[tokio::test]
+async fn the_sliding_window_holds_across_the_hour_boundary_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = pound::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+    the_window_slides_across_the_hour_boundary(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn the_sliding_window_holds_across_the_hour_boundary_on_postgres() {
+    let Some((url, name, admin_url)) = fresh_postgres().await else { return };
+    let store = pound::store::open(&url).await.unwrap();
+    the_window_slides_across_the_hour_boundary(store.as_ref()).await;
+    drop(store);
+    drop_postgres(&admin_url, &name).await;
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_burst_of_distinct_numbers_in_one_prefix_pauses_it_and_shows_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = pound::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+    let velocity = VelocityLimits { breaker_numbers: 5, ..VelocityLimits::default() };
+    let node = serve(store, config(Policy { velocity, ..Policy::default() })).await;
+    let client = reqwest::Client::new();
+    // Sequential numbers in one range: how an IRSF run walks a premium block.
+    for i in 0..5 {
+        assert_eq!(post(&client, &node, &format!("+1415555010{i}")).await.status(), StatusCode::ACCEPTED);
+    }
+    let response = post(&client, &node, "+14155550105").await;
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 3600, "paused for breaker_pause_s");
+    assert_eq!(error_code(response).await, (StatusCode::TOO_MANY_REQUESTS, "prefix_paused".to_string()));
+    // While it is open, even a number seen before is refused; other ranges are not.
+    let response = post(&client, &node, "+14155550106").await;
+    assert_eq!(error_code(response).await.1, "prefix_paused");
+    assert_eq!(post(&client, &node, "+12125550100").await.status(), StatusCode::ACCEPTED);
+    let text = client.get(format!("{}/metrics", node.base)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "pound_prefix_breaker_trips_total"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "pound_prefix_breakers_open"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "pound_policy_refusals_total{reason=\"prefix_paused\"}"), Some(2.0), "{text}");
+    let stored = node.store.count_created_since(&format!("cfg_{}", &sha256_hex(KEY)[..12]), 0).await.unwrap();
+    assert_eq!(stored, 6, "five in the paused range and one elsewhere");
+}
+
+/// Rows an older node (or an older configuration) stored for numbers the
+/// rules now refuse end `blocked` without a call; an allowed row, the
+/// control, is dialled through the same trunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_blocks_a_refused_number_it_finds_queued_without_dialling() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = pound::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+    let trunk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let refused = ["+19002345678", "+18762345678", "+8821612345678"];
+    for (i, phone) in refused.iter().enumerate() {
+        // Straight into the store, past the API's check.
+        let new = NewVerification { phone: phone.to_string(), ..new_verification(i, 0) };
+        store.create_verification(&new).await.unwrap();
+    }
+    let metrics = Arc::new(Metrics::new());
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(run_engine(store.clone(), metrics.clone(), engine_config(&trunk), stopping));
+    for i in 0..refused.len() {
+        let id = new_verification(i, 0).id;
+        let verification = loop {
+            let verification = store.verification(&id).await.unwrap().unwrap();
+            if verification.status.is_final() {
+                break verification;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(verification.outcome, Some(Outcome::Blocked), "{}", verification.phone);
+        assert!(store.attempts(&id).await.unwrap().is_empty(), "{}: no call attempt", verification.phone);
+    }
+    let mut packet = [0u8; 4096];
+    assert!(trunk.try_recv(&mut packet).is_err(), "nothing reached the trunk");
+    // The control: an allowed number queued the same way is dialled.
+    store.create_verification(&new_verification(10, 0)).await.unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(10), trunk.recv(&mut packet)).await.unwrap().unwrap();
+    let invite = String::from_utf8_lossy(&packet[..len]).into_owned();
+    assert!(invite.starts_with(&format!("INVITE sip:{}@", new_verification(10, 0).phone)), "{invite}");
+    let text = metrics.encode();
+    // +1 900 by the deny-list; Jamaica and +882 (region 001) by the country list.
+    assert_eq!(metric(&text, "pound_policy_refusals_total{reason=\"prefix_denied\"}"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "pound_policy_refusals_total{reason=\"country_not_allowed\"}"), Some(2.0), "{text}");
+    // The control call rings a trunk that never answers: end it with the test.
+    engine.abort();
+}
+
+fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
+    let dialplans = Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans");
+    EngineConfig {
+        node_id: "node-1".into(),
+        trunk: TrunkConfig {
+            uri: format!("sip:{}", trunk.local_addr().unwrap()),
+            credentials: None,
+            from_user: "pound".into(),
+            from_display: None,
+            asserted_identity: None,
+            transport: Transport::Udp,
+            calls_per_second: 100.0,
+            register_as: None,
+            register_expires: Duration::from_secs(3600),
+            options_interval: None,
+        },
+        sip_bind: "127.0.0.1:0".parse().unwrap(),
+        rtp_ports: None,
+        codecs: vec![Codec::Pcmu],
+        dialplans: load_dialplans(&dialplans).unwrap(),
+        lease: Duration::from_secs(30),
+        max_concurrent_calls: 4,
+        poll_interval: Duration::from_millis(20),
+        shutdown_grace: Duration::ZERO,
+        numbers: NumberRules::default(),
+    }
 }
