@@ -44,7 +44,7 @@ pub(super) async fn admit(
     let admission = store.admit_verification(new, &policy.velocity.check(request, now)).await?;
     metrics.breakers_open(admission.open_breakers);
     let error = match admission.verdict {
-        Verdict::Admitted { verification, created } => return Ok((verification, created)),
+        Verdict::Admitted { verification, created } => return Ok((*verification, created)),
         Verdict::Limited { kind, max, retry_at } => {
             let (code, message) = limited(kind, max, policy);
             tracing::info!(phone = %mask_phone(&new.phone), reason = code, "verification refused: rate limit");

@@ -74,7 +74,7 @@ macro_rules! admission_queries {
                 if created {
                     record(conn, &verification, check).await?;
                 }
-                Ok(Verdict::Admitted { verification, created })
+                Ok(Verdict::Admitted { verification: Box::new(verification), created })
             }
 
             /// `None` while the limit has room; when it is full, `Some` of

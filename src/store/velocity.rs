@@ -78,7 +78,7 @@ impl VelocityCheck {
 pub enum Verdict {
     /// Stored (or, for a concurrent retry with the same idempotency key, the
     /// first request's record with `created == false`).
-    Admitted { verification: Verification, created: bool },
+    Admitted { verification: Box<Verification>, created: bool },
     /// A limit is full. `retry_at` is when its oldest counted event leaves
     /// the window (none when `max` is 0).
     Limited { kind: LimitKind, max: u32, retry_at: Option<i64> },
