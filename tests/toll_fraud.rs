@@ -349,3 +349,25 @@ fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         numbers: NumberRules::default(),
     }
 }
+
+/// Parallel retries of one request race the first into the store: each gets
+/// the first record, none a limit the first request filled (the cooldown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_retries_get_the_first_record_not_its_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = pound::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+    let node = Arc::new(serve(store, config(Policy::default())).await);
+    let client = reqwest::Client::new();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let request = client
+            .post(format!("{}/v1/verifications", node.base))
+            .bearer_auth(KEY)
+            .header("idempotency-key", "order-7")
+            .json(&json!({"phone": "+14155550100", "user": "alice"}));
+        requests.spawn(async move { request.send().await.unwrap().status() });
+    }
+    let statuses = requests.join_all().await;
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 5, "{statuses:?}");
+}

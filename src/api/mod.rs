@@ -201,9 +201,8 @@ fn random_id() -> String {
 }
 
 /// The id of a request made with an `Idempotency-Key`: derived from the API
-/// key's hash and the idempotency key, so a retry can find the first record
-/// before the rate limit and cooldown (which the first request itself now
-/// trips) are checked. Unguessable without the API key, like a random id.
+/// key's hash and the idempotency key, so every retry names the same record.
+/// Unguessable without the API key, like a random id.
 fn idempotent_id(key_hash: &[u8; 32], idempotency_key: &str) -> String {
     let mut hash = Sha256::new();
     hash.update(b"pound idempotent id\0");
@@ -266,15 +265,10 @@ async fn create_verification(
         max_attempts: config.policy.max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT),
         created_at: now,
     };
-    // A retry is answered from the store before the velocity limits: the
-    // first request counts against the limits the retry would otherwise
-    // trip. The store compares the request hash (409 on a different body).
-    let is_retry = new.idempotency_key.is_some() && store.verification(&new.id).await?.is_some();
-    let (verification, created) = if is_retry {
-        store.create_verification(&new).await?
-    } else {
-        admission::admit(store.as_ref(), &config.policy, metrics, &new, &country).await?
-    };
+    // The store answers a retry with the first record before the limits,
+    // which the first request may have filled, and compares the request
+    // hash (409 on a different body).
+    let (verification, created) = admission::admit(store.as_ref(), &config.policy, metrics, &new, &country).await?;
     if created {
         tracing::info!(
             verification_id = %verification.id,

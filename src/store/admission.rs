@@ -20,7 +20,7 @@ macro_rules! admission_queries {
             use $crate::store::velocity::{PrefixBreaker, VelocityCheck, VelocityLimit, Verdict};
             use $crate::store::{NewVerification, Verification};
 
-            use super::queries::insert_verification;
+            use super::queries::{first_request, insert_verification};
 
             /// Decides on `new` under `check`. The caller commits when the
             /// verdict is `Admitted` or a trip, and rolls back otherwise.
@@ -50,6 +50,11 @@ macro_rules! admission_queries {
                 new: &NewVerification,
                 check: &VelocityCheck,
             ) -> Result<Verdict, StoreError> {
+                // A retry is answered before the limits, which the first
+                // request itself may have filled.
+                if let Some(verification) = first_request(conn, new).await? {
+                    return Ok(Verdict::Admitted { verification: Box::new(verification), created: false });
+                }
                 if let Some(breaker) = &check.breaker {
                     let open_until: Option<i64> =
                         sqlx::query_scalar("SELECT open_until FROM velocity_breakers WHERE scope = $1")

@@ -82,6 +82,26 @@ macro_rules! connection_queries {
                 if let Some(row) = inserted {
                     return Ok((row.try_into()?, true));
                 }
+                // Verifications are never deleted, so the row that conflicted is there.
+                let existing = first_request(conn, new).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "idempotency key {:?} conflicted but no row holds it",
+                        new.idempotency_key
+                    ))
+                })?;
+                Ok((existing, false))
+            }
+
+            /// The verification created earlier with `new`'s API key and
+            /// idempotency key, if any; [`StoreError::IdempotencyConflict`]
+            /// if that request had another body.
+            pub(super) async fn first_request(
+                conn: &mut $connection,
+                new: &NewVerification,
+            ) -> Result<Option<Verification>, StoreError> {
+                if new.idempotency_key.is_none() {
+                    return Ok(None);
+                }
                 let existing: Option<VerificationRow> =
                     sqlx::query_as("SELECT * FROM verifications WHERE api_key_id = $1 AND idempotency_key = $2")
                         .bind(&new.api_key_id)
@@ -89,17 +109,11 @@ macro_rules! connection_queries {
                         .fetch_optional(&mut *conn)
                         .await
                         .map_err(read_error)?;
-                // Verifications are never deleted, so the row that conflicted is there.
-                let existing = existing.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "idempotency key {:?} conflicted but no row holds it",
-                        new.idempotency_key
-                    ))
-                })?;
-                if !existing.same_request(&new.request_hash) {
-                    return Err(StoreError::IdempotencyConflict);
+                match existing {
+                    Some(row) if !row.same_request(&new.request_hash) => Err(StoreError::IdempotencyConflict),
+                    Some(row) => Ok(Some(row.try_into()?)),
+                    None => Ok(None),
                 }
-                Ok((existing.try_into()?, false))
             }
 
             /// Closes the attempt a node left open when its lease ran out; returns its number.

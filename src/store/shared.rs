@@ -356,13 +356,6 @@ macro_rules! impl_store {
                 Ok(count.unsigned_abs())
             }
 
-            async fn last_created_for_phone(&self, phone: &str) -> Result<Option<i64>, StoreError> {
-                Ok(sqlx::query_scalar("SELECT MAX(created_at) FROM verifications WHERE phone = $1")
-                    .bind(phone)
-                    .fetch_one(&self.pool)
-                    .await?)
-            }
-
             async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
                 sqlx::query("INSERT INTO api_keys (id, name, hash, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&key.id)

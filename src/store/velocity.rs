@@ -76,8 +76,9 @@ impl VelocityCheck {
 /// What the store decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Stored (or, for a concurrent retry with the same idempotency key, the
-    /// first request's record with `created == false`).
+    /// Stored; or, for a retry with an idempotency key already used by the
+    /// same API key, the first request's record with `created == false`
+    /// (whatever the limits say now).
     Admitted { verification: Box<Verification>, created: bool },
     /// A limit is full. `retry_at` is when its oldest counted event leaves
     /// the window (none when `max` is 0).
