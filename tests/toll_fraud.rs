@@ -371,3 +371,21 @@ async fn parallel_retries_get_the_first_record_not_its_cooldown() {
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 5, "{statuses:?}");
 }
+
+/// `pound call` to a refused number reports `blocked`, and the trunk it
+/// would have used hears nothing.
+#[test]
+fn pound_call_does_not_dial_a_refused_number() {
+    let trunk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    trunk.set_nonblocking(true).unwrap();
+    let trunk_uri = format!("sip:{}", trunk.local_addr().unwrap());
+    for target in ["+19002345678".to_string(), format!("sip:+8821612345678@{}", trunk.local_addr().unwrap())] {
+        let output =
+            common::process::pound().args(["call", &target, "--trunk", &trunk_uri, "--timeout", "2"]).output().unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+        assert_eq!(report["outcome"], "blocked", "{target}: {report}");
+        assert_eq!(output.status.code(), Some(1), "{target}");
+    }
+    let mut packet = [0u8; 2048];
+    assert!(trunk.recv(&mut packet).is_err(), "nothing reached the trunk");
+}
