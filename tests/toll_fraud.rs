@@ -64,15 +64,17 @@ const US_AREA_CODES: [u16; 40] = [
 struct Node {
     base: String,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
 }
 
 async fn serve(store: Arc<dyn Store>, config: ApiConfig) -> Node {
     let metrics = Arc::new(Metrics::new());
-    let app = router(ApiState { store: store.clone(), config, metrics, ready: Arc::new(AtomicBool::new(true)) });
+    let ready = Arc::new(AtomicBool::new(true));
+    let app = router(ApiState { store: store.clone(), config, metrics: metrics.clone(), ready });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Node { base, store }
+    Node { base, store, metrics }
 }
 
 fn config(policy: Policy) -> ApiConfig {
@@ -166,6 +168,33 @@ async fn two_nodes_on_one_postgres_admit_exactly_the_key_limit() {
     let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
     eprintln!("two nodes, limit {LIMIT}: {accepted} accepted, {limited} limited");
     assert_eq!((accepted, limited), (LIMIT as usize, 80 - LIMIT as usize), "{statuses:?}");
+    drop(nodes);
+    drop_postgres(&admin_url, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_trip_one_breaker_and_admit_exactly_its_threshold() {
+    let Some((url, name, admin_url)) = fresh_postgres().await else { return };
+    let velocity = VelocityLimits { breaker_numbers: 5, ..VelocityLimits::default() };
+    let policy = Policy { velocity, ..Policy::default() };
+    let a = serve(pound::store::open(&url).await.unwrap(), config(policy.clone())).await;
+    let b = serve(pound::store::open(&url).await.unwrap(), config(policy)).await;
+    let nodes = Arc::new([a, b]);
+    let client = reqwest::Client::new();
+    let mut requests = tokio::task::JoinSet::new();
+    // 40 different numbers in one range (+121255…), half through each node.
+    for i in 0..40u32 {
+        let (client, nodes) = (client.clone(), nodes.clone());
+        let phone = format!("+1212555{:04}", 100 + i);
+        requests.spawn(async move { post(&client, &nodes[(i % 2) as usize], &phone).await.status() });
+    }
+    let statuses = requests.join_all().await;
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count();
+    eprintln!("two nodes, breaker after 5 numbers: {accepted} of 40 accepted");
+    assert_eq!(accepted, 5, "{statuses:?}");
+    let trips: f64 =
+        nodes.iter().map(|n| metric(&n.metrics.encode(), "pound_prefix_breaker_trips_total").unwrap()).sum();
+    assert_eq!(trips, 1.0, "one trip between the two nodes");
     drop(nodes);
     drop_postgres(&admin_url, &name).await;
 }
