@@ -146,24 +146,30 @@ async fn drop_postgres(admin_url: &str, name: &str) {
     let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await;
 }
 
+/// Two API nodes on one database, each with its own connection pool like
+/// two `pound serve`, sent `phones` all at once, alternating between them.
+async fn hammer_two_nodes(url: &str, policy: Policy, phones: Vec<String>) -> (Vec<StatusCode>, [Node; 2]) {
+    let a = serve(pound::store::open(url).await.unwrap(), config(policy.clone())).await;
+    let b = serve(pound::store::open(url).await.unwrap(), config(policy)).await;
+    let nodes = Arc::new([a, b]);
+    let client = reqwest::Client::new();
+    let mut requests = tokio::task::JoinSet::new();
+    for (i, phone) in phones.into_iter().enumerate() {
+        let (client, nodes) = (client.clone(), nodes.clone());
+        requests.spawn(async move { post(&client, &nodes[i % 2], &phone).await.status() });
+    }
+    let statuses = requests.join_all().await;
+    (statuses, Arc::into_inner(nodes).expect("every request finished"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_admit_exactly_the_key_limit() {
     let Some((url, name, admin_url)) = fresh_postgres().await else { return };
     const LIMIT: u32 = 20;
     let policy = Policy { max_per_key_per_hour: LIMIT, cooldown: Duration::ZERO, ..Policy::default() };
-    // Two API nodes, each with its own connection pool, like two `pound serve`.
-    let a = serve(pound::store::open(&url).await.unwrap(), config(policy.clone())).await;
-    let b = serve(pound::store::open(&url).await.unwrap(), config(policy)).await;
-    let nodes = Arc::new([a, b]);
-    let client = reqwest::Client::new();
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..80u32 {
-        let (client, nodes) = (client.clone(), nodes.clone());
-        // Numbers spread over many prefixes, so only the key limit binds.
-        let phone = format!("+1{}555{:04}", US_AREA_CODES[i as usize % US_AREA_CODES.len()], 100 + i);
-        requests.spawn(async move { post(&client, &nodes[(i % 2) as usize], &phone).await.status() });
-    }
-    let statuses = requests.join_all().await;
+    // Numbers spread over many prefixes, so only the key limit binds.
+    let phones = (0..80).map(|i| format!("+1{}555{:04}", US_AREA_CODES[i % US_AREA_CODES.len()], 100 + i)).collect();
+    let (statuses, nodes) = hammer_two_nodes(&url, policy, phones).await;
     let accepted = statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count();
     let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
     eprintln!("two nodes, limit {LIMIT}: {accepted} accepted, {limited} limited");
@@ -177,18 +183,9 @@ async fn two_nodes_on_one_postgres_trip_one_breaker_and_admit_exactly_its_thresh
     let Some((url, name, admin_url)) = fresh_postgres().await else { return };
     let velocity = VelocityLimits { breaker_numbers: 5, ..VelocityLimits::default() };
     let policy = Policy { velocity, ..Policy::default() };
-    let a = serve(pound::store::open(&url).await.unwrap(), config(policy.clone())).await;
-    let b = serve(pound::store::open(&url).await.unwrap(), config(policy)).await;
-    let nodes = Arc::new([a, b]);
-    let client = reqwest::Client::new();
-    let mut requests = tokio::task::JoinSet::new();
     // 40 different numbers in one range (+121255…), half through each node.
-    for i in 0..40u32 {
-        let (client, nodes) = (client.clone(), nodes.clone());
-        let phone = format!("+1212555{:04}", 100 + i);
-        requests.spawn(async move { post(&client, &nodes[(i % 2) as usize], &phone).await.status() });
-    }
-    let statuses = requests.join_all().await;
+    let phones = (0..40).map(|i| format!("+1212555{:04}", 100 + i)).collect();
+    let (statuses, nodes) = hammer_two_nodes(&url, policy, phones).await;
     let accepted = statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count();
     eprintln!("two nodes, breaker after 5 numbers: {accepted} of 40 accepted");
     assert_eq!(accepted, 5, "{statuses:?}");
