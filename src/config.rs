@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::call::Transport;
 use crate::media::codec::Codec;
+use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
+use crate::policy::{NumberRules, VelocityLimits};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -149,8 +151,76 @@ pub struct PolicySection {
     pub cooldown_s: u64,
     /// Call attempts per verification (at most 5).
     pub max_attempts: u32,
-    /// Verifications one API key may create per hour.
+    /// Verifications one API key may create per sliding hour.
     pub max_per_key_per_hour: u32,
+    // The toll-fraud guard (issue 7); `policy::numbers` and `policy::velocity`
+    // say what each does.
+    /// Regions (`US`, `GB`, `001` for the global services) that may be called; empty accepts all.
+    pub allowed_countries: Vec<String>,
+    /// E.164 prefixes refused besides the built-in deny-list.
+    pub deny_prefixes: Vec<String>,
+    /// E.164 prefixes exempt from the deny-lists and the number-type check.
+    pub allow_prefixes: Vec<String>,
+    pub max_per_country_per_hour: u32,
+    pub max_per_prefix_per_hour: u32,
+    /// Verifications per sliding hour for all nodes sharing the store together.
+    pub max_global_per_hour: u32,
+    /// Digits of the E.164 number (country code included) that make a prefix.
+    pub prefix_digits: usize,
+    /// More distinct numbers than this in one prefix within `breaker_window_s` pause the prefix.
+    pub breaker_numbers: u32,
+    pub breaker_window_s: u64,
+    pub breaker_pause_s: u64,
+}
+
+impl PolicySection {
+    /// Which numbers may be called.
+    pub fn number_rules(&self) -> NumberRules {
+        NumberRules {
+            allowed_countries: self.allowed_countries.clone(),
+            allowed_country_codes: self.allowed_country_codes.clone(),
+            deny_prefixes: self.deny_prefixes.clone(),
+            allow_prefixes: self.allow_prefixes.clone(),
+        }
+    }
+
+    /// The velocity limits besides the per-key one and the cooldown.
+    pub fn velocity_limits(&self) -> VelocityLimits {
+        VelocityLimits {
+            max_per_country_per_hour: self.max_per_country_per_hour,
+            max_per_prefix_per_hour: self.max_per_prefix_per_hour,
+            max_global_per_hour: self.max_global_per_hour,
+            prefix_digits: self.prefix_digits,
+            breaker_numbers: self.breaker_numbers,
+            breaker_window: std::time::Duration::from_secs(self.breaker_window_s),
+            breaker_pause: std::time::Duration::from_secs(self.breaker_pause_s),
+        }
+    }
+
+    /// The toll-fraud keys' ranges.
+    fn validate_toll_fraud(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        for prefix in self.deny_prefixes.iter().chain(&self.allow_prefixes) {
+            if !is_valid_prefix(prefix) {
+                return invalid(format!("policy prefixes must be + and 1 to 15 digits, not {prefix:?}"));
+            }
+        }
+        for country in &self.allowed_countries {
+            let region = country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase());
+            if !(region || country == "001") {
+                return invalid(format!(
+                    "policy.allowed_countries holds region codes such as \"US\" (or \"001\"), not {country:?}"
+                ));
+            }
+        }
+        if !(2..=15).contains(&self.prefix_digits) {
+            return invalid(format!("policy.prefix_digits must be 2 to 15, not {}", self.prefix_digits));
+        }
+        if self.breaker_numbers == 0 || self.breaker_window_s == 0 {
+            return invalid("policy.breaker_numbers and policy.breaker_window_s must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,7 +283,24 @@ impl Default for TrunkSection {
 
 impl Default for PolicySection {
     fn default() -> Self {
-        PolicySection { allowed_country_codes: Vec::new(), cooldown_s: 60, max_attempts: 3, max_per_key_per_hour: 100 }
+        let velocity = VelocityLimits::default();
+        PolicySection {
+            allowed_country_codes: Vec::new(),
+            cooldown_s: 60,
+            max_attempts: 3,
+            max_per_key_per_hour: 100,
+            // The toll-fraud guard (issue 7): the same defaults as the API's.
+            allowed_countries: DEFAULT_ALLOWED_COUNTRIES.iter().map(|c| (*c).to_string()).collect(),
+            deny_prefixes: Vec::new(),
+            allow_prefixes: Vec::new(),
+            max_per_country_per_hour: velocity.max_per_country_per_hour,
+            max_per_prefix_per_hour: velocity.max_per_prefix_per_hour,
+            max_global_per_hour: velocity.max_global_per_hour,
+            prefix_digits: velocity.prefix_digits,
+            breaker_numbers: velocity.breaker_numbers,
+            breaker_window_s: velocity.breaker_window.as_secs(),
+            breaker_pause_s: velocity.breaker_pause.as_secs(),
+        }
     }
 }
 
@@ -291,6 +378,7 @@ impl Config {
             let (low, high, value) = (LEARNING_PACKETS.start(), LEARNING_PACKETS.end(), self.rtp.learning_packets);
             return invalid(format!("rtp.learning_packets must be {low} to {high}, not {value}"));
         }
+        self.policy.validate_toll_fraud()?;
         Ok(())
     }
 
@@ -368,5 +456,27 @@ mod tests {
             let config: Config = toml::from_str(&format!("[rtp]\nlearning_packets = {bad}")).unwrap();
             assert!(config.validate().unwrap_err().to_string().contains("learning_packets"), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_toll_fraud_guard_is_on_without_a_file_and_its_keys_are_checked() {
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty.policy.number_rules(), NumberRules::default());
+        assert_eq!(empty.policy.velocity_limits(), VelocityLimits::default());
+        let example = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pound.example.toml")).unwrap();
+        assert_eq!(example.policy.number_rules(), NumberRules::default(), "the example shows the defaults");
+        for bad in [
+            "deny_prefixes = [\"1900\"]",
+            "allow_prefixes = [\"+19x\"]",
+            "allowed_countries = [\"us\"]",
+            "prefix_digits = 1",
+            "breaker_numbers = 0",
+        ] {
+            let config: Config = toml::from_str(&format!("[policy]\n{bad}")).unwrap();
+            assert!(config.validate().is_err(), "{bad}");
+        }
+        let config: Config =
+            toml::from_str("[policy]\nallowed_countries = [\"DE\", \"001\"]\ndeny_prefixes = [\"+4930\"]").unwrap();
+        config.validate().unwrap();
     }
 }

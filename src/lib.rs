@@ -22,6 +22,7 @@ pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod phone;
+pub mod policy;
 pub mod rtp;
 pub mod sdp;
 pub mod service;

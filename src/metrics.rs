@@ -58,6 +58,20 @@ const ALL_OUTCOMES: [Outcome; 13] = [
     Outcome::Failed,
 ];
 
+/// Every reason the toll-fraud guard gives, so each series starts at zero.
+pub const POLICY_REFUSAL_REASONS: [&str; 10] = [
+    "country_not_allowed",
+    "prefix_denied",
+    "number_type_not_allowed",
+    "invalid_number",
+    "rate_limited",
+    "country_rate_limited",
+    "prefix_rate_limited",
+    "global_rate_limited",
+    "cooldown",
+    "prefix_paused",
+];
+
 /// Label sets. Values are `&'static str` so recording never allocates.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -79,6 +93,11 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// Every metric pound exports, with the registry that encodes them.
 ///
 /// The metric handles are cheap clones sharing their values with the copies
@@ -96,6 +115,10 @@ pub struct Metrics {
     // Strict media and SIP origins (issue 7).
     rtp_foreign_packets: Counter,
     sip_foreign_messages: Counter,
+    // The toll-fraud guard (issue 7).
+    policy_refusals: Family<ReasonLabel, Counter>,
+    breaker_trips: Counter,
+    breakers_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -165,6 +188,29 @@ impl Metrics {
             "SIP messages of a call not acted on: from elsewhere than the next hop or the dialog's remote target",
             sip_foreign_messages.clone(),
         );
+        // The toll-fraud guard (issue 7): refusals by their API error code,
+        // and the per-prefix breaker.
+        let policy_refusals = Family::<ReasonLabel, Counter>::default();
+        let breaker_trips = Counter::default();
+        let breakers_open = Gauge::default();
+        registry.register(
+            "pound_policy_refusals",
+            "Verifications refused by the toll-fraud guard, by reason (the API error code)",
+            policy_refusals.clone(),
+        );
+        registry.register(
+            "pound_prefix_breaker_trips",
+            "Times a burst of distinct numbers in one prefix paused that prefix",
+            breaker_trips.clone(),
+        );
+        registry.register(
+            "pound_prefix_breakers_open",
+            "Prefixes paused by the breaker, across all nodes, as of this node's last admission",
+            breakers_open.clone(),
+        );
+        for reason in POLICY_REFUSAL_REASONS {
+            policy_refusals.get_or_create_owned(&ReasonLabel { reason });
+        }
         Metrics {
             registry,
             verifications,
@@ -176,6 +222,9 @@ impl Metrics {
             webhook_deliveries,
             rtp_foreign_packets,
             sip_foreign_messages,
+            policy_refusals,
+            breaker_trips,
+            breakers_open,
         }
     }
 
@@ -246,6 +295,22 @@ impl Metrics {
         self.rtp_foreign_packets.inc_by(rtp_packets);
         self.sip_foreign_messages.inc_by(sip_messages);
     }
+
+    /// The toll-fraud guard refused a verification (at the API, or in the
+    /// engine before dialling); `reason` is the error code.
+    pub fn policy_refused(&self, reason: &'static str) {
+        self.policy_refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A burst tripped a prefix breaker.
+    pub fn breaker_tripped(&self) {
+        self.breaker_trips.inc();
+    }
+
+    /// How many prefix breakers the store reports open.
+    pub fn breakers_open(&self, open: u64) {
+        self.breakers_open.set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +334,9 @@ mod tests {
             "pound_webhook_deliveries_total",
             "pound_rtp_foreign_packets_total",
             "pound_sip_foreign_messages_total",
+            "pound_policy_refusals_total",
+            "pound_prefix_breaker_trips_total",
+            "pound_prefix_breakers_open",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
@@ -311,6 +379,14 @@ mod tests {
         assert_eq!(line_value(&text, "pound_webhook_deliveries_total{result=\"gave_up\"}"), Some(1.0));
         assert_eq!(line_value(&text, "pound_rtp_foreign_packets_total"), Some(123.0));
         assert_eq!(line_value(&text, "pound_sip_foreign_messages_total"), Some(2.0));
+        metrics.policy_refused("prefix_denied");
+        metrics.breaker_tripped();
+        metrics.breakers_open(2);
+        let text = metrics.encode();
+        assert_eq!(line_value(&text, "pound_policy_refusals_total{reason=\"prefix_denied\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_policy_refusals_total{reason=\"cooldown\"}"), Some(0.0));
+        assert_eq!(line_value(&text, "pound_prefix_breaker_trips_total"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_prefix_breakers_open"), Some(2.0));
     }
 
     #[test]

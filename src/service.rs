@@ -74,6 +74,8 @@ impl Service {
                     cooldown: Duration::from_secs(config.policy.cooldown_s),
                     max_attempts: config.policy.max_attempts,
                     max_per_key_per_hour: config.policy.max_per_key_per_hour,
+                    numbers: config.policy.number_rules(),
+                    velocity: config.policy.velocity_limits(),
                 },
                 default_dialplan: if names.iter().any(|n| n == "press-pound") {
                     "press-pound".into()
@@ -124,6 +126,7 @@ impl Service {
             poll_interval: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_s),
             rtp_learning_packets: config.rtp.learning_packets,
+            numbers: config.policy.number_rules(),
         };
         let (engine_store, engine_metrics, engine_stop) = (store.clone(), metrics.clone(), stopping.clone());
         tasks.push(tokio::spawn(async move {

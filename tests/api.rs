@@ -227,8 +227,7 @@ async fn numbers_must_be_valid_e164_in_an_allowed_country() {
 
 #[tokio::test]
 async fn each_key_has_an_hourly_limit() {
-    // The window is the clock hour: this test fails only if its few
-    // milliseconds straddle a full hour.
+    // A sliding hour: Retry-After is when the oldest request leaves it.
     let server = start(ApiConfig {
         policy: Policy { max_per_key_per_hour: 2, cooldown: Duration::ZERO, ..Policy::default() },
         ..config()

@@ -3,9 +3,10 @@
 //!
 //! Every `/v1` route needs `Authorization: Bearer <key>`; every error is
 //! `{"error":{"code":"…","message":"…"}}`. A request refused by policy
-//! (validation, country, rate limit, cooldown) stores nothing, so it is
-//! never dialled.
+//! (validation, country, number type or prefix, rate limit, cooldown, a
+//! paused prefix) stores nothing, so it is never dialled.
 
+mod admission;
 mod auth;
 mod error;
 mod request;
@@ -31,11 +32,11 @@ use sha2::{Digest, Sha256};
 pub use error::ApiError;
 
 use auth::{Caller, KeyRing};
-use request::CreateRequest;
 
 use crate::call::Outcome;
 use crate::mask::mask_phone;
 use crate::metrics::Metrics;
+use crate::policy::{NumberRules, VelocityLimits};
 use crate::store::{
     CancelResult, NewVerification, Registration, Store, Verification, VerificationRecord, WebhookDelivery,
 };
@@ -46,9 +47,6 @@ pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 /// Call attempts per verification can be configured up to this (Twilio's
 /// limit for the same kind of verification).
 pub const MAX_ATTEMPTS_LIMIT: u32 = 5;
-
-/// The rate-limit window.
-const HOUR_MS: i64 = 3_600_000;
 
 /// Everything the routes need.
 pub struct ApiState {
@@ -100,8 +98,12 @@ pub struct Policy {
     /// Call attempts per verification, 1 to [`MAX_ATTEMPTS_LIMIT`] (larger
     /// values are capped, 0 counts as 1).
     pub max_attempts: u32,
-    /// Verifications one API key may create per clock hour (UTC); 0 refuses all.
+    /// Verifications one API key may create per sliding hour; 0 refuses all.
     pub max_per_key_per_hour: u32,
+    /// The toll-fraud guard (issue 7): which numbers may be called at all…
+    pub numbers: NumberRules,
+    /// …and the other sliding-window limits and the prefix breaker.
+    pub velocity: VelocityLimits,
 }
 
 impl Default for Policy {
@@ -111,6 +113,8 @@ impl Default for Policy {
             cooldown: Duration::from_secs(60),
             max_attempts: 3,
             max_per_key_per_hour: 100,
+            numbers: NumberRules::default(),
+            velocity: VelocityLimits::default(),
         }
     }
 }
@@ -119,10 +123,6 @@ impl Default for Policy {
 struct Shared {
     state: ApiState,
     keys: KeyRing,
-    /// Serializes "check the limits, then create" within this process, so a
-    /// burst of parallel requests cannot all pass the same check. (Nodes
-    /// sharing PostgreSQL can still overshoot by one request per node.)
-    create_lock: tokio::sync::Mutex<()>,
 }
 
 type AppState = Arc<Shared>;
@@ -130,11 +130,7 @@ type AppState = Arc<Shared>;
 /// The API's routes, ready for `axum::serve`.
 pub fn router(state: ApiState) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
-    let shared = Arc::new(Shared {
-        keys: KeyRing::new(&state.config.api_keys),
-        create_lock: tokio::sync::Mutex::new(()),
-        state,
-    });
+    let shared = Arc::new(Shared { keys: KeyRing::new(&state.config.api_keys), state });
     let v1 = Router::new()
         .route("/v1/verifications", post(create_verification))
         .route("/v1/verifications/{id}", get(get_verification))
@@ -205,9 +201,8 @@ fn random_id() -> String {
 }
 
 /// The id of a request made with an `Idempotency-Key`: derived from the API
-/// key's hash and the idempotency key, so a retry can find the first record
-/// before the rate limit and cooldown (which the first request itself now
-/// trips) are checked. Unguessable without the API key, like a random id.
+/// key's hash and the idempotency key, so every retry names the same record.
+/// Unguessable without the API key, like a random id.
 fn idempotent_id(key_hash: &[u8; 32], idempotency_key: &str) -> String {
     let mut hash = Sha256::new();
     hash.update(b"pound idempotent id\0");
@@ -231,7 +226,7 @@ async fn create_verification(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ApiState { store, config, .. } = &shared.state;
+    let ApiState { store, config, metrics, .. } = &shared.state;
     if !is_json(&headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -252,7 +247,7 @@ async fn create_verification(
     })?;
     let idempotency_key = request::idempotency_key(&headers)?;
     let req = request::parse_create(&body, config)?;
-    let guard = shared.create_lock.lock().await;
+    let country = admission::check_number(&config.policy, metrics, &req.phone)?;
     let now = now_ms();
     let id = match &idempotency_key {
         Some(key) => idempotent_id(&caller.key_hash, key),
@@ -270,15 +265,10 @@ async fn create_verification(
         max_attempts: config.policy.max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT),
         created_at: now,
     };
-    // A retry is answered from the store before any policy check: the first
-    // request counts against the limits the retry would otherwise trip. The
-    // store compares the request hash (409 on a different body).
-    let is_retry = new.idempotency_key.is_some() && store.verification(&new.id).await?.is_some();
-    if !is_retry {
-        check_limits(store.as_ref(), &config.policy, &caller, &req, now).await?;
-    }
-    let (verification, created) = store.create_verification(&new).await?;
-    drop(guard);
+    // The store answers a retry with the first record before the limits,
+    // which the first request may have filled, and compares the request
+    // hash (409 on a different body).
+    let (verification, created) = admission::admit(store.as_ref(), &config.policy, metrics, &new, &country).await?;
     if created {
         tracing::info!(
             verification_id = %verification.id,
@@ -290,43 +280,6 @@ async fn create_verification(
     }
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok(record_response(status, record(store.as_ref(), verification).await?))
-}
-
-/// The per-key hourly limit and the per-phone cooldown.
-async fn check_limits(
-    store: &dyn Store,
-    policy: &Policy,
-    caller: &Caller,
-    req: &CreateRequest,
-    now: i64,
-) -> Result<(), ApiError> {
-    // A fixed window (the current clock hour) rather than a sliding one: the
-    // store can count since a time but not say when the oldest request in a
-    // sliding window leaves it, and Retry-After should be exact.
-    let window_start = now - now.rem_euclid(HOUR_MS);
-    let created = store.count_created_since(&caller.api_key_id, window_start).await?;
-    if created >= u64::from(policy.max_per_key_per_hour) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("this API key may create {} verifications per hour", policy.max_per_key_per_hour),
-        )
-        .retry_after(seconds_until(window_start + HOUR_MS, now)));
-    }
-    let cooldown_ms = i64::try_from(policy.cooldown.as_millis()).unwrap_or(i64::MAX);
-    if let Some(last) = store.last_created_for_phone(&req.phone).await? {
-        let until = last.saturating_add(cooldown_ms);
-        if now < until {
-            tracing::info!(phone = %mask_phone(&req.phone), "verification refused: phone in cooldown");
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "cooldown",
-                format!("this phone was called recently; wait {} s between verifications", policy.cooldown.as_secs()),
-            )
-            .retry_after(seconds_until(until, now)));
-        }
-    }
-    Ok(())
 }
 
 /// A path segment, or a 400 when it is not valid percent-encoded UTF-8.

@@ -8,6 +8,7 @@ use crate::call::{CallEvent, CallReport, Outcome, Prompts, Transport};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::net::{CallSetup, resolve, run_call};
+use crate::policy::NumberRules;
 use crate::sip::{Credentials, Timers};
 
 /// What `pound call` was asked to do.
@@ -45,8 +46,12 @@ pub enum CallCommandError {
     Net(#[from] crate::net::NetError),
 }
 
-/// Places the call; progress goes to stderr through `tracing`.
+/// Places the call; progress goes to stderr through `tracing`. A number the
+/// default toll-fraud rules refuse is not dialled: the report says `blocked`.
 pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
+    if let Some(refused) = refused_number(&args.target) {
+        return Ok(refused);
+    }
     let (target, hop) = route(&args.target, args.trunk.as_deref())?;
     let next_hop = resolve(&hop).await?;
     let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())
@@ -122,6 +127,30 @@ pub fn route(target: &str, trunk: Option<&str>) -> Result<(String, String), Call
     Ok((format!("sip:{target}@{hop};user=phone"), hop))
 }
 
+/// The `blocked` report for a target whose E.164 number (the target itself,
+/// or the user part of a SIP URI) the default number rules refuse.
+fn refused_number(target: &str) -> Option<CallReport> {
+    let user = target.strip_prefix("sip:").map_or(target, |rest| rest.split(['@', ';']).next().unwrap_or(rest));
+    if !user.starts_with('+') {
+        return None;
+    }
+    let refusal = NumberRules::default().check(user).err()?;
+    tracing::warn!(target = %crate::mask::mask_phone(target), reason = refusal.code(), "not dialling");
+    Some(CallReport {
+        outcome: Outcome::Blocked,
+        sip_status: None,
+        dtmf_source: None,
+        digits: String::new(),
+        duration_ms: 0,
+        call_id: String::new(),
+        answered_ms: None,
+        digit_ms: None,
+        detail: Some(format!("{}: {refusal}", refusal.code())),
+        foreign_rtp_packets: 0,
+        foreign_sip_messages: 0,
+    })
+}
+
 /// `host:port` of a SIP URI (port 5060 when absent).
 fn host_port(uri: &str) -> Result<String, CallCommandError> {
     let bad = || CallCommandError::Target(format!("{uri:?} is not a SIP URI with a host"));
@@ -167,5 +196,17 @@ mod tests {
         assert!(route("+1", Some("sip:t")).is_err());
         assert!(route("sip:", None).is_err());
         assert!(route("mailto:x", None).is_err());
+    }
+
+    #[test]
+    fn refused_numbers_are_blocked_before_routing() {
+        for target in ["+19002345678", "sip:+8821612345678@trunk.example.com", "sip:+18762345678@127.0.0.1:5070"] {
+            let report = refused_number(target).unwrap_or_else(|| panic!("{target} was not refused"));
+            assert_eq!(report.outcome, Outcome::Blocked, "{target}");
+            assert!(report.detail.is_some());
+        }
+        for target in ["+14155550100", "sip:+442071234567@127.0.0.1", "sip:bob@127.0.0.1:5070", "sip:127.0.0.1"] {
+            assert!(refused_number(target).is_none(), "{target}");
+        }
     }
 }

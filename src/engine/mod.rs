@@ -29,6 +29,7 @@ use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::metrics::Metrics;
 use crate::net::{CallSetup, resolve, run_call, run_trunk_watch};
+use crate::policy::NumberRules;
 use crate::sip::{Credentials, Timers};
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
 use trunk::TrunkWatchConfig;
@@ -79,6 +80,9 @@ pub struct EngineConfig {
     /// Strict media: packets that must continue the callee's RTP stream from
     /// a new address before it is heard there (`rtp.learning_packets`).
     pub rtp_learning_packets: u16,
+    /// Re-checked before every call (issue 7's toll-fraud guard): a number
+    /// stored by an older node or under older rules ends `blocked`.
+    pub numbers: NumberRules,
 }
 
 /// Now as Unix milliseconds, the store's clock.
@@ -210,6 +214,16 @@ impl Verification {
         if verification.attempt_count >= verification.max_attempts {
             // The last allowed attempt was interrupted by a dying node.
             return self.finish(id, Outcome::Failed).await;
+        }
+        if let Err(refusal) = self.config.numbers.check(&verification.phone) {
+            self.metrics.policy_refused(refusal.code());
+            tracing::warn!(
+                verification = id,
+                phone = %mask_phone(&verification.phone),
+                reason = refusal.code(),
+                "the number is refused by policy; not dialling"
+            );
+            return self.finish(id, Outcome::Blocked).await;
         }
         let Some(dialplan) = self.config.dialplans.get(&verification.dialplan) else {
             tracing::warn!(verification = id, dialplan = %verification.dialplan, "dialplan no longer configured");

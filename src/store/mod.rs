@@ -12,6 +12,7 @@
 //! `interrupted`. A verification is never dialled by two nodes at once and
 //! never lost.
 
+mod admission;
 mod common;
 pub mod postgres;
 mod queries;
@@ -19,6 +20,7 @@ mod shared;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
+pub mod velocity;
 
 use std::sync::Arc;
 
@@ -277,6 +279,18 @@ pub trait Store: Send + Sync + 'static {
     /// `false`, or [`StoreError::IdempotencyConflict`] if the request differs.
     async fn create_verification(&self, new: &NewVerification) -> Result<(Verification, bool), StoreError>;
 
+    /// The toll-fraud guard's create (issue 7): a retry (see
+    /// [`Store::create_verification`]) returns the first record at once;
+    /// otherwise checks `check`'s velocity limits and breaker and, when they
+    /// pass, creates the verification and counts it, all in one transaction
+    /// that nodes sharing the database serialize on. A refusal stores
+    /// nothing, except the breaker it trips.
+    async fn admit_verification(
+        &self,
+        new: &NewVerification,
+        check: &velocity::VelocityCheck,
+    ) -> Result<velocity::Admission, StoreError>;
+
     async fn verification(&self, id: &str) -> Result<Option<Verification>, StoreError>;
 
     /// Every attempt of a verification, first first.
@@ -316,9 +330,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Verifications created by an API key since `since` (rate limit).
     async fn count_created_since(&self, api_key_id: &str, since: i64) -> Result<u64, StoreError>;
-
-    /// When the last verification for `phone` was created (cooldown).
-    async fn last_created_for_phone(&self, phone: &str) -> Result<Option<i64>, StoreError>;
 
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
 

@@ -23,7 +23,7 @@ macro_rules! connection_queries {
                 AttemptRow, INTERRUPTED, VerificationRow, attempt_number, completion_webhook, convert_all,
                 interrupted_detail, read_error,
             };
-            use $crate::store::{Attempt, StoreError, Verification};
+            use $crate::store::{Attempt, NewVerification, StoreError, Verification};
 
             /// The verification `id`, if there is one.
             pub(super) async fn fetch_verification(
@@ -47,6 +47,73 @@ macro_rules! connection_queries {
                         .await
                         .map_err(read_error)?;
                 convert_all(rows)
+            }
+
+            /// Creates a verification, or with an idempotency key already used
+            /// by the same API key returns the first record and `false`
+            /// ([`StoreError::IdempotencyConflict`] if the request differs).
+            pub(super) async fn insert_verification(
+                conn: &mut $connection,
+                new: &NewVerification,
+            ) -> Result<(Verification, bool), StoreError> {
+                // The unique constraint decides between concurrent creates with one
+                // key: exactly one inserts, the others insert nothing and read the
+                // winner's row below.
+                let inserted: Option<VerificationRow> = sqlx::query_as(
+                    "INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, callback_url, status, \
+                     attempt_count, max_attempts, next_attempt_at, cancel_requested, idempotency_key, request_hash, \
+                     created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, FALSE, $9, $10, $8, $8) \
+                     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING RETURNING *",
+                )
+                .bind(&new.id)
+                .bind(&new.api_key_id)
+                .bind(&new.phone)
+                .bind(&new.user)
+                .bind(&new.dialplan)
+                .bind(&new.callback_url)
+                .bind(i64::from(new.max_attempts))
+                .bind(new.created_at)
+                .bind(&new.idempotency_key)
+                .bind(&new.request_hash)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(read_error)?;
+                if let Some(row) = inserted {
+                    return Ok((row.try_into()?, true));
+                }
+                // Verifications are never deleted, so the row that conflicted is there.
+                let existing = first_request(conn, new).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "idempotency key {:?} conflicted but no row holds it",
+                        new.idempotency_key
+                    ))
+                })?;
+                Ok((existing, false))
+            }
+
+            /// The verification created earlier with `new`'s API key and
+            /// idempotency key, if any; [`StoreError::IdempotencyConflict`]
+            /// if that request had another body.
+            pub(super) async fn first_request(
+                conn: &mut $connection,
+                new: &NewVerification,
+            ) -> Result<Option<Verification>, StoreError> {
+                if new.idempotency_key.is_none() {
+                    return Ok(None);
+                }
+                let existing: Option<VerificationRow> =
+                    sqlx::query_as("SELECT * FROM verifications WHERE api_key_id = $1 AND idempotency_key = $2")
+                        .bind(&new.api_key_id)
+                        .bind(&new.idempotency_key)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(read_error)?;
+                match existing {
+                    Some(row) if !row.same_request(&new.request_hash) => Err(StoreError::IdempotencyConflict),
+                    Some(row) => Ok(Some(row.try_into()?)),
+                    None => Ok(None),
+                }
             }
 
             /// Closes the attempt a node left open when its lease ran out; returns its number.

@@ -39,57 +39,33 @@ macro_rules! impl_store {
             ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Status,
             Store, StoreError, Verification, WebhookDelivery,
         };
-        use queries::{close_open_attempt, fetch_attempts, fetch_verification, queue_completion_webhook};
+        use queries::{
+            close_open_attempt, fetch_attempts, fetch_verification, insert_verification, queue_completion_webhook,
+        };
 
         $crate::store::queries::connection_queries!($connection);
+        // The toll-fraud guard's admission (issue 7).
+        $crate::store::admission::admission_queries!($connection, $lock_row);
 
         #[async_trait]
         impl Store for $store {
             async fn create_verification(&self, new: &NewVerification) -> Result<(Verification, bool), StoreError> {
-                // The unique constraint decides between concurrent creates with one
-                // key: exactly one inserts, the others insert nothing and read the
-                // winner's row below.
-                let inserted: Option<VerificationRow> = sqlx::query_as(
-                    "INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, callback_url, status, \
-                     attempt_count, max_attempts, next_attempt_at, cancel_requested, idempotency_key, request_hash, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, FALSE, $9, $10, $8, $8) \
-                     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING RETURNING *",
-                )
-                .bind(&new.id)
-                .bind(&new.api_key_id)
-                .bind(&new.phone)
-                .bind(&new.user)
-                .bind(&new.dialplan)
-                .bind(&new.callback_url)
-                .bind(i64::from(new.max_attempts))
-                .bind(new.created_at)
-                .bind(&new.idempotency_key)
-                .bind(&new.request_hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(read_error)?;
-                if let Some(row) = inserted {
-                    return Ok((row.try_into()?, true));
+                insert_verification(&mut *self.pool.acquire().await?, new).await
+            }
+
+            async fn admit_verification(
+                &self,
+                new: &NewVerification,
+                check: &$crate::store::velocity::VelocityCheck,
+            ) -> Result<$crate::store::velocity::Admission, StoreError> {
+                use $crate::store::velocity::{Admission, Verdict};
+                let mut tx = self.begin_write().await?;
+                let (verdict, open_breakers) = admission::admit(&mut tx, new, check).await?;
+                // A refusal leaves nothing behind but the breaker it tripped.
+                if matches!(verdict, Verdict::Admitted { .. } | Verdict::Paused { tripped: true, .. }) {
+                    tx.commit().await?;
                 }
-                let existing: Option<VerificationRow> =
-                    sqlx::query_as("SELECT * FROM verifications WHERE api_key_id = $1 AND idempotency_key = $2")
-                        .bind(&new.api_key_id)
-                        .bind(&new.idempotency_key)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(read_error)?;
-                // Verifications are never deleted, so the row that conflicted is there.
-                let existing = existing.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "idempotency key {:?} conflicted but no row holds it",
-                        new.idempotency_key
-                    ))
-                })?;
-                if !existing.same_request(&new.request_hash) {
-                    return Err(StoreError::IdempotencyConflict);
-                }
-                Ok((existing.try_into()?, false))
+                Ok(Admission { verdict, open_breakers })
             }
 
             async fn verification(&self, id: &str) -> Result<Option<Verification>, StoreError> {
@@ -378,13 +354,6 @@ macro_rules! impl_store {
                         .await?;
                 // COUNT(*) is never negative.
                 Ok(count.unsigned_abs())
-            }
-
-            async fn last_created_for_phone(&self, phone: &str) -> Result<Option<i64>, StoreError> {
-                Ok(sqlx::query_scalar("SELECT MAX(created_at) FROM verifications WHERE phone = $1")
-                    .bind(phone)
-                    .fetch_one(&self.pool)
-                    .await?)
             }
 
             async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
