@@ -8,6 +8,7 @@
 
 mod auth;
 mod error;
+mod ready;
 mod request;
 pub mod webhooks;
 
@@ -123,6 +124,8 @@ struct Shared {
     /// burst of parallel requests cannot all pass the same check. (Nodes
     /// sharing PostgreSQL can still overshoot by one request per node.)
     create_lock: tokio::sync::Mutex<()>,
+    /// `/readyz` asks the store whether it can write (issue 7, faults).
+    write_probe: ready::WriteProbe,
 }
 
 type AppState = Arc<Shared>;
@@ -133,6 +136,7 @@ pub fn router(state: ApiState) -> Router {
     let shared = Arc::new(Shared {
         keys: KeyRing::new(&state.config.api_keys),
         create_lock: tokio::sync::Mutex::new(()),
+        write_probe: ready::WriteProbe::default(),
         state,
     });
     let v1 = Router::new()
@@ -416,13 +420,17 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(shared): State<AppState>) -> Response {
-    if shared.state.ready.load(Ordering::Acquire) {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the engine or the store is not up yet")
+    if !shared.state.ready.load(Ordering::Acquire) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the engine or the store is not up yet")
             .retry_after(1)
-            .into_response()
+            .into_response();
     }
+    if !shared.write_probe.writable(shared.state.store.as_ref(), now_ms()).await {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not accept writes")
+            .retry_after(error::STORE_RETRY_AFTER_S)
+            .into_response();
+    }
+    Json(json!({ "status": "ready" })).into_response()
 }
 
 async fn openapi() -> Response {

@@ -9,6 +9,13 @@
 //! `store::queries` for why that is safe on SQLite. What stays in each
 //! backend: connecting, `begin_write` (how a write transaction starts) and
 //! the row locks passed in here, which is where the dialects differ.
+//!
+//! A write whose rows are read back (`RETURNING`) runs in a transaction with
+//! an explicit commit, never as a lone statement on the pool. On SQLite a
+//! lone statement commits when it is stepped to its end or reset, but sqlx
+//! stops stepping once `fetch_optional`/`fetch_one` has its row and ignores
+//! the error of the reset: a commit that fails there (a full disk) would be
+//! reported as success with a row that was never stored.
 
 /// Implements [`Store`](super::Store) for a backend. Invoke it in a module of
 /// its own, as it brings the names it needs into scope.
@@ -48,7 +55,10 @@ macro_rules! impl_store {
             async fn create_verification(&self, new: &NewVerification) -> Result<(Verification, bool), StoreError> {
                 // The unique constraint decides between concurrent creates with one
                 // key: exactly one inserts, the others insert nothing and read the
-                // winner's row below.
+                // winner's row below. In a transaction of its own because of
+                // RETURNING (see the module docs): the API answers 202 only after
+                // the commit said the row is stored.
+                let mut tx = self.begin_write().await?;
                 let inserted: Option<VerificationRow> = sqlx::query_as(
                     "INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, callback_url, status, \
                      attempt_count, max_attempts, next_attempt_at, cancel_requested, idempotency_key, request_hash, \
@@ -66,9 +76,10 @@ macro_rules! impl_store {
                 .bind(new.created_at)
                 .bind(&new.idempotency_key)
                 .bind(&new.request_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(read_error)?;
+                tx.commit().await?;
                 if let Some(row) = inserted {
                     return Ok((row.try_into()?, true));
                 }
@@ -202,6 +213,8 @@ macro_rules! impl_store {
             }
 
             async fn renew_lease(&self, id: &str, node: &str, until: i64) -> Result<LeaseState, StoreError> {
+                // A transaction because of RETURNING (see the module docs).
+                let mut tx = self.begin_write().await?;
                 let cancel_requested: Option<bool> = sqlx::query_scalar(
                     "UPDATE verifications SET lease_until = $3 \
                      WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'dialing', 'ringing', 'answered') \
@@ -210,9 +223,10 @@ macro_rules! impl_store {
                 .bind(id)
                 .bind(node)
                 .bind(until)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(read_error)?;
+                tx.commit().await?;
                 Ok(match cancel_requested {
                     None => LeaseState::Lost,
                     Some(true) => LeaseState::CancelRequested,
@@ -487,6 +501,19 @@ macro_rules! impl_store {
                         .await
                         .map_err(read_error)?;
                 convert_all(rows)
+            }
+
+            async fn check_writable(&self, now: i64) -> Result<(), StoreError> {
+                // A real write: reading, or a transaction that writes nothing,
+                // succeeds on a full disk.
+                sqlx::query(
+                    "INSERT INTO store_probe (id, written_at) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
         }
     };
