@@ -1,17 +1,29 @@
-//! Faults in the middle of work: the store's disk fills up under a running
-//! `pound serve`. Nothing is acknowledged that is not stored, `/readyz`
-//! says so while it lasts, and the node recovers by itself when space
-//! comes back.
+//! Faults in the middle of work under a running `pound serve`:
 //!
-//! The disk is a small tmpfs the test mounts (root, as here and in CI); where
-//! mounting is not allowed the test says why and does not run.
+//! - the store's disk fills up: nothing is acknowledged that is not stored,
+//!   `/readyz` says so while it lasts, and the node recovers by itself when
+//!   space comes back. The disk is a small tmpfs the test mounts (root, as
+//!   here and in CI); where mounting is not allowed the test says why and
+//!   does not run.
+//! - PostgreSQL goes away while calls are running (a TCP proxy the test
+//!   controls stands between the node and the server): every call still
+//!   ends properly, its result is stored when the database is back, and
+//!   nobody is called twice. Runs when `POUND_TEST_DATABASE_URL` names a
+//!   PostgreSQL server (`.ci/run` sets it); each run uses a fresh database.
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use common::http::get_json;
 use common::process::{Running, pound, start};
@@ -183,4 +195,100 @@ async fn a_full_disk_is_refused_with_503_and_the_node_recovers_without_restart()
     })
     .await;
     assert_eq!(record["outcome"], "verified", "{record}");
+}
+
+/// A TCP proxy to `upstream` that can be cut (every connection dropped, new
+/// ones closed at once) and restored.
+async fn proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (cut, _) = watch::channel(false);
+    let cuts = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { continue };
+            if *cuts.borrow() {
+                continue;
+            }
+            let mut cut = cuts.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.wait_for(|cut| *cut) => {}
+                }
+            });
+        }
+    });
+    (address, cut)
+}
+
+/// A fresh database on the server `admin_url` names: its name and its URL
+/// with the host and port replaced by `via`.
+async fn fresh_database(admin_url: &str, via: SocketAddr) -> (String, String) {
+    let name = format!("pound_faults_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("PostgreSQL answers");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    (name.clone(), format!("postgres://postgres@{via}/{name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_call_loses_no_result_and_calls_nobody_twice() {
+    let Ok(admin_url) = std::env::var("POUND_TEST_DATABASE_URL") else {
+        eprintln!("POUND_TEST_DATABASE_URL is not set: the PostgreSQL outage test did not run");
+        return;
+    };
+    let server: SocketAddr = {
+        let options: sqlx::postgres::PgConnectOptions = admin_url.parse().unwrap();
+        tokio::net::lookup_host((options.get_host(), options.get_port())).await.unwrap().next().unwrap()
+    };
+    let (via, cut) = proxy(server).await;
+    let (database, url) = fresh_database(&admin_url, via).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut phone, trunk) = phone(&["--answer-after", "200", "--after", "2500"]);
+    // Every call the phone took, counted from its `call_ended` lines.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let stdout = phone.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"call_ended\"") {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let (_serve, api) = serve(dir.path(), &url, &trunk);
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(created(&client, &api, &format!("+141555503{i:02}")).await);
+    }
+    for id in &ids {
+        wait_until(&client, &api, id, Duration::from_secs(20), |r| r["status"] == "answered").await;
+    }
+    // The database goes away while every call is in progress, and stays away
+    // until well after they ended and their 3 s leases ran out.
+    cut.send_replace(true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while calls.load(Ordering::SeqCst) < ids.len() {
+        assert!(Instant::now() < deadline, "the calls did not end during the outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cut.send_replace(false);
+
+    for id in &ids {
+        let record = wait_until(&client, &api, id, Duration::from_secs(60), |r| r["status"] == "completed").await;
+        assert_eq!(record["outcome"], "verified", "{record}");
+        let attempts = record["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{record}");
+        assert_eq!(attempts[0]["outcome"], "verified", "{record}");
+        assert_eq!(attempts[0]["digits"], "#", "{record}");
+    }
+    // Long enough for a re-claimed verification to be dialled and answered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), ids.len(), "someone was called twice");
+    drop(_serve);
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await;
 }
