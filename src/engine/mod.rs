@@ -85,7 +85,7 @@ pub struct EngineConfig {
 
 /// Now as Unix milliseconds, the store's clock.
 pub fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs until `shutdown` turns true, then drains as described above.
@@ -110,7 +110,7 @@ pub async fn run_engine(
         let free = config.max_concurrent_calls.saturating_sub(ledger.in_use().max(running.len()));
         let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await;
         if caught_up && free > 0 && trunk_up.load(Ordering::Acquire) {
-            match store.claim(&config.node_id, unix_ms(), lease_ms, free as u32).await {
+            match store.claim(&config.node_id, unix_ms(), lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
                     for work in claimed {
                         let task = Verification {
@@ -432,7 +432,9 @@ struct Progress {
 
 fn attempt_result(report: &CallReport) -> AttemptResult {
     let now = unix_ms();
-    let at = |ms: Option<u64>| ms.map(|ms| now - report.duration_ms as i64 + ms as i64);
+    let ms = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
+    let started = now.saturating_sub(ms(report.duration_ms));
+    let at = |offset: Option<u64>| offset.map(|offset| started.saturating_add(ms(offset)));
     AttemptResult {
         ended_at: now,
         answered_at: at(report.answered_ms),
