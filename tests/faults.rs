@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use common::http::get_json;
-use common::process::{Running, pound, start};
+use common::process::{Running, phone, pound, start};
 use serde_json::{Value, json};
 
 const KEY: &str = "faults-test-key";
@@ -81,13 +81,6 @@ fn serve(dir: &Path, store: &str, trunk: &str) -> (Running, String) {
         .args(["--api-key", KEY]);
     let (child, ready) = start(command);
     (child, format!("http://{}", ready["api"].as_str().unwrap()))
-}
-
-fn phone(args: &[&str]) -> (Running, String) {
-    let mut command = pound();
-    command.args(["phone", "--listen", "127.0.0.1:0"]).args(args);
-    let (child, ready) = start(command);
-    (child, format!("sip:{}", ready["sip"].as_str().unwrap()))
 }
 
 /// POSTs a verification; the response as it came.
