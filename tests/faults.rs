@@ -5,6 +5,8 @@
 //!   space comes back. The disk is a small tmpfs the test mounts (root, as
 //!   here and in CI); where mounting is not allowed the test says why and
 //!   does not run.
+//! - another node takes a running call's verification over (its lease was
+//!   lost): the call is ended with BYE, not dropped without one.
 //! - PostgreSQL goes away while calls are running (a TCP proxy the test
 //!   controls stands between the node and the server): every call still
 //!   ends properly, its result is stored when the database is back, and
@@ -190,6 +192,49 @@ async fn a_full_disk_is_refused_with_503_and_the_node_recovers_without_restart()
     assert_eq!(record["outcome"], "verified", "{record}");
 }
 
+/// Every call `phone` took, counted from its `call_ended` lines: a call
+/// ends there only when it was hung up properly (BYE, CANCEL).
+fn count_calls(phone: &mut Running) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let stdout = phone.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"call_ended\"") {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_lease_is_lost_is_ended_with_bye() {
+    let dir = tempfile::tempdir().unwrap();
+    // Never presses: the call would run for the whole dialplan (three prompts
+    // and the input timeout, over ten seconds) if nothing ended it.
+    let (mut phone, trunk) = phone(&["--answer-after", "100", "--after", "60000"]);
+    let calls = count_calls(&mut phone);
+    let store = format!("sqlite://{}", dir.path().join("pound.db").display());
+    let (_serve, api) = serve(dir.path(), &store, &trunk);
+    let client = reqwest::Client::new();
+    let id = created(&client, &api, "+14155550140").await;
+    wait_until(&client, &api, &id, Duration::from_secs(20), |r| r["status"] == "answered").await;
+    // Another node has it now, as after a lease that lapsed and was claimed.
+    let mut db = sqlx::SqliteConnection::connect(&store).await.unwrap();
+    sqlx::query("UPDATE verifications SET lease_owner = 'another-node' WHERE id = $1")
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // The node learns of it at its next renewal (every second with 3 s leases).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the callee never got a BYE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A TCP proxy to `upstream` that can be cut (every connection dropped, new
 /// ones closed at once) and restored.
 async fn proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
@@ -239,17 +284,7 @@ async fn a_database_outage_mid_call_loses_no_result_and_calls_nobody_twice() {
     let (database, url) = fresh_database(&admin_url, via).await;
     let dir = tempfile::tempdir().unwrap();
     let (mut phone, trunk) = phone(&["--answer-after", "200", "--after", "2500"]);
-    // Every call the phone took, counted from its `call_ended` lines.
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let stdout = phone.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("\"call_ended\"") {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
+    let calls = count_calls(&mut phone);
     let (_serve, api) = serve(dir.path(), &url, &trunk);
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
