@@ -99,9 +99,11 @@ impl Ledger {
 
     fn keep(&self, error: StoreError, call: Unrecorded) {
         let id = call.verification_id.as_str();
-        if let StoreError::LeaseLost { .. } = error {
-            // Another node took the verification over; its record wins.
-            tracing::warn!(verification = id, %error, "a finished call's result was not recorded: lease lost");
+        if !matches!(error, StoreError::Database(_)) {
+            // Not the store being down: another node took the verification
+            // over (its record wins), or the row is unreadable. Retrying
+            // would never succeed and would keep this node from claiming.
+            tracing::error!(verification = id, %error, "a finished call's result cannot be recorded; dropping it");
             return;
         }
         tracing::warn!(verification = id, %error, "the store failed: keeping the call's result until it can be written");
