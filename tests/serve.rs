@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::get_json;
-use common::process::{Running, pound, start};
+use common::process::{Running, phone, pound, start};
 use serde_json::{Value, json};
 
 const KEY: &str = "serve-test-key";
@@ -39,13 +39,6 @@ fn serve(dir: &Path, trunk: &str) -> (Running, String) {
         .arg(dialplans(dir));
     let (child, ready) = start(command);
     (child, format!("http://{}", ready["api"].as_str().unwrap()))
-}
-
-fn phone(args: &[&str]) -> (Running, String) {
-    let mut command = pound();
-    command.args(["phone", "--listen", "127.0.0.1:0"]).args(args);
-    let (child, ready) = start(command);
-    (child, format!("sip:{}", ready["sip"].as_str().unwrap()))
 }
 
 async fn submit(client: &reqwest::Client, api: &str, phone: &str) -> String {

@@ -7,6 +7,10 @@ use serde_json::json;
 
 use crate::store::StoreError;
 
+/// `Retry-After` of a `503 store_unavailable`: nothing was stored, and a full
+/// disk or a database failover usually takes seconds, not milliseconds.
+pub const STORE_RETRY_AFTER_S: u64 = 5;
+
 /// An error response. `code` is stable (clients branch on it); `message` is
 /// for people and may change.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +64,7 @@ impl From<StoreError> for ApiError {
                     "store_unavailable",
                     "the store is unavailable; retry later",
                 )
+                .retry_after(STORE_RETRY_AFTER_S)
             }
         }
     }

@@ -9,6 +9,7 @@
 mod admission;
 mod auth;
 mod error;
+mod ready;
 mod request;
 pub mod webhooks;
 
@@ -123,6 +124,8 @@ impl Default for Policy {
 struct Shared {
     state: ApiState,
     keys: KeyRing,
+    /// `/readyz` asks the store whether it can write (issue 7, faults).
+    write_probe: ready::WriteProbe,
 }
 
 type AppState = Arc<Shared>;
@@ -130,7 +133,11 @@ type AppState = Arc<Shared>;
 /// The API's routes, ready for `axum::serve`.
 pub fn router(state: ApiState) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
-    let shared = Arc::new(Shared { keys: KeyRing::new(&state.config.api_keys), state });
+    let shared = Arc::new(Shared {
+        keys: KeyRing::new(&state.config.api_keys),
+        write_probe: ready::WriteProbe::default(),
+        state,
+    });
     let v1 = Router::new()
         .route("/v1/verifications", post(create_verification))
         .route("/v1/verifications/{id}", get(get_verification))
@@ -369,13 +376,17 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(shared): State<AppState>) -> Response {
-    if shared.state.ready.load(Ordering::Acquire) {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the engine or the store is not up yet")
+    if !shared.state.ready.load(Ordering::Acquire) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the engine or the store is not up yet")
             .retry_after(1)
-            .into_response()
+            .into_response();
     }
+    if !shared.write_probe.writable(shared.state.store.as_ref(), now_ms()).await {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not accept writes")
+            .retry_after(error::STORE_RETRY_AFTER_S)
+            .into_response();
+    }
+    Json(json!({ "status": "ready" })).into_response()
 }
 
 async fn openapi() -> Response {

@@ -7,6 +7,7 @@
 //! stops claiming, lets running calls finish until a deadline, then ends the
 //! rest and releases their verifications for another node.
 
+mod ledger;
 mod pacing;
 pub mod trunk;
 
@@ -32,6 +33,7 @@ use crate::net::{CallSetup, resolve, run_call, run_trunk_watch};
 use crate::policy::NumberRules;
 use crate::sip::{Credentials, Timers};
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
+use ledger::{Ledger, Then, Unrecorded};
 use trunk::TrunkWatchConfig;
 
 /// A dialplan with its prompts loaded.
@@ -87,7 +89,7 @@ pub struct EngineConfig {
 
 /// Now as Unix milliseconds, the store's clock.
 pub fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs until `shutdown` turns true, then drains as described above.
@@ -104,13 +106,15 @@ pub async fn run_engine(
         spawn_trunk_watch(&config, trunk_up.clone(), shutdown.clone()).await;
     }
     let (stop_calls, calls_stopped) = watch::channel(false);
+    let ledger = Arc::new(Ledger::default());
+    let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
     let mut running = JoinSet::new();
     loop {
         while running.try_join_next().is_some() {}
-        let free = config.max_concurrent_calls.saturating_sub(running.len());
-        if free > 0 && trunk_up.load(Ordering::Acquire) {
-            let lease_ms = config.lease.as_millis() as i64;
-            match store.claim(&config.node_id, unix_ms(), lease_ms, free as u32).await {
+        let free = config.max_concurrent_calls.saturating_sub(ledger.in_use().max(running.len()));
+        let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await;
+        if caught_up && free > 0 && trunk_up.load(Ordering::Acquire) {
+            match store.claim(&config.node_id, unix_ms(), lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
                     for work in claimed {
                         let task = Verification {
@@ -119,6 +123,7 @@ pub async fn run_engine(
                             config: config.clone(),
                             pacer: pacer.clone(),
                             stop: calls_stopped.clone(),
+                            ledger: ledger.clone(),
                         };
                         let span = tracing::info_span!("verification", id = %work.verification.id);
                         running.spawn(task.run(work).instrument(span));
@@ -139,6 +144,12 @@ pub async fn run_engine(
         tracing::warn!(calls = running.len(), "grace period over: ending the remaining calls");
         let _ = stop_calls.send(true);
         while running.join_next().await.is_some() {}
+    }
+    if !ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await {
+        tracing::error!(
+            results = ledger.unrecorded(),
+            "stopping with call results the store never took; their leases will expire and they will be called again"
+        );
     }
     Ok(())
 }
@@ -190,15 +201,34 @@ struct Verification {
     pacer: Arc<Pacer>,
     /// The node is stopping: end the call and release the verification.
     stop: watch::Receiver<bool>,
+    /// Running work and call results the store has not taken yet.
+    ledger: Arc<Ledger>,
 }
 
 impl Verification {
     async fn run(self, claimed: Claimed) {
         let id = claimed.verification.id.clone();
+        let ledger = self.ledger.clone();
+        ledger.started(&id);
         if let Err(e) = self.attempt(claimed).await {
-            // The lease will expire and another claim will carry on.
-            tracing::warn!(verification = %id, error = %e, "store failed during a verification");
+            // Only before a call is placed: nobody was called, so the lease
+            // expiring and another claim carrying on is safe.
+            tracing::warn!(verification = %id, error = %e, "store failed before the call; it will be claimed again");
+            ledger.store_failed();
         }
+        ledger.ended(&id);
+    }
+
+    /// A store write during the call: a failure is logged and remembered,
+    /// never allowed to end the call (the callee would get no BYE or CANCEL),
+    /// since the call's result is recorded afterwards anyway.
+    fn tolerate<T>(&self, id: &str, what: &str, written: Result<T, StoreError>) -> Option<T> {
+        written
+            .inspect_err(|error| {
+                tracing::warn!(verification = id, %error, "the store failed during the call ({what}); the call goes on");
+                self.ledger.store_failed();
+            })
+            .ok()
     }
 
     async fn attempt(self, claimed: Claimed) -> Result<(), StoreError> {
@@ -257,23 +287,26 @@ impl Verification {
         let mut stop = self.stop.clone();
         let started = std::time::Instant::now();
         self.metrics.call_started();
-        let mut state = Progress { attempt: None, started, answered: None };
+        let mut state =
+            Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started, answered: None };
+        let mut lease_lost = false;
         let report = loop {
             tokio::select! {
-                Some(event) = progress.recv() => self.on_event(id, &mut state, event).await?,
+                Some(event) = progress.recv() => self.on_event(id, &mut state, event).await,
                 joined = &mut call.0 => break joined.ok().and_then(Result::ok),
                 _ = renew.tick() => {
-                    let until = unix_ms() + self.config.lease.as_millis() as i64;
-                    match self.store.renew_lease(id, node, until).await? {
-                        LeaseState::Held => {}
-                        LeaseState::CancelRequested => {
+                    let until = unix_ms().saturating_add(i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX));
+                    match self.tolerate(id, "lease renewal", self.store.renew_lease(id, node, until).await) {
+                        None | Some(LeaseState::Held) => {}
+                        Some(LeaseState::CancelRequested) => {
                             let _ = cancel_call.send(true);
                         }
-                        LeaseState::Lost => {
+                        Some(LeaseState::Lost) => {
+                            // The call is ended properly (CANCEL or BYE) before
+                            // the task lets go of it.
                             tracing::warn!(verification = id, "lost the lease: ending the call, leaving the record alone");
                             let _ = cancel_call.send(true);
-                            self.metrics.call_ended();
-                            return Ok(());
+                            lease_lost = true;
                         }
                     }
                 }
@@ -284,44 +317,65 @@ impl Verification {
         };
         // Events the call sent just before it ended.
         while let Ok(event) = progress.try_recv() {
-            self.on_event(id, &mut state, event).await?;
+            self.on_event(id, &mut state, event).await;
         }
-        let attempt = state.attempt;
         self.metrics.call_ended();
+        if lease_lost {
+            return Ok(());
+        }
         let stopping = *self.stop.borrow();
         let Some(report) = report else {
             tracing::warn!(verification = id, "the call could not be placed (socket or name resolution)");
             return self.finish(id, Outcome::Failed).await;
         };
         self.metrics.foreign_traffic(report.foreign_rtp_packets, report.foreign_sip_messages);
-        if let Some(number) = attempt {
-            self.store.finish_attempt(id, number, &attempt_result(&report)).await?;
-        }
-        if stopping && report.outcome == Outcome::Canceled {
+        let then = if stopping && report.outcome == Outcome::Canceled {
             // Our own shutdown ended the call, not the requester: release it.
-            return self.store.requeue(id, node, unix_ms(), unix_ms()).await;
-        }
-        let attempts_left = verification.attempt_count + 1 < verification.max_attempts;
-        if attempts_left && dialplan.plan.retry_outcomes.contains(&report.outcome) {
-            let next = unix_ms() + dialplan.plan.retry_after.as_millis() as i64;
+            Then::Requeue { next_attempt_at: unix_ms() }
+        } else if verification.attempt_count + 1 < verification.max_attempts
+            && dialplan.plan.retry_outcomes.contains(&report.outcome)
+        {
             tracing::info!(verification = id, outcome = report.outcome.as_str(), "will call again");
-            return self.store.requeue(id, node, next, unix_ms()).await;
+            let retry_after = i64::try_from(dialplan.plan.retry_after.as_millis()).unwrap_or(i64::MAX);
+            Then::Requeue { next_attempt_at: unix_ms().saturating_add(retry_after) }
+        } else {
+            Then::Complete(report.outcome)
+        };
+        let unrecorded = Unrecorded {
+            verification_id: id.to_string(),
+            call_id: state.call_id,
+            started_at: state.started_at,
+            attempt: state.attempt,
+            result: attempt_result(&report),
+            then,
+        };
+        self.ledger.record(self.store.as_ref(), node, unix_ms(), unrecorded).await;
+        if let Then::Complete(outcome) = then {
+            self.metrics.verification_finished(outcome);
+            tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
         }
-        self.finish(id, report.outcome).await
+        Ok(())
     }
 
-    async fn on_event(&self, id: &str, state: &mut Progress, event: CallEvent) -> Result<(), StoreError> {
+    async fn on_event(&self, id: &str, state: &mut Progress, event: CallEvent) {
         let node = self.config.node_id.as_str();
         match event {
             CallEvent::Calling { call_id } => {
-                state.attempt = Some(self.store.start_attempt(id, node, &call_id, unix_ms()).await?);
+                state.started_at = unix_ms();
+                let started = self.store.start_attempt(id, node, &call_id, state.started_at).await;
+                state.attempt = self.tolerate(id, "attempt start", started);
+                state.call_id = call_id;
             }
             CallEvent::Response { status } => self.metrics.sip_response(status),
-            CallEvent::Ringing => self.store.set_status(id, node, Status::Ringing, unix_ms()).await?,
+            CallEvent::Ringing => {
+                let written = self.store.set_status(id, node, Status::Ringing, unix_ms()).await;
+                self.tolerate(id, "status", written);
+            }
             CallEvent::Answered => {
                 state.answered = Some(std::time::Instant::now());
                 self.metrics.call_setup(state.started.elapsed().as_secs_f64());
-                self.store.set_status(id, node, Status::Answered, unix_ms()).await?;
+                let written = self.store.set_status(id, node, Status::Answered, unix_ms()).await;
+                self.tolerate(id, "status", written);
             }
             CallEvent::Digit { source, .. } => {
                 self.metrics.digit(source);
@@ -331,7 +385,6 @@ impl Verification {
             }
             CallEvent::Finished(_) => {}
         }
-        Ok(())
     }
 
     async fn finish(&self, id: &str, outcome: Outcome) -> Result<(), StoreError> {
@@ -382,14 +435,20 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// What the engine has learnt about the running call.
 struct Progress {
+    /// The attempt's number, if the store recorded its start.
     attempt: Option<u32>,
+    call_id: String,
+    /// When the INVITE went out, Unix ms.
+    started_at: i64,
     started: std::time::Instant,
     answered: Option<std::time::Instant>,
 }
 
 fn attempt_result(report: &CallReport) -> AttemptResult {
     let now = unix_ms();
-    let at = |ms: Option<u64>| ms.map(|ms| now - report.duration_ms as i64 + ms as i64);
+    let ms = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
+    let started = now.saturating_sub(ms(report.duration_ms));
+    let at = |offset: Option<u64>| offset.map(|offset| started.saturating_add(ms(offset)));
     AttemptResult {
         ended_at: now,
         answered_at: at(report.answered_ms),

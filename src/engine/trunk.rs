@@ -31,6 +31,15 @@ pub struct TrunkWatchConfig {
 /// A failed registration is tried again after this.
 const RETRY: Duration = Duration::from_secs(30);
 
+/// The longest wait the watch schedules. Waits come from the config and from
+/// the registrar's `Expires`, and `Instant + Duration` panics on overflow.
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// `now + wait`, the wait cut to [`MAX_WAIT`].
+fn deadline(now: Instant, wait: Duration) -> Instant {
+    now + wait.min(MAX_WAIT)
+}
+
 /// The trunk watch machine.
 pub struct TrunkWatch {
     config: TrunkWatchConfig,
@@ -161,7 +170,7 @@ impl TrunkWatch {
                     self.reachable = false;
                 }
             }
-            self.next_options = self.config.options_interval.map(|i| now + i);
+            self.next_options = self.config.options_interval.map(|i| deadline(now, i));
         }
     }
 
@@ -183,15 +192,18 @@ impl TrunkWatch {
         match event {
             TransactionEvent::Provisional(_) => {}
             TransactionEvent::Final(response) if response.status().is_some_and(|s| (200..300).contains(&s)) => {
-                let granted = granted_expiry(&response).unwrap_or(self.config.expires);
+                // A registrar may shorten the lifetime we asked for, not
+                // lengthen it (RFC 3261 §10.3): a larger value is hostile or
+                // broken, and trusting it would let the registration lapse.
+                let granted = granted_expiry(&response).map_or(self.config.expires, |g| g.min(self.config.expires));
                 // Refresh well before expiry, as RFC 3261 §10.2.4 advises.
-                let refresh = (granted.mul_f64(0.8)).max(Duration::from_secs(1));
+                let refresh = (granted / 5 * 4).max(Duration::from_secs(1));
                 if !self.registered {
                     tracing::info!(trunk = %self.config.trunk_uri, seconds = granted.as_secs(), "registered");
                 }
                 self.registered = true;
                 self.nonces.clear();
-                self.next_register = Some(now + refresh);
+                self.next_register = Some(deadline(now, refresh));
             }
             _ => {
                 if self.registered {
@@ -199,7 +211,7 @@ impl TrunkWatch {
                 }
                 self.registered = false;
                 self.nonces.clear();
-                self.next_register = Some(now + RETRY);
+                self.next_register = Some(deadline(now, RETRY));
             }
         }
     }
@@ -287,6 +299,32 @@ mod tests {
         assert_eq!(watch.next_register, Some(t0 + Duration::from_secs(240)));
         watch.handle_timeout(t0 + Duration::from_secs(240));
         assert_eq!(watch.poll_transmit().unwrap().method(), Some(&Method::Register));
+    }
+
+    #[test]
+    fn an_oversize_expires_from_the_registrar_does_not_stop_the_watch() {
+        for granted in [
+            ("Expires", "18446744073709551615".to_string()),
+            ("Expires", (u64::MAX / 1000).to_string()),
+            ("Contact", format!("<sip:pound@10.0.0.1:5060>;expires={}", u64::MAX)),
+        ] {
+            let t0 = Instant::now();
+            let mut watch = TrunkWatch::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
+            let register = watch.poll_transmit().unwrap();
+            watch.handle_response(t0, reply(&register, 200).with_header(granted.0, granted.1.clone()));
+            assert!(watch.is_up(), "{granted:?}");
+            // A registrar may shorten the lifetime asked for, never lengthen it:
+            // the refresh goes out within the 600 s requested.
+            let mut refreshed = false;
+            while let Some(at) = watch.poll_timeout().filter(|at| *at <= t0 + Duration::from_secs(600)) {
+                watch.handle_timeout(at);
+                if std::iter::from_fn(|| watch.poll_transmit()).any(|m| m.method() == Some(&Method::Register)) {
+                    refreshed = true;
+                    break;
+                }
+            }
+            assert!(refreshed, "the watch keeps refreshing after {granted:?}");
+        }
     }
 
     #[test]

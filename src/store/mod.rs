@@ -345,6 +345,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every webhook of a verification.
     async fn webhooks_for(&self, verification_id: &str) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    // --- Faults (issue 7) ---
+
+    /// Writes one small row and commits it: `Ok` only if the store accepts
+    /// writes right now (`/readyz`).
+    async fn check_writable(&self, now: i64) -> Result<(), StoreError>;
 }
 
 /// Opens the store a URL names, creating and migrating it as needed:

@@ -9,6 +9,8 @@
 //! version under READ COMMITTED. Multi-statement writes (`complete`,
 //! `start_attempt`, `cancel`, `claim`) are one transaction each.
 
+use std::time::Duration;
+
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
@@ -23,7 +25,10 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://…`) and migrates it.
     /// Nodes starting together are safe: the migrator holds an advisory lock.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let pool = PgPoolOptions::new().connect(url).await?;
+        // While the server is down, sqlx retries refused connections until
+        // the acquire timeout (30 s by default): every API request would hang
+        // that long before its 503. Five seconds covers a busy pool.
+        let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(5)).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PostgresStore { pool })
     }

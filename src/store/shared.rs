@@ -9,6 +9,13 @@
 //! `store::queries` for why that is safe on SQLite. What stays in each
 //! backend: connecting, `begin_write` (how a write transaction starts) and
 //! the row locks passed in here, which is where the dialects differ.
+//!
+//! A write whose rows are read back (`RETURNING`) runs in a transaction with
+//! an explicit commit, never as a lone statement on the pool. On SQLite a
+//! lone statement commits when it is stepped to its end or reset, but sqlx
+//! stops stepping once `fetch_optional`/`fetch_one` has its row and ignores
+//! the error of the reset: a commit that fails there (a full disk) would be
+//! reported as success with a row that was never stored.
 
 /// Implements [`Store`](super::Store) for a backend. Invoke it in a module of
 /// its own, as it brings the names it needs into scope.
@@ -50,7 +57,13 @@ macro_rules! impl_store {
         #[async_trait]
         impl Store for $store {
             async fn create_verification(&self, new: &NewVerification) -> Result<(Verification, bool), StoreError> {
-                insert_verification(&mut *self.pool.acquire().await?, new).await
+                // In a transaction of its own because of RETURNING (see the
+                // module docs): the caller answers 202 only after the commit
+                // said the row is stored.
+                let mut tx = self.begin_write().await?;
+                let created = insert_verification(&mut tx, new).await?;
+                tx.commit().await?;
+                Ok(created)
             }
 
             async fn admit_verification(
@@ -178,6 +191,8 @@ macro_rules! impl_store {
             }
 
             async fn renew_lease(&self, id: &str, node: &str, until: i64) -> Result<LeaseState, StoreError> {
+                // A transaction because of RETURNING (see the module docs).
+                let mut tx = self.begin_write().await?;
                 let cancel_requested: Option<bool> = sqlx::query_scalar(
                     "UPDATE verifications SET lease_until = $3 \
                      WHERE id = $1 AND lease_owner = $2 AND status IN ('queued', 'dialing', 'ringing', 'answered') \
@@ -186,9 +201,10 @@ macro_rules! impl_store {
                 .bind(id)
                 .bind(node)
                 .bind(until)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(read_error)?;
+                tx.commit().await?;
                 Ok(match cancel_requested {
                     None => LeaseState::Lost,
                     Some(true) => LeaseState::CancelRequested,
@@ -456,6 +472,19 @@ macro_rules! impl_store {
                         .await
                         .map_err(read_error)?;
                 convert_all(rows)
+            }
+
+            async fn check_writable(&self, now: i64) -> Result<(), StoreError> {
+                // A real write: reading, or a transaction that writes nothing,
+                // succeeds on a full disk.
+                sqlx::query(
+                    "INSERT INTO store_probe (id, written_at) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
         }
     };

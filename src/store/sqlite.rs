@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection, Sqlite, Transaction};
 
 use super::StoreError;
 
@@ -33,7 +33,17 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            // A transaction whose COMMIT or statement failed with SQLITE_FULL
+            // or SQLITE_IOERR may already have been rolled back by SQLite
+            // itself; the ROLLBACK sqlx then queues fails, and sqlx's own
+            // count of open transactions stays at one. Such a connection
+            // refuses every later `begin_with` ("non-zero transaction
+            // depth"), so it is closed instead of handed out again: the
+            // engine and the outbox recover once the disk has room.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
