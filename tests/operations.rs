@@ -6,15 +6,14 @@ mod common;
 
 use std::process::Command;
 
-use common::process::{Running, pound, start};
+use common::process::{Running, pound};
 use serde_json::Value;
 
-/// A phone on loopback that presses `#` by RFC 4733 soon after answering.
+/// A phone on loopback that presses `#` by RFC 4733 soon after answering;
+/// its `host:port`.
 fn phone() -> (Running, String) {
-    let mut command = pound();
-    command.args(["phone", "--listen", "127.0.0.1:0", "--calls", "1", "--after", "300", "--answer-after", "50"]);
-    let (child, ready) = start(command);
-    (child, ready["sip"].as_str().expect("the phone's address").to_string())
+    let (child, uri) = common::process::phone(&["--calls", "1", "--after", "300", "--answer-after", "50"]);
+    (child, uri.trim_start_matches("sip:").to_string())
 }
 
 #[test]
