@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::api::ssrf::{Cidr, TargetPolicy};
 use crate::call::Transport;
 use crate::media::codec::Codec;
 
@@ -136,6 +137,19 @@ pub struct WebhookSection {
     pub secret: String,
     /// Tries before a delivery is given up (and shown as failed).
     pub max_attempts: u32,
+    // SSRF guard (issue 7): destinations that are not global unicast are
+    // refused unless allowed here.
+    /// Allow loopback, private, link-local and reserved destinations.
+    pub allow_private: bool,
+    /// Address blocks allowed even though they are not global (`"10.1.0.0/16"`).
+    pub allow_cidrs: Vec<Cidr>,
+}
+
+impl WebhookSection {
+    /// The destination guard these keys describe.
+    pub fn targets(&self) -> TargetPolicy {
+        TargetPolicy { allow_private: self.allow_private, allow_cidrs: self.allow_cidrs.clone() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,7 +226,7 @@ impl Default for PolicySection {
 
 impl Default for WebhookSection {
     fn default() -> Self {
-        WebhookSection { secret: String::new(), max_attempts: 8 }
+        WebhookSection { secret: String::new(), max_attempts: 8, allow_private: false, allow_cidrs: Vec::new() }
     }
 }
 

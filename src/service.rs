@@ -82,6 +82,7 @@ impl Service {
                 },
                 dialplans: names,
                 max_body_bytes: config.api.max_body_bytes,
+                webhook_targets: config.webhooks.targets(),
             },
             metrics: metrics.clone(),
             ready: ready.clone(),
@@ -130,7 +131,11 @@ impl Service {
                 tracing::error!(error = %e, "the engine stopped");
             }
         }));
-        let webhooks = WebhookConfig { max_attempts: config.webhooks.max_attempts, ..WebhookConfig::default() };
+        let webhooks = WebhookConfig {
+            max_attempts: config.webhooks.max_attempts,
+            targets: config.webhooks.targets(),
+            ..WebhookConfig::default()
+        };
         let secret = config.webhooks.secret.clone().into_bytes();
         if secret.is_empty() {
             tracing::warn!("webhooks.secret is empty: webhook signatures prove nothing");

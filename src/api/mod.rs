@@ -9,6 +9,7 @@
 mod auth;
 mod error;
 mod request;
+pub mod ssrf;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct ApiConfig {
     pub default_dialplan: String,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Callback URLs naming a destination this refuses get 400 (webhooks.allow_*).
+    pub webhook_targets: ssrf::TargetPolicy,
 }
 
 impl Default for ApiConfig {
@@ -85,6 +88,7 @@ impl Default for ApiConfig {
             dialplans: vec!["press-pound".to_string()],
             default_dialplan: "press-pound".to_string(),
             max_body_bytes: 16 * 1024,
+            webhook_targets: ssrf::TargetPolicy::default(),
         }
     }
 }
