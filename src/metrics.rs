@@ -93,6 +93,45 @@ pub struct Metrics {
     detection_latency: Histogram,
     call_setup: Histogram,
     webhook_deliveries: Family<ResultLabel, Counter>,
+    http: HttpMetrics,
+}
+
+/// The HTTP server's own health under load and abuse (issue 7).
+#[derive(Debug, Default)]
+struct HttpMetrics {
+    connections: Gauge,
+    connections_refused: Counter,
+    timeouts: Family<KindLabel, Counter>,
+    auth_throttled: Counter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+impl HttpMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("pound_http_connections", "Open HTTP API connections", self.connections.clone());
+        registry.register(
+            "pound_http_connections_refused",
+            "HTTP connections closed at once: the client already held api.max_connections_per_client",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "pound_http_timeouts",
+            "HTTP connections or requests ended by a timeout, by kind (header, request, idle)",
+            self.timeouts.clone(),
+        );
+        registry.register(
+            "pound_http_auth_throttled",
+            "Requests refused with 429 after too many failed authentications from their client",
+            self.auth_throttled.clone(),
+        );
+        for kind in ["header", "request", "idle"] {
+            self.timeouts.get_or_create_owned(&KindLabel { kind });
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -149,8 +188,11 @@ impl Metrics {
         for result in [WebhookResult::Delivered, WebhookResult::Failed, WebhookResult::GaveUp] {
             webhook_deliveries.get_or_create_owned(&ResultLabel { result: result.as_str() });
         }
+        let http = HttpMetrics::default();
+        http.register(&mut registry);
         Metrics {
             registry,
+            http,
             verifications,
             calls_in_progress,
             sip_responses,
@@ -221,6 +263,31 @@ impl Metrics {
     pub fn webhook(&self, result: WebhookResult) {
         self.webhook_deliveries.get_or_create(&ResultLabel { result: result.as_str() }).inc();
     }
+
+    /// An HTTP connection was accepted (pair with [`Metrics::http_connection_closed`]).
+    pub fn http_connection_opened(&self) {
+        self.http.connections.inc();
+    }
+
+    /// An HTTP connection ended.
+    pub fn http_connection_closed(&self) {
+        self.http.connections.dec();
+    }
+
+    /// An HTTP connection was closed at once for its client's connection limit.
+    pub fn http_connection_refused(&self) {
+        self.http.connections_refused.inc();
+    }
+
+    /// A timeout ended an HTTP connection or request: `header`, `request` or `idle`.
+    pub fn http_timeout(&self, kind: &'static str) {
+        self.http.timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// A request was refused for its client's failed authentications.
+    pub fn http_auth_throttled(&self) {
+        self.http.auth_throttled.inc();
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +309,10 @@ mod tests {
             "pound_dtmf_detection_latency_seconds",
             "pound_call_setup_seconds",
             "pound_webhook_deliveries_total",
+            "pound_http_connections",
+            "pound_http_connections_refused_total",
+            "pound_http_timeouts_total",
+            "pound_http_auth_throttled_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }

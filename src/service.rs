@@ -83,19 +83,20 @@ impl Service {
                 dialplans: names,
                 max_body_bytes: config.api.max_body_bytes,
                 webhook_targets: config.webhooks.targets(),
+                limits: config.api.limits(),
             },
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
         let mut tasks = Vec::new();
         let mut api_stop = stopping.clone();
+        let limits = api_state.config.limits.clone();
+        let api_metrics = metrics.clone();
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router(api_state)).with_graceful_shutdown(async move {
+            crate::api::server::serve(listener, router(api_state), limits, api_metrics, async move {
                 let _ = api_stop.wait_for(|stop| *stop).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the API stopped");
-            }
+            })
+            .await;
         }));
         let engine = EngineConfig {
             node_id: node_id.clone(),

@@ -8,7 +8,9 @@
 
 mod auth;
 mod error;
+pub mod limits;
 mod request;
+pub mod server;
 pub mod ssrf;
 pub mod webhooks;
 
@@ -78,6 +80,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Callback URLs naming a destination this refuses get 400 (webhooks.allow_*).
     pub webhook_targets: ssrf::TargetPolicy,
+    /// Timeouts, connection and failed-authentication limits.
+    pub limits: limits::HttpLimits,
 }
 
 impl Default for ApiConfig {
@@ -89,6 +93,7 @@ impl Default for ApiConfig {
             default_dialplan: "press-pound".to_string(),
             max_body_bytes: 16 * 1024,
             webhook_targets: ssrf::TargetPolicy::default(),
+            limits: limits::HttpLimits::default(),
         }
     }
 }
@@ -134,6 +139,12 @@ type AppState = Arc<Shared>;
 /// The API's routes, ready for `axum::serve`.
 pub fn router(state: ApiState) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
+    let auth_guard = limits::AuthGuard {
+        failures: Arc::new(limits::AuthFailures::new(state.config.limits.auth_failures_per_minute)),
+        metrics: state.metrics.clone(),
+    };
+    let deadline =
+        limits::RequestDeadline { timeout: state.config.limits.request_timeout, metrics: state.metrics.clone() };
     let shared = Arc::new(Shared {
         keys: KeyRing::new(&state.config.api_keys),
         create_lock: tokio::sync::Mutex::new(()),
@@ -146,7 +157,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/registrations/{user}", get(get_registrations))
         // A route layer runs only for matched routes, so an unknown path is
         // a 404 rather than a 401.
-        .route_layer(middleware::from_fn_with_state(shared.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(shared.clone(), require_api_key))
+        // Outside the key check, so a throttled client's key is not even looked at.
+        .route_layer(middleware::from_fn_with_state(auth_guard, limits::limit_auth_failures));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -156,6 +169,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(deadline, limits::limit_request_time))
         .with_state(shared)
 }
 
