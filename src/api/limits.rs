@@ -6,14 +6,21 @@
 //! addresses would let one host take 2^64 identities).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::time::Sleep;
 
 use super::error::ApiError;
 use crate::metrics::Metrics;
@@ -24,8 +31,7 @@ pub struct HttpLimits {
     /// A request's header must arrive within this, counted from when the
     /// server starts waiting for it (also after a keep-alive response).
     pub header_timeout: Duration,
-    /// From the end of the header to the end of the response: body upload
-    /// and handling; 408 after it.
+    /// From the end of the header to the end of the body; 408 after it.
     pub request_timeout: Duration,
     /// A connection that moves no byte either way for this long is closed
     /// (a client that stops reading its response, a stalled body).
@@ -214,22 +220,73 @@ pub struct RequestDeadline {
     pub metrics: Arc<Metrics>,
 }
 
-/// Middleware bounding a request from the end of its header to its
-/// response: a body trickled in byte by byte cannot hold a connection (and
-/// a handler's resources) beyond it. A create cut short may or may not have
-/// been stored; a retry with the same `Idempotency-Key` finds out.
+/// Middleware bounding how long a request's body may take to arrive,
+/// counted from the end of its header: a body trickled in byte by byte
+/// (never idle, never done) cannot hold a connection beyond it. Only the
+/// body is timed, never the handler: a request is either refused before
+/// anything happens (408) or handled to the end, so a timeout never leaves
+/// a half-made verification behind.
 pub async fn limit_request_time(State(deadline): State<RequestDeadline>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(deadline.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            deadline.metrics.http_timeout("request");
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                format!("the request was not completed within {} ms", deadline.timeout.as_millis()),
-            )
-            .into_response()
+    let expired = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        Body::new(DeadlineBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(deadline.timeout)),
+            expired: expired.clone(),
+        })
+    });
+    let response = next.run(request).await;
+    if !expired.load(Ordering::Acquire) {
+        return response;
+    }
+    deadline.metrics.http_timeout("request");
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!("the request body did not arrive within {} ms", deadline.timeout.as_millis()),
+    )
+    .into_response()
+}
+
+/// A request body that fails once its deadline passes.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+    expired: Arc<AtomicBool>,
+}
+
+/// The body did not arrive in time.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
         }
+        ready!(this.deadline.as_mut().poll(cx));
+        this.expired.store(true, Ordering::Release);
+        Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
