@@ -152,7 +152,7 @@ async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() 
     let mut attack = tokio::task::JoinSet::new();
     for n in 0..ATTACKERS {
         let from = format!("127.0.0.{}", 2 + n % 8);
-        let bytes: &'static [u8] = if n % 2 == 0 { b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " } else { b"" };
+        let bytes: &'static [u8] = if n.is_multiple_of(2) { b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " } else { b"" };
         attack.spawn(async move { closed_by_server(slow_client(&from, api_addr, bytes).await, started).await });
     }
 
@@ -273,7 +273,7 @@ async fn a_call_without_sockets_is_queued_again_not_failed() {
     // The RTP range is one even port, held here: every call's RTP bind fails.
     let held = loop {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        if socket.local_addr().unwrap().port() % 2 == 0 {
+        if socket.local_addr().unwrap().port().is_multiple_of(2) {
             break socket;
         }
     };
