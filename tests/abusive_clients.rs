@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::http::get_json;
-use common::process::{Running, pound, start};
+use common::http::{get_json, submit, wait_for};
+use common::process::{Running, phone, pound, start};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -56,38 +56,7 @@ fn serve_limited(dir: &Path, trunk: &str, extra_config: &str, descriptors: Optio
         .args(["--store", &format!("sqlite://{}", dir.join("pound.db").display())])
         .args(["--trunk", trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0", "--api-key", KEY]);
     let (child, ready) = start(command);
-    (child, ready["api"].as_str().unwrap().to_string())
-}
-
-fn phone() -> (Running, String) {
-    let mut command = pound();
-    command.args(["phone", "--listen", "127.0.0.1:0", "--after", "300"]);
-    let (child, ready) = start(command);
-    (child, format!("sip:{}", ready["sip"].as_str().unwrap()))
-}
-
-async fn submit(client: &reqwest::Client, api: &str, phone: &str) -> String {
-    let response = client
-        .post(format!("http://{api}/v1/verifications"))
-        .bearer_auth(KEY)
-        .json(&json!({"phone": phone, "user": "bob@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-}
-
-async fn wait_until_completed(client: &reqwest::Client, api: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let record = get_json(client, &format!("http://{api}/v1/verifications/{id}"), KEY).await;
-        if record["status"] == "completed" {
-            return record;
-        }
-        assert!(Instant::now() < deadline, "never completed: {record}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    (child, format!("http://{}", ready["api"].as_str().unwrap()))
 }
 
 fn open_descriptors(pid: u32) -> usize {
@@ -126,11 +95,11 @@ fn metric(text: &str, series: &str) -> f64 {
 async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() {
     const ATTACKERS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
-    let (_phone, trunk) = phone();
+    let (_phone, trunk) = phone(&["--after", "300"]);
     // 200 descriptors: 300 attacking connections would take them all (as
     // 20,000 did at the default limit) and leave the call none.
     let (serve, api) = serve_limited(dir.path(), &trunk, "", Some(200));
-    let api_addr: SocketAddr = api.parse().unwrap();
+    let api_addr: SocketAddr = api.trim_start_matches("http://").parse().unwrap();
     let pid = serve.0.id();
     let baseline = open_descriptors(pid);
     let sampling = Arc::new(AtomicBool::new(true));
@@ -152,16 +121,17 @@ async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() 
     let mut attack = tokio::task::JoinSet::new();
     for n in 0..ATTACKERS {
         let from = format!("127.0.0.{}", 2 + n % 8);
-        let bytes: &'static [u8] = if n.is_multiple_of(2) { b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " } else { b"" };
+        let bytes: &'static [u8] =
+            if n.is_multiple_of(2) { b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " } else { b"" };
         attack.spawn(async move { closed_by_server(slow_client(&from, api_addr, bytes).await, started).await });
     }
 
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let health_started = Instant::now();
-    let health = client.get(format!("http://{api}/healthz")).send().await.expect("/healthz answers");
+    let health = client.get(format!("{api}/healthz")).send().await.expect("/healthz answers");
     assert_eq!(health.status(), 200);
     let health_latency = health_started.elapsed();
-    let id = submit(&client, &api, "+14155550123").await;
+    let id = submit(&client, &api, KEY, "+14155550123").await;
 
     let (mut slowest, mut still_open) = (Duration::ZERO, 0);
     while let Some(closed_after) = attack.join_next().await {
@@ -172,7 +142,7 @@ async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() 
     }
     sampling.store(false, Ordering::Relaxed);
     let peak_descriptors = sampler.await.unwrap();
-    let record = wait_until_completed(&client, &api, &id).await;
+    let record = wait_for(&client, &api, KEY, &id, "completed").await;
     println!(
         "{}",
         json!({
@@ -198,7 +168,7 @@ async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() 
         peak_descriptors <= baseline + 64 + 32,
         "{peak_descriptors} descriptors open during the attack, {baseline} before"
     );
-    let metrics = client.get(format!("http://{api}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client.get(format!("{api}/metrics")).send().await.unwrap().text().await.unwrap();
     let header_timeouts = metric(&metrics, "pound_http_timeouts_total{kind=\"header\"}");
     let refused = metric(&metrics, "pound_http_connections_refused_total");
     assert!(header_timeouts + refused >= ATTACKERS as f64, "{metrics}");
@@ -208,7 +178,7 @@ async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() 
 async fn a_trickled_body_gets_408_after_the_request_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (_serve, api) = serve(dir.path(), "sip:127.0.0.1:9", "");
-    let (mut reader, mut writer) = TcpStream::connect(&api).await.unwrap().into_split();
+    let (mut reader, mut writer) = TcpStream::connect(api.trim_start_matches("http://")).await.unwrap().into_split();
     let header = format!(
         "POST /v1/verifications HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"phone\":"
@@ -240,7 +210,7 @@ async fn a_trickled_body_gets_408_after_the_request_timeout() {
 async fn wrong_keys_from_one_address_get_429_after_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let (_serve, api) = serve(dir.path(), "sip:127.0.0.1:9", "");
-    let url = format!("http://{api}/v1/verifications/v_0");
+    let url = format!("{api}/v1/verifications/v_0");
     // One keep-alive connection from 127.0.0.3, as in the finding.
     let attacker = reqwest::Client::builder().local_address("127.0.0.3".parse().ok()).build().unwrap();
     let mut statuses = Vec::new();
@@ -269,7 +239,7 @@ async fn wrong_keys_from_one_address_get_429_after_the_limit() {
 #[tokio::test]
 async fn a_call_without_sockets_is_queued_again_not_failed() {
     let dir = tempfile::tempdir().unwrap();
-    let (_phone, trunk) = phone();
+    let (_phone, trunk) = phone(&["--after", "300"]);
     // The RTP range is one even port, held here: every call's RTP bind fails.
     let held = loop {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -280,13 +250,13 @@ async fn a_call_without_sockets_is_queued_again_not_failed() {
     let port = held.local_addr().unwrap().port();
     let (_serve, api) = serve(dir.path(), &trunk, &format!("[rtp]\nports = \"{port}-{}\"\n", port + 1));
     let client = reqwest::Client::new();
-    let id = submit(&client, &api, "+14155550124").await;
+    let id = submit(&client, &api, KEY, "+14155550124").await;
     // Several claims and failed socket binds (one every 2 s after the first).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let record = get_json(&client, &format!("http://{api}/v1/verifications/{id}"), KEY).await;
+    let record = get_json(&client, &format!("{api}/v1/verifications/{id}"), KEY).await;
     assert_eq!(record["status"], "queued", "queued again, not failed: {record}");
     assert_eq!(record["attempts"], json!([]), "no attempt was used: {record}");
     drop(held);
-    let record = wait_until_completed(&client, &api, &id).await;
+    let record = wait_for(&client, &api, KEY, &id, "completed").await;
     assert_eq!(record["outcome"], "verified", "{record}");
 }

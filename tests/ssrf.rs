@@ -38,6 +38,28 @@ async fn listener(bind: &str) -> Listener {
     Listener { port, connections }
 }
 
+/// An HTTP receiver on `bind` answering `POST /hook` with `respond()`; its
+/// URL and the count of POSTs it got.
+async fn receiver<R>(bind: &str, respond: impl Fn() -> R + Clone + Send + Sync + 'static) -> (String, Arc<AtomicU32>)
+where
+    R: axum::response::IntoResponse + Send + 'static,
+{
+    let posts = Arc::new(AtomicU32::new(0));
+    let counted = posts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let response = respond();
+            async move { response }
+        }),
+    );
+    let socket = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let url = format!("http://{}/hook", socket.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(socket, app).await.unwrap() });
+    (url, posts)
+}
+
 /// A verification with `url` as its callback, canceled while queued, which
 /// puts its webhook in the outbox; returns the verification id.
 async fn queue_webhook(store: &Arc<dyn Store>, n: usize, url: &str) -> String {
@@ -156,20 +178,8 @@ async fn redirects_to_a_forbidden_address_are_not_followed() {
     let store = open_store(&dir).await;
     let forbidden = listener("127.0.0.1:0").await;
     let location = format!("http://127.0.0.1:{}/metadata", forbidden.port);
-    let posts = Arc::new(AtomicU32::new(0));
-    let counted = posts.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let location = location.clone();
-            async move { axum::response::Redirect::temporary(&location) }
-        }),
-    );
     // The allowed receiver lives on 127.0.0.2, opted in by address block.
-    let socket = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let receiver = format!("http://{}/hook", socket.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(socket, app).await.unwrap() });
+    let (receiver, posts) = receiver("127.0.0.2:0", move || axum::response::Redirect::temporary(&location)).await;
 
     let ids = vec![queue_webhook(&store, 0, &receiver).await];
     let targets = TargetPolicy { allow_private: false, allow_cidrs: vec!["127.0.0.2/32".parse().unwrap()] };
@@ -183,18 +193,8 @@ async fn redirects_to_a_forbidden_address_are_not_followed() {
 async fn allow_private_lets_a_loopback_receiver_through_and_the_default_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir).await;
-    let posts = Arc::new(AtomicU32::new(0));
-    let counted = posts.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { axum::http::StatusCode::NO_CONTENT }
-        }),
-    );
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver = format!("http://localhost:{}/hook", socket.local_addr().unwrap().port());
-    tokio::spawn(async move { axum::serve(socket, app).await.unwrap() });
+    let (receiver, posts) = receiver("127.0.0.1:0", || axum::http::StatusCode::NO_CONTENT).await;
+    let receiver = receiver.replace("127.0.0.1", "localhost");
 
     let refused = deliver(&store, TargetPolicy::default(), &[queue_webhook(&store, 0, &receiver).await]).await;
     assert_eq!(refused[0].last_error.as_deref(), Some("refused: loopback address"));

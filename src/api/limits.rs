@@ -256,16 +256,9 @@ struct DeadlineBody {
 }
 
 /// The body did not arrive in time.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
 struct BodyTimedOut;
-
-impl std::fmt::Display for BodyTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request body did not arrive in time")
-    }
-}
-
-impl std::error::Error for BodyTimedOut {}
 
 impl HttpBody for DeadlineBody {
     type Data = Bytes;

@@ -143,16 +143,9 @@ fn is_idle_timeout(err: &hyper::Error) -> bool {
 }
 
 /// No byte moved either way for the idle timeout.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the connection was idle too long")]
 struct IdleTimedOut;
-
-impl std::fmt::Display for IdleTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the connection was idle too long")
-    }
-}
-
-impl std::error::Error for IdleTimedOut {}
 
 /// A stream that fails with [`IdleTimedOut`] once it has been waited on
 /// for `timeout` without a byte read or written. The clock only runs while

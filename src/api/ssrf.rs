@@ -69,8 +69,6 @@ impl fmt::Display for Forbidden {
     }
 }
 
-impl std::error::Error for Forbidden {}
-
 /// The class of `ip` when it is not a global unicast address.
 pub fn classify(ip: IpAddr) -> Option<Forbidden> {
     match canonical(ip) {
@@ -263,29 +261,15 @@ pub fn check_url(url: &Url, policy: &TargetPolicy) -> Result<(), String> {
     policy.check_host(url).map_err(|class| format!("points at a {class}, which webhooks may not reach"))
 }
 
-/// A host name resolved only to refused addresses.
-#[derive(Debug)]
+/// A destination that resolved only to refused addresses.
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0}")]
 pub struct Refused(pub Forbidden);
 
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "refused: {}", self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
 /// A host name did not resolve.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("DNS failure: {0}")]
 pub struct Unresolved(pub std::io::Error);
-
-impl fmt::Display for Unresolved {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DNS failure: {}", self.0)
-    }
-}
-
-impl std::error::Error for Unresolved {}
 
 /// The webhook client's resolver: the system's, with every address that
 /// [`TargetPolicy::check`] refuses removed; a name with nothing left is an
