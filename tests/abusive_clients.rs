@@ -207,6 +207,18 @@ async fn a_trickled_body_gets_408_after_the_request_timeout() {
 }
 
 #[tokio::test]
+async fn an_oversized_header_is_refused_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_serve, api) = serve(dir.path(), "sip:127.0.0.1:9", "");
+    let huge = "a".repeat(200 * 1024);
+    let response = reqwest::Client::new().get(format!("{api}/healthz")).header("X-Big", huge).send().await;
+    // 431, or the connection closed while the client was still sending.
+    assert!(response.as_ref().map_or(true, |r| r.status() == 431), "{response:?}");
+    let health = reqwest::Client::new().get(format!("{api}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
 async fn wrong_keys_from_one_address_get_429_after_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let (_serve, api) = serve(dir.path(), "sip:127.0.0.1:9", "");

@@ -34,6 +34,11 @@ use tokio::time::{Instant, Sleep};
 use super::limits::{ClientSlot, ConnectionCounts, HttpLimits};
 use crate::metrics::Metrics;
 
+/// A connection's read buffer: a request header larger than this is
+/// answered 431, so one connection holds tens of kilobytes, not hyper's
+/// default of 400 KB (times `max_connections`).
+const MAX_BUFFER: usize = 64 * 1024;
+
 /// Serves `app` on `listener` under `limits` until `shutdown` resolves,
 /// then lets open connections finish their request in flight.
 pub async fn serve(
@@ -101,7 +106,7 @@ impl Connection {
         });
         let io = TokioIo::new(IdleTimeout::new(stream, self.limits.idle_timeout));
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
+        builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout).max_buf_size(MAX_BUFFER);
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         let mut draining = false;
