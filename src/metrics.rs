@@ -86,6 +86,7 @@ struct ResultLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    http: HttpMetrics,
     verifications: Family<OutcomeLabel, Counter>,
     calls_in_progress: Gauge,
     sip_responses: Family<ClassLabel, Counter>,
@@ -93,7 +94,6 @@ pub struct Metrics {
     detection_latency: Histogram,
     call_setup: Histogram,
     webhook_deliveries: Family<ResultLabel, Counter>,
-    http: HttpMetrics,
 }
 
 /// The HTTP server's own health under load and abuse (issue 7).
@@ -134,6 +134,34 @@ impl HttpMetrics {
     }
 }
 
+/// Recording the HTTP server's metrics.
+impl Metrics {
+    /// An HTTP connection was accepted (pair with [`Metrics::http_connection_closed`]).
+    pub fn http_connection_opened(&self) {
+        self.http.connections.inc();
+    }
+
+    /// An HTTP connection ended.
+    pub fn http_connection_closed(&self) {
+        self.http.connections.dec();
+    }
+
+    /// An HTTP connection was closed at once for its client's connection limit.
+    pub fn http_connection_refused(&self) {
+        self.http.connections_refused.inc();
+    }
+
+    /// A timeout ended an HTTP connection or request: `header`, `request` or `idle`.
+    pub fn http_timeout(&self, kind: &'static str) {
+        self.http.timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// A request was refused for its client's failed authentications.
+    pub fn http_auth_throttled(&self) {
+        self.http.auth_throttled.inc();
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -156,6 +184,8 @@ impl Metrics {
         let webhook_deliveries = Family::<ResultLabel, Counter>::default();
 
         let mut registry = Registry::default();
+        let http = HttpMetrics::default();
+        http.register(&mut registry);
         // Counters are registered without `_total`: the encoder appends it
         // (and prometheus-client 0.26 asserts against a doubled suffix).
         registry.register("pound_verifications", "Verifications finished, by outcome", verifications.clone());
@@ -188,8 +218,6 @@ impl Metrics {
         for result in [WebhookResult::Delivered, WebhookResult::Failed, WebhookResult::GaveUp] {
             webhook_deliveries.get_or_create_owned(&ResultLabel { result: result.as_str() });
         }
-        let http = HttpMetrics::default();
-        http.register(&mut registry);
         Metrics {
             registry,
             http,
@@ -263,31 +291,6 @@ impl Metrics {
     pub fn webhook(&self, result: WebhookResult) {
         self.webhook_deliveries.get_or_create(&ResultLabel { result: result.as_str() }).inc();
     }
-
-    /// An HTTP connection was accepted (pair with [`Metrics::http_connection_closed`]).
-    pub fn http_connection_opened(&self) {
-        self.http.connections.inc();
-    }
-
-    /// An HTTP connection ended.
-    pub fn http_connection_closed(&self) {
-        self.http.connections.dec();
-    }
-
-    /// An HTTP connection was closed at once for its client's connection limit.
-    pub fn http_connection_refused(&self) {
-        self.http.connections_refused.inc();
-    }
-
-    /// A timeout ended an HTTP connection or request: `header`, `request` or `idle`.
-    pub fn http_timeout(&self, kind: &'static str) {
-        self.http.timeouts.get_or_create(&KindLabel { kind }).inc();
-    }
-
-    /// A request was refused for its client's failed authentications.
-    pub fn http_auth_throttled(&self) {
-        self.http.auth_throttled.inc();
-    }
 }
 
 #[cfg(test)]
@@ -302,6 +305,10 @@ mod tests {
     fn exports_every_metric_name_even_at_zero() {
         let text = Metrics::new().encode();
         for name in [
+            "pound_http_connections",
+            "pound_http_connections_refused_total",
+            "pound_http_timeouts_total",
+            "pound_http_auth_throttled_total",
             "pound_verifications_total",
             "pound_calls_in_progress",
             "pound_sip_responses_total",
@@ -309,10 +316,6 @@ mod tests {
             "pound_dtmf_detection_latency_seconds",
             "pound_call_setup_seconds",
             "pound_webhook_deliveries_total",
-            "pound_http_connections",
-            "pound_http_connections_refused_total",
-            "pound_http_timeouts_total",
-            "pound_http_auth_throttled_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
