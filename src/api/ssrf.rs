@@ -245,9 +245,15 @@ impl TargetPolicy {
         if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             return self.check(ip);
         }
+        // `localhost` names mean the loopback addresses, whatever DNS says
+        // at the moment: judged as those, so an allow-list covers them too.
         let name = host.trim_end_matches('.').to_ascii_lowercase();
-        let local = name == "localhost" || name.ends_with(".localhost");
-        if local && !self.allow_private { Err(Forbidden::Loopback) } else { Ok(()) }
+        if name == "localhost" || name.ends_with(".localhost") {
+            return self
+                .check(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .or_else(|_| self.check(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        }
+        Ok(())
     }
 }
 
@@ -399,6 +405,9 @@ mod tests {
         assert_eq!(narrow.check_host(&url("http://[fd00::5]/")), Ok(()));
         assert_eq!(narrow.check_host(&url("http://127.0.0.2/")), Ok(()));
         assert_eq!(narrow.check_host(&url("http://127.0.0.1/")), Err(Forbidden::Loopback));
+        assert_eq!(narrow.check_host(&url("http://localhost/")), Err(Forbidden::Loopback));
+        let loopback = TargetPolicy { allow_private: false, allow_cidrs: vec!["::1".parse().unwrap()] };
+        assert_eq!(loopback.check_host(&url("http://localhost/")), Ok(()), "an allowed loopback covers the name");
     }
 
     #[test]
