@@ -92,7 +92,7 @@ async fn open_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
 async fn deliver(store: &Arc<dyn Store>, targets: TargetPolicy, ids: &[String]) -> Vec<WebhookDelivery> {
     let config = WebhookConfig {
         max_attempts: 1,
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
         poll_interval: Duration::from_millis(10),
         targets,
         ..WebhookConfig::default()
@@ -204,4 +204,33 @@ async fn allow_private_lets_a_loopback_receiver_through_and_the_default_does_not
     let delivered = deliver(&store, open, &[queue_webhook(&store, 1, &receiver).await]).await;
     assert!(delivered[0].delivered_at.is_some(), "{:?}", delivered[0]);
     assert_eq!(posts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn last_error_names_what_pound_did_not_what_the_target_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir).await;
+    let (answering, _) = receiver("127.0.0.1:0", || {
+        (axum::http::StatusCode::IM_A_TEAPOT, "Server: internal-admin-panel 2.3 on db-7.corp")
+    })
+    .await;
+    // Accepts the connection and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let urls = [answering, silent_url, format!("http://{closed}/hook")];
+    let mut ids = Vec::new();
+    for (n, url) in urls.iter().enumerate() {
+        ids.push(queue_webhook(&store, n, url).await);
+    }
+    let open = TargetPolicy { allow_private: true, allow_cidrs: Vec::new() };
+    let errors: Vec<String> =
+        deliver(&store, open, &ids).await.into_iter().map(|hook| hook.last_error.unwrap()).collect();
+    assert_eq!(errors, ["HTTP 4xx", "timeout", "connection refused"]);
 }
