@@ -59,6 +59,12 @@ fn serve_limited(dir: &Path, trunk: &str, extra_config: &str, descriptors: Optio
     (child, format!("http://{}", ready["api"].as_str().unwrap()))
 }
 
+/// The process's resident memory, in kB (reported, not asserted).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.parse().ok()).unwrap_or(0)
+}
+
 fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -102,6 +108,7 @@ async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() 
     let api_addr: SocketAddr = api.trim_start_matches("http://").parse().unwrap();
     let pid = serve.0.id();
     let baseline = open_descriptors(pid);
+    let rss_before = rss_kb(pid);
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
@@ -152,6 +159,8 @@ async fn slow_clients_are_cut_off_and_a_verification_made_meanwhile_completes() 
             "last_attacker_closed_after_ms": slowest.as_millis() as u64,
             "descriptors_before": baseline,
             "descriptors_peak": peak_descriptors,
+            "rss_kb_before": rss_before,
+            "rss_kb_after": rss_kb(pid),
             "outcome": record["outcome"],
         })
     );
