@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::limits::HttpLimits;
+use crate::api::ssrf::{Cidr, TargetPolicy};
 use crate::call::Transport;
 use crate::media::codec::Codec;
 use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
@@ -53,6 +56,29 @@ pub struct ApiSection {
     /// Bearer keys accepted besides those made with `pound keys create`.
     pub keys: Vec<String>,
     pub max_body_bytes: usize,
+    // Slow and abusive clients (issue 7): see `api::limits::HttpLimits`.
+    pub header_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: usize,
+    /// 0: no per-client limit (behind a reverse proxy every client is the proxy).
+    pub max_connections_per_client: usize,
+    /// 0: no limit.
+    pub auth_failures_per_minute: u32,
+}
+
+impl ApiSection {
+    /// The HTTP server's limits these keys describe.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            auth_failures_per_minute: self.auth_failures_per_minute,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +256,19 @@ pub struct WebhookSection {
     pub secret: String,
     /// Tries before a delivery is given up (and shown as failed).
     pub max_attempts: u32,
+    // SSRF guard (issue 7): destinations that are not global unicast are
+    // refused unless allowed here.
+    /// Allow loopback, private, link-local and reserved destinations.
+    pub allow_private: bool,
+    /// Address blocks allowed even though they are not global (`"10.1.0.0/16"`).
+    pub allow_cidrs: Vec<Cidr>,
+}
+
+impl WebhookSection {
+    /// The destination guard these keys describe.
+    pub fn targets(&self) -> TargetPolicy {
+        TargetPolicy { allow_private: self.allow_private, allow_cidrs: self.allow_cidrs.clone() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,7 +289,19 @@ impl Default for StoreSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        ApiSection { bind: "127.0.0.1:8080".parse().expect("literal"), keys: Vec::new(), max_body_bytes: 16 * 1024 }
+        let limits = HttpLimits::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        ApiSection {
+            bind: "127.0.0.1:8080".parse().expect("literal"),
+            keys: Vec::new(),
+            max_body_bytes: 16 * 1024,
+            header_timeout_ms: ms(limits.header_timeout),
+            request_timeout_ms: ms(limits.request_timeout),
+            idle_timeout_ms: ms(limits.idle_timeout),
+            max_connections: limits.max_connections,
+            max_connections_per_client: limits.max_connections_per_client,
+            auth_failures_per_minute: limits.auth_failures_per_minute,
+        }
     }
 }
 
@@ -306,7 +357,7 @@ impl Default for PolicySection {
 
 impl Default for WebhookSection {
     fn default() -> Self {
-        WebhookSection { secret: String::new(), max_attempts: 8 }
+        WebhookSection { secret: String::new(), max_attempts: 8, allow_private: false, allow_cidrs: Vec::new() }
     }
 }
 
@@ -372,6 +423,18 @@ impl Config {
                 "trunk.register_expires_s must be 60 to 86400, not {}",
                 self.trunk.register_expires_s
             ));
+        }
+        for (key, ms) in [
+            ("api.header_timeout_ms", self.api.header_timeout_ms),
+            ("api.request_timeout_ms", self.api.request_timeout_ms),
+            ("api.idle_timeout_ms", self.api.idle_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return invalid(format!("{key} must be 100 to 3600000, not {ms}"));
+            }
+        }
+        if self.api.max_connections == 0 {
+            return invalid("api.max_connections must be at least 1".into());
         }
         self.rtp_ports()?;
         if !LEARNING_PACKETS.contains(&self.rtp.learning_packets) {
@@ -449,6 +512,10 @@ mod tests {
         assert!(config.validate().unwrap_err().to_string().contains("max_attempts"));
         let config: Config = toml::from_str("[rtp]\nports = \"20000-10000\"").unwrap();
         assert!(config.validate().is_err());
+        let config: Config = toml::from_str("[api]\nheader_timeout_ms = 0").unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("api.header_timeout_ms"));
+        let error = toml::from_str::<Config>("[webhooks]\nallow_cidrs = [\"10.0.0.0/33\"]").unwrap_err().to_string();
+        assert!(error.contains("10.0.0.0/33"), "{error}");
         let config: Config = toml::from_str("[rtp]\nports = \"10000-20000\"").unwrap();
         assert_eq!(config.rtp_ports().unwrap(), Some(10000..=20000));
         assert_eq!(config.rtp.learning_packets, 4);

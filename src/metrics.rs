@@ -105,6 +105,7 @@ struct ReasonLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    http: HttpMetrics,
     verifications: Family<OutcomeLabel, Counter>,
     calls_in_progress: Gauge,
     sip_responses: Family<ClassLabel, Counter>,
@@ -119,6 +120,72 @@ pub struct Metrics {
     policy_refusals: Family<ReasonLabel, Counter>,
     breaker_trips: Counter,
     breakers_open: Gauge,
+}
+
+/// The HTTP server's own health under load and abuse (issue 7).
+#[derive(Debug, Default)]
+struct HttpMetrics {
+    connections: Gauge,
+    connections_refused: Counter,
+    timeouts: Family<KindLabel, Counter>,
+    auth_throttled: Counter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+impl HttpMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("pound_http_connections", "Open HTTP API connections", self.connections.clone());
+        registry.register(
+            "pound_http_connections_refused",
+            "HTTP connections closed at once: the client already held api.max_connections_per_client",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "pound_http_timeouts",
+            "HTTP connections or requests ended by a timeout, by kind (header, request, idle)",
+            self.timeouts.clone(),
+        );
+        registry.register(
+            "pound_http_auth_throttled",
+            "Requests refused with 429 after too many failed authentications from their client",
+            self.auth_throttled.clone(),
+        );
+        for kind in ["header", "request", "idle"] {
+            self.timeouts.get_or_create_owned(&KindLabel { kind });
+        }
+    }
+}
+
+/// Recording the HTTP server's metrics.
+impl Metrics {
+    /// An HTTP connection was accepted (pair with [`Metrics::http_connection_closed`]).
+    pub fn http_connection_opened(&self) {
+        self.http.connections.inc();
+    }
+
+    /// An HTTP connection ended.
+    pub fn http_connection_closed(&self) {
+        self.http.connections.dec();
+    }
+
+    /// An HTTP connection was closed at once for its client's connection limit.
+    pub fn http_connection_refused(&self) {
+        self.http.connections_refused.inc();
+    }
+
+    /// A timeout ended an HTTP connection or request: `header`, `request` or `idle`.
+    pub fn http_timeout(&self, kind: &'static str) {
+        self.http.timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// A request was refused for its client's failed authentications.
+    pub fn http_auth_throttled(&self) {
+        self.http.auth_throttled.inc();
+    }
 }
 
 impl Default for Metrics {
@@ -143,6 +210,8 @@ impl Metrics {
         let webhook_deliveries = Family::<ResultLabel, Counter>::default();
 
         let mut registry = Registry::default();
+        let http = HttpMetrics::default();
+        http.register(&mut registry);
         // Counters are registered without `_total`: the encoder appends it
         // (and prometheus-client 0.26 asserts against a doubled suffix).
         registry.register("pound_verifications", "Verifications finished, by outcome", verifications.clone());
@@ -213,6 +282,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            http,
             verifications,
             calls_in_progress,
             sip_responses,
@@ -325,6 +395,10 @@ mod tests {
     fn exports_every_metric_name_even_at_zero() {
         let text = Metrics::new().encode();
         for name in [
+            "pound_http_connections",
+            "pound_http_connections_refused_total",
+            "pound_http_timeouts_total",
+            "pound_http_auth_throttled_total",
             "pound_verifications_total",
             "pound_calls_in_progress",
             "pound_sip_responses_total",

@@ -84,19 +84,21 @@ impl Service {
                 },
                 dialplans: names,
                 max_body_bytes: config.api.max_body_bytes,
+                webhook_targets: config.webhooks.targets(),
+                limits: config.api.limits(),
             },
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
         let mut tasks = Vec::new();
         let mut api_stop = stopping.clone();
+        let limits = api_state.config.limits.clone();
+        let api_metrics = metrics.clone();
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router(api_state)).with_graceful_shutdown(async move {
+            crate::api::server::serve(listener, router(api_state), limits, api_metrics, async move {
                 let _ = api_stop.wait_for(|stop| *stop).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the API stopped");
-            }
+            })
+            .await;
         }));
         let engine = EngineConfig {
             node_id: node_id.clone(),
@@ -134,7 +136,11 @@ impl Service {
                 tracing::error!(error = %e, "the engine stopped");
             }
         }));
-        let webhooks = WebhookConfig { max_attempts: config.webhooks.max_attempts, ..WebhookConfig::default() };
+        let webhooks = WebhookConfig {
+            max_attempts: config.webhooks.max_attempts,
+            targets: config.webhooks.targets(),
+            ..WebhookConfig::default()
+        };
         let secret = config.webhooks.secret.clone().into_bytes();
         if secret.is_empty() {
             tracing::warn!("webhooks.secret is empty: webhook signatures prove nothing");

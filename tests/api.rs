@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pound::api::ssrf::TargetPolicy;
 use pound::api::webhooks::{SIGNATURE_HEADER, WebhookConfig, deliver_webhooks, verify};
 use pound::api::{ApiConfig, ApiState, Policy, router};
 use pound::call::Outcome;
@@ -32,8 +33,15 @@ fn config() -> ApiConfig {
         api_keys: vec![KEY.into(), OTHER_KEY.into()],
         dialplans: vec!["press-pound".into(), "fraud-check".into()],
         default_dialplan: "press-pound".into(),
+        // The webhook receivers here listen on loopback: opted in, which
+        // also shows that the default refuses them (tests/ssrf.rs).
+        webhook_targets: loopback_allowed(),
         ..ApiConfig::default()
     }
+}
+
+fn loopback_allowed() -> TargetPolicy {
+    TargetPolicy { allow_private: true, allow_cidrs: Vec::new() }
 }
 
 async fn start(config: ApiConfig) -> Server {
@@ -510,6 +518,7 @@ fn fast_webhooks(max_attempts: u32) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         poll_interval: Duration::from_millis(10),
         batch: 8,
+        targets: loopback_allowed(),
     }
 }
 
@@ -562,7 +571,7 @@ async fn webhooks_are_signed_and_retried_until_delivered() {
     assert_eq!(hook["url"], receiver.url.as_str());
     assert_eq!(hook["gave_up"], false);
     assert_eq!(hook["next_attempt_at"], Value::Null);
-    assert!(hook["last_error"].as_str().unwrap().contains("500"), "{hook}");
+    assert_eq!(hook["last_error"], "HTTP 5xx", "the status class, not the receiver's answer: {hook}");
     assert!(hook.get("payload").is_none(), "the payload is not echoed");
 
     let bodies = receiver.bodies.lock().unwrap().clone();
@@ -602,7 +611,7 @@ async fn a_webhook_that_keeps_failing_gives_up_visibly() {
     assert_eq!(hook["attempts"], 2, "{record}");
     assert_eq!(hook["delivered_at"], Value::Null);
     assert_eq!(hook["next_attempt_at"], Value::Null);
-    assert!(hook["last_error"].as_str().unwrap().contains("500"), "{hook}");
+    assert_eq!(hook["last_error"], "HTTP 5xx", "the status class, not the receiver's answer: {hook}");
     assert_eq!(receiver.bodies.lock().unwrap().len(), 2, "no try after giving up");
     let metrics = server.metrics.encode();
     assert!(metrics.contains("pound_webhook_deliveries_total{result=\"failed\"} 1"), "{metrics}");
@@ -627,6 +636,5 @@ async fn an_unreachable_receiver_is_a_recorded_failure() {
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops on shutdown").unwrap();
     let error = record["webhooks"][0]["last_error"].as_str().unwrap();
-    assert!(!error.is_empty());
-    assert!(!error.contains("token=secret"), "the URL stays out of the error: {error}");
+    assert_eq!(error, "connection refused", "what pound did, and never the URL with its token");
 }

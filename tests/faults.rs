@@ -72,7 +72,7 @@ fn serve(dir: &Path, store: &str, trunk: &str) -> (Running, String) {
     let config = dir.join("pound.toml");
     std::fs::write(
         &config,
-        "[engine]\nlease_s = 3\n[policy]\ncooldown_s = 0\nmax_per_key_per_hour = 1000\n[webhooks]\nsecret = \"s\"\n",
+        "[engine]\nlease_s = 3\n[policy]\ncooldown_s = 0\nmax_per_key_per_hour = 1000\n[webhooks]\nsecret = \"s\"\nallow_private = true\n",
     )
     .unwrap();
     let mut command = pound();

@@ -5,11 +5,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::http::get_json;
+use common::http::{submit, wait_for};
 use common::process::{Running, phone, pound, start};
-use serde_json::{Value, json};
 
 const KEY: &str = "serve-test-key";
 
@@ -41,38 +39,14 @@ fn serve(dir: &Path, trunk: &str) -> (Running, String) {
     (child, format!("http://{}", ready["api"].as_str().unwrap()))
 }
 
-async fn submit(client: &reqwest::Client, api: &str, phone: &str) -> String {
-    let response = client
-        .post(format!("{api}/v1/verifications"))
-        .bearer_auth(KEY)
-        .json(&json!({"phone": phone, "user": "bob@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-}
-
-async fn wait_for(client: &reqwest::Client, api: &str, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let record = get_json(client, &format!("{api}/v1/verifications/{id}"), KEY).await;
-        if record["status"] == status {
-            return record;
-        }
-        assert!(Instant::now() < deadline, "never {status}: {record}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn busy_is_retried_by_the_dialplan_until_attempts_run_out() {
     let dir = tempfile::tempdir().unwrap();
     let (_phone, trunk) = phone(&["--reject", "486"]);
     let (_serve, api) = serve(dir.path(), &trunk);
     let client = reqwest::Client::new();
-    let id = submit(&client, &api, "+14155550111").await;
-    let record = wait_for(&client, &api, &id, "completed").await;
+    let id = submit(&client, &api, KEY, "+14155550111").await;
+    let record = wait_for(&client, &api, KEY, &id, "completed").await;
     assert_eq!(record["outcome"], "busy", "{record}");
     let attempts = record["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3, "policy.max_attempts defaults to 3: {record}");
@@ -89,8 +63,8 @@ async fn sigterm_lets_the_running_call_finish() {
     let (_phone, trunk) = phone(&["--after", "2000"]);
     let (mut serve, api) = serve(dir.path(), &trunk);
     let client = reqwest::Client::new();
-    let id = submit(&client, &api, "+14155550112").await;
-    wait_for(&client, &api, &id, "answered").await;
+    let id = submit(&client, &api, KEY, "+14155550112").await;
+    wait_for(&client, &api, KEY, &id, "answered").await;
     let pid = serve.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let stopped = serve.0.wait().unwrap();

@@ -9,8 +9,11 @@
 mod admission;
 mod auth;
 mod error;
+pub mod limits;
 mod ready;
 mod request;
+pub mod server;
+pub mod ssrf;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -74,6 +77,10 @@ pub struct ApiConfig {
     pub default_dialplan: String,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Callback URLs naming a destination this refuses get 400 (webhooks.allow_*).
+    pub webhook_targets: ssrf::TargetPolicy,
+    /// Timeouts, connection and failed-authentication limits.
+    pub limits: limits::HttpLimits,
 }
 
 impl Default for ApiConfig {
@@ -84,6 +91,8 @@ impl Default for ApiConfig {
             dialplans: vec!["press-pound".to_string()],
             default_dialplan: "press-pound".to_string(),
             max_body_bytes: 16 * 1024,
+            webhook_targets: ssrf::TargetPolicy::default(),
+            limits: limits::HttpLimits::default(),
         }
     }
 }
@@ -133,6 +142,12 @@ type AppState = Arc<Shared>;
 /// The API's routes, ready for `axum::serve`.
 pub fn router(state: ApiState) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
+    let auth_guard = limits::AuthGuard {
+        failures: Arc::new(limits::AuthFailures::new(state.config.limits.auth_failures_per_minute)),
+        metrics: state.metrics.clone(),
+    };
+    let deadline =
+        limits::RequestDeadline { timeout: state.config.limits.request_timeout, metrics: state.metrics.clone() };
     let shared = Arc::new(Shared {
         keys: KeyRing::new(&state.config.api_keys),
         write_probe: ready::WriteProbe::default(),
@@ -145,7 +160,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/registrations/{user}", get(get_registrations))
         // A route layer runs only for matched routes, so an unknown path is
         // a 404 rather than a 401.
-        .route_layer(middleware::from_fn_with_state(shared.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(shared.clone(), require_api_key))
+        // Outside the key check, so a throttled client's key is not even looked at.
+        .route_layer(middleware::from_fn_with_state(auth_guard, limits::limit_auth_failures));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -155,6 +172,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(deadline, limits::limit_request_time))
         .with_state(shared)
 }
 

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::ApiConfig;
 use super::error::ApiError;
+use super::ssrf::TargetPolicy;
 
 /// The longest `user` accepted: an e-mail address is at most 254 octets
 /// (RFC 5321), and other account ids are shorter.
@@ -99,7 +100,7 @@ pub fn parse_create(body: &[u8], config: &ApiConfig) -> Result<CreateRequest, Ap
         }
     };
     if let Some(url) = callback_url {
-        check_callback_url(url)?;
+        check_callback_url(url, &config.webhook_targets)?;
     }
     Ok(CreateRequest { phone, user: user.to_string(), dialplan, callback_url: callback_url.map(str::to_string) })
 }
@@ -167,8 +168,9 @@ pub fn parse_phone(raw: &str) -> Result<(String, u16), ApiError> {
 }
 
 /// A callback URL must be absolute `http://` or `https://` with a host, and
-/// at most [`MAX_CALLBACK_URL_LEN`] bytes.
-fn check_callback_url(url: &str) -> Result<(), ApiError> {
+/// at most [`MAX_CALLBACK_URL_LEN`] bytes, and must pass the webhook
+/// destination guard as far as the URL alone shows ([`super::ssrf::check_url`]).
+fn check_callback_url(url: &str, targets: &TargetPolicy) -> Result<(), ApiError> {
     let invalid =
         |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_callback_url", format!("callback_url {why}"));
     if url.len() > MAX_CALLBACK_URL_LEN {
@@ -195,7 +197,7 @@ fn check_callback_url(url: &str) -> Result<(), ApiError> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("has no host"));
     }
-    Ok(())
+    super::ssrf::check_url(&parsed, targets).map_err(|why| invalid(&why))
 }
 
 /// The `Idempotency-Key` header: absent, or 1 to 255 printable ASCII
@@ -333,9 +335,35 @@ mod tests {
         let long = format!("https://example.com/{}", "a".repeat(MAX_CALLBACK_URL_LEN));
         let body = json!({"phone": "+442071234567", "user": "a", "callback_url": long}).to_string();
         assert_eq!(code(parse_create(body.as_bytes(), &cfg)).1, "invalid_callback_url");
-        let body = json!({"phone": "+442071234567", "user": "a", "callback_url": "http://127.0.0.1:9/hook"});
+        let body = json!({"phone": "+442071234567", "user": "a", "callback_url": "https://hooks.example.com/x"});
         let req = parse_create(body.to_string().as_bytes(), &cfg).unwrap();
-        assert_eq!(req.callback_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+        assert_eq!(req.callback_url.as_deref(), Some("https://hooks.example.com/x"));
+    }
+
+    #[test]
+    fn callbacks_to_non_public_addresses_are_refused_unless_allowed() {
+        let mut cfg = config();
+        let forms = [
+            "http://127.0.0.1:9/hook",
+            "http://[::1]:9/hook",
+            "http://localhost:9/hook",
+            "http://2130706433:9/hook",
+            "http://0x7f000001:9/hook",
+            "http://127.1:9/hook",
+            "http://[::ffff:127.0.0.1]:9/hook",
+            "http://0.0.0.0:9/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/hook",
+            "https://user:pass@hooks.example.com/",
+        ];
+        for url in forms {
+            let body = json!({"phone": "+442071234567", "user": "a", "callback_url": url}).to_string();
+            let (status, c, message) = code(parse_create(body.as_bytes(), &cfg));
+            assert_eq!((status, c), (StatusCode::BAD_REQUEST, "invalid_callback_url"), "{url}: {message}");
+        }
+        cfg.webhook_targets.allow_private = true;
+        let body = json!({"phone": "+442071234567", "user": "a", "callback_url": "http://127.0.0.1:9/hook"});
+        assert!(parse_create(body.to_string().as_bytes(), &cfg).is_ok(), "allow_private lets loopback through");
     }
 
     #[test]

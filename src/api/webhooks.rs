@@ -10,6 +10,13 @@
 //! hmac-sha256(secret, "<t>.<body>")>`. The timestamp is signed with the
 //! body so a captured request cannot be replayed later than the receiver's
 //! tolerance; each try is signed afresh.
+//!
+//! Destinations are guarded against server-side request forgery
+//! ([`super::ssrf`]): only addresses the [`TargetPolicy`] allows are
+//! connected to, no proxy and no redirect is followed, and `last_error`
+//! records what pound did in a fixed vocabulary ("refused: private
+//! address", "timeout", "connection refused", "HTTP 5xx"), never what the
+//! receiver said, so a webhook is not a port scanner or a status oracle.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,15 +26,12 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::ssrf::{GuardedResolver, Refused, TargetPolicy, Unresolved};
 use crate::metrics::{Metrics, WebhookResult};
 use crate::store::{Store, WebhookDelivery};
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "Pound-Signature";
-
-/// The longest `last_error` kept: enough for an HTTP status and reason or a
-/// connection error, without storing a receiver's whole error page.
-const MAX_ERROR_LEN: usize = 300;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -94,6 +98,8 @@ pub struct WebhookConfig {
     pub poll_interval: Duration,
     /// Webhooks leased and sent (concurrently) per round.
     pub batch: u32,
+    /// Which addresses webhooks may be sent to.
+    pub targets: TargetPolicy,
 }
 
 impl Default for WebhookConfig {
@@ -105,6 +111,7 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             batch: 32,
+            targets: TargetPolicy::default(),
         }
     }
 }
@@ -146,10 +153,14 @@ pub async fn deliver_webhooks(
 ) {
     // Redirects are not followed: a webhook is a POST to the URL the
     // requester gave, and following one would re-send the signed body to
-    // wherever the receiver points.
+    // wherever the receiver points (a private address included). No proxy
+    // either: through one, the resolver would check the proxy's address
+    // rather than the receiver's.
     let client = match reqwest::Client::builder()
         .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver::new(config.targets.clone())))
         .user_agent(concat!("pound/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -215,19 +226,13 @@ async fn deliver_one(
     config: Arc<WebhookConfig>,
     delivery: WebhookDelivery,
 ) {
-    let signature = sign(&secret, now_ms().div_euclid(1000), &delivery.payload);
-    let sent = client
-        .post(&delivery.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, signature)
-        .body(delivery.payload.clone())
-        .send()
-        .await;
-    let error = match sent {
-        Ok(response) if response.status().is_success() => None,
-        Ok(response) => Some(format!("HTTP {}", response.status())),
-        // The URL is left out: it may carry the receiver's own credentials.
-        Err(err) => Some(err.without_url().to_string()),
+    let error = match post(&client, &config.targets, &secret, &delivery).await {
+        Ok(()) => None,
+        Err(failure) => {
+            // The details are for the operator's log; the record gets the class.
+            tracing::warn!(webhook = %delivery.id, detail = %failure.detail, "webhook try failed");
+            Some(failure.class)
+        }
     };
     let recorded = match error {
         None => {
@@ -235,8 +240,7 @@ async fn deliver_one(
             tracing::info!(webhook = %delivery.id, verification_id = %delivery.verification_id, "webhook delivered");
             store.webhook_delivered(&delivery.id, now_ms()).await
         }
-        Some(mut error) => {
-            truncate(&mut error, MAX_ERROR_LEN);
+        Some(error) => {
             // `attempts` counts the tries recorded before this one.
             let failures = delivery.attempts.saturating_add(1);
             let next =
@@ -259,11 +263,66 @@ async fn deliver_one(
     }
 }
 
-/// Shortens `s` to at most `max` bytes on a char boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-        s.truncate(cut);
+/// A failed try: what the record says, and what the log says.
+struct Failure {
+    /// One of a fixed set of phrases about what pound did.
+    class: String,
+    /// The underlying error, without the URL (it may carry credentials).
+    detail: String,
+}
+
+/// One signed POST, with the destination checked first.
+async fn post(
+    client: &reqwest::Client,
+    targets: &TargetPolicy,
+    secret: &[u8],
+    delivery: &WebhookDelivery,
+) -> Result<(), Failure> {
+    let url = reqwest::Url::parse(&delivery.url)
+        .map_err(|err| Failure { class: "invalid URL".into(), detail: err.to_string() })?;
+    // A literal address is connected to without any resolver: judge it here.
+    targets
+        .check_host(&url)
+        .map_err(|class| Failure { class: Refused(class).to_string(), detail: class.to_string() })?;
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, sign(secret, now_ms().div_euclid(1000), &delivery.payload))
+        .body(delivery.payload.clone())
+        .send()
+        .await
+        .map_err(|err| Failure { class: error_class(&err), detail: err.without_url().to_string() })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    // The status class only: the exact code would tell the requester what
+    // kind of service answered.
+    Err(Failure { class: format!("HTTP {}xx", status.as_u16() / 100), detail: status.to_string() })
+}
+
+/// What a failed request means, in the fixed vocabulary of `last_error`.
+fn error_class(err: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if let Some(refused) = current.downcast_ref::<Refused>() {
+            return refused.to_string();
+        }
+        if current.is::<Unresolved>() {
+            return "DNS failure".into();
+        }
+        if current.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return "connection refused".into();
+        }
+        source = current.source();
+    }
+    if err.is_timeout() {
+        "timeout".into()
+    } else if err.is_connect() {
+        "connection failed".into()
+    } else {
+        "request failed".into()
     }
 }
 
@@ -314,15 +373,5 @@ mod tests {
         assert_eq!(config.backoff(40), Duration::from_secs(3600), "no overflow");
         assert_eq!(config.backoff(0), Duration::from_secs(5));
         assert!(config.lease() > config.timeout);
-    }
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        let mut s = "ééé".to_string();
-        truncate(&mut s, 3);
-        assert_eq!(s, "é");
-        let mut s = "abc".to_string();
-        truncate(&mut s, 5);
-        assert_eq!(s, "abc");
     }
 }

@@ -29,7 +29,7 @@ use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::metrics::Metrics;
-use crate::net::{CallSetup, resolve, run_call, run_trunk_watch};
+use crate::net::{CallSetup, NetError, resolve, run_call, run_trunk_watch};
 use crate::policy::NumberRules;
 use crate::sip::{Credentials, Timers};
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
@@ -293,7 +293,7 @@ impl Verification {
         let report = loop {
             tokio::select! {
                 Some(event) = progress.recv() => self.on_event(id, &mut state, event).await,
-                joined = &mut call.0 => break joined.ok().and_then(Result::ok),
+                joined = &mut call.0 => break joined,
                 _ = renew.tick() => {
                     let until = unix_ms().saturating_add(i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX));
                     match self.tolerate(id, "lease renewal", self.store.renew_lease(id, node, until).await) {
@@ -324,9 +324,23 @@ impl Verification {
             return Ok(());
         }
         let stopping = *self.stop.borrow();
-        let Some(report) = report else {
-            tracing::warn!(verification = id, "the call could not be placed (socket or name resolution)");
-            return self.finish(id, Outcome::Failed).await;
+        let report = match report {
+            Ok(Ok(report)) => report,
+            Ok(Err(err)) if out_of_resources(&err) => {
+                // Nothing was sent: the person was not called, and no
+                // attempt was used. Not our caller's fault, not a failure.
+                tracing::warn!(verification = id, error = %err, "no sockets for the call; will try again");
+                let now = unix_ms();
+                return self.store.requeue(id, node, now.saturating_add(millis(RESOURCE_RETRY)), now).await;
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(verification = id, error = %err, "the call could not be placed");
+                return self.finish(id, Outcome::Failed).await;
+            }
+            Err(err) => {
+                tracing::error!(verification = id, error = %err, "the call task failed");
+                return self.finish(id, Outcome::Failed).await;
+            }
         };
         self.metrics.foreign_traffic(report.foreign_rtp_packets, report.foreign_sip_messages);
         let then = if stopping && report.outcome == Outcome::Canceled {
@@ -423,6 +437,23 @@ impl Verification {
     }
 }
 
+/// How long a verification waits when its call could not get sockets.
+const RESOURCE_RETRY: Duration = Duration::from_secs(2);
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether the call could not start for want of local resources that come
+/// back by themselves: descriptors (EMFILE, ENFILE; e.g. while the API is
+/// flooded), buffers or memory, or every port of the RTP range in use.
+/// Such a verification is queued again rather than failed.
+fn out_of_resources(err: &NetError) -> bool {
+    let NetError::Io { source, .. } = err else { return false };
+    matches!(source.kind(), std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::AddrInUse)
+        || matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
 /// A call task that must not outlive the code following it: if recording
 /// fails midway, the call is torn down rather than left running unobserved.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -458,5 +489,28 @@ fn attempt_result(report: &CallReport) -> AttemptResult {
         digits: report.digits.clone(),
         outcome: report.outcome,
         detail: report.detail.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    fn io(source: Error) -> NetError {
+        NetError::Io { context: "SIP socket".into(), source }
+    }
+
+    #[test]
+    fn running_out_of_sockets_is_retried_and_other_errors_are_not() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM, libc::EADDRINUSE] {
+            assert!(out_of_resources(&io(Error::from_raw_os_error(errno))), "errno {errno}");
+        }
+        for errno in [libc::EACCES, libc::EADDRNOTAVAIL, libc::EINVAL, libc::ENETUNREACH] {
+            assert!(!out_of_resources(&io(Error::from_raw_os_error(errno))), "errno {errno}");
+        }
+        assert!(!out_of_resources(&io(Error::from(ErrorKind::PermissionDenied))));
+        assert!(!out_of_resources(&NetError::Resolve("trunk.example:5060".into())));
     }
 }

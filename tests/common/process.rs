@@ -33,10 +33,10 @@ pub fn start(mut command: Command) -> (Running, Value) {
     (child, ready)
 }
 
-/// `pound phone` on a free loopback port with `args`, and its SIP URI.
+/// `pound phone` on a free loopback port with `args`; its `sip:` URI.
 pub fn phone(args: &[&str]) -> (Running, String) {
     let mut command = pound();
     command.args(["phone", "--listen", "127.0.0.1:0"]).args(args);
     let (child, ready) = start(command);
-    (child, format!("sip:{}", ready["sip"].as_str().unwrap()))
+    (child, format!("sip:{}", ready["sip"].as_str().expect("a sip address")))
 }

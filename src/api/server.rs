@@ -1,0 +1,263 @@
+//! The HTTP server around the API's router, in place of `axum::serve`,
+//! which has no header, idle or connection limits: there, a connection that
+//! sent half a header stayed open for ever, and 20,000 of them exhausted the
+//! process's descriptors until `/healthz` stopped answering and calls could
+//! not open their sockets.
+//!
+//! Here every connection holds one of `max_connections` slots (taken before
+//! `accept`, so at the limit new connections wait in the kernel's backlog
+//! and cost pound no descriptor), a client holds at most
+//! `max_connections_per_client` of them, hyper closes a connection whose
+//! request header is not complete within `header_timeout`, and
+//! [`IdleTimeout`] closes one that moves no byte for `idle_timeout`.
+//! HTTP/1.1 only: the API needs nothing more, and every extra protocol is
+//! more state an abusive client can hold.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
+
+use super::limits::{ClientSlot, ConnectionCounts, HttpLimits};
+use crate::metrics::Metrics;
+
+/// A connection's read buffer: a request header larger than this is
+/// answered 431, so one connection holds tens of kilobytes, not hyper's
+/// default of 400 KB (times `max_connections`).
+const MAX_BUFFER: usize = 64 * 1024;
+
+/// Serves `app` on `listener` under `limits` until `shutdown` resolves,
+/// then lets open connections finish their request in flight.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let counts = Arc::new(ConnectionCounts::default());
+    let (closing, closing_seen) = watch::channel(false);
+    let limits = Arc::new(limits);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of descriptors (EMFILE) or a connection reset before
+                    // it was accepted: wait a little rather than spin.
+                    tracing::warn!(%err, "accepting an API connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(client) = counts.admit(peer.ip(), limits.max_connections_per_client) else {
+            metrics.http_connection_refused();
+            tracing::debug!(%peer, "closing a connection: the client holds its connection limit");
+            continue;
+        };
+        let connection =
+            Connection { peer, limits: limits.clone(), metrics: metrics.clone(), _slot: permit, _client: client };
+        connections.spawn(connection.run(stream, app.clone(), closing_seen.clone()));
+    }
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+/// One accepted connection and the places it holds.
+struct Connection {
+    peer: SocketAddr,
+    limits: Arc<HttpLimits>,
+    metrics: Arc<Metrics>,
+    _slot: OwnedSemaphorePermit,
+    _client: ClientSlot,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, app: Router, mut closing: watch::Receiver<bool>) {
+        self.metrics.http_connection_opened();
+        let peer = self.peer;
+        let service = TowerToHyperService::new(app);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&service, request)
+        });
+        let io = TokioIo::new(IdleTimeout::new(stream, self.limits.idle_timeout));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout).max_buf_size(MAX_BUFFER);
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut draining = false;
+        let result = loop {
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                _ = closing.wait_for(|closing| *closing), if !draining => {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        if let Err(err) = result {
+            let kind = if err.is_timeout() {
+                Some("header")
+            } else if is_idle_timeout(&err) {
+                Some("idle")
+            } else {
+                None
+            };
+            match kind {
+                Some(kind) => self.metrics.http_timeout(kind),
+                None => tracing::debug!(%peer, %err, "API connection ended with an error"),
+            }
+        }
+        self.metrics.http_connection_closed();
+    }
+}
+
+fn is_idle_timeout(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(current) = source {
+        if current.is::<IdleTimedOut>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// No byte moved either way for the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection was idle too long")]
+struct IdleTimedOut;
+
+/// A stream that fails with [`IdleTimedOut`] once it has been waited on
+/// for `timeout` without a byte read or written. The clock only runs while
+/// someone waits: a connection whose handler is busy is not idle.
+struct IdleTimeout {
+    inner: TcpStream,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl IdleTimeout {
+    fn new(inner: TcpStream, timeout: Duration) -> IdleTimeout {
+        IdleTimeout { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
+    }
+
+    fn moved(&mut self) {
+        let next = Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Called when the stream has nothing: an error once the deadline passed.
+    fn poll_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        ready!(self.deadline.as_mut().poll(cx));
+        Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, IdleTimedOut)))
+    }
+}
+
+impl AsyncRead for IdleTimeout {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.moved();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx),
+        }
+    }
+}
+
+impl AsyncWrite for IdleTimeout {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                if result.as_ref().is_ok_and(|&n| n > 0) {
+                    self.moved();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.poll_idle(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending => self.poll_idle(cx),
+            ready => ready,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn pair(timeout: Duration) -> (IdleTimeout, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (IdleTimeout::new(server, timeout), client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out_and_each_byte_restarts_the_clock() {
+        let (mut server, mut client) = pair(Duration::from_secs(5)).await;
+        let mut byte = [0u8; 1];
+        client.write_all(b"a").await.unwrap();
+        server.read_exact(&mut byte).await.unwrap();
+        let error = server.read(&mut byte).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert!(error.get_ref().is_some_and(|inner| inner.is::<IdleTimedOut>()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_steady_peer_is_not_idle() {
+        let (mut server, mut client) = pair(Duration::from_secs(5)).await;
+        let writer = tokio::spawn(async move {
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                client.write_all(b"x").await.unwrap();
+            }
+            client
+        });
+        let mut received = [0u8; 4];
+        server.read_exact(&mut received).await.expect("3 s gaps are under the 5 s idle timeout");
+        assert_eq!(&received, b"xxxx");
+        drop(writer.await.unwrap());
+    }
+}
