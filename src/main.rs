@@ -77,11 +77,25 @@ struct DemoCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create an API key; it is printed once and stored only as a hash.
+    /// Create an API key and its webhook secret; both are printed once, the key is stored only as a hash.
     Create {
         /// A name to recognise the key by.
         #[arg(long, default_value = "default")]
         name: String,
+        /// Keys of one tenant see each other's verifications (default: the key is its own tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// An operator key: sees and cancels every tenant's verifications.
+        #[arg(long)]
+        admin: bool,
+        /// The store (as in pound serve).
+        #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
+        store: String,
+    },
+    /// Give a key a new webhook secret (printed once); webhooks are signed with it from then on.
+    RotateSecret {
+        /// The key's id, or its name when only one key has it.
+        key: String,
         /// The store (as in pound serve).
         #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
         store: String,
@@ -238,7 +252,13 @@ fn main() -> ExitCode {
         Command::Phone(cmd) => phone(cmd),
         Command::Serve(cmd) => serve(cmd),
         Command::Demo(cmd) => demo(cmd),
-        Command::Keys(KeysCommand::Create { name, store }) => keys_create(&name, &store),
+        Command::Keys(KeysCommand::Create { name, tenant, admin, store }) => {
+            let new = pound::cmd::keys::NewKey { name, tenant, admin };
+            print_json("pound keys create", runtime().block_on(pound::cmd::keys::create(&store, &new)))
+        }
+        Command::Keys(KeysCommand::RotateSecret { key, store }) => {
+            print_json("pound keys rotate-secret", runtime().block_on(pound::cmd::keys::rotate_secret(&store, &key)))
+        }
     }
 }
 
@@ -265,7 +285,7 @@ fn serve(cmd: ServeCommand) -> ExitCode {
     if let Some(trunk) = cmd.trunk {
         config.trunk.uri = trunk;
     }
-    config.api.keys.extend(cmd.api_keys);
+    config.api.keys.extend(cmd.api_keys.into_iter().map(Into::into));
     if let Some(dialplans) = cmd.dialplans {
         config.dialplans = dialplans;
     }
@@ -300,14 +320,15 @@ fn demo(cmd: DemoCommand) -> ExitCode {
     }
 }
 
-fn keys_create(name: &str, store: &str) -> ExitCode {
-    match runtime().block_on(pound::cmd::keys::create(store, name)) {
-        Ok(key) => {
-            println!("{}", serde_json::to_string(&key).expect("serialises"));
+/// Prints a key command's result as one JSON line, or its error.
+fn print_json<T: serde::Serialize>(command: &str, result: Result<T, pound::cmd::keys::KeysError>) -> ExitCode {
+    match result {
+        Ok(value) => {
+            println!("{}", serde_json::to_string(&value).expect("serialises"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pound keys create: {e}");
+            eprintln!("{command}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -19,8 +19,9 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::KeyRing;
 use crate::metrics::{Metrics, WebhookResult};
-use crate::store::{Store, WebhookDelivery};
+use crate::store::{Store, StoreError, WebhookDelivery};
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "Pound-Signature";
@@ -126,6 +127,48 @@ impl WebhookConfig {
     }
 }
 
+// Which secret signs a webhook (issue 7: a secret per API key).
+
+/// Which secret signs a webhook.
+#[derive(Clone)]
+pub enum Signer {
+    /// One secret for every webhook, whoever created the verification.
+    Fixed(Arc<[u8]>),
+    /// The secret of the API key that created the verification: a config
+    /// key's from the ring, a stored key's from the store. Read at every try,
+    /// so a rotated secret signs the webhooks still queued.
+    PerKey(KeyRing),
+}
+
+impl From<Vec<u8>> for Signer {
+    fn from(secret: Vec<u8>) -> Signer {
+        Signer::Fixed(secret.into())
+    }
+}
+
+impl From<KeyRing> for Signer {
+    fn from(keys: KeyRing) -> Signer {
+        Signer::PerKey(keys)
+    }
+}
+
+impl Signer {
+    /// The secret for `delivery`, or `None` when its key has none.
+    async fn secret_for(&self, store: &dyn Store, delivery: &WebhookDelivery) -> Result<Option<Vec<u8>>, StoreError> {
+        let keys = match self {
+            Signer::Fixed(secret) => return Ok(Some(secret.to_vec())),
+            Signer::PerKey(keys) => keys,
+        };
+        let Some(verification) = store.verification(&delivery.verification_id).await? else {
+            return Ok(None);
+        };
+        Ok(keys.webhook_secret(store, &verification.api_key_id).await?.map(String::into_bytes))
+    }
+}
+
+/// `last_error` of a webhook whose key has no secret: never sent unsigned.
+const NO_SECRET: &str = "refused: the API key that created the verification has no webhook secret";
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
@@ -140,7 +183,7 @@ fn millis(d: Duration) -> i64 {
 pub async fn deliver_webhooks(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    secret: Vec<u8>,
+    signer: impl Into<Signer>,
     config: WebhookConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -159,7 +202,7 @@ pub async fn deliver_webhooks(
             return;
         }
     };
-    let secret: Arc<[u8]> = secret.into();
+    let signer = Arc::new(signer.into());
     let config = Arc::new(config);
     loop {
         if *shutdown.borrow() {
@@ -174,7 +217,7 @@ pub async fn deliver_webhooks(
                         client.clone(),
                         store.clone(),
                         metrics.clone(),
-                        secret.clone(),
+                        signer.clone(),
                         config.clone(),
                         delivery,
                     ));
@@ -211,23 +254,18 @@ async fn deliver_one(
     client: reqwest::Client,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    secret: Arc<[u8]>,
+    signer: Arc<Signer>,
     config: Arc<WebhookConfig>,
     delivery: WebhookDelivery,
 ) {
-    let signature = sign(&secret, now_ms().div_euclid(1000), &delivery.payload);
-    let sent = client
-        .post(&delivery.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, signature)
-        .body(delivery.payload.clone())
-        .send()
-        .await;
-    let error = match sent {
-        Ok(response) if response.status().is_success() => None,
-        Ok(response) => Some(format!("HTTP {}", response.status())),
-        // The URL is left out: it may carry the receiver's own credentials.
-        Err(err) => Some(err.without_url().to_string()),
+    let error = match signer.secret_for(store.as_ref(), &delivery).await {
+        Ok(Some(secret)) => post_signed(&client, &delivery, &secret).await,
+        Ok(None) => Some(NO_SECRET.to_string()),
+        Err(err) => {
+            // Not a try: the lease expires and the webhook is tried again.
+            tracing::warn!(webhook = %delivery.id, %err, "reading the webhook's signing secret failed");
+            return;
+        }
     };
     let recorded = match error {
         None => {
@@ -256,6 +294,24 @@ async fn deliver_one(
     if let Err(err) = recorded {
         // The lease expires and the webhook is tried again: at least once.
         tracing::warn!(webhook = %delivery.id, %err, "recording a webhook try failed");
+    }
+}
+
+/// POSTs `delivery` signed with `secret`; the error to record, if it failed.
+async fn post_signed(client: &reqwest::Client, delivery: &WebhookDelivery, secret: &[u8]) -> Option<String> {
+    let signature = sign(secret, now_ms().div_euclid(1000), &delivery.payload);
+    let sent = client
+        .post(&delivery.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .body(delivery.payload.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => None,
+        Ok(response) => Some(format!("HTTP {}", response.status())),
+        // The URL is left out: it may carry the receiver's own credentials.
+        Err(err) => Some(err.without_url().to_string()),
     }
 }
 

@@ -86,6 +86,7 @@ fn fit<T: TryFrom<i64>>(what: &str, owner: &str, value: i64) -> Result<T, StoreE
 pub(super) struct VerificationRow {
     id: String,
     api_key_id: String,
+    tenant: String,
     phone: String,
     user_name: String,
     dialplan: String,
@@ -124,6 +125,7 @@ impl TryFrom<VerificationRow> for Verification {
             max_attempts: fit("max_attempts", &owner, row.max_attempts)?,
             id: row.id,
             api_key_id: row.api_key_id,
+            tenant: row.tenant,
             phone: row.phone,
             user: row.user_name,
             dialplan: row.dialplan,
@@ -188,6 +190,7 @@ impl TryFrom<AttemptRow> for Attempt {
 /// A `registrations` row.
 #[derive(sqlx::FromRow)]
 pub(super) struct RegistrationRow {
+    tenant: String,
     user_name: String,
     phone: String,
     method: String,
@@ -198,6 +201,7 @@ pub(super) struct RegistrationRow {
 impl From<RegistrationRow> for Registration {
     fn from(row: RegistrationRow) -> Registration {
         Registration {
+            tenant: row.tenant,
             user: row.user_name,
             phone: row.phone,
             method: row.method,
@@ -214,11 +218,22 @@ pub(super) struct ApiKeyRow {
     name: String,
     hash: String,
     created_at: i64,
+    tenant: Option<String>,
+    admin: bool,
+    webhook_secret: Option<String>,
 }
 
 impl From<ApiKeyRow> for ApiKey {
     fn from(row: ApiKeyRow) -> ApiKey {
-        ApiKey { id: row.id, name: row.name, hash: row.hash, created_at: row.created_at }
+        ApiKey {
+            id: row.id,
+            name: row.name,
+            hash: row.hash,
+            created_at: row.created_at,
+            tenant: row.tenant,
+            admin: row.admin,
+            webhook_secret: row.webhook_secret,
+        }
     }
 }
 

@@ -80,6 +80,8 @@ pub struct NewVerification {
     /// Chosen by the caller of the store (random, URL-safe).
     pub id: String,
     pub api_key_id: String,
+    /// Who may see it: the tenant of the API key that created it.
+    pub tenant: String,
     /// E.164, validated.
     pub phone: String,
     pub user: String,
@@ -100,6 +102,9 @@ pub struct Verification {
     pub id: String,
     #[serde(skip)]
     pub api_key_id: String,
+    /// Who may see it: the tenant of the API key that created it.
+    #[serde(skip)]
+    pub tenant: String,
     pub phone: String,
     pub user: String,
     pub dialplan: String,
@@ -163,6 +168,9 @@ pub struct AttemptResult {
 /// A phone number registered for a user ("security info").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
+    /// Registrations are per tenant: the same user name in two tenants is two users.
+    #[serde(skip)]
+    pub tenant: String,
     pub user: String,
     pub phone: String,
     /// How it was verified: `voice`.
@@ -173,12 +181,78 @@ pub struct Registration {
 }
 
 /// An API key; the key itself is never stored, only its SHA-256.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ApiKey {
     pub id: String,
     pub name: String,
     pub hash: String,
     pub created_at: i64,
+    /// Keys of one tenant see each other's verifications; `None`: the key is
+    /// a tenant of its own (its id).
+    pub tenant: Option<String>,
+    /// Operators: sees and cancels every tenant's verifications.
+    pub admin: bool,
+    /// Signs this key's webhooks; recoverable, unlike the key. Without one
+    /// the key cannot register a callback.
+    pub webhook_secret: Option<String>,
+}
+
+impl ApiKey {
+    /// The tenant whose verifications this key sees.
+    pub fn effective_tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(&self.id)
+    }
+}
+
+// By hand so that the webhook secret never reaches a log through `{:?}`.
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .field("tenant", &self.tenant)
+            .field("admin", &self.admin)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whose verifications and registrations a request may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant's (admin keys).
+    All,
+    /// One tenant's.
+    Tenant(String),
+}
+
+impl Scope {
+    /// The tenant to filter on, or `None` for all.
+    fn tenant(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant(tenant) => Some(tenant),
+        }
+    }
+
+    /// Whether `verification` is visible in this scope.
+    pub fn sees(&self, verification: &Verification) -> bool {
+        self.tenant().is_none_or(|tenant| tenant == verification.tenant)
+    }
+}
+
+/// What `GET /v1/verifications` asks for: newest first, after a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerificationQuery {
+    pub scope: Scope,
+    pub user: Option<String>,
+    pub phone: Option<String>,
+    pub status: Option<Status>,
+    /// Only verifications older than this one, in listing order: its
+    /// `created_at` and, to break ties, its `id`.
+    pub before: Option<(i64, String)>,
+    pub limit: u32,
 }
 
 /// One webhook in the outbox.
@@ -311,8 +385,8 @@ pub trait Store: Send + Sync + 'static {
     /// Releases the lease and schedules another attempt at `next_attempt_at`.
     async fn requeue(&self, id: &str, node: &str, next_attempt_at: i64, now: i64) -> Result<(), StoreError>;
 
-    /// The phones registered for `user`.
-    async fn registrations(&self, user: &str) -> Result<Vec<Registration>, StoreError>;
+    /// The phones registered for `user`, in the tenants `scope` covers.
+    async fn registrations(&self, user: &str, scope: &Scope) -> Result<Vec<Registration>, StoreError>;
 
     /// Verifications created by an API key since `since` (rate limit).
     async fn count_created_since(&self, api_key_id: &str, since: i64) -> Result<u64, StoreError>;
@@ -334,6 +408,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every webhook of a verification.
     async fn webhooks_for(&self, verification_id: &str) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    // Tenancy and per-key webhook secrets (issue 7).
+
+    /// Up to `query.limit` verifications, newest first (`created_at`, then `id`, descending).
+    async fn list_verifications(&self, query: &VerificationQuery) -> Result<Vec<Verification>, StoreError>;
+
+    async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// The keys whose id or name is `id_or_name` (names need not be unique).
+    async fn api_keys_named(&self, id_or_name: &str) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Replaces the webhook secret of key `id`; `false` when there is no such key.
+    async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a URL names, creating and migrating it as needed:

@@ -36,8 +36,8 @@ macro_rules! impl_store {
             read_error,
         };
         use $crate::store::{
-            ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Status,
-            Store, StoreError, Verification, WebhookDelivery,
+            ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Scope,
+            Status, Store, StoreError, Verification, VerificationQuery, WebhookDelivery,
         };
         use queries::{close_open_attempt, fetch_attempts, fetch_verification, queue_completion_webhook};
 
@@ -52,8 +52,8 @@ macro_rules! impl_store {
                 let inserted: Option<VerificationRow> = sqlx::query_as(
                     "INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, callback_url, status, \
                      attempt_count, max_attempts, next_attempt_at, cancel_requested, idempotency_key, request_hash, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, FALSE, $9, $10, $8, $8) \
+                     created_at, updated_at, tenant) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, FALSE, $9, $10, $8, $8, $11) \
                      ON CONFLICT (api_key_id, idempotency_key) DO NOTHING RETURNING *",
                 )
                 .bind(&new.id)
@@ -66,6 +66,7 @@ macro_rules! impl_store {
                 .bind(new.created_at)
                 .bind(&new.idempotency_key)
                 .bind(&new.request_hash)
+                .bind(&new.tenant)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(read_error)?;
@@ -323,15 +324,16 @@ macro_rules! impl_store {
                 let verification = Verification::try_from(row.ok_or_else(|| lease_not_held(id, node))?)?;
                 if outcome == Outcome::Verified {
                     sqlx::query(
-                        "INSERT INTO registrations (user_name, phone, method, verified_at, verification_id) \
-                         VALUES ($1, $2, 'voice', $3, $4) \
-                         ON CONFLICT (user_name, phone) DO UPDATE SET method = excluded.method, \
+                        "INSERT INTO registrations (user_name, phone, method, verified_at, verification_id, tenant) \
+                         VALUES ($1, $2, 'voice', $3, $4, $5) \
+                         ON CONFLICT (tenant, user_name, phone) DO UPDATE SET method = excluded.method, \
                          verified_at = excluded.verified_at, verification_id = excluded.verification_id",
                     )
                     .bind(&verification.user)
                     .bind(&verification.phone)
                     .bind(now)
                     .bind(id)
+                    .bind(&verification.tenant)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -359,13 +361,16 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn registrations(&self, user: &str) -> Result<Vec<Registration>, StoreError> {
-                let rows: Vec<RegistrationRow> =
-                    sqlx::query_as("SELECT * FROM registrations WHERE user_name = $1 ORDER BY verified_at DESC, phone")
-                        .bind(user)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(read_error)?;
+            async fn registrations(&self, user: &str, scope: &Scope) -> Result<Vec<Registration>, StoreError> {
+                let rows: Vec<RegistrationRow> = sqlx::query_as(
+                    "SELECT * FROM registrations WHERE user_name = $1 AND ($2 IS NULL OR tenant = $2) \
+                     ORDER BY verified_at DESC, phone, tenant",
+                )
+                .bind(user)
+                .bind(scope.tenant())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_error)?;
                 Ok(rows.into_iter().map(Registration::from).collect())
             }
 
@@ -388,13 +393,19 @@ macro_rules! impl_store {
             }
 
             async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO api_keys (id, name, hash, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&key.id)
-                    .bind(&key.name)
-                    .bind(&key.hash)
-                    .bind(key.created_at)
-                    .execute(&self.pool)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO api_keys (id, name, hash, created_at, tenant, admin, webhook_secret) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&key.id)
+                .bind(&key.name)
+                .bind(&key.hash)
+                .bind(key.created_at)
+                .bind(&key.tenant)
+                .bind(key.admin)
+                .bind(&key.webhook_secret)
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 
@@ -487,6 +498,58 @@ macro_rules! impl_store {
                         .await
                         .map_err(read_error)?;
                 convert_all(rows)
+            }
+
+            // Tenancy and per-key webhook secrets (issue 7).
+
+            async fn list_verifications(&self, query: &VerificationQuery) -> Result<Vec<Verification>, StoreError> {
+                let (before_at, before_id) = query.before.clone().unzip();
+                let rows: Vec<VerificationRow> = sqlx::query_as(
+                    "SELECT * FROM verifications \
+                     WHERE ($1 IS NULL OR tenant = $1) AND ($2 IS NULL OR user_name = $2) \
+                     AND ($3 IS NULL OR phone = $3) AND ($4 IS NULL OR status = $4) \
+                     AND ($5 IS NULL OR created_at < $5 OR (created_at = $5 AND id < $6)) \
+                     ORDER BY created_at DESC, id DESC LIMIT $7",
+                )
+                .bind(query.scope.tenant())
+                .bind(&query.user)
+                .bind(&query.phone)
+                .bind(query.status.map(Status::as_str))
+                .bind(before_at)
+                .bind(before_id)
+                .bind(i64::from(query.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_error)?;
+                convert_all(rows)
+            }
+
+            async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+                let row: Option<ApiKeyRow> = sqlx::query_as("SELECT * FROM api_keys WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(read_error)?;
+                Ok(row.map(ApiKey::from))
+            }
+
+            async fn api_keys_named(&self, id_or_name: &str) -> Result<Vec<ApiKey>, StoreError> {
+                let rows: Vec<ApiKeyRow> =
+                    sqlx::query_as("SELECT * FROM api_keys WHERE id = $1 OR name = $1 ORDER BY created_at, id")
+                        .bind(id_or_name)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_error)?;
+                Ok(rows.into_iter().map(ApiKey::from).collect())
+            }
+
+            async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE api_keys SET webhook_secret = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(secret)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
         }
     };
