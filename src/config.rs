@@ -422,4 +422,40 @@ mod tests {
         let config: Config = toml::from_str("[rtp]\nports = \"10000-20000\"").unwrap();
         assert_eq!(config.rtp_ports().unwrap(), Some(10000..=20000));
     }
+
+    #[test]
+    fn api_keys_are_plain_strings_or_tables_with_grants() {
+        let inline: Config = toml::from_str(
+            "[api]\nkeys = [\"plain\", { key = \"ops\", admin = true, webhook_secret = \"s1\", tenant = \"t\" }]",
+        )
+        .unwrap();
+        let tables: Config = toml::from_str(
+            "[[api.keys]]\nkey = \"plain\"\n[[api.keys]]\nkey = \"ops\"\nadmin = true\nwebhook_secret = \"s1\"\ntenant = \"t\"",
+        )
+        .unwrap();
+        for config in [inline, tables] {
+            config.validate().unwrap();
+            assert_eq!(config.api.keys[0], ApiKeyConfig::from("plain"));
+            let ops = &config.api.keys[1];
+            assert_eq!((ops.key.as_str(), ops.admin), ("ops", true));
+            assert_eq!((ops.webhook_secret.as_deref(), ops.tenant.as_deref()), (Some("s1"), Some("t")));
+            assert!(!format!("{ops:?}").contains("s1"), "Debug hides the secret");
+            // Without webhooks.secret the plain key has no secret: it cannot register callbacks.
+            assert_eq!(config.api_keys()[0].webhook_secret, None);
+        }
+        let shared: Config = toml::from_str(
+            "[api]\nkeys = [\"plain\", { key = \"own\", webhook_secret = \"mine\" }]\n[webhooks]\nsecret = \"shared\"",
+        )
+        .unwrap();
+        let secrets: Vec<_> = shared.api_keys().into_iter().map(|key| key.webhook_secret).collect();
+        assert_eq!(secrets, [Some("shared".to_string()), Some("mine".to_string())]);
+
+        let unknown = toml::from_str::<Config>("[api]\nkeys = [{ key = \"k\", admn = true }]").unwrap_err();
+        assert!(unknown.to_string().contains("admn"), "{unknown}");
+        assert!(toml::from_str::<Config>("[api]\nkeys = [7]").is_err());
+        for bad in ["{ key = \"\" }", "{ key = \"k\", webhook_secret = \"\" }", "{ key = \"k\", tenant = \"\" }"] {
+            let config: Config = toml::from_str(&format!("[api]\nkeys = [{bad}]")).unwrap();
+            assert!(config.validate().unwrap_err().to_string().contains("api.keys[0]"), "{bad}");
+        }
+    }
 }

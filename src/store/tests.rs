@@ -804,7 +804,7 @@ async fn api_key_grants_and_secret_rotation(h: Arc<Harness>) {
 
     let by_name: Vec<String> = store.api_keys_named("ops").await.unwrap().into_iter().map(|k| k.id).collect();
     assert_eq!(by_name, ["k_admin", "k_plain"]);
-    assert_eq!(store.api_keys_named("k_plain").await.unwrap(), [plain.clone()]);
+    assert_eq!(store.api_keys_named("k_plain").await.unwrap(), std::slice::from_ref(&plain));
     assert!(store.api_keys_named("nobody").await.unwrap().is_empty());
 
     assert!(store.set_webhook_secret("k_plain", "whsec_two").await.unwrap());
