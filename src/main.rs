@@ -63,7 +63,7 @@ struct ServeCommand {
     dialplans: Option<PathBuf>,
     #[arg(long, env = "POUND_NODE_ID")]
     node_id: Option<String>,
-    /// The webhook signing secret.
+    /// Signs webhooks of config keys without a webhook_secret of their own.
     #[arg(long, env = "POUND_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
 }
