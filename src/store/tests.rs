@@ -813,3 +813,60 @@ async fn api_key_grants_and_secret_rotation(h: Arc<Harness>) {
     assert_eq!(store.api_key_by_id("k_admin").await.unwrap().unwrap().webhook_secret.as_deref(), Some("whsec_one"));
     assert!(!store.set_webhook_secret("nope", "x").await.unwrap());
 }
+
+/// Rows written before migration 0002 stay with the key that created them.
+async fn upgrade_keeps_old_rows_with_their_key(url: &str) {
+    let old_rows = "INSERT INTO api_keys (id, name, hash, created_at) VALUES ('k_old', 'old', 'ff', 1); \
+        INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, status, max_attempts, \
+        next_attempt_at, request_hash, created_at, updated_at) \
+        VALUES ('old1', 'k_old', '+14155550100', 'alice', 'press-pound', 'completed', 3, 1, 'h', 1, 1); \
+        INSERT INTO registrations (user_name, phone, method, verified_at, verification_id) \
+        VALUES ('alice', '+14155550100', 'voice', 2, 'old1');";
+    // Only 0001, as a store from before tenancy was migrated.
+    let first_only = |mut migrator: sqlx::migrate::Migrator| {
+        migrator.migrations = migrator.migrations.iter().filter(|m| m.version == 1).cloned().collect();
+        migrator
+    };
+    if url.starts_with("sqlite:") {
+        let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        first_only(sqlx::migrate!("./migrations/sqlite")).run(&pool).await.unwrap();
+        sqlx::raw_sql(old_rows).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        first_only(sqlx::migrate!("./migrations/postgres")).run(&pool).await.unwrap();
+        sqlx::raw_sql(old_rows).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = open(url).await.expect("0002 applies over 0001 with rows in it");
+    assert_eq!(store.verification("old1").await.unwrap().unwrap().tenant, "k_old");
+    assert_eq!(store.registrations("alice", &tenant("k_old")).await.unwrap().len(), 1);
+    assert!(store.registrations("alice", &tenant("k_new")).await.unwrap().is_empty());
+    assert_eq!(listed(&store, &everything(tenant("k_old"))).await, ["old1"]);
+    let key = store.api_key_by_id("k_old").await.unwrap().unwrap();
+    assert_eq!((key.effective_tenant(), key.admin, key.webhook_secret.as_deref()), ("k_old", false, None));
+}
+
+#[tokio::test]
+async fn sqlite_upgrade_keeps_old_rows_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    upgrade_keeps_old_rows_with_their_key(&format!("sqlite://{}", dir.path().join("old.db").display())).await;
+}
+
+#[tokio::test]
+async fn postgres_upgrade_keeps_old_rows_with_their_key() {
+    let Ok(admin_url) = std::env::var("POUND_TEST_DATABASE_URL") else {
+        eprintln!("POUND_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+        return;
+    };
+    let name = format!("pound_test_{:016x}", rand::random::<u64>());
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let url = with_database(&admin_url, &name);
+    let result = CatchUnwind(Box::pin(upgrade_keeps_old_rows_with_their_key(&url))).await;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
