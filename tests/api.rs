@@ -831,6 +831,26 @@ async fn a_key_without_a_webhook_secret_cannot_register_a_callback() {
     server.create_as(OTHER_KEY, &json!({"phone": PHONE, "user": "a"})).await;
 }
 
+/// The webhook outbox running with per-key signing until stopped.
+struct Outbox {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Outbox {
+    fn start(server: &Server, keys: pound::api::KeyRing, max_attempts: u32) -> Outbox {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let delivery =
+            deliver_webhooks(server.store.clone(), server.metrics.clone(), keys, fast_webhooks(max_attempts), stopping);
+        Outbox { stop, task: tokio::spawn(delivery) }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("stops on shutdown").unwrap();
+    }
+}
+
 /// A receiver that records each webhook's signature header and body, and answers 204.
 async fn recording_receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     use axum::http::HeaderMap;
@@ -889,15 +909,7 @@ async fn webhooks_are_signed_with_the_creating_keys_own_secret_and_a_rotated_one
     let stored = pound::cmd::keys::create(&server.store_url(), &new).await.unwrap();
     assert!(stored.webhook_secret.starts_with("whsec_") && stored.webhook_secret.len() == 70);
     let (url, seen) = recording_receiver().await;
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let signer = pound::api::KeyRing::new(&tenancy_config().api_keys);
-    let task = tokio::spawn(deliver_webhooks(
-        server.store.clone(),
-        server.metrics.clone(),
-        signer,
-        fast_webhooks(3),
-        stopping,
-    ));
+    let outbox = Outbox::start(&server, pound::api::KeyRing::new(&tenancy_config().api_keys), 3);
 
     let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
     assert!(signed_with(&stored.webhook_secret, &signature, &body), "{signature}");
@@ -913,8 +925,7 @@ async fn webhooks_are_signed_with_the_creating_keys_own_secret_and_a_rotated_one
     let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
     assert!(signed_with(&rotated.webhook_secret, &signature, &body), "{signature}");
     assert!(!signed_with(&stored.webhook_secret, &signature, &body), "the old secret no longer signs");
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops on shutdown").unwrap();
+    outbox.stop().await;
 
     // A name two keys share is refused; an unknown one too.
     pound::cmd::keys::create(&server.store_url(), &new).await.unwrap();
@@ -929,18 +940,9 @@ async fn a_webhook_whose_key_lost_its_secret_is_never_sent_unsigned() {
     let (url, seen) = recording_receiver().await;
     let id = queue_webhook(&server, &url).await;
     // The operator removed the key's secret (or the key) after the request.
-    let signer = pound::api::KeyRing::new(&[KEY.into()]);
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(deliver_webhooks(
-        server.store.clone(),
-        server.metrics.clone(),
-        signer,
-        fast_webhooks(2),
-        stopping,
-    ));
+    let outbox = Outbox::start(&server, pound::api::KeyRing::new(&[KEY.into()]), 2);
     let record = wait_for_webhook(&server, &id, |hook| hook["gave_up"] == true).await;
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops on shutdown").unwrap();
+    outbox.stop().await;
     assert!(seen.lock().unwrap().is_empty(), "nothing reached the receiver");
     let error = record["webhooks"][0]["last_error"].as_str().unwrap();
     assert!(error.contains("no webhook secret"), "{error}");

@@ -39,7 +39,9 @@ macro_rules! impl_store {
             ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Scope,
             Status, Store, StoreError, Verification, VerificationQuery, WebhookDelivery,
         };
-        use queries::{close_open_attempt, fetch_attempts, fetch_verification, queue_completion_webhook};
+        use queries::{
+            close_open_attempt, fetch_api_key, fetch_attempts, fetch_verification, queue_completion_webhook,
+        };
 
         $crate::store::queries::connection_queries!($connection);
 
@@ -410,12 +412,7 @@ macro_rules! impl_store {
             }
 
             async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-                let row: Option<ApiKeyRow> = sqlx::query_as("SELECT * FROM api_keys WHERE hash = $1")
-                    .bind(hash)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(read_error)?;
-                Ok(row.map(ApiKey::from))
+                fetch_api_key(&mut *self.pool.acquire().await?, "SELECT * FROM api_keys WHERE hash = $1", hash).await
             }
 
             async fn due_webhooks(
@@ -525,12 +522,7 @@ macro_rules! impl_store {
             }
 
             async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
-                let row: Option<ApiKeyRow> = sqlx::query_as("SELECT * FROM api_keys WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(read_error)?;
-                Ok(row.map(ApiKey::from))
+                fetch_api_key(&mut *self.pool.acquire().await?, "SELECT * FROM api_keys WHERE id = $1", id).await
             }
 
             async fn api_keys_named(&self, id_or_name: &str) -> Result<Vec<ApiKey>, StoreError> {
