@@ -1,4 +1,5 @@
-//! Bearer API keys: the keys in the config file, and the keys in the store.
+//! Bearer API keys: the keys in the config file, and the keys in the store,
+//! with what each grants: its tenant, the admin role, its webhook secret.
 //!
 //! Keys are compared by their SHA-256, so neither the config keys nor the
 //! store hold anything a timing difference could leak bit by bit.

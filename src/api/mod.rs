@@ -2,7 +2,9 @@
 //! health, and webhook delivery from the outbox ([`webhooks`]).
 //!
 //! Every `/v1` route needs `Authorization: Bearer <key>`; every error is
-//! `{"error":{"code":"…","message":"…"}}`. A request refused by policy
+//! `{"error":{"code":"…","message":"…"}}`. A verification belongs to the
+//! tenant of the key that created it: other tenants' keys get the 404 of a
+//! missing one, admin keys reach every tenant's. A request refused by policy
 //! (validation, country, rate limit, cooldown) stores nothing, so it is
 //! never dialled.
 
@@ -261,8 +263,9 @@ async fn create_verification(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "webhook_secret_required",
-            "this API key has no webhook secret, so its callbacks could not be signed; \
-             give it one (pound keys rotate-secret, or webhook_secret in api.keys) or leave out callback_url",
+            "this API key has no webhook secret, so its callbacks could not be signed; give it one \
+             (stored keys: pound keys rotate-secret; config keys: webhook_secret in api.keys, or webhooks.secret) \
+             or leave out callback_url",
         ));
     }
     let guard = shared.create_lock.lock().await;

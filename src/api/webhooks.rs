@@ -7,7 +7,8 @@
 //! webhook is sent again, so receivers deduplicate on the verification id.
 //!
 //! Signature (DESIGN.md §2): `Pound-Signature: t=<unix seconds>,v1=<hex
-//! hmac-sha256(secret, "<t>.<body>")>`. The timestamp is signed with the
+//! hmac-sha256(secret, "<t>.<body>")>`, the secret being that of the API key
+//! that created the verification ([`Signer`]). The timestamp is signed with the
 //! body so a captured request cannot be replayed later than the receiver's
 //! tolerance; each try is signed afresh.
 
