@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    ApiKey, Attempt, Registration, Status, StoreError, Verification, VerificationRecord, WebhookBody, WebhookDelivery,
+    ApiKey, Attempt, Registration, Status, StoreError, Verification, VerificationQuery, VerificationRecord,
+    WebhookBody, WebhookDelivery,
 };
 use crate::dialplan::DtmfSource;
 
@@ -282,4 +283,91 @@ impl TryFrom<WebhookRow> for WebhookDelivery {
 /// Converts every row, failing on the first corrupt one.
 pub(super) fn convert_all<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
+}
+
+/// Adds a parameter and returns its placeholder.
+fn param(value: SqlParam, params: &mut Vec<SqlParam>) -> String {
+    params.push(value);
+    format!("${}", params.len())
+}
+
+/// A value bound to a statement built at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum SqlParam {
+    Text(String),
+    Int(i64),
+}
+
+/// The listing's statement and its parameters, in `$N` order. Only the
+/// filters the query uses are in the SQL: `($1 IS NULL OR tenant = $1)`
+/// would keep both databases from walking the `(tenant, created_at, id)`
+/// index in order. Every value is a parameter; only fixed text is spliced.
+pub(super) fn listing_sql(query: &VerificationQuery) -> (String, Vec<SqlParam>) {
+    let mut sql = String::from("SELECT * FROM verifications WHERE TRUE");
+    let mut params = Vec::new();
+    let text_filters = [
+        ("tenant", query.scope.tenant().map(str::to_string)),
+        ("user_name", query.user.clone()),
+        ("phone", query.phone.clone()),
+        ("status", query.status.map(|status| status.as_str().to_string())),
+    ];
+    for (column, value) in text_filters {
+        if let Some(value) = value {
+            let placeholder = param(SqlParam::Text(value), &mut params);
+            sql.push_str(&format!(" AND {column} = {placeholder}"));
+        }
+    }
+    if let Some((created_at, id)) = &query.before {
+        let at = param(SqlParam::Int(*created_at), &mut params);
+        let id = param(SqlParam::Text(id.clone()), &mut params);
+        sql.push_str(&format!(" AND (created_at < {at} OR (created_at = {at} AND id < {id}))"));
+    }
+    let limit = param(SqlParam::Int(i64::from(query.limit)), &mut params);
+    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
+    (sql, params)
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use crate::store::Scope;
+
+    #[test]
+    fn only_the_filters_given_are_in_the_sql_and_every_value_is_a_parameter() {
+        let all =
+            VerificationQuery { scope: Scope::All, user: None, phone: None, status: None, before: None, limit: 5 };
+        assert_eq!(
+            listing_sql(&all),
+            (
+                "SELECT * FROM verifications WHERE TRUE ORDER BY created_at DESC, id DESC LIMIT $1".to_string(),
+                vec![SqlParam::Int(5)]
+            )
+        );
+        let hostile = "x' OR '1'='1";
+        let every = VerificationQuery {
+            scope: Scope::Tenant(hostile.into()),
+            user: Some("alice".into()),
+            phone: None,
+            status: Some(Status::Queued),
+            before: Some((7, "v_1".into())),
+            limit: 2,
+        };
+        let (sql, params) = listing_sql(&every);
+        assert_eq!(
+            sql,
+            "SELECT * FROM verifications WHERE TRUE AND tenant = $1 AND user_name = $2 AND status = $3 \
+             AND (created_at < $4 OR (created_at = $4 AND id < $5)) ORDER BY created_at DESC, id DESC LIMIT $6"
+        );
+        assert_eq!(
+            params,
+            [
+                SqlParam::Text(hostile.into()),
+                SqlParam::Text("alice".into()),
+                SqlParam::Text("queued".into()),
+                SqlParam::Int(7),
+                SqlParam::Text("v_1".into()),
+                SqlParam::Int(2),
+            ]
+        );
+    }
 }

@@ -32,8 +32,8 @@ macro_rules! impl_store {
 
         use $crate::call::Outcome;
         use $crate::store::common::{
-            ApiKeyRow, RegistrationRow, VerificationRow, WebhookRow, attempt_number, convert_all, lease_not_held,
-            read_error,
+            ApiKeyRow, RegistrationRow, SqlParam, VerificationRow, WebhookRow, attempt_number, convert_all,
+            lease_not_held, listing_sql, read_error,
         };
         use $crate::store::{
             ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Scope,
@@ -500,25 +500,15 @@ macro_rules! impl_store {
             // Tenancy and per-key webhook secrets (issue 7).
 
             async fn list_verifications(&self, query: &VerificationQuery) -> Result<Vec<Verification>, StoreError> {
-                let (before_at, before_id) = query.before.clone().unzip();
-                let rows: Vec<VerificationRow> = sqlx::query_as(
-                    "SELECT * FROM verifications \
-                     WHERE ($1 IS NULL OR tenant = $1) AND ($2 IS NULL OR user_name = $2) \
-                     AND ($3 IS NULL OR phone = $3) AND ($4 IS NULL OR status = $4) \
-                     AND ($5 IS NULL OR created_at < $5 OR (created_at = $5 AND id < $6)) \
-                     ORDER BY created_at DESC, id DESC LIMIT $7",
-                )
-                .bind(query.scope.tenant())
-                .bind(&query.user)
-                .bind(&query.phone)
-                .bind(query.status.map(Status::as_str))
-                .bind(before_at)
-                .bind(before_id)
-                .bind(i64::from(query.limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(read_error)?;
-                convert_all(rows)
+                let (sql, params) = listing_sql(query);
+                let mut select = sqlx::query_as::<_, VerificationRow>(&sql);
+                for param in params {
+                    select = match param {
+                        SqlParam::Text(text) => select.bind(text),
+                        SqlParam::Int(int) => select.bind(int),
+                    };
+                }
+                convert_all(select.fetch_all(&self.pool).await.map_err(read_error)?)
             }
 
             async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
