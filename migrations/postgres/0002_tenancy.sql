@@ -7,8 +7,9 @@
 ALTER TABLE verifications ADD COLUMN tenant TEXT;
 UPDATE verifications SET tenant = api_key_id;
 ALTER TABLE verifications ALTER COLUMN tenant SET NOT NULL;
--- Listing: a tenant's verifications, newest first.
+-- Listing: a tenant's verifications, newest first; and every tenant's (admin keys).
 CREATE INDEX verifications_tenant ON verifications (tenant, created_at, id);
+CREATE INDEX verifications_created ON verifications (created_at, id);
 
 -- The same user name in two tenants is two users: the key gains the tenant.
 ALTER TABLE registrations ADD COLUMN tenant TEXT;

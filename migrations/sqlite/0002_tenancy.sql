@@ -6,8 +6,9 @@
 -- stay with the key that created them.
 ALTER TABLE verifications ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 UPDATE verifications SET tenant = api_key_id;
--- Listing: a tenant's verifications, newest first.
+-- Listing: a tenant's verifications, newest first; and every tenant's (admin keys).
 CREATE INDEX verifications_tenant ON verifications (tenant, created_at, id);
+CREATE INDEX verifications_created ON verifications (created_at, id);
 
 -- The same user name in two tenants is two users: the key gains the tenant.
 -- SQLite cannot change a primary key in place, so the table is rebuilt.
