@@ -96,6 +96,9 @@ enum KeysCommand {
     RotateSecret {
         /// The key's id, or its name when only one key has it.
         key: String,
+        /// Seconds the previous secret keeps signing too (a second v1= in Pound-Signature); 0: none.
+        #[arg(long, default_value_t = pound::cmd::keys::DEFAULT_OVERLAP.as_secs())]
+        overlap_s: u64,
         /// The store (as in pound serve).
         #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
         store: String,
@@ -256,8 +259,10 @@ fn main() -> ExitCode {
             let new = pound::cmd::keys::NewKey { name, tenant, admin };
             print_json("pound keys create", runtime().block_on(pound::cmd::keys::create(&store, &new)))
         }
-        Command::Keys(KeysCommand::RotateSecret { key, store }) => {
-            print_json("pound keys rotate-secret", runtime().block_on(pound::cmd::keys::rotate_secret(&store, &key)))
+        Command::Keys(KeysCommand::RotateSecret { key, overlap_s, store }) => {
+            let overlap = Duration::from_secs(overlap_s);
+            let rotated = runtime().block_on(pound::cmd::keys::rotate_secret(&store, &key, overlap));
+            print_json("pound keys rotate-secret", rotated)
         }
     }
 }

@@ -138,6 +138,8 @@ async fn api_keys_are_required_on_v1_routes() {
             tenant: None,
             admin: false,
             webhook_secret: None,
+            previous_webhook_secret: None,
+            previous_secret_until: None,
         })
         .await
         .unwrap();
@@ -873,16 +875,25 @@ async fn recording_receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     (url, seen)
 }
 
-/// Whether `header` is `t=<unix>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`,
-/// computed here independently of pound's own signing code.
-fn signed_with(secret: &str, header: &str, body: &str) -> bool {
+/// The `v1=` signatures of `header` (`t=<unix>,v1=…[,v1=…]`) that are
+/// hex hmac-sha256(secret, "<t>.<body>") for one of `secrets`, computed here
+/// independently of pound's own signing code: one entry per `v1=`, the
+/// secret it matched or `None`.
+fn signers<'a>(secrets: &[&'a str], header: &str, body: &str) -> Vec<Option<&'a str>> {
     use hmac::{Hmac, KeyInit, Mac};
-    let Some((t, v1)) = header.strip_prefix("t=").and_then(|rest| rest.split_once(",v1=")) else {
-        return false;
+    let mut parts = header.split(',');
+    let t = parts.next().and_then(|t| t.strip_prefix("t=")).expect("t= first");
+    let hmac = |secret: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.{body}").as_bytes());
-    hex::encode(mac.finalize().into_bytes()) == v1
+    parts
+        .map(|part| {
+            let v1 = part.strip_prefix("v1=").expect("only v1= after t=");
+            secrets.iter().copied().find(|secret| hmac(secret) == v1)
+        })
+        .collect()
 }
 
 /// Creates a verification with `key` and a callback, cancels it (which queues
@@ -911,27 +922,32 @@ async fn webhooks_are_signed_with_the_creating_keys_own_secret_and_a_rotated_one
     let (url, seen) = recording_receiver().await;
     let outbox = Outbox::start(&server, pound::api::KeyRing::new(&tenancy_config().api_keys), 3);
 
+    let secrets = [stored.webhook_secret.as_str(), KEY_SECRET];
     let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
-    assert!(signed_with(&stored.webhook_secret, &signature, &body), "{signature}");
-    assert!(!signed_with(KEY_SECRET, &signature, &body));
+    assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0])], "{signature}");
     let (signature, body) = webhook_of(&server, KEY, &url, &seen).await;
-    assert!(signed_with(KEY_SECRET, &signature, &body), "a config key signs with its own secret");
-    assert!(!signed_with(&stored.webhook_secret, &signature, &body));
+    assert_eq!(signers(&secrets, &signature, &body), [Some(KEY_SECRET)], "a config key signs with its own secret");
 
-    // Rotation by name: the next webhook carries only the new secret.
-    let rotated = pound::cmd::keys::rotate_secret(&server.store_url(), "registration").await.unwrap();
+    // Rotation by name: the new secret signs, and the old one too while the
+    // receiver switches over; after a rotation without overlap, only the newest.
+    let url_store = server.store_url();
+    let rotated = pound::cmd::keys::rotate_secret(&url_store, "registration", Duration::from_secs(60)).await.unwrap();
     assert_eq!(rotated.id, stored.id);
-    assert_ne!(rotated.webhook_secret, stored.webhook_secret);
+    assert!((now_ms() + 55_000..=now_ms() + 60_000).contains(&rotated.previous_signs_until));
+    let secrets = [rotated.webhook_secret.as_str(), stored.webhook_secret.as_str()];
     let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
-    assert!(signed_with(&rotated.webhook_secret, &signature, &body), "{signature}");
-    assert!(!signed_with(&stored.webhook_secret, &signature, &body), "the old secret no longer signs");
+    assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0]), Some(secrets[1])], "{signature}");
+    let last = pound::cmd::keys::rotate_secret(&url_store, &stored.id, Duration::ZERO).await.unwrap();
+    let secrets = [last.webhook_secret.as_str(), rotated.webhook_secret.as_str(), stored.webhook_secret.as_str()];
+    let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
+    assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0])], "{signature}");
     outbox.stop().await;
 
     // A name two keys share is refused; an unknown one too.
-    pound::cmd::keys::create(&server.store_url(), &new).await.unwrap();
-    let err = pound::cmd::keys::rotate_secret(&server.store_url(), "registration").await.unwrap_err();
+    pound::cmd::keys::create(&url_store, &new).await.unwrap();
+    let err = pound::cmd::keys::rotate_secret(&url_store, "registration", Duration::ZERO).await.unwrap_err();
     assert!(err.to_string().contains(&stored.id), "{err}");
-    assert!(pound::cmd::keys::rotate_secret(&server.store_url(), "nobody").await.is_err());
+    assert!(pound::cmd::keys::rotate_secret(&url_store, "nobody", Duration::ZERO).await.is_err());
 }
 
 #[tokio::test]

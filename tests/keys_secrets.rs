@@ -32,13 +32,17 @@ fn keys_are_created_with_grants_and_a_secret_that_can_be_rotated() {
     assert_eq!((plain["admin"].as_bool(), plain["tenant"].as_str()), (Some(false), plain["id"].as_str()));
     assert_ne!(plain["webhook_secret"], created["webhook_secret"], "every key has its own secret");
 
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let (ok, rotated, stderr) = keys(&store, &["rotate-secret", "ops"]);
     assert!(ok, "{stderr}");
     assert_eq!(rotated["id"], created["id"]);
     assert_ne!(rotated["webhook_secret"], created["webhook_secret"]);
-    let (ok, by_id, _) = keys(&store, &["rotate-secret", created["id"].as_str().unwrap()]);
+    let overlap = rotated["previous_signs_until"].as_i64().unwrap() - now_ms;
+    assert!((86_400_000..86_460_000).contains(&overlap), "a day by default: {overlap} ms");
+    let (ok, by_id, _) = keys(&store, &["rotate-secret", created["id"].as_str().unwrap(), "--overlap-s", "0"]);
     assert!(ok);
     assert_ne!(by_id["webhook_secret"], rotated["webhook_secret"]);
+    assert!(by_id["previous_signs_until"].as_i64().unwrap() - now_ms < 60_000, "{by_id}");
 
     let (ok, _, stderr) = keys(&store, &["rotate-secret", "nobody"]);
     assert!(!ok);

@@ -23,3 +23,7 @@ ALTER TABLE registrations ADD PRIMARY KEY (tenant, user_name, phone);
 ALTER TABLE api_keys ADD COLUMN tenant TEXT;
 ALTER TABLE api_keys ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
+-- After a rotation the previous secret signs too, until this time, so
+-- receivers can switch without rejecting a webhook.
+ALTER TABLE api_keys ADD COLUMN previous_webhook_secret TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_secret_until BIGINT;

@@ -32,3 +32,7 @@ ALTER TABLE registrations_tenant RENAME TO registrations;
 ALTER TABLE api_keys ADD COLUMN tenant TEXT;
 ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0 CHECK (admin IN (0, 1));
 ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
+-- After a rotation the previous secret signs too, until this time, so
+-- receivers can switch without rejecting a webhook.
+ALTER TABLE api_keys ADD COLUMN previous_webhook_secret TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_secret_until INTEGER;

@@ -107,14 +107,20 @@ impl KeyRing {
         }
     }
 
-    /// The secret that signs webhooks of verifications created by
-    /// `api_key_id`: a config key's, or a stored key's; `None` if it has none
-    /// (or the key is gone).
-    pub async fn webhook_secret(&self, store: &dyn Store, api_key_id: &str) -> Result<Option<String>, StoreError> {
+    /// The secrets that sign webhooks of verifications created by
+    /// `api_key_id` at `now` (Unix ms): a config key's, or a stored key's
+    /// (with its previous one during a rotation's overlap); none if it has
+    /// none (or the key is gone).
+    pub async fn webhook_secrets(
+        &self,
+        store: &dyn Store,
+        api_key_id: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
         if let Some(key) = self.config.iter().find(|key| key.id == api_key_id) {
-            return Ok(key.webhook_secret.clone());
+            return Ok(key.webhook_secret.iter().cloned().collect());
         }
-        Ok(store.api_key_by_id(api_key_id).await?.and_then(|key| key.webhook_secret))
+        Ok(store.api_key_by_id(api_key_id).await?.map(|key| key.signing_secrets(now)).unwrap_or_default())
     }
 }
 

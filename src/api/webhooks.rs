@@ -46,7 +46,18 @@ fn mac(secret: &[u8], timestamp: i64, body: &str) -> HmacSha256 {
 /// The `Pound-Signature` header value for `body` sent at `timestamp` (Unix
 /// seconds): `t=<timestamp>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &str) -> String {
-    format!("t={timestamp},v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    sign_all(&[secret], timestamp, body)
+}
+
+/// [`sign`] with one `v1=` per secret, in order: during a rotation the new
+/// secret and the previous one both sign, so a receiver holding either accepts.
+pub fn sign_all<S: AsRef<[u8]>>(secrets: &[S], timestamp: i64, body: &str) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac(secret.as_ref(), timestamp, body).finalize().into_bytes()));
+    }
+    header
 }
 
 /// Checks a `Pound-Signature` header as a receiver should: one `t=` within
@@ -154,16 +165,17 @@ impl From<KeyRing> for Signer {
 }
 
 impl Signer {
-    /// The secret for `delivery`, or `None` when its key has none.
-    async fn secret_for(&self, store: &dyn Store, delivery: &WebhookDelivery) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The secrets that sign `delivery` now; none when its key has none.
+    async fn secrets_for(&self, store: &dyn Store, delivery: &WebhookDelivery) -> Result<Vec<Vec<u8>>, StoreError> {
         let keys = match self {
-            Signer::Fixed(secret) => return Ok(Some(secret.to_vec())),
+            Signer::Fixed(secret) => return Ok(vec![secret.to_vec()]),
             Signer::PerKey(keys) => keys,
         };
         let Some(verification) = store.verification(&delivery.verification_id).await? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        Ok(keys.webhook_secret(store, &verification.api_key_id).await?.map(String::into_bytes))
+        let secrets = keys.webhook_secrets(store, &verification.api_key_id, now_ms()).await?;
+        Ok(secrets.into_iter().map(String::into_bytes).collect())
     }
 }
 
@@ -259,9 +271,9 @@ async fn deliver_one(
     config: Arc<WebhookConfig>,
     delivery: WebhookDelivery,
 ) {
-    let error = match signer.secret_for(store.as_ref(), &delivery).await {
-        Ok(Some(secret)) => post_signed(&client, &delivery, &secret).await,
-        Ok(None) => Some(NO_SECRET.to_string()),
+    let error = match signer.secrets_for(store.as_ref(), &delivery).await {
+        Ok(secrets) if secrets.is_empty() => Some(NO_SECRET.to_string()),
+        Ok(secrets) => post_signed(&client, &delivery, &secrets).await,
         Err(err) => {
             // Not a try: the lease expires and the webhook is tried again.
             tracing::warn!(webhook = %delivery.id, %err, "reading the webhook's signing secret failed");
@@ -298,9 +310,9 @@ async fn deliver_one(
     }
 }
 
-/// POSTs `delivery` signed with `secret`; the error to record, if it failed.
-async fn post_signed(client: &reqwest::Client, delivery: &WebhookDelivery, secret: &[u8]) -> Option<String> {
-    let signature = sign(secret, now_ms().div_euclid(1000), &delivery.payload);
+/// POSTs `delivery` signed with `secrets`; the error to record, if it failed.
+async fn post_signed(client: &reqwest::Client, delivery: &WebhookDelivery, secrets: &[Vec<u8>]) -> Option<String> {
+    let signature = sign_all(secrets, now_ms().div_euclid(1000), &delivery.payload);
     let sent = client
         .post(&delivery.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -336,6 +348,15 @@ mod tests {
             sign(b"secret", 1_700_000_000, r#"{"a":1}"#),
             "t=1700000000,v1=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
         );
+    }
+
+    #[test]
+    fn every_secret_signs_during_a_rotation() {
+        let body = r#"{"a":1}"#;
+        let both = sign_all(&[b"new".as_slice(), b"old".as_slice()], 1000, body);
+        assert!(both.starts_with(&sign(b"new", 1000, body)), "{both}");
+        assert!(verify(b"new", &both, body, 1000, 300) && verify(b"old", &both, body, 1000, 300));
+        assert!(!verify(b"other", &both, body, 1000, 300));
     }
 
     #[test]

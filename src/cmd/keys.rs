@@ -1,6 +1,8 @@
 //! `pound keys create` and `pound keys rotate-secret`: API keys, stored
 //! hashed, and their webhook secrets; each shown once.
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
 use crate::engine::unix_ms;
@@ -35,7 +37,13 @@ pub struct RotatedSecret {
     pub id: String,
     pub name: String,
     pub webhook_secret: String,
+    /// Until then (Unix ms) the previous secret signs too.
+    pub previous_signs_until: i64,
 }
+
+/// How long the previous secret keeps signing after a rotation by default:
+/// a day for receivers to switch over.
+pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a key command failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,8 @@ pub async fn create(url: &str, new: &NewKey) -> Result<CreatedKey, KeysError> {
         tenant: new.tenant.clone(),
         admin: new.admin,
         webhook_secret: Some(webhook_secret.clone()),
+        previous_webhook_secret: None,
+        previous_secret_until: None,
     };
     store.insert_api_key(&stored).await?;
     Ok(CreatedKey {
@@ -83,8 +93,9 @@ pub async fn create(url: &str, new: &NewKey) -> Result<CreatedKey, KeysError> {
 }
 
 /// Gives the key with this id or name a new webhook secret: webhooks sent
-/// from now on, queued ones included, are signed with it.
-pub async fn rotate_secret(url: &str, id_or_name: &str) -> Result<RotatedSecret, KeysError> {
+/// from now on, queued ones included, are signed with it, and for `overlap`
+/// with the previous one as well (a second `v1=`).
+pub async fn rotate_secret(url: &str, id_or_name: &str, overlap: Duration) -> Result<RotatedSecret, KeysError> {
     let store = crate::store::open(url).await?;
     let mut keys = store.api_keys_named(id_or_name).await?;
     // An id is unique and wins over a name that happens to equal it.
@@ -98,10 +109,11 @@ pub async fn rotate_secret(url: &str, id_or_name: &str) -> Result<RotatedSecret,
         }
     };
     let webhook_secret = new_secret();
-    if !store.set_webhook_secret(&key.id, &webhook_secret).await? {
+    let previous_signs_until = unix_ms().saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+    if !store.set_webhook_secret(&key.id, &webhook_secret, previous_signs_until).await? {
         return Err(KeysError::NotFound(id_or_name.to_string()));
     }
-    Ok(RotatedSecret { id: key.id, name: key.name, webhook_secret })
+    Ok(RotatedSecret { id: key.id, name: key.name, webhook_secret, previous_signs_until })
 }
 
 /// 256 random bits: as strong as the HMAC-SHA256 it keys.

@@ -222,6 +222,8 @@ pub(super) struct ApiKeyRow {
     tenant: Option<String>,
     admin: bool,
     webhook_secret: Option<String>,
+    previous_webhook_secret: Option<String>,
+    previous_secret_until: Option<i64>,
 }
 
 impl From<ApiKeyRow> for ApiKey {
@@ -234,6 +236,8 @@ impl From<ApiKeyRow> for ApiKey {
             tenant: row.tenant,
             admin: row.admin,
             webhook_secret: row.webhook_secret,
+            previous_webhook_secret: row.previous_webhook_secret,
+            previous_secret_until: row.previous_secret_until,
         }
     }
 }

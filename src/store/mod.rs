@@ -195,12 +195,24 @@ pub struct ApiKey {
     /// Signs this key's webhooks; recoverable, unlike the key. Without one
     /// the key cannot register a callback.
     pub webhook_secret: Option<String>,
+    /// The secret before the last rotation, which also signs until
+    /// `previous_secret_until` (Unix ms) so receivers can switch over.
+    pub previous_webhook_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
 }
 
 impl ApiKey {
     /// The tenant whose verifications this key sees.
     pub fn effective_tenant(&self) -> &str {
         self.tenant.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The secrets that sign this key's webhooks at `now` (Unix ms): the
+    /// current one, then the previous one while its overlap lasts.
+    pub fn signing_secrets(&self, now: i64) -> Vec<String> {
+        let previous =
+            self.previous_webhook_secret.iter().filter(|_| self.previous_secret_until.is_some_and(|until| now < until));
+        self.webhook_secret.iter().chain(previous).cloned().collect()
     }
 }
 
@@ -214,6 +226,7 @@ impl std::fmt::Debug for ApiKey {
             .field("tenant", &self.tenant)
             .field("admin", &self.admin)
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .field("previous_secret_until", &self.previous_secret_until)
             .finish_non_exhaustive()
     }
 }
@@ -419,8 +432,9 @@ pub trait Store: Send + Sync + 'static {
     /// The keys whose id or name is `id_or_name` (names need not be unique).
     async fn api_keys_named(&self, id_or_name: &str) -> Result<Vec<ApiKey>, StoreError>;
 
-    /// Replaces the webhook secret of key `id`; `false` when there is no such key.
-    async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool, StoreError>;
+    /// Replaces the webhook secret of key `id`; the one it replaces keeps
+    /// signing until `previous_until` (Unix ms). `false` when there is no such key.
+    async fn set_webhook_secret(&self, id: &str, secret: &str, previous_until: i64) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a URL names, creating and migrating it as needed:

@@ -396,8 +396,8 @@ macro_rules! impl_store {
 
             async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO api_keys (id, name, hash, created_at, tenant, admin, webhook_secret) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO api_keys (id, name, hash, created_at, tenant, admin, webhook_secret, \
+                     previous_webhook_secret, previous_secret_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(&key.id)
                 .bind(&key.name)
@@ -406,6 +406,8 @@ macro_rules! impl_store {
                 .bind(&key.tenant)
                 .bind(key.admin)
                 .bind(&key.webhook_secret)
+                .bind(&key.previous_webhook_secret)
+                .bind(key.previous_secret_until)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -525,12 +527,22 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(ApiKey::from).collect())
             }
 
-            async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool, StoreError> {
-                let done = sqlx::query("UPDATE api_keys SET webhook_secret = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(secret)
-                    .execute(&self.pool)
-                    .await?;
+            async fn set_webhook_secret(
+                &self,
+                id: &str,
+                secret: &str,
+                previous_until: i64,
+            ) -> Result<bool, StoreError> {
+                // One statement: the right-hand sides read the row as it was.
+                let done = sqlx::query(
+                    "UPDATE api_keys SET previous_webhook_secret = webhook_secret, previous_secret_until = $3, \
+                     webhook_secret = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(secret)
+                .bind(previous_until)
+                .execute(&self.pool)
+                .await?;
                 Ok(done.rows_affected() > 0)
             }
         }

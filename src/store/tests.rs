@@ -676,6 +676,8 @@ async fn api_keys_by_hash(h: Arc<Harness>) {
         tenant: None,
         admin: false,
         webhook_secret: None,
+        previous_webhook_secret: None,
+        previous_secret_until: None,
     };
     store.insert_api_key(&key).await.unwrap();
     assert_eq!(store.api_key_by_hash("ab12").await.unwrap(), Some(key.clone()));
@@ -790,6 +792,8 @@ async fn api_key_grants_and_secret_rotation(h: Arc<Harness>) {
         tenant: Some("operators".to_string()),
         admin: true,
         webhook_secret: Some("whsec_one".to_string()),
+        previous_webhook_secret: None,
+        previous_secret_until: None,
     };
     let plain =
         ApiKey { id: "k_plain".to_string(), hash: "22".to_string(), tenant: None, admin: false, ..admin.clone() };
@@ -807,11 +811,23 @@ async fn api_key_grants_and_secret_rotation(h: Arc<Harness>) {
     assert_eq!(store.api_keys_named("k_plain").await.unwrap(), std::slice::from_ref(&plain));
     assert!(store.api_keys_named("nobody").await.unwrap().is_empty());
 
-    assert!(store.set_webhook_secret("k_plain", "whsec_two").await.unwrap());
+    assert_eq!(plain.signing_secrets(0), ["whsec_one"]);
+    assert!(store.set_webhook_secret("k_plain", "whsec_two", 5_000).await.unwrap());
     let rotated = store.api_key_by_id("k_plain").await.unwrap().unwrap();
     assert_eq!(rotated.webhook_secret.as_deref(), Some("whsec_two"));
+    assert_eq!(
+        (rotated.previous_webhook_secret.as_deref(), rotated.previous_secret_until),
+        (Some("whsec_one"), Some(5_000)),
+        "the secret it replaced is kept for the overlap"
+    );
+    assert_eq!(rotated.signing_secrets(4_999), ["whsec_two", "whsec_one"], "both sign, the new one first");
+    assert_eq!(rotated.signing_secrets(5_000), ["whsec_two"], "the overlap is over");
+    assert!(!format!("{rotated:?}").contains("whsec_"), "Debug hides both secrets");
+    assert!(store.set_webhook_secret("k_plain", "whsec_three", 6_000).await.unwrap());
+    let again = store.api_key_by_id("k_plain").await.unwrap().unwrap();
+    assert_eq!(again.signing_secrets(0), ["whsec_three", "whsec_two"], "only one previous secret is kept");
     assert_eq!(store.api_key_by_id("k_admin").await.unwrap().unwrap().webhook_secret.as_deref(), Some("whsec_one"));
-    assert!(!store.set_webhook_secret("nope", "x").await.unwrap());
+    assert!(!store.set_webhook_secret("nope", "x", 0).await.unwrap());
 }
 
 /// Rows written before migration 0002 stay with the key that created them.
@@ -845,7 +861,7 @@ async fn upgrade_keeps_old_rows_with_their_key(url: &str) {
     assert!(store.registrations("alice", &tenant("k_new")).await.unwrap().is_empty());
     assert_eq!(listed(&store, &everything(tenant("k_old"))).await, ["old1"]);
     let key = store.api_key_by_id("k_old").await.unwrap().unwrap();
-    assert_eq!((key.effective_tenant(), key.admin, key.webhook_secret.as_deref()), ("k_old", false, None));
+    assert_eq!((key.effective_tenant(), key.admin, key.signing_secrets(0)), ("k_old", false, vec![]));
 }
 
 #[tokio::test]
