@@ -53,8 +53,10 @@ pub struct StoreSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     pub bind: SocketAddr,
-    /// Bearer keys accepted besides those made with `pound keys create`.
-    pub keys: Vec<String>,
+    /// Bearer keys accepted besides those made with `pound keys create`:
+    /// plain strings, or tables with the key's grants ([`ApiKeyConfig`]).
+    #[serde(deserialize_with = "deserialize_api_keys")]
+    pub keys: Vec<ApiKeyConfig>,
     pub max_body_bytes: usize,
     // Slow and abusive clients (issue 7): see `api::limits::HttpLimits`.
     pub header_timeout_ms: u64,
@@ -367,6 +369,79 @@ impl Default for EngineSection {
     }
 }
 
+// Config-file API keys with their grants (issue 7: tenancy, admin role,
+// per-key webhook secrets).
+
+/// One `api.keys` entry: `"KEY"`, or `{ key = "KEY", webhook_secret = "…",
+/// admin = true, tenant = "…" }` (also written as `[[api.keys]]` tables).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub key: String,
+    /// Signs webhooks of this key's verifications; without it (and without
+    /// `webhooks.secret`) the key cannot register a callback.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Sees and cancels every tenant's verifications.
+    #[serde(default)]
+    pub admin: bool,
+    /// Keys naming the same tenant share their verifications; default: the key alone.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+impl From<&str> for ApiKeyConfig {
+    fn from(key: &str) -> Self {
+        ApiKeyConfig { key: key.to_string(), webhook_secret: None, admin: false, tenant: None }
+    }
+}
+
+impl From<String> for ApiKeyConfig {
+    fn from(key: String) -> Self {
+        ApiKeyConfig { key, webhook_secret: None, admin: false, tenant: None }
+    }
+}
+
+// By hand so that neither the key nor its secret reaches a log through `{:?}`.
+impl std::fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("admin", &self.admin)
+            .field("tenant", &self.tenant)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A plain string is a key with no grants of its own, so configurations
+/// written before tables existed keep working.
+fn deserialize_api_key<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<ApiKeyConfig, D::Error> {
+    struct Entry;
+    impl<'de> serde::de::Visitor<'de> for Entry {
+        type Value = ApiKeyConfig;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a key string or a table with `key`, `webhook_secret`, `admin`, `tenant`")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<ApiKeyConfig, E> {
+            Ok(key.into())
+        }
+
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<ApiKeyConfig, M::Error> {
+            ApiKeyConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_any(Entry)
+}
+
+/// `api.keys`: a list of [`deserialize_api_key`] entries.
+fn deserialize_api_keys<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<ApiKeyConfig>, D::Error> {
+    #[derive(Deserialize)]
+    struct One(#[serde(deserialize_with = "deserialize_api_key")] ApiKeyConfig);
+    Ok(Vec::<One>::deserialize(deserializer)?.into_iter().map(|One(key)| key).collect())
+}
+
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -442,7 +517,39 @@ impl Config {
             return invalid(format!("rtp.learning_packets must be {low} to {high}, not {value}"));
         }
         self.policy.validate_toll_fraud()?;
+        self.validate_api_keys()?;
         Ok(())
+    }
+
+    /// Every `api.keys` entry has a key, and its secret and tenant are not empty.
+    fn validate_api_keys(&self) -> Result<(), ConfigError> {
+        for (n, entry) in self.api.keys.iter().enumerate() {
+            let empty = |what: &str| Err(ConfigError::Invalid(format!("api.keys[{n}].{what} must not be empty")));
+            if entry.key.is_empty() {
+                return empty("key");
+            }
+            if entry.webhook_secret.as_ref().is_some_and(String::is_empty) {
+                return empty("webhook_secret");
+            }
+            if entry.tenant.as_ref().is_some_and(String::is_empty) {
+                return empty("tenant");
+            }
+        }
+        Ok(())
+    }
+
+    /// `api.keys`, where a key without a webhook secret of its own signs with
+    /// `webhooks.secret` when that is set.
+    pub fn api_keys(&self) -> Vec<ApiKeyConfig> {
+        let shared = Some(&self.webhooks.secret).filter(|secret| !secret.is_empty());
+        self.api
+            .keys
+            .iter()
+            .map(|entry| ApiKeyConfig {
+                webhook_secret: entry.webhook_secret.clone().or_else(|| shared.cloned()),
+                ..entry.clone()
+            })
+            .collect()
     }
 
     /// The RTP port range, if one is set.
@@ -545,5 +652,41 @@ mod tests {
         let config: Config =
             toml::from_str("[policy]\nallowed_countries = [\"DE\", \"001\"]\ndeny_prefixes = [\"+4930\"]").unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn api_keys_are_plain_strings_or_tables_with_grants() {
+        let inline: Config = toml::from_str(
+            "[api]\nkeys = [\"plain\", { key = \"ops\", admin = true, webhook_secret = \"s1\", tenant = \"t\" }]",
+        )
+        .unwrap();
+        let tables: Config = toml::from_str(
+            "[[api.keys]]\nkey = \"plain\"\n[[api.keys]]\nkey = \"ops\"\nadmin = true\nwebhook_secret = \"s1\"\ntenant = \"t\"",
+        )
+        .unwrap();
+        for config in [inline, tables] {
+            config.validate().unwrap();
+            assert_eq!(config.api.keys[0], ApiKeyConfig::from("plain"));
+            let ops = &config.api.keys[1];
+            assert_eq!((ops.key.as_str(), ops.admin), ("ops", true));
+            assert_eq!((ops.webhook_secret.as_deref(), ops.tenant.as_deref()), (Some("s1"), Some("t")));
+            assert!(!format!("{ops:?}").contains("s1"), "Debug hides the secret");
+            // Without webhooks.secret the plain key has no secret: it cannot register callbacks.
+            assert_eq!(config.api_keys()[0].webhook_secret, None);
+        }
+        let shared: Config = toml::from_str(
+            "[api]\nkeys = [\"plain\", { key = \"own\", webhook_secret = \"mine\" }]\n[webhooks]\nsecret = \"shared\"",
+        )
+        .unwrap();
+        let secrets: Vec<_> = shared.api_keys().into_iter().map(|key| key.webhook_secret).collect();
+        assert_eq!(secrets, [Some("shared".to_string()), Some("mine".to_string())]);
+
+        let unknown = toml::from_str::<Config>("[api]\nkeys = [{ key = \"k\", admn = true }]").unwrap_err();
+        assert!(unknown.to_string().contains("admn"), "{unknown}");
+        assert!(toml::from_str::<Config>("[api]\nkeys = [7]").is_err());
+        for bad in ["{ key = \"\" }", "{ key = \"k\", webhook_secret = \"\" }", "{ key = \"k\", tenant = \"\" }"] {
+            let config: Config = toml::from_str(&format!("[api]\nkeys = [{bad}]")).unwrap();
+            assert!(config.validate().unwrap_err().to_string().contains("api.keys[0]"), "{bad}");
+        }
     }
 }

@@ -72,7 +72,7 @@ struct ServeCommand {
     dialplans: Option<PathBuf>,
     #[arg(long, env = "POUND_NODE_ID")]
     node_id: Option<String>,
-    /// The webhook signing secret.
+    /// Signs webhooks of config keys without a webhook_secret of their own.
     #[arg(long, env = "POUND_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
 }
@@ -86,11 +86,28 @@ struct DemoCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create an API key; it is printed once and stored only as a hash.
+    /// Create an API key and its webhook secret; both are printed once, the key is stored only as a hash.
     Create {
         /// A name to recognise the key by.
         #[arg(long, default_value = "default")]
         name: String,
+        /// Keys of one tenant see each other's verifications (default: the key is its own tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// An operator key: sees and cancels every tenant's verifications.
+        #[arg(long)]
+        admin: bool,
+        /// The store (as in pound serve).
+        #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
+        store: String,
+    },
+    /// Give a key a new webhook secret (printed once); webhooks are signed with it from then on.
+    RotateSecret {
+        /// The key's id, or its name when only one key has it.
+        key: String,
+        /// Seconds the previous secret keeps signing too (a second v1= in Pound-Signature); 0: none.
+        #[arg(long, default_value_t = pound::cmd::keys::DEFAULT_OVERLAP.as_secs())]
+        overlap_s: u64,
         /// The store (as in pound serve).
         #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
         store: String,
@@ -248,7 +265,15 @@ fn main() -> ExitCode {
         Command::Phone(cmd) => phone(cmd),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Demo(cmd) => demo(cmd),
-        Command::Keys(KeysCommand::Create { name, store }) => keys_create(&name, &store),
+        Command::Keys(KeysCommand::Create { name, tenant, admin, store }) => {
+            let new = pound::cmd::keys::NewKey { name, tenant, admin };
+            print_json("pound keys create", runtime().block_on(pound::cmd::keys::create(&store, &new)))
+        }
+        Command::Keys(KeysCommand::RotateSecret { key, overlap_s, store }) => {
+            let overlap = Duration::from_secs(overlap_s);
+            let rotated = runtime().block_on(pound::cmd::keys::rotate_secret(&store, &key, overlap));
+            print_json("pound keys rotate-secret", rotated)
+        }
         Command::CheckConfig { config } => check_config(&config),
     }
 }
@@ -292,7 +317,7 @@ fn serve(cmd: ServeCommand, log_format: Option<LogFormat>) -> ExitCode {
     if let Some(trunk) = cmd.trunk {
         config.trunk.uri = trunk;
     }
-    config.api.keys.extend(cmd.api_keys);
+    config.api.keys.extend(cmd.api_keys.into_iter().map(Into::into));
     if let Some(dialplans) = cmd.dialplans {
         config.dialplans = Some(dialplans);
     }
@@ -327,14 +352,15 @@ fn demo(cmd: DemoCommand) -> ExitCode {
     }
 }
 
-fn keys_create(name: &str, store: &str) -> ExitCode {
-    match runtime().block_on(pound::cmd::keys::create(store, name)) {
-        Ok(key) => {
-            println!("{}", serde_json::to_string(&key).expect("serialises"));
+/// Prints a key command's result as one JSON line, or its error.
+fn print_json<T: serde::Serialize>(command: &str, result: Result<T, pound::cmd::keys::KeysError>) -> ExitCode {
+    match result {
+        Ok(value) => {
+            println!("{}", serde_json::to_string(&value).expect("serialises"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pound keys create: {e}");
+            eprintln!("{command}: {e}");
             ExitCode::FAILURE
         }
     }

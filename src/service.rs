@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
-use crate::api::{ApiConfig, ApiState, Policy, router};
+use crate::api::{ApiConfig, ApiState, KeyRing, Policy, router};
 use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan};
@@ -68,7 +68,7 @@ impl Service {
         let api_state = ApiState {
             store: store.clone(),
             config: ApiConfig {
-                api_keys: config.api.keys.clone(),
+                api_keys: config.api_keys(),
                 policy: Policy {
                     allowed_country_codes: config.policy.allowed_country_codes.clone(),
                     cooldown: Duration::from_secs(config.policy.cooldown_s),
@@ -141,11 +141,9 @@ impl Service {
             targets: config.webhooks.targets(),
             ..WebhookConfig::default()
         };
-        let secret = config.webhooks.secret.clone().into_bytes();
-        if secret.is_empty() {
-            tracing::warn!("webhooks.secret is empty: webhook signatures prove nothing");
-        }
-        tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), secret, webhooks, stopping.clone())));
+        // Each webhook is signed with the secret of the key that created it.
+        let signer = KeyRing::new(&config.api_keys());
+        tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), signer, webhooks, stopping.clone())));
         ready.store(true, Ordering::Release);
         Ok(Service { api, node_id, store, shutdown, tasks })
     }

@@ -9,6 +9,7 @@ use pound::api::ssrf::TargetPolicy;
 use pound::api::webhooks::{SIGNATURE_HEADER, WebhookConfig, deliver_webhooks, verify};
 use pound::api::{ApiConfig, ApiState, Policy, router};
 use pound::call::Outcome;
+use pound::config::ApiKeyConfig;
 use pound::metrics::Metrics;
 use pound::store::{ApiKey, Store};
 use reqwest::StatusCode;
@@ -28,9 +29,13 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// Signs the webhooks of `KEY`'s verifications; `OTHER_KEY` has no secret.
+const KEY_SECRET: &str = "whsec_key_one";
+
 fn config() -> ApiConfig {
+    let key = ApiKeyConfig { webhook_secret: Some(KEY_SECRET.into()), ..KEY.into() };
     ApiConfig {
-        api_keys: vec![KEY.into(), OTHER_KEY.into()],
+        api_keys: vec![key, OTHER_KEY.into()],
         dialplans: vec!["press-pound".into(), "fraud-check".into()],
         default_dialplan: "press-pound".into(),
         // The webhook receivers here listen on loopback: opted in, which
@@ -138,6 +143,11 @@ async fn api_keys_are_required_on_v1_routes() {
             name: "registration service".into(),
             hash: hex::encode(Sha256::digest(store_key.as_bytes())),
             created_at: now_ms(),
+            tenant: None,
+            admin: false,
+            webhook_secret: None,
+            previous_webhook_secret: None,
+            previous_secret_until: None,
         })
         .await
         .unwrap();
@@ -438,6 +448,7 @@ async fn health_readiness_metrics_and_openapi_need_no_key() {
     let paths = doc["paths"].as_object().unwrap();
     let routes = [
         ("post", "/v1/verifications"),
+        ("get", "/v1/verifications"),
         ("get", "/v1/verifications/{id}"),
         ("post", "/v1/verifications/{id}/cancel"),
         ("get", "/v1/registrations/{user}"),
@@ -637,4 +648,325 @@ async fn an_unreachable_receiver_is_a_recorded_failure() {
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops on shutdown").unwrap();
     let error = record["webhooks"][0]["last_error"].as_str().unwrap();
     assert_eq!(error, "connection refused", "what pound did, and never the URL with its token");
+}
+
+// Tenancy, the admin role, listing and per-key webhook secrets (issue 7).
+
+/// An operator key (config `admin = true`).
+const ADMIN_KEY: &str = "test-admin-key";
+/// Two keys of one tenant.
+const TEAM_KEY_A: &str = "team-key-a";
+const TEAM_KEY_B: &str = "team-key-b";
+
+fn tenancy_config() -> ApiConfig {
+    let mut config = config();
+    config.policy.cooldown = Duration::ZERO;
+    config.api_keys.push(ApiKeyConfig { admin: true, ..ADMIN_KEY.into() });
+    for key in [TEAM_KEY_A, TEAM_KEY_B] {
+        config.api_keys.push(ApiKeyConfig { tenant: Some("contoso".into()), ..key.into() });
+    }
+    config
+}
+
+impl Server {
+    async fn get_as(&self, key: &str, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap()
+    }
+
+    async fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(key).json(body).send().await.unwrap()
+    }
+
+    async fn create_as(&self, key: &str, body: &Value) -> String {
+        let response = self.post_as(key, "/v1/verifications", body).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    }
+
+    /// The ids `key` lists with `query`, and the next cursor.
+    async fn list_as(&self, key: &str, query: &str) -> (Vec<String>, Value) {
+        let response = self.get_as(key, &format!("/v1/verifications{query}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{query}");
+        let page: Value = response.json().await.unwrap();
+        assert_eq!(page.as_object().unwrap().len(), 2, "items and next_cursor: {page}");
+        let ids = page["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_string());
+        (ids.collect(), page["next_cursor"].clone())
+    }
+
+    fn store_url(&self) -> String {
+        format!("sqlite://{}", self._dir.path().join("t.db").display())
+    }
+}
+
+#[tokio::test]
+async fn another_tenant_gets_404_reading_canceling_and_listing_and_sees_no_registrations() {
+    let server = start(tenancy_config()).await;
+    let callback = "https://user:password@hooks.contoso.example/pound";
+    let body = json!({"phone": PHONE, "user": "alice@contoso.com", "callback_url": callback});
+    let verified = server.create_as(KEY, &json!({"phone": "+14155550102", "user": "alice@contoso.com"})).await;
+    // The oldest due one, `verified`, is claimed; `id` stays queued.
+    server.store.claim("node-1", now_ms(), 30_000, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let id = server.create_as(KEY, &body).await;
+    server.store.complete(&verified, "node-1", Outcome::Verified, now_ms()).await.unwrap();
+
+    // The other key: exactly what a missing id gets, and nothing changes.
+    let missing = "v_000000000000000000000000";
+    for probe in [id.as_str(), missing] {
+        let response = server.get_as(OTHER_KEY, &format!("/v1/verifications/{probe}")).await;
+        let message = expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
+        assert_eq!(message, format!("no verification {probe:?}"));
+        let response = server.post_as(OTHER_KEY, &format!("/v1/verifications/{probe}/cancel"), &json!({})).await;
+        expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    let record: Value = server.get(&format!("/v1/verifications/{id}")).await.json().await.unwrap();
+    assert_eq!(record["status"], "queued", "the other key's cancel changed nothing");
+    assert_eq!(record["callback_url"], callback, "the owner still reads its own record");
+    assert_eq!(server.list_as(OTHER_KEY, "").await, (vec![], Value::Null));
+    assert_eq!(server.list_as(OTHER_KEY, "?user=alice%40contoso.com").await.0, Vec::<String>::new());
+    let registrations: Value =
+        server.get_as(OTHER_KEY, "/v1/registrations/alice%40contoso.com").await.json().await.unwrap();
+    assert_eq!(registrations, json!({"user": "alice@contoso.com", "phones": []}));
+
+    // The owner sees both, and its registration.
+    assert_eq!(server.list_as(KEY, "").await.0, [id.as_str(), verified.as_str()]);
+    let registrations: Value = server.get("/v1/registrations/alice%40contoso.com").await.json().await.unwrap();
+    assert_eq!(registrations["phones"][0]["verification_id"], verified.as_str());
+
+    // The admin sees and cancels every tenant's.
+    let response = server.get_as(ADMIN_KEY, &format!("/v1/verifications/{id}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let registrations: Value =
+        server.get_as(ADMIN_KEY, "/v1/registrations/alice%40contoso.com").await.json().await.unwrap();
+    assert_eq!(registrations["phones"].as_array().unwrap().len(), 1);
+    let other = server.create_as(OTHER_KEY, &json!({"phone": "+14155550103", "user": "bob"})).await;
+    assert_eq!(server.list_as(ADMIN_KEY, "").await.0, [other.as_str(), id.as_str(), verified.as_str()]);
+    let response = server.post_as(ADMIN_KEY, &format!("/v1/verifications/{id}/cancel"), &json!({})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "canceled");
+    // The admin's own requests are its own tenant's, like any key's.
+    assert_eq!(server.list_as(OTHER_KEY, "").await.0, [other]);
+}
+
+#[tokio::test]
+async fn keys_of_one_tenant_share_their_verifications() {
+    let server = start(tenancy_config()).await;
+    let id = server.create_as(TEAM_KEY_A, &json!({"phone": PHONE, "user": "carol"})).await;
+    let response = server.get_as(TEAM_KEY_B, &format!("/v1/verifications/{id}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(server.list_as(TEAM_KEY_B, "").await.0, [id.as_str()]);
+    let response = server.get_as(KEY, &format!("/v1/verifications/{id}")).await;
+    expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
+
+    // A stored key joins a tenant with `pound keys create --tenant`.
+    let new = pound::cmd::keys::NewKey { name: "contoso-2".into(), tenant: Some("contoso".into()), admin: false };
+    let created = pound::cmd::keys::create(&server.store_url(), &new).await.unwrap();
+    assert_eq!((created.tenant.as_str(), created.admin), ("contoso", false));
+    let response = server.get_as(&created.key, &format!("/v1/verifications/{id}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // And `--admin` makes an operator key.
+    let new = pound::cmd::keys::NewKey { name: "ops".into(), tenant: None, admin: true };
+    let admin = pound::cmd::keys::create(&server.store_url(), &new).await.unwrap();
+    assert_eq!(admin.tenant, admin.id, "a key without --tenant is its own tenant");
+    let response = server.post_as(&admin.key, &format!("/v1/verifications/{id}/cancel"), &json!({})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_with_filters_and_refuses_bad_parameters() {
+    let server = start(tenancy_config()).await;
+    let mut ids = Vec::new();
+    for (n, user) in ["alice", "bob", "alice", "alice", "bob"].into_iter().enumerate() {
+        ids.push(server.create_as(KEY, &json!({"phone": format!("+1415555011{n}"), "user": user})).await);
+        // Distinct creation times, so "newest first" is observable.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    ids.reverse();
+    let (first, cursor) = server.list_as(KEY, "?limit=2").await;
+    assert_eq!(first, ids[..2]);
+    let cursor = cursor.as_str().expect("more pages").to_string();
+    let (second, cursor) = server.list_as(KEY, &format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(second, ids[2..4]);
+    let (third, cursor) = server.list_as(KEY, &format!("?limit=2&cursor={}", cursor.as_str().unwrap())).await;
+    assert_eq!((third.as_slice(), cursor), (&ids[4..], Value::Null), "the last page says so");
+    assert_eq!(server.list_as(KEY, "").await.0, ids, "default limit covers all five");
+
+    let (alices, _) = server.list_as(KEY, "?user=alice%40contoso.com").await;
+    assert!(alices.is_empty());
+    let (alices, _) = server.list_as(KEY, "?user=alice&limit=10").await;
+    assert_eq!(alices, [ids[1].as_str(), ids[2].as_str(), ids[4].as_str()]);
+    let (by_phone, _) = server.list_as(KEY, "?phone=%2B1%20415%20555%200110").await;
+    assert_eq!(by_phone, [ids[4].as_str()], "the phone is normalised like on create");
+    server.post(&format!("/v1/verifications/{}/cancel", ids[0]), &json!({})).await;
+    assert_eq!(server.list_as(KEY, "?status=canceled").await.0, [ids[0].as_str()]);
+    assert_eq!(server.list_as(KEY, "?status=queued&user=bob").await.0, [ids[3].as_str()]);
+
+    // A page item is the record without its attempts and webhooks, and
+    // nothing internal.
+    let page: Value = server.get("/v1/verifications?limit=1").await.json().await.unwrap();
+    let item = &page["items"][0];
+    assert_eq!(item["id"], ids[0].as_str());
+    for internal in ["api_key_id", "tenant", "lease_owner", "lease_until", "next_attempt_at", "cancel_requested"] {
+        assert!(item.get(internal).is_none(), "{internal} leaked: {item}");
+    }
+
+    for query in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=x",
+        "?status=done",
+        "?phone=12345",
+        "?cursor=not-a-cursor",
+        "?cursor=31",
+        "?sort=asc",
+        "?user=a&user=b",
+    ] {
+        let response = server.get(&format!("/v1/verifications{query}")).await;
+        expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    let response = server.client.get(server.url("/v1/verifications")).send().await.unwrap();
+    expect_error(response, StatusCode::UNAUTHORIZED, "missing_api_key").await;
+}
+
+#[tokio::test]
+async fn a_key_without_a_webhook_secret_cannot_register_a_callback() {
+    let server = start(config()).await;
+    let body = json!({"phone": PHONE, "user": "a", "callback_url": "https://hooks.example/pound"});
+    let response = server.post_as(OTHER_KEY, "/v1/verifications", &body).await;
+    let message = expect_error(response, StatusCode::FORBIDDEN, "webhook_secret_required").await;
+    assert!(message.contains("webhook secret"), "{message}");
+    assert_eq!(server.store.count_created_since(&config_key_id(OTHER_KEY), 0).await.unwrap(), 0);
+    // Without a callback the same key is fine.
+    server.create_as(OTHER_KEY, &json!({"phone": PHONE, "user": "a"})).await;
+}
+
+/// The webhook outbox running with per-key signing until stopped.
+struct Outbox {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Outbox {
+    fn start(server: &Server, keys: pound::api::KeyRing, max_attempts: u32) -> Outbox {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let delivery =
+            deliver_webhooks(server.store.clone(), server.metrics.clone(), keys, fast_webhooks(max_attempts), stopping);
+        Outbox { stop, task: tokio::spawn(delivery) }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("stops on shutdown").unwrap();
+    }
+}
+
+/// A receiver that records each webhook's signature header and body, and answers 204.
+async fn recording_receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    use axum::http::HeaderMap;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let log = log.clone();
+            async move {
+                let signature = headers.get(SIGNATURE_HEADER).map(|v| v.to_str().unwrap().to_string());
+                log.lock().unwrap().push((signature.unwrap_or_default(), body));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// The `v1=` signatures of `header` (`t=<unix>,v1=…[,v1=…]`) that are
+/// hex hmac-sha256(secret, "<t>.<body>") for one of `secrets`, computed here
+/// independently of pound's own signing code: one entry per `v1=`, the
+/// secret it matched or `None`.
+fn signers<'a>(secrets: &[&'a str], header: &str, body: &str) -> Vec<Option<&'a str>> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut parts = header.split(',');
+    let t = parts.next().and_then(|t| t.strip_prefix("t=")).expect("t= first");
+    let hmac = |secret: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    parts
+        .map(|part| {
+            let v1 = part.strip_prefix("v1=").expect("only v1= after t=");
+            secrets.iter().copied().find(|secret| hmac(secret) == v1)
+        })
+        .collect()
+}
+
+/// Creates a verification with `key` and a callback, cancels it (which queues
+/// the webhook) and waits until the receiver has it; returns (signature, body).
+async fn webhook_of(server: &Server, key: &str, url: &str, seen: &Mutex<Vec<(String, String)>>) -> (String, String) {
+    let before = seen.lock().unwrap().len();
+    let id = server.create_as(key, &json!({"phone": PHONE, "user": "a", "callback_url": url})).await;
+    let response = server.post_as(key, &format!("/v1/verifications/{id}/cancel"), &json!({})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    for _ in 0..1000 {
+        if let Some(hook) = seen.lock().unwrap().get(before) {
+            assert!(hook.1.contains(&id), "{}", hook.1);
+            return hook.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the webhook of {id} never came");
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_with_the_creating_keys_own_secret_and_a_rotated_one_after() {
+    let server = start(tenancy_config()).await;
+    let new = pound::cmd::keys::NewKey { name: "registration".into(), tenant: None, admin: false };
+    let stored = pound::cmd::keys::create(&server.store_url(), &new).await.unwrap();
+    assert!(stored.webhook_secret.starts_with("whsec_") && stored.webhook_secret.len() == 70);
+    let (url, seen) = recording_receiver().await;
+    let outbox = Outbox::start(&server, pound::api::KeyRing::new(&tenancy_config().api_keys), 3);
+
+    let secrets = [stored.webhook_secret.as_str(), KEY_SECRET];
+    let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
+    assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0])], "{signature}");
+    let (signature, body) = webhook_of(&server, KEY, &url, &seen).await;
+    assert_eq!(signers(&secrets, &signature, &body), [Some(KEY_SECRET)], "a config key signs with its own secret");
+
+    // Rotation by name: the new secret signs, and the old one too while the
+    // receiver switches over; after a rotation without overlap, only the newest.
+    let url_store = server.store_url();
+    let rotated = pound::cmd::keys::rotate_secret(&url_store, "registration", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(rotated.id, stored.id);
+    assert!((now_ms() + 55_000..=now_ms() + 60_000).contains(&rotated.previous_signs_until));
+    let secrets = [rotated.webhook_secret.as_str(), stored.webhook_secret.as_str()];
+    let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
+    assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0]), Some(secrets[1])], "{signature}");
+    let last = pound::cmd::keys::rotate_secret(&url_store, &stored.id, Duration::ZERO).await.unwrap();
+    let secrets = [last.webhook_secret.as_str(), rotated.webhook_secret.as_str(), stored.webhook_secret.as_str()];
+    let (signature, body) = webhook_of(&server, &stored.key, &url, &seen).await;
+    assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0])], "{signature}");
+    outbox.stop().await;
+
+    // A name two keys share is refused; an unknown one too.
+    pound::cmd::keys::create(&url_store, &new).await.unwrap();
+    let err = pound::cmd::keys::rotate_secret(&url_store, "registration", Duration::ZERO).await.unwrap_err();
+    assert!(err.to_string().contains(&stored.id), "{err}");
+    assert!(pound::cmd::keys::rotate_secret(&url_store, "nobody", Duration::ZERO).await.is_err());
+}
+
+#[tokio::test]
+async fn a_webhook_whose_key_lost_its_secret_is_never_sent_unsigned() {
+    let server = start(config()).await;
+    let (url, seen) = recording_receiver().await;
+    let id = queue_webhook(&server, &url).await;
+    // The operator removed the key's secret (or the key) after the request.
+    let outbox = Outbox::start(&server, pound::api::KeyRing::new(&[KEY.into()]), 2);
+    let record = wait_for_webhook(&server, &id, |hook| hook["gave_up"] == true).await;
+    outbox.stop().await;
+    assert!(seen.lock().unwrap().is_empty(), "nothing reached the receiver");
+    let error = record["webhooks"][0]["last_error"].as_str().unwrap();
+    assert!(error.contains("no webhook secret"), "{error}");
 }

@@ -68,6 +68,7 @@ async fn queue_webhook(store: &Arc<dyn Store>, n: usize, url: &str) -> String {
         .create_verification(&NewVerification {
             id: id.clone(),
             api_key_id: "k".into(),
+            tenant: "k".into(),
             phone: "+14155550100".into(),
             user: "mallory".into(),
             dialplan: "press-pound".into(),

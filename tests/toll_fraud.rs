@@ -213,6 +213,7 @@ fn new_verification(i: usize, now: i64) -> NewVerification {
     NewVerification {
         id: format!("v_{i:024x}"),
         api_key_id: "key-1".into(),
+        tenant: "key-1".into(),
         phone: format!("+1{}555{:04}", US_AREA_CODES[i % US_AREA_CODES.len()], 100 + i),
         user: format!("user{i}"),
         dialplan: "press-pound".into(),

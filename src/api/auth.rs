@@ -1,4 +1,5 @@
-//! Bearer API keys: the keys in the config file, and the keys in the store.
+//! Bearer API keys: the keys in the config file, and the keys in the store,
+//! with what each grants: its tenant, the admin role, its webhook secret.
 //!
 //! Keys are compared by their SHA-256, so neither the config keys nor the
 //! store hold anything a timing difference could leak bit by bit.
@@ -7,7 +8,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use crate::store::Store;
+use crate::config::ApiKeyConfig;
+use crate::store::{Scope, Store, StoreError};
 
 /// Who is calling: set by the auth middleware on every `/v1` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,19 +18,69 @@ pub struct Caller {
     pub api_key_id: String,
     /// SHA-256 of the key; scopes values derived per key (idempotent ids).
     pub key_hash: [u8; 32],
+    /// Whose verifications this key creates and sees.
+    pub tenant: String,
+    /// Operators: every tenant's verifications.
+    pub admin: bool,
+    /// The key has a webhook secret, so its callbacks can be signed.
+    pub can_sign: bool,
 }
 
-/// The config file's keys, hashed once at startup.
-#[derive(Debug, Clone)]
+impl Caller {
+    /// What this caller may see.
+    pub fn scope(&self) -> Scope {
+        if self.admin { Scope::All } else { Scope::Tenant(self.tenant.clone()) }
+    }
+}
+
+/// A config-file key, hashed.
+#[derive(Clone)]
+struct ConfigKey {
+    hash: [u8; 32],
+    id: String,
+    tenant: Option<String>,
+    admin: bool,
+    webhook_secret: Option<String>,
+}
+
+impl ConfigKey {
+    fn caller(&self) -> Caller {
+        Caller {
+            api_key_id: self.id.clone(),
+            key_hash: self.hash,
+            tenant: self.tenant.clone().unwrap_or_else(|| self.id.clone()),
+            admin: self.admin,
+            can_sign: self.webhook_secret.is_some(),
+        }
+    }
+}
+
+/// The config file's keys, hashed once at startup; also answers which
+/// secret signs a key's webhooks.
+#[derive(Clone)]
 pub struct KeyRing {
-    config: Vec<[u8; 32]>,
+    config: Vec<ConfigKey>,
 }
 
 impl KeyRing {
     /// Hashes the config keys; empty ones are ignored (they would match a
     /// header with an empty token).
-    pub fn new(keys: &[String]) -> KeyRing {
-        KeyRing { config: keys.iter().filter(|k| !k.is_empty()).map(|k| sha256(k.as_bytes())).collect() }
+    pub fn new(keys: &[ApiKeyConfig]) -> KeyRing {
+        let config = keys
+            .iter()
+            .filter(|k| !k.key.is_empty())
+            .map(|k| {
+                let hash = sha256(k.key.as_bytes());
+                ConfigKey {
+                    id: format!("cfg_{}", &hex::encode(hash)[..12]),
+                    hash,
+                    tenant: k.tenant.clone(),
+                    admin: k.admin,
+                    webhook_secret: k.webhook_secret.clone(),
+                }
+            })
+            .collect();
+        KeyRing { config }
     }
 
     /// Checks `Authorization: Bearer <key>` against the config keys, then the store.
@@ -36,15 +88,39 @@ impl KeyRing {
         let token = bearer_token(headers)?;
         let key_hash = sha256(token.as_bytes());
         // Every config key is compared, without stopping at a match.
-        let matched = self.config.iter().fold(false, |found, candidate| found | ct_eq(candidate, &key_hash));
-        if matched {
-            let hex_hash = hex::encode(key_hash);
-            return Ok(Caller { api_key_id: format!("cfg_{}", &hex_hash[..12]), key_hash });
+        let matched = self.config.iter().fold(None, |found, candidate| {
+            let equal = ct_eq(&candidate.hash, &key_hash);
+            found.or(equal.then_some(candidate))
+        });
+        if let Some(key) = matched {
+            return Ok(key.caller());
         }
         match store.api_key_by_hash(&hex::encode(key_hash)).await? {
-            Some(key) => Ok(Caller { api_key_id: key.id, key_hash }),
+            Some(key) => Ok(Caller {
+                tenant: key.effective_tenant().to_string(),
+                admin: key.admin,
+                can_sign: key.webhook_secret.is_some(),
+                api_key_id: key.id,
+                key_hash,
+            }),
             None => Err(invalid_key()),
         }
+    }
+
+    /// The secrets that sign webhooks of verifications created by
+    /// `api_key_id` at `now` (Unix ms): a config key's, or a stored key's
+    /// (with its previous one during a rotation's overlap); none if it has
+    /// none (or the key is gone).
+    pub async fn webhook_secrets(
+        &self,
+        store: &dyn Store,
+        api_key_id: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if let Some(key) = self.config.iter().find(|key| key.id == api_key_id) {
+            return Ok(key.webhook_secret.iter().cloned().collect());
+        }
+        Ok(store.api_key_by_id(api_key_id).await?.map(|key| key.signing_secrets(now)).unwrap_or_default())
     }
 }
 
@@ -116,6 +192,23 @@ mod tests {
 
     #[test]
     fn empty_config_keys_are_ignored() {
-        assert_eq!(KeyRing::new(&["".into(), "k".into()]).config, vec![sha256(b"k")]);
+        let ring = KeyRing::new(&["".into(), "k".into()]);
+        assert_eq!(ring.config.iter().map(|key| key.hash).collect::<Vec<_>>(), vec![sha256(b"k")]);
+    }
+
+    #[test]
+    fn config_keys_are_their_own_tenant_unless_they_name_one() {
+        let mut shared = ApiKeyConfig::from("b");
+        shared.tenant = Some("contoso".into());
+        shared.admin = true;
+        shared.webhook_secret = Some("s".into());
+        let ring = KeyRing::new(&["a".into(), shared]);
+        let own = ring.config[0].caller();
+        assert_eq!(own.tenant, own.api_key_id);
+        assert!(own.api_key_id.starts_with("cfg_") && own.api_key_id.len() == 16);
+        assert_eq!((own.admin, own.can_sign, own.scope()), (false, false, Scope::Tenant(own.api_key_id.clone())));
+        let named = ring.config[1].caller();
+        assert_eq!((named.tenant.as_str(), named.admin, named.can_sign), ("contoso", true, true));
+        assert_eq!(named.scope(), Scope::All);
     }
 }

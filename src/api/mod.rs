@@ -2,7 +2,9 @@
 //! health, and webhook delivery from the outbox ([`webhooks`]).
 //!
 //! Every `/v1` route needs `Authorization: Bearer <key>`; every error is
-//! `{"error":{"code":"…","message":"…"}}`. A request refused by policy
+//! `{"error":{"code":"…","message":"…"}}`. A verification belongs to the
+//! tenant of the key that created it: other tenants' keys get the 404 of a
+//! missing one, admin keys reach every tenant's. A request refused by policy
 //! (validation, country, number type or prefix, rate limit, cooldown, a
 //! paused prefix) stores nothing, so it is never dialled.
 
@@ -10,6 +12,7 @@ mod admission;
 mod auth;
 mod error;
 pub mod limits;
+mod listing;
 mod ready;
 mod request;
 pub mod server;
@@ -21,8 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,16 +36,18 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use auth::KeyRing;
 pub use error::ApiError;
 
-use auth::{Caller, KeyRing};
+use auth::Caller;
 
 use crate::call::Outcome;
+use crate::config::ApiKeyConfig;
 use crate::mask::mask_phone;
 use crate::metrics::Metrics;
 use crate::policy::{NumberRules, VelocityLimits};
 use crate::store::{
-    CancelResult, NewVerification, Registration, Store, Verification, VerificationRecord, WebhookDelivery,
+    CancelResult, NewVerification, Registration, Scope, Store, Verification, VerificationRecord, WebhookDelivery,
 };
 
 /// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
@@ -67,8 +72,8 @@ pub struct ApiState {
 /// The API's part of the config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
-    /// Plain keys from the config file; compared by SHA-256 in constant time.
-    pub api_keys: Vec<String>,
+    /// Keys from the config file, with their grants; compared by SHA-256 in constant time.
+    pub api_keys: Vec<ApiKeyConfig>,
     /// Who may be called, and how often.
     pub policy: Policy,
     /// Dialplan names accepted in requests.
@@ -154,7 +159,7 @@ pub fn router(state: ApiState) -> Router {
         state,
     });
     let v1 = Router::new()
-        .route("/v1/verifications", post(create_verification))
+        .route("/v1/verifications", post(create_verification).get(list_verifications))
         .route("/v1/verifications/{id}", get(get_verification))
         .route("/v1/verifications/{id}/cancel", post(cancel_verification))
         .route("/v1/registrations/{user}", get(get_registrations))
@@ -272,6 +277,17 @@ async fn create_verification(
     })?;
     let idempotency_key = request::idempotency_key(&headers)?;
     let req = request::parse_create(&body, config)?;
+    if req.callback_url.is_some() && !caller.can_sign {
+        // Refused rather than sent unsigned: a receiver could not tell our
+        // webhook from anyone's.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "webhook_secret_required",
+            "this API key has no webhook secret, so its callbacks could not be signed; give it one \
+             (stored keys: pound keys rotate-secret; config keys: webhook_secret in api.keys, or webhooks.secret) \
+             or leave out callback_url",
+        ));
+    }
     let country = admission::check_number(&config.policy, metrics, &req.phone)?;
     let now = now_ms();
     let id = match &idempotency_key {
@@ -281,6 +297,7 @@ async fn create_verification(
     let new = NewVerification {
         id,
         api_key_id: caller.api_key_id.clone(),
+        tenant: caller.tenant.clone(),
         phone: req.phone.clone(),
         user: req.user.clone(),
         dialplan: req.dialplan.clone(),
@@ -312,26 +329,37 @@ fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
     path.map(|Path(value)| value).map_err(|rejection| ApiError::invalid_request(format!("bad path: {rejection}")))
 }
 
-async fn find(store: &dyn Store, id: &str) -> Result<Verification, ApiError> {
-    store.verification(id).await?.ok_or_else(|| ApiError::not_found(format!("no verification {id:?}")))
+/// The verification `id` if `scope` may see it. Another tenant's is the same
+/// 404 as a missing one, so ids cannot be probed.
+async fn find(store: &dyn Store, id: &str, scope: &Scope) -> Result<Verification, ApiError> {
+    store
+        .verification(id)
+        .await?
+        .filter(|verification| scope.sees(verification))
+        .ok_or_else(|| ApiError::not_found(format!("no verification {id:?}")))
 }
 
 async fn get_verification(
     State(shared): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_param(path)?;
     let store = shared.state.store.as_ref();
-    let verification = find(store, &id).await?;
+    let verification = find(store, &id, &caller.scope()).await?;
     Ok((StatusCode::OK, Json(record(store, verification).await?)).into_response())
 }
 
 async fn cancel_verification(
     State(shared): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_param(path)?;
     let store = shared.state.store.as_ref();
+    // A verification never changes tenant, so checking before canceling
+    // leaves no window in which it could become another's.
+    find(store, &id, &caller.scope()).await?;
     let verification = match store.cancel(&id, now_ms()).await? {
         None => return Err(ApiError::not_found(format!("no verification {id:?}"))),
         Some(CancelResult::AlreadyFinal(v)) => {
@@ -366,13 +394,14 @@ struct RegisteredPhone {
 
 async fn get_registrations(
     State(shared): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let user = path_param(path)?;
     let phones: Vec<RegisteredPhone> = shared
         .state
         .store
-        .registrations(&user)
+        .registrations(&user, &caller.scope())
         .await?
         .into_iter()
         .map(|Registration { phone, method, verified_at, verification_id, .. }| RegisteredPhone {
@@ -383,6 +412,24 @@ async fn get_registrations(
         })
         .collect();
     Ok(Json(json!({ "user": user, "phones": phones })).into_response())
+}
+
+/// `GET /v1/verifications`: the caller's verifications, newest first.
+async fn list_verifications(
+    State(shared): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|rejection| ApiError::invalid_request(format!("bad query: {rejection}")))?;
+    let mut query = listing::parse_list(&params, caller.scope())?;
+    let page_size = query.limit;
+    // One more than asked for tells whether another page follows.
+    query.limit = page_size.saturating_add(1);
+    let mut items = shared.state.store.list_verifications(&query).await?;
+    let more = items.len() > page_size as usize;
+    items.truncate(page_size as usize);
+    let next_cursor = items.last().filter(|_| more).map(listing::encode_cursor);
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
 async fn metrics(State(shared): State<AppState>) -> Response {

@@ -7,7 +7,8 @@
 //! webhook is sent again, so receivers deduplicate on the verification id.
 //!
 //! Signature (DESIGN.md §2): `Pound-Signature: t=<unix seconds>,v1=<hex
-//! hmac-sha256(secret, "<t>.<body>")>`. The timestamp is signed with the
+//! hmac-sha256(secret, "<t>.<body>")>`, the secret being that of the API key
+//! that created the verification ([`Signer`]). The timestamp is signed with the
 //! body so a captured request cannot be replayed later than the receiver's
 //! tolerance; each try is signed afresh.
 //!
@@ -26,9 +27,10 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::KeyRing;
 use super::ssrf::{GuardedResolver, Refused, TargetPolicy, Unresolved};
 use crate::metrics::{Metrics, WebhookResult};
-use crate::store::{Store, WebhookDelivery};
+use crate::store::{Store, StoreError, WebhookDelivery};
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "Pound-Signature";
@@ -48,7 +50,18 @@ fn mac(secret: &[u8], timestamp: i64, body: &str) -> HmacSha256 {
 /// The `Pound-Signature` header value for `body` sent at `timestamp` (Unix
 /// seconds): `t=<timestamp>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &str) -> String {
-    format!("t={timestamp},v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    sign_all(&[secret], timestamp, body)
+}
+
+/// [`sign`] with one `v1=` per secret, in order: during a rotation the new
+/// secret and the previous one both sign, so a receiver holding either accepts.
+pub fn sign_all<S: AsRef<[u8]>>(secrets: &[S], timestamp: i64, body: &str) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac(secret.as_ref(), timestamp, body).finalize().into_bytes()));
+    }
+    header
 }
 
 /// Checks a `Pound-Signature` header as a receiver should: one `t=` within
@@ -133,6 +146,49 @@ impl WebhookConfig {
     }
 }
 
+// Which secret signs a webhook (issue 7: a secret per API key).
+
+/// Which secret signs a webhook.
+#[derive(Clone)]
+pub enum Signer {
+    /// One secret for every webhook, whoever created the verification.
+    Fixed(Arc<[u8]>),
+    /// The secret of the API key that created the verification: a config
+    /// key's from the ring, a stored key's from the store. Read at every try,
+    /// so a rotated secret signs the webhooks still queued.
+    PerKey(KeyRing),
+}
+
+impl From<Vec<u8>> for Signer {
+    fn from(secret: Vec<u8>) -> Signer {
+        Signer::Fixed(secret.into())
+    }
+}
+
+impl From<KeyRing> for Signer {
+    fn from(keys: KeyRing) -> Signer {
+        Signer::PerKey(keys)
+    }
+}
+
+impl Signer {
+    /// The secrets that sign `delivery` now; none when its key has none.
+    async fn secrets_for(&self, store: &dyn Store, delivery: &WebhookDelivery) -> Result<Vec<Vec<u8>>, StoreError> {
+        let keys = match self {
+            Signer::Fixed(secret) => return Ok(vec![secret.to_vec()]),
+            Signer::PerKey(keys) => keys,
+        };
+        let Some(verification) = store.verification(&delivery.verification_id).await? else {
+            return Ok(Vec::new());
+        };
+        let secrets = keys.webhook_secrets(store, &verification.api_key_id, now_ms()).await?;
+        Ok(secrets.into_iter().map(String::into_bytes).collect())
+    }
+}
+
+/// `last_error` of a webhook whose key has no secret: never sent unsigned.
+const NO_SECRET: &str = "refused: the API key that created the verification has no webhook secret";
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
@@ -147,7 +203,7 @@ fn millis(d: Duration) -> i64 {
 pub async fn deliver_webhooks(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    secret: Vec<u8>,
+    signer: impl Into<Signer>,
     config: WebhookConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -170,7 +226,7 @@ pub async fn deliver_webhooks(
             return;
         }
     };
-    let secret: Arc<[u8]> = secret.into();
+    let signer = Arc::new(signer.into());
     let config = Arc::new(config);
     loop {
         if *shutdown.borrow() {
@@ -185,7 +241,7 @@ pub async fn deliver_webhooks(
                         client.clone(),
                         store.clone(),
                         metrics.clone(),
-                        secret.clone(),
+                        signer.clone(),
                         config.clone(),
                         delivery,
                     ));
@@ -222,16 +278,24 @@ async fn deliver_one(
     client: reqwest::Client,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    secret: Arc<[u8]>,
+    signer: Arc<Signer>,
     config: Arc<WebhookConfig>,
     delivery: WebhookDelivery,
 ) {
-    let error = match post(&client, &config.targets, &secret, &delivery).await {
-        Ok(()) => None,
-        Err(failure) => {
-            // The details are for the operator's log; the record gets the class.
-            tracing::warn!(webhook = %delivery.id, detail = %failure.detail, "webhook try failed");
-            Some(failure.class)
+    let error = match signer.secrets_for(store.as_ref(), &delivery).await {
+        Ok(secrets) if secrets.is_empty() => Some(NO_SECRET.to_string()),
+        Ok(secrets) => match post(&client, &config.targets, &secrets, &delivery).await {
+            Ok(()) => None,
+            Err(failure) => {
+                // The details are for the operator's log; the record gets the class.
+                tracing::warn!(webhook = %delivery.id, detail = %failure.detail, "webhook try failed");
+                Some(failure.class)
+            }
+        },
+        Err(err) => {
+            // Not a try: the lease expires and the webhook is tried again.
+            tracing::warn!(webhook = %delivery.id, %err, "reading the webhook's signing secret failed");
+            return;
         }
     };
     let recorded = match error {
@@ -271,11 +335,12 @@ struct Failure {
     detail: String,
 }
 
-/// One signed POST, with the destination checked first.
+/// One POST signed with every secret in `secrets`, with the destination
+/// checked first.
 async fn post(
     client: &reqwest::Client,
     targets: &TargetPolicy,
-    secret: &[u8],
+    secrets: &[Vec<u8>],
     delivery: &WebhookDelivery,
 ) -> Result<(), Failure> {
     let url = reqwest::Url::parse(&delivery.url)
@@ -287,7 +352,7 @@ async fn post(
     let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, sign(secret, now_ms().div_euclid(1000), &delivery.payload))
+        .header(SIGNATURE_HEADER, sign_all(secrets, now_ms().div_euclid(1000), &delivery.payload))
         .body(delivery.payload.clone())
         .send()
         .await
@@ -338,6 +403,15 @@ mod tests {
             sign(b"secret", 1_700_000_000, r#"{"a":1}"#),
             "t=1700000000,v1=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
         );
+    }
+
+    #[test]
+    fn every_secret_signs_during_a_rotation() {
+        let body = r#"{"a":1}"#;
+        let both = sign_all(&[b"new".as_slice(), b"old".as_slice()], 1000, body);
+        assert!(both.starts_with(&sign(b"new", 1000, body)), "{both}");
+        assert!(verify(b"new", &both, body, 1000, 300) && verify(b"old", &both, body, 1000, 300));
+        assert!(!verify(b"other", &both, body, 1000, 300));
     }
 
     #[test]

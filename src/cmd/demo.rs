@@ -81,7 +81,7 @@ async fn demo(folder: &std::path::Path, via: PressVia) -> Result<bool, DemoError
     let mut config = Config::default();
     config.store.url = format!("sqlite://{}", folder.join("pound.db").display());
     config.api.bind = "127.0.0.1:0".parse().expect("literal");
-    config.api.keys = vec![key.clone()];
+    config.api.keys = vec![key.clone().into()];
     config.trunk.uri = format!("sip:{phone_address}");
     config.sip.bind = "127.0.0.1:0".parse().expect("literal");
     config.webhooks.secret = "demo".into();

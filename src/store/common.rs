@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    ApiKey, Attempt, Registration, Status, StoreError, Verification, VerificationRecord, WebhookBody, WebhookDelivery,
+    ApiKey, Attempt, Registration, Status, StoreError, Verification, VerificationQuery, VerificationRecord,
+    WebhookBody, WebhookDelivery,
 };
 use crate::dialplan::DtmfSource;
 
@@ -86,6 +87,7 @@ fn fit<T: TryFrom<i64>>(what: &str, owner: &str, value: i64) -> Result<T, StoreE
 pub(super) struct VerificationRow {
     id: String,
     api_key_id: String,
+    tenant: String,
     phone: String,
     user_name: String,
     dialplan: String,
@@ -124,6 +126,7 @@ impl TryFrom<VerificationRow> for Verification {
             max_attempts: fit("max_attempts", &owner, row.max_attempts)?,
             id: row.id,
             api_key_id: row.api_key_id,
+            tenant: row.tenant,
             phone: row.phone,
             user: row.user_name,
             dialplan: row.dialplan,
@@ -188,6 +191,7 @@ impl TryFrom<AttemptRow> for Attempt {
 /// A `registrations` row.
 #[derive(sqlx::FromRow)]
 pub(super) struct RegistrationRow {
+    tenant: String,
     user_name: String,
     phone: String,
     method: String,
@@ -198,6 +202,7 @@ pub(super) struct RegistrationRow {
 impl From<RegistrationRow> for Registration {
     fn from(row: RegistrationRow) -> Registration {
         Registration {
+            tenant: row.tenant,
             user: row.user_name,
             phone: row.phone,
             method: row.method,
@@ -214,11 +219,26 @@ pub(super) struct ApiKeyRow {
     name: String,
     hash: String,
     created_at: i64,
+    tenant: Option<String>,
+    admin: bool,
+    webhook_secret: Option<String>,
+    previous_webhook_secret: Option<String>,
+    previous_secret_until: Option<i64>,
 }
 
 impl From<ApiKeyRow> for ApiKey {
     fn from(row: ApiKeyRow) -> ApiKey {
-        ApiKey { id: row.id, name: row.name, hash: row.hash, created_at: row.created_at }
+        ApiKey {
+            id: row.id,
+            name: row.name,
+            hash: row.hash,
+            created_at: row.created_at,
+            tenant: row.tenant,
+            admin: row.admin,
+            webhook_secret: row.webhook_secret,
+            previous_webhook_secret: row.previous_webhook_secret,
+            previous_secret_until: row.previous_secret_until,
+        }
     }
 }
 
@@ -267,4 +287,91 @@ impl TryFrom<WebhookRow> for WebhookDelivery {
 /// Converts every row, failing on the first corrupt one.
 pub(super) fn convert_all<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
+}
+
+/// Adds a parameter and returns its placeholder.
+fn param(value: SqlParam, params: &mut Vec<SqlParam>) -> String {
+    params.push(value);
+    format!("${}", params.len())
+}
+
+/// A value bound to a statement built at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum SqlParam {
+    Text(String),
+    Int(i64),
+}
+
+/// The listing's statement and its parameters, in `$N` order. Only the
+/// filters the query uses are in the SQL: `($1 IS NULL OR tenant = $1)`
+/// would keep both databases from walking the `(tenant, created_at, id)`
+/// index in order. Every value is a parameter; only fixed text is spliced.
+pub(super) fn listing_sql(query: &VerificationQuery) -> (String, Vec<SqlParam>) {
+    let mut sql = String::from("SELECT * FROM verifications WHERE TRUE");
+    let mut params = Vec::new();
+    let text_filters = [
+        ("tenant", query.scope.tenant().map(str::to_string)),
+        ("user_name", query.user.clone()),
+        ("phone", query.phone.clone()),
+        ("status", query.status.map(|status| status.as_str().to_string())),
+    ];
+    for (column, value) in text_filters {
+        if let Some(value) = value {
+            let placeholder = param(SqlParam::Text(value), &mut params);
+            sql.push_str(&format!(" AND {column} = {placeholder}"));
+        }
+    }
+    if let Some((created_at, id)) = &query.before {
+        let at = param(SqlParam::Int(*created_at), &mut params);
+        let id = param(SqlParam::Text(id.clone()), &mut params);
+        sql.push_str(&format!(" AND (created_at < {at} OR (created_at = {at} AND id < {id}))"));
+    }
+    let limit = param(SqlParam::Int(i64::from(query.limit)), &mut params);
+    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
+    (sql, params)
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use crate::store::Scope;
+
+    #[test]
+    fn only_the_filters_given_are_in_the_sql_and_every_value_is_a_parameter() {
+        let all =
+            VerificationQuery { scope: Scope::All, user: None, phone: None, status: None, before: None, limit: 5 };
+        assert_eq!(
+            listing_sql(&all),
+            (
+                "SELECT * FROM verifications WHERE TRUE ORDER BY created_at DESC, id DESC LIMIT $1".to_string(),
+                vec![SqlParam::Int(5)]
+            )
+        );
+        let hostile = "x' OR '1'='1";
+        let every = VerificationQuery {
+            scope: Scope::Tenant(hostile.into()),
+            user: Some("alice".into()),
+            phone: None,
+            status: Some(Status::Queued),
+            before: Some((7, "v_1".into())),
+            limit: 2,
+        };
+        let (sql, params) = listing_sql(&every);
+        assert_eq!(
+            sql,
+            "SELECT * FROM verifications WHERE TRUE AND tenant = $1 AND user_name = $2 AND status = $3 \
+             AND (created_at < $4 OR (created_at = $4 AND id < $5)) ORDER BY created_at DESC, id DESC LIMIT $6"
+        );
+        assert_eq!(
+            params,
+            [
+                SqlParam::Text(hostile.into()),
+                SqlParam::Text("alice".into()),
+                SqlParam::Text("queued".into()),
+                SqlParam::Int(7),
+                SqlParam::Text("v_1".into()),
+                SqlParam::Int(2),
+            ]
+        );
+    }
 }

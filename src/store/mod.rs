@@ -82,6 +82,8 @@ pub struct NewVerification {
     /// Chosen by the caller of the store (random, URL-safe).
     pub id: String,
     pub api_key_id: String,
+    /// Who may see it: the tenant of the API key that created it.
+    pub tenant: String,
     /// E.164, validated.
     pub phone: String,
     pub user: String,
@@ -102,6 +104,9 @@ pub struct Verification {
     pub id: String,
     #[serde(skip)]
     pub api_key_id: String,
+    /// Who may see it: the tenant of the API key that created it.
+    #[serde(skip)]
+    pub tenant: String,
     pub phone: String,
     pub user: String,
     pub dialplan: String,
@@ -165,6 +170,9 @@ pub struct AttemptResult {
 /// A phone number registered for a user ("security info").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
+    /// Registrations are per tenant: the same user name in two tenants is two users.
+    #[serde(skip)]
+    pub tenant: String,
     pub user: String,
     pub phone: String,
     /// How it was verified: `voice`.
@@ -175,12 +183,91 @@ pub struct Registration {
 }
 
 /// An API key; the key itself is never stored, only its SHA-256.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ApiKey {
     pub id: String,
     pub name: String,
     pub hash: String,
     pub created_at: i64,
+    /// Keys of one tenant see each other's verifications; `None`: the key is
+    /// a tenant of its own (its id).
+    pub tenant: Option<String>,
+    /// Operators: sees and cancels every tenant's verifications.
+    pub admin: bool,
+    /// Signs this key's webhooks; recoverable, unlike the key. Without one
+    /// the key cannot register a callback.
+    pub webhook_secret: Option<String>,
+    /// The secret before the last rotation, which also signs until
+    /// `previous_secret_until` (Unix ms) so receivers can switch over.
+    pub previous_webhook_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
+}
+
+impl ApiKey {
+    /// The tenant whose verifications this key sees.
+    pub fn effective_tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The secrets that sign this key's webhooks at `now` (Unix ms): the
+    /// current one, then the previous one while its overlap lasts.
+    pub fn signing_secrets(&self, now: i64) -> Vec<String> {
+        let previous =
+            self.previous_webhook_secret.iter().filter(|_| self.previous_secret_until.is_some_and(|until| now < until));
+        self.webhook_secret.iter().chain(previous).cloned().collect()
+    }
+}
+
+// By hand so that the webhook secret never reaches a log through `{:?}`.
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .field("tenant", &self.tenant)
+            .field("admin", &self.admin)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .field("previous_secret_until", &self.previous_secret_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whose verifications and registrations a request may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant's (admin keys).
+    All,
+    /// One tenant's.
+    Tenant(String),
+}
+
+impl Scope {
+    /// The tenant to filter on, or `None` for all.
+    fn tenant(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant(tenant) => Some(tenant),
+        }
+    }
+
+    /// Whether `verification` is visible in this scope.
+    pub fn sees(&self, verification: &Verification) -> bool {
+        self.tenant().is_none_or(|tenant| tenant == verification.tenant)
+    }
+}
+
+/// What `GET /v1/verifications` asks for: newest first, after a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerificationQuery {
+    pub scope: Scope,
+    pub user: Option<String>,
+    pub phone: Option<String>,
+    pub status: Option<Status>,
+    /// Only verifications older than this one, in listing order: its
+    /// `created_at` and, to break ties, its `id`.
+    pub before: Option<(i64, String)>,
+    pub limit: u32,
 }
 
 /// One webhook in the outbox.
@@ -325,8 +412,8 @@ pub trait Store: Send + Sync + 'static {
     /// Releases the lease and schedules another attempt at `next_attempt_at`.
     async fn requeue(&self, id: &str, node: &str, next_attempt_at: i64, now: i64) -> Result<(), StoreError>;
 
-    /// The phones registered for `user`.
-    async fn registrations(&self, user: &str) -> Result<Vec<Registration>, StoreError>;
+    /// The phones registered for `user`, in the tenants `scope` covers.
+    async fn registrations(&self, user: &str, scope: &Scope) -> Result<Vec<Registration>, StoreError>;
 
     /// Verifications created by an API key since `since` (rate limit).
     async fn count_created_since(&self, api_key_id: &str, since: i64) -> Result<u64, StoreError>;
@@ -351,6 +438,19 @@ pub trait Store: Send + Sync + 'static {
     /// Writes one small row and commits it: `Ok` only if the store accepts
     /// writes right now (`/readyz`).
     async fn check_writable(&self, now: i64) -> Result<(), StoreError>;
+    // Tenancy and per-key webhook secrets (issue 7).
+
+    /// Up to `query.limit` verifications, newest first (`created_at`, then `id`, descending).
+    async fn list_verifications(&self, query: &VerificationQuery) -> Result<Vec<Verification>, StoreError>;
+
+    async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// The keys whose id or name is `id_or_name` (names need not be unique).
+    async fn api_keys_named(&self, id_or_name: &str) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Replaces the webhook secret of key `id`; the one it replaces keeps
+    /// signing until `previous_until` (Unix ms). `false` when there is no such key.
+    async fn set_webhook_secret(&self, id: &str, secret: &str, previous_until: i64) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a URL names, creating and migrating it as needed:

@@ -39,15 +39,16 @@ macro_rules! impl_store {
 
         use $crate::call::Outcome;
         use $crate::store::common::{
-            ApiKeyRow, RegistrationRow, VerificationRow, WebhookRow, attempt_number, convert_all, lease_not_held,
-            read_error,
+            ApiKeyRow, RegistrationRow, SqlParam, VerificationRow, WebhookRow, attempt_number, convert_all,
+            lease_not_held, listing_sql, read_error,
         };
         use $crate::store::{
-            ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Status,
-            Store, StoreError, Verification, WebhookDelivery,
+            ApiKey, Attempt, AttemptResult, CancelResult, Claimed, LeaseState, NewVerification, Registration, Scope,
+            Status, Store, StoreError, Verification, VerificationQuery, WebhookDelivery,
         };
         use queries::{
-            close_open_attempt, fetch_attempts, fetch_verification, insert_verification, queue_completion_webhook,
+            close_open_attempt, fetch_api_key, fetch_attempts, fetch_verification, insert_verification,
+            queue_completion_webhook,
         };
 
         $crate::store::queries::connection_queries!($connection);
@@ -315,15 +316,16 @@ macro_rules! impl_store {
                 let verification = Verification::try_from(row.ok_or_else(|| lease_not_held(id, node))?)?;
                 if outcome == Outcome::Verified {
                     sqlx::query(
-                        "INSERT INTO registrations (user_name, phone, method, verified_at, verification_id) \
-                         VALUES ($1, $2, 'voice', $3, $4) \
-                         ON CONFLICT (user_name, phone) DO UPDATE SET method = excluded.method, \
+                        "INSERT INTO registrations (user_name, phone, method, verified_at, verification_id, tenant) \
+                         VALUES ($1, $2, 'voice', $3, $4, $5) \
+                         ON CONFLICT (tenant, user_name, phone) DO UPDATE SET method = excluded.method, \
                          verified_at = excluded.verified_at, verification_id = excluded.verification_id",
                     )
                     .bind(&verification.user)
                     .bind(&verification.phone)
                     .bind(now)
                     .bind(id)
+                    .bind(&verification.tenant)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -351,13 +353,16 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn registrations(&self, user: &str) -> Result<Vec<Registration>, StoreError> {
-                let rows: Vec<RegistrationRow> =
-                    sqlx::query_as("SELECT * FROM registrations WHERE user_name = $1 ORDER BY verified_at DESC, phone")
-                        .bind(user)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(read_error)?;
+            async fn registrations(&self, user: &str, scope: &Scope) -> Result<Vec<Registration>, StoreError> {
+                let rows: Vec<RegistrationRow> = sqlx::query_as(
+                    "SELECT * FROM registrations WHERE user_name = $1 AND ($2 IS NULL OR tenant = $2) \
+                     ORDER BY verified_at DESC, phone, tenant",
+                )
+                .bind(user)
+                .bind(scope.tenant())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_error)?;
                 Ok(rows.into_iter().map(Registration::from).collect())
             }
 
@@ -373,23 +378,26 @@ macro_rules! impl_store {
             }
 
             async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO api_keys (id, name, hash, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&key.id)
-                    .bind(&key.name)
-                    .bind(&key.hash)
-                    .bind(key.created_at)
-                    .execute(&self.pool)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO api_keys (id, name, hash, created_at, tenant, admin, webhook_secret, \
+                     previous_webhook_secret, previous_secret_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&key.id)
+                .bind(&key.name)
+                .bind(&key.hash)
+                .bind(key.created_at)
+                .bind(&key.tenant)
+                .bind(key.admin)
+                .bind(&key.webhook_secret)
+                .bind(&key.previous_webhook_secret)
+                .bind(key.previous_secret_until)
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 
             async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-                let row: Option<ApiKeyRow> = sqlx::query_as("SELECT * FROM api_keys WHERE hash = $1")
-                    .bind(hash)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(read_error)?;
-                Ok(row.map(ApiKey::from))
+                fetch_api_key(&mut *self.pool.acquire().await?, "SELECT * FROM api_keys WHERE hash = $1", hash).await
             }
 
             async fn due_webhooks(
@@ -485,6 +493,53 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            // Tenancy and per-key webhook secrets (issue 7).
+
+            async fn list_verifications(&self, query: &VerificationQuery) -> Result<Vec<Verification>, StoreError> {
+                let (sql, params) = listing_sql(query);
+                let mut select = sqlx::query_as::<_, VerificationRow>(&sql);
+                for param in params {
+                    select = match param {
+                        SqlParam::Text(text) => select.bind(text),
+                        SqlParam::Int(int) => select.bind(int),
+                    };
+                }
+                convert_all(select.fetch_all(&self.pool).await.map_err(read_error)?)
+            }
+
+            async fn api_key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+                fetch_api_key(&mut *self.pool.acquire().await?, "SELECT * FROM api_keys WHERE id = $1", id).await
+            }
+
+            async fn api_keys_named(&self, id_or_name: &str) -> Result<Vec<ApiKey>, StoreError> {
+                let rows: Vec<ApiKeyRow> =
+                    sqlx::query_as("SELECT * FROM api_keys WHERE id = $1 OR name = $1 ORDER BY created_at, id")
+                        .bind(id_or_name)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_error)?;
+                Ok(rows.into_iter().map(ApiKey::from).collect())
+            }
+
+            async fn set_webhook_secret(
+                &self,
+                id: &str,
+                secret: &str,
+                previous_until: i64,
+            ) -> Result<bool, StoreError> {
+                // One statement: the right-hand sides read the row as it was.
+                let done = sqlx::query(
+                    "UPDATE api_keys SET previous_webhook_secret = webhook_secret, previous_secret_until = $3, \
+                     webhook_secret = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(secret)
+                .bind(previous_until)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
             }
         }
     };

@@ -16,7 +16,8 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 use super::{
-    ApiKey, AttemptResult, CancelResult, LeaseState, NewVerification, Status, Store, StoreError, WebhookBody, open,
+    ApiKey, AttemptResult, CancelResult, LeaseState, NewVerification, Scope, Status, Store, StoreError,
+    VerificationQuery, WebhookBody, open,
 };
 use crate::call::Outcome;
 use crate::dialplan::DtmfSource;
@@ -188,6 +189,9 @@ cases!(
     rate_limit_and_cooldown_queries,
     api_keys_by_hash,
     corrupt_rows_are_errors,
+    listing_is_scoped_filtered_and_paged,
+    registrations_are_per_tenant,
+    api_key_grants_and_secret_rotation,
 );
 
 const HOOK: &str = "https://example.test/hook";
@@ -196,6 +200,7 @@ fn request(id: &str, created_at: i64) -> NewVerification {
     NewVerification {
         id: id.to_string(),
         api_key_id: "key-1".to_string(),
+        tenant: "tenant-1".to_string(),
         phone: "+14155550100".to_string(),
         user: "alice@contoso.com".to_string(),
         dialplan: "press-pound".to_string(),
@@ -386,7 +391,7 @@ async fn expired_lease_is_reclaimed_and_attempt_interrupted(h: Arc<Harness>) {
         (Status::Dialing, Some("node-b"), 500, None)
     );
     assert_eq!(store.attempts("v1").await.unwrap(), attempts);
-    assert!(store.registrations("alice@contoso.com").await.unwrap().is_empty());
+    assert!(store.registrations("alice@contoso.com", &Scope::All).await.unwrap().is_empty());
 
     // The new owner carries on with the next attempt.
     assert_eq!(store.start_attempt("v1", "node-b", "call-2", 1_140).await.unwrap(), 2);
@@ -508,7 +513,7 @@ async fn verified_call_registers_phone_and_queues_webhook(h: Arc<Harness>) {
     );
     assert_eq!((attempt.outcome.as_deref(), attempt.detail.as_deref()), (Some("verified"), Some("pressed")));
 
-    let registrations = store.registrations("alice@contoso.com").await.unwrap();
+    let registrations = store.registrations("alice@contoso.com", &Scope::All).await.unwrap();
     assert_eq!(registrations.len(), 1);
     assert_eq!(
         (registrations[0].phone.as_str(), registrations[0].method.as_str(), registrations[0].verified_at),
@@ -549,11 +554,11 @@ async fn verified_call_registers_phone_and_queues_webhook(h: Arc<Harness>) {
         store.claim("a", at, 1_000, 1).await.unwrap();
         store.complete(id, "a", Outcome::Verified, at + 10).await.unwrap();
     }
-    let registrations = store.registrations("alice@contoso.com").await.unwrap();
+    let registrations = store.registrations("alice@contoso.com", &Scope::All).await.unwrap();
     let summary: Vec<_> =
         registrations.iter().map(|r| (r.phone.as_str(), r.verified_at, r.verification_id.as_str())).collect();
     assert_eq!(summary, [("+14155550100", 9_010, "v2"), ("+14155550199", 7_010, "v3")]);
-    assert!(store.registrations("bob@contoso.com").await.unwrap().is_empty());
+    assert!(store.registrations("bob@contoso.com", &Scope::All).await.unwrap().is_empty());
     assert!(store.webhooks_for("v2").await.unwrap().is_empty(), "no callback URL, no webhook");
 }
 
@@ -664,6 +669,11 @@ async fn api_keys_by_hash(h: Arc<Harness>) {
         name: "registration service".to_string(),
         hash: "ab12".to_string(),
         created_at: 42,
+        tenant: None,
+        admin: false,
+        webhook_secret: None,
+        previous_webhook_secret: None,
+        previous_secret_until: None,
     };
     store.insert_api_key(&key).await.unwrap();
     assert_eq!(store.api_key_by_hash("ab12").await.unwrap(), Some(key.clone()));
@@ -692,4 +702,183 @@ async fn corrupt_rows_are_errors(h: Arc<Harness>) {
     assert!(matches!(store.attempts("fine").await, Err(StoreError::Corrupt(_))));
     h.execute("UPDATE attempts SET dtmf_source = NULL, sip_status = 70000 WHERE verification_id = 'fine'").await;
     assert!(matches!(store.attempts("fine").await, Err(StoreError::Corrupt(_))));
+}
+
+fn tenant(name: &str) -> Scope {
+    Scope::Tenant(name.to_string())
+}
+
+fn everything(scope: Scope) -> VerificationQuery {
+    VerificationQuery { scope, user: None, phone: None, status: None, before: None, limit: 100 }
+}
+
+async fn listed(store: &Arc<dyn Store>, query: &VerificationQuery) -> Vec<String> {
+    store.list_verifications(query).await.unwrap().into_iter().map(|v| v.id).collect()
+}
+
+async fn listing_is_scoped_filtered_and_paged(h: Arc<Harness>) {
+    let store = &h.store;
+    // Two share a creation time: the id breaks the tie, so paging never skips or repeats one.
+    for (id, at, tenant_name, user, phone) in [
+        ("a1", 1_000, "t1", "alice", "+14155550100"),
+        ("a2", 2_000, "t1", "bob", "+14155550101"),
+        ("a3", 2_000, "t1", "alice", "+14155550102"),
+        ("b1", 3_000, "t2", "alice", "+14155550100"),
+        ("a4", 4_000, "t1", "alice", "+14155550100"),
+    ] {
+        let new = NewVerification {
+            tenant: tenant_name.to_string(),
+            user: user.to_string(),
+            phone: phone.to_string(),
+            ..request(id, at)
+        };
+        create(store, new).await;
+    }
+    assert_eq!(listed(store, &everything(tenant("t1"))).await, ["a4", "a3", "a2", "a1"]);
+    assert_eq!(listed(store, &everything(tenant("t2"))).await, ["b1"]);
+    assert!(listed(store, &everything(tenant("t3"))).await.is_empty());
+    assert_eq!(listed(store, &everything(Scope::All)).await, ["a4", "b1", "a3", "a2", "a1"]);
+
+    let alice = VerificationQuery { user: Some("alice".into()), ..everything(tenant("t1")) };
+    assert_eq!(listed(store, &alice).await, ["a4", "a3", "a1"]);
+    let phone = VerificationQuery { phone: Some("+14155550100".into()), ..everything(Scope::All) };
+    assert_eq!(listed(store, &phone).await, ["a4", "b1", "a1"]);
+    store.claim("n", 10_000, 1_000, 10).await.unwrap();
+    store.complete("a2", "n", Outcome::Verified, 10_000).await.unwrap();
+    let completed = VerificationQuery { status: Some(Status::Completed), ..everything(tenant("t1")) };
+    assert_eq!(listed(store, &completed).await, ["a2"]);
+
+    // Pages of two, each continuing after the last item of the one before.
+    let mut pages = Vec::new();
+    let mut query = VerificationQuery { limit: 2, ..everything(tenant("t1")) };
+    loop {
+        let page = store.list_verifications(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        query.before = Some((last.created_at, last.id.clone()));
+        pages.push(page.iter().map(|v| v.id.clone()).collect::<Vec<_>>());
+    }
+    assert_eq!(pages, [vec!["a4", "a3"], vec!["a2", "a1"]]);
+}
+
+async fn registrations_are_per_tenant(h: Arc<Harness>) {
+    let store = &h.store;
+    // The same user name and phone, verified through two tenants.
+    for (id, tenant_name, at) in [("t1-v", "t1", 1_000), ("t2-v", "t2", 2_000)] {
+        create(store, NewVerification { tenant: tenant_name.to_string(), callback_url: None, ..request(id, at) }).await;
+        store.claim("n", at, 100, 1).await.unwrap();
+        store.complete(id, "n", Outcome::Verified, at + 10).await.unwrap();
+    }
+    let seen = |scope: Scope| async move {
+        let registrations = store.registrations("alice@contoso.com", &scope).await.unwrap();
+        registrations.into_iter().map(|r| (r.tenant, r.verification_id)).collect::<Vec<_>>()
+    };
+    assert_eq!(seen(tenant("t1")).await, [("t1".to_string(), "t1-v".to_string())]);
+    assert_eq!(seen(tenant("t2")).await, [("t2".to_string(), "t2-v".to_string())]);
+    assert!(seen(tenant("t3")).await.is_empty());
+    assert_eq!(seen(Scope::All).await.len(), 2, "one row per tenant, neither overwrote the other");
+}
+
+async fn api_key_grants_and_secret_rotation(h: Arc<Harness>) {
+    let store = &h.store;
+    let admin = ApiKey {
+        id: "k_admin".to_string(),
+        name: "ops".to_string(),
+        hash: "11".to_string(),
+        created_at: 1,
+        tenant: Some("operators".to_string()),
+        admin: true,
+        webhook_secret: Some("whsec_one".to_string()),
+        previous_webhook_secret: None,
+        previous_secret_until: None,
+    };
+    let plain =
+        ApiKey { id: "k_plain".to_string(), hash: "22".to_string(), tenant: None, admin: false, ..admin.clone() };
+    store.insert_api_key(&admin).await.unwrap();
+    store.insert_api_key(&plain).await.unwrap();
+    assert_eq!(store.api_key_by_hash("11").await.unwrap(), Some(admin.clone()));
+    assert_eq!(store.api_key_by_id("k_plain").await.unwrap(), Some(plain.clone()));
+    assert_eq!(store.api_key_by_id("nope").await.unwrap(), None);
+    assert_eq!(admin.effective_tenant(), "operators");
+    assert_eq!(plain.effective_tenant(), "k_plain", "a key without a tenant is its own");
+    assert!(!format!("{admin:?}").contains("whsec_one"), "Debug hides the secret");
+
+    let by_name: Vec<String> = store.api_keys_named("ops").await.unwrap().into_iter().map(|k| k.id).collect();
+    assert_eq!(by_name, ["k_admin", "k_plain"]);
+    assert_eq!(store.api_keys_named("k_plain").await.unwrap(), std::slice::from_ref(&plain));
+    assert!(store.api_keys_named("nobody").await.unwrap().is_empty());
+
+    assert_eq!(plain.signing_secrets(0), ["whsec_one"]);
+    assert!(store.set_webhook_secret("k_plain", "whsec_two", 5_000).await.unwrap());
+    let rotated = store.api_key_by_id("k_plain").await.unwrap().unwrap();
+    assert_eq!(rotated.webhook_secret.as_deref(), Some("whsec_two"));
+    assert_eq!(
+        (rotated.previous_webhook_secret.as_deref(), rotated.previous_secret_until),
+        (Some("whsec_one"), Some(5_000)),
+        "the secret it replaced is kept for the overlap"
+    );
+    assert_eq!(rotated.signing_secrets(4_999), ["whsec_two", "whsec_one"], "both sign, the new one first");
+    assert_eq!(rotated.signing_secrets(5_000), ["whsec_two"], "the overlap is over");
+    assert!(!format!("{rotated:?}").contains("whsec_"), "Debug hides both secrets");
+    assert!(store.set_webhook_secret("k_plain", "whsec_three", 6_000).await.unwrap());
+    let again = store.api_key_by_id("k_plain").await.unwrap().unwrap();
+    assert_eq!(again.signing_secrets(0), ["whsec_three", "whsec_two"], "only one previous secret is kept");
+    assert_eq!(store.api_key_by_id("k_admin").await.unwrap().unwrap().webhook_secret.as_deref(), Some("whsec_one"));
+    assert!(!store.set_webhook_secret("nope", "x", 0).await.unwrap());
+}
+
+/// Rows written before migration 0002 stay with the key that created them.
+async fn upgrade_keeps_old_rows_with_their_key(url: &str) {
+    let old_rows = "INSERT INTO api_keys (id, name, hash, created_at) VALUES ('k_old', 'old', 'ff', 1); \
+        INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, status, max_attempts, \
+        next_attempt_at, request_hash, created_at, updated_at) \
+        VALUES ('old1', 'k_old', '+14155550100', 'alice', 'press-pound', 'completed', 3, 1, 'h', 1, 1); \
+        INSERT INTO registrations (user_name, phone, method, verified_at, verification_id) \
+        VALUES ('alice', '+14155550100', 'voice', 2, 'old1');";
+    // Only 0001, as a store from before tenancy was migrated.
+    let first_only = |mut migrator: sqlx::migrate::Migrator| {
+        migrator.migrations = migrator.migrations.iter().filter(|m| m.version == 1).cloned().collect();
+        migrator
+    };
+    if url.starts_with("sqlite:") {
+        let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        first_only(sqlx::migrate!("./migrations/sqlite")).run(&pool).await.unwrap();
+        sqlx::raw_sql(old_rows).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        first_only(sqlx::migrate!("./migrations/postgres")).run(&pool).await.unwrap();
+        sqlx::raw_sql(old_rows).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = open(url).await.expect("0002 applies over 0001 with rows in it");
+    assert_eq!(store.verification("old1").await.unwrap().unwrap().tenant, "k_old");
+    assert_eq!(store.registrations("alice", &tenant("k_old")).await.unwrap().len(), 1);
+    assert!(store.registrations("alice", &tenant("k_new")).await.unwrap().is_empty());
+    assert_eq!(listed(&store, &everything(tenant("k_old"))).await, ["old1"]);
+    let key = store.api_key_by_id("k_old").await.unwrap().unwrap();
+    assert_eq!((key.effective_tenant(), key.admin, key.signing_secrets(0)), ("k_old", false, vec![]));
+}
+
+#[tokio::test]
+async fn sqlite_upgrade_keeps_old_rows_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    upgrade_keeps_old_rows_with_their_key(&format!("sqlite://{}", dir.path().join("old.db").display())).await;
+}
+
+#[tokio::test]
+async fn postgres_upgrade_keeps_old_rows_with_their_key() {
+    let Ok(admin_url) = std::env::var("POUND_TEST_DATABASE_URL") else {
+        eprintln!("POUND_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+        return;
+    };
+    let name = format!("pound_test_{:016x}", rand::random::<u64>());
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let url = with_database(&admin_url, &name);
+    let result = CatchUnwind(Box::pin(upgrade_keeps_old_rows_with_their_key(&url))).await;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
