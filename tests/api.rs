@@ -701,7 +701,9 @@ impl Server {
 #[tokio::test]
 async fn another_tenant_gets_404_reading_canceling_and_listing_and_sees_no_registrations() {
     let server = start(tenancy_config()).await;
-    let callback = "https://user:password@hooks.contoso.example/pound";
+    // Callback URLs carry the requester's own credentials (userinfo is refused,
+    // a token in the query is not): another tenant must never read them.
+    let callback = "https://hooks.contoso.example/pound?token=s3cret";
     let body = json!({"phone": PHONE, "user": "alice@contoso.com", "callback_url": callback});
     let verified = server.create_as(KEY, &json!({"phone": "+14155550102", "user": "alice@contoso.com"})).await;
     // The oldest due one, `verified`, is claimed; `id` stays queued.
