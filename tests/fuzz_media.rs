@@ -10,10 +10,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use fuzz_support::{CountingAllocator, Rng, Target, files, mutate_once, mutated};
+use pound::call::MediaSession;
 use pound::media::codec::Codec;
 use pound::media::wav::{Encoding, WavReader, write};
 use pound::rtp::{EventReceiver, PayloadType, RtpPacket, RtpReceiver, Ssrc};
-use pound::sdp::{Direction, Offer, answer, parse_answer, parse_offer};
+use pound::sdp::{Direction, MediaDescription, Offer, answer, parse_answer, parse_offer};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -40,7 +41,9 @@ fn sdp_seeds() -> Vec<Vec<u8>> {
 #[test]
 fn sdp_bodies_never_panic_and_our_answers_read_back() {
     let offer = our_offer(ALL_CODECS.to_vec());
-    let summary = Target::new("sdp", sdp_seeds()).max_heap(|len| (1 << 16) + len * 16).run(|bytes| {
+    // Bodies past MAX_SDP_LEN are refused before they are split, which bounds what any body costs.
+    let bounded = |len: usize| (1 << 16) + len.min(pound::sdp::MAX_SDP_LEN) * 64;
+    let summary = Target::new("sdp", sdp_seeds()).max_heap(bounded).run(|bytes| {
         // Bodies reach the SDP reader as text; the SIP layer refuses what is not UTF-8.
         let Ok(text) = std::str::from_utf8(bytes) else { return };
         if let Ok(media) = parse_answer(text, &offer) {
@@ -163,20 +166,24 @@ fn script(steps: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn read_script(bytes: &[u8]) -> Vec<(u8, u8, &[u8])> {
-    let mut steps = Vec::new();
+/// Calls `step` with each datagram of a receive script, without collecting them, so that the heap
+/// a case takes is the receiver's rather than the script's.
+fn for_each_step(bytes: &[u8], mut step: impl FnMut(SocketAddr, Duration, &[u8])) {
     let mut rest = bytes;
     while let [from, advance, high, low, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*high, *low])).min(tail.len());
-        steps.push((*from, *advance, &tail[..len]));
+        step(source(*from), Duration::from_millis(u64::from(*advance)), &tail[..len]);
         rest = &tail[len..];
     }
-    steps
 }
 
 /// A stream of audio and event packets from the peer, with reordering, duplicates, SSRC changes
 /// and sequence jumps, interleaved with strangers' packets; every datagram possibly mutated.
 fn receive_script(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    if rng.one_in(4) {
+        return mutated(rng, seeds);
+    }
+    let packets = rtp_seeds();
     let mut steps = Vec::new();
     let (mut sequence, mut timestamp, mut ssrc) = (rng.next_u64() as u16, rng.next_u64() as u32, 0x1234_5678u32);
     for _ in 0..1 + rng.below(40) {
@@ -187,14 +194,19 @@ fn receive_script(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
             _ => {}
         }
         let event = rng.one_in(3);
+        let audio_type = *rng.pick(&[0u8, 0, 8, 111]);
         let payload: Vec<u8> = if event {
             vec![*rng.pick(&[5u8, 11, 16]), rng.next_u64() as u8, 0, 160]
+        } else if audio_type == 111 {
+            let len = rng.below(200);
+            rng.bytes(len)
         } else {
             vec![0xd5; rng.below(200)]
         };
-        let mut datagram = packet(if event { 101 } else { 0 }, rng.one_in(8), sequence, timestamp, ssrc, &payload);
+        let pt = if event { 101 } else { audio_type };
+        let mut datagram = packet(pt, rng.one_in(8), sequence, timestamp, ssrc, &payload);
         if rng.one_in(4) {
-            mutate_once(rng, &mut datagram, seeds);
+            mutate_once(rng, &mut datagram, &packets);
         }
         let from = if rng.one_in(4) { rng.below(5) as u8 } else { 0 };
         let advance = if rng.one_in(5) { rng.next_u64() as u8 } else { 20 };
@@ -216,22 +228,21 @@ fn receive_script(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 fn the_rtp_receiver_takes_any_stream_of_datagrams() {
     let seeds = vec![script(&[(0, 20, rtp_seeds()[0].clone()), (3, 20, rtp_seeds()[1].clone())])];
-    let summary = Target::new("rtp_receiver", seeds).max_heap(|len| (1 << 16) + len * 8).run_with(
-        |rng, seeds| {
-            if rng.one_in(4) { mutated(rng, seeds) } else { receive_script(rng, &rtp_seeds()) }
-        },
-        |bytes| {
+    let summary = Target::new("rtp_receiver", seeds.clone())
+        // The receiver's fixed slots, and the test's own copy of every payload sent.
+        .max_heap(|len| (1 << 16) + len * 16)
+        .run_with(receive_script, |bytes| {
             let t0 = Instant::now();
             let mut now = t0;
             let mut receiver = RtpReceiver::new(Some(PEER));
             let mut sent: Vec<(Ssrc, u32, u16, Vec<u8>)> = Vec::new();
             let mut delivered = 0u64;
-            for (from, advance, datagram) in read_script(bytes) {
-                now += Duration::from_millis(u64::from(advance));
+            for_each_step(bytes, |from, advance, datagram| {
+                now += advance;
                 if let Ok(p) = RtpPacket::parse(datagram) {
                     sent.push((p.ssrc, p.timestamp, p.sequence, p.payload.to_vec()));
                 }
-                receiver.handle_datagram(now, source(from), datagram);
+                receiver.handle_datagram(now, from, datagram);
                 if let Some(deadline) = receiver.poll_timeout() {
                     assert!(deadline >= t0);
                     if deadline <= now {
@@ -250,11 +261,45 @@ fn the_rtp_receiver_takes_any_stream_of_datagrams() {
                     );
                     delivered += 1;
                 }
-            }
+            });
             let stats = receiver.stats();
             assert!(delivered <= stats.received, "{delivered} delivered, {stats:?}");
-        },
-    );
+        });
+    assert!(summary.cases > 100, "{summary:?}");
+}
+
+/// The whole receive path of a call (receiver, RFC 4733, G.711 and Opus decoding, the in-band
+/// detector), with the codec picked by the length of the script.
+#[test]
+fn a_call_media_session_takes_any_stream_of_datagrams() {
+    let seeds = vec![script(&[(0, 20, rtp_seeds()[0].clone()), (0, 20, rtp_seeds()[3].clone())])];
+    let summary = Target::new("media_session", seeds)
+        // The Opus decoder and the detector's buffers are allocated per case.
+        .max_heap(|len| (1 << 20) + len * 16)
+        .run_with(receive_script, |bytes| {
+            let mut now = Instant::now();
+            let codec = ALL_CODECS[bytes.len() % 3];
+            let description = MediaDescription {
+                address: PEER.ip(),
+                port: PEER.port(),
+                codec,
+                payload_type: codec.static_payload_type().unwrap_or(111),
+                telephone_event: Some(101),
+                telephone_event_rate: Some(8000),
+                direction: Direction::SendRecv,
+            };
+            let mut session = MediaSession::new(now, description, true).unwrap();
+            for_each_step(bytes, |from, advance, datagram| {
+                now += advance;
+                session.handle_datagram(now, from, datagram);
+                if let Some(deadline) = session.poll_timeout().filter(|deadline| *deadline <= now) {
+                    session.handle_timeout(deadline);
+                }
+                while let Some((digit, _)) = session.poll_digit() {
+                    assert!("0123456789*#ABCD".contains(digit), "{digit:?}");
+                }
+            });
+        });
     assert!(summary.cases > 100, "{summary:?}");
 }
 
@@ -286,29 +331,28 @@ fn event_script(rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-fn read_event_script(bytes: &[u8]) -> Vec<(u8, bool, u32, &[u8])> {
-    let mut steps = Vec::new();
+/// Calls `packet` with each packet of an event script.
+fn for_each_event(bytes: &[u8], mut packet: impl FnMut(u8, bool, u32, &[u8])) {
     let mut rest = bytes;
     while let [advance, marker, t0, t1, t2, t3, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
-        steps.push((*advance, *marker & 1 == 1, u32::from_be_bytes([*t0, *t1, *t2, *t3]), &tail[..len]));
+        packet(*advance, *marker & 1 == 1, u32::from_be_bytes([*t0, *t1, *t2, *t3]), &tail[..len]);
         rest = &tail[len..];
     }
-    steps
 }
 
 #[test]
 fn telephone_events_never_panic_and_one_packet_is_never_two_presses() {
     let mut rng = Rng::new(1);
     let seeds = vec![event_script(&mut rng)];
-    let summary = Target::new("telephone_event", seeds).max_heap(|len| (1 << 16) + len * 16).run_with(
+    let summary = Target::new("telephone_event", seeds).max_heap(|_| 1 << 16).run_with(
         |rng, seeds| if rng.one_in(4) { mutated(rng, seeds) } else { event_script(rng) },
         |bytes| {
             let mut now = Instant::now();
             let mut receiver = EventReceiver::new();
             // The (timestamp, event) of the last packet if it was, or repeated, a reported press.
             let mut last_press: Option<(u32, u8)> = None;
-            for (advance, marker, timestamp, payload) in read_event_script(bytes) {
+            for_each_event(bytes, |advance, marker, timestamp, payload| {
                 now += Duration::from_millis(u64::from(advance));
                 let press = receiver.handle(now, timestamp, marker, payload);
                 let this = payload.first().map(|&event| (timestamp, event));
@@ -323,7 +367,7 @@ fn telephone_events_never_panic_and_one_packet_is_never_two_presses() {
                 if let Some(deadline) = receiver.poll_timeout() {
                     receiver.handle_timeout(deadline);
                 }
-            }
+            });
         },
     );
     assert!(summary.cases > 100, "{summary:?}");
