@@ -208,7 +208,13 @@ impl Message {
             SipMessage::Request(request) => request.headers,
             SipMessage::Response(response) => response.headers,
         };
-        let headers = headers.iter().map(|h| (long_name(h.name()).to_string(), h.value().to_string())).collect();
+        // rsipstack keeps the whitespace of a fold when the value starts on a continuation line;
+        // that whitespace is not part of the value (RFC 3261 §7.3.1) and would be read differently
+        // once the message is written back on one line.
+        let headers = headers
+            .iter()
+            .map(|h| (long_name(h.name()).to_string(), h.value().trim_matches([' ', '\t']).to_string()))
+            .collect();
 
         let mut message = Message { start, headers, body: Vec::new() };
         // rsipstack reads an unparseable Content-Length as 0 and silently shortens a truncated body.
@@ -924,6 +930,19 @@ mod tests {
         .unwrap();
         assert_eq!(bye.header("s"), Some("I know you're there, pick up the phone and talk to me!"));
         assert!(bye.to_bytes().windows(11).any(|w| w == b"phone and t"));
+    }
+
+    #[test]
+    fn a_value_that_starts_on_a_continuation_line_has_no_leading_space() {
+        // Found by the fuzzer (fixtures/fuzz/sip_message/crash-038bf43c2207d82f): the fold is
+        // whitespace, not part of the value (RFC 3261 §7.3.1), so the Call-ID was read as " x"
+        // here and as "x" once written back.
+        let folded =
+            raw(&[BYE[0], BYE[1], BYE[2], BYE[3], "Call-ID:", " a84b4c76e66710", BYE[5], "Subject: \t", "\tlate"], "");
+        let message = Message::parse(&folded).unwrap();
+        assert_eq!(message.call_id(), Some("a84b4c76e66710"));
+        assert_eq!(message.header("Subject"), Some("late"));
+        assert_eq!(Message::parse(&message.to_bytes()).unwrap().to_bytes(), message.to_bytes());
     }
 
     #[test]
