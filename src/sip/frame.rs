@@ -22,21 +22,31 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, SipError> {
         return if buf.len() >= MAX_MESSAGE_BYTES { Err(SipError::TooLarge) } else { Ok(None) };
     };
     let mut content_length = None;
-    // Skip the start line and continuation lines: neither can be a Content-Length header.
-    let header_lines = buf[..head_len]
-        .split(|&b| b == b'\n')
-        .skip(1)
-        .filter(|line| !line.starts_with(b" ") && !line.starts_with(b"\t"));
-    for line in header_lines {
+    let continues = |line: &&[u8]| line.starts_with(b" ") || line.starts_with(b"\t");
+    let text =
+        |bytes| std::str::from_utf8(bytes).map_err(|_| SipError::Malformed("Content-Length is not UTF-8".into()));
+    // After the start line. A continuation line is part of the header before it (RFC 3261 §7.3.1):
+    // a folded Content-Length is read whole, exactly as `Message::parse` reads it, or a stream could
+    // be cut where its messages do not end.
+    let mut lines = buf[..head_len].split(|&b| b == b'\n').skip(1).peekable();
+    while let Some(line) = lines.next() {
+        if continues(&line) {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
         let (name, value) = line.split_at(colon);
         if !std::str::from_utf8(name).is_ok_and(|name| is_header(name, "Content-Length")) {
             continue;
         }
-        let value = std::str::from_utf8(&value[1..])
-            .map_err(|_| SipError::Malformed("Content-Length is not UTF-8".into()))?
-            .trim_end_matches('\r');
-        let length = parse_content_length(value)?;
+        let mut value = text(&value[1..])?.trim().to_string();
+        while let Some(folded) = lines.next_if(continues) {
+            let folded = text(folded)?.trim();
+            if !folded.is_empty() && !value.is_empty() {
+                value.push(' ');
+            }
+            value.push_str(folded);
+        }
+        let length = parse_content_length(&value)?;
         if content_length.is_some_and(|previous| previous != length) {
             return Err(SipError::Malformed("conflicting Content-Length headers".into()));
         }
@@ -102,6 +112,21 @@ mod tests {
         assert_eq!(frame_len(message).unwrap(), Some(message.len() - 4));
         let message = b"BYE sip:a@b SIP/2.0\r\ncontent-LENGTH : 2\r\n\r\nhi";
         assert_eq!(frame_len(message).unwrap(), Some(message.len()));
+    }
+
+    #[test]
+    fn a_folded_content_length_frames_as_the_message_reads_it() {
+        // Found by the fuzzer: a Content-Length folded onto a continuation line was read by
+        // `Message::parse` (datagrams) but refused here, and `1` folded with `5` was framed as a
+        // 1-byte body that the message reader refused, leaving the stream out of step.
+        let head = "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:a@b>\r\n\
+                    From: <sip:c@d>;tag=1\r\nCSeq: 9 BYE\r\nCall-ID: x\r\n";
+        let folded = format!("{head}Content-Length:\r\n 5\r\n\r\nhelloNEXT");
+        assert_eq!(frame_len(folded.as_bytes()).unwrap(), Some(folded.len() - 4));
+        assert_eq!(Message::parse(folded.as_bytes()).unwrap().body(), b"hello");
+        let split = format!("{head}Content-Length: 1\r\n\t5\r\n\r\nhelloNEXT");
+        assert!(matches!(frame_len(split.as_bytes()), Err(SipError::Malformed(_))));
+        assert!(Message::parse(split.as_bytes()).is_err());
     }
 
     #[test]
