@@ -477,6 +477,16 @@ pub struct Summary {
     pub peak_heap: usize,
 }
 
+impl Summary {
+    /// Fails when a run of a second or more tried fewer than `least` cases: a generator or a
+    /// harness that stopped producing. A replay-only run (`POUND_FUZZ_SECONDS=0`) is not judged.
+    pub fn assert_ran(&self, least: u64) {
+        if budget() >= Duration::from_secs(1) {
+            assert!(self.cases >= least, "only {} cases ran", self.cases);
+        }
+    }
+}
+
 impl Target {
     /// A target called `name` (its corpus folder) mutating `seeds`.
     pub fn new(name: &'static str, seeds: Vec<Vec<u8>>) -> Target {
@@ -524,15 +534,19 @@ impl Target {
                 );
             }
         };
-        for (name, input) in corpus(self.name) {
-            one(&input, &format!("corpus file {name}"));
-        }
         for input in &self.seeds {
             one(input, "seed");
         }
+        // Inputs that once failed are replayed, then mutated like the seeds: their neighbourhood
+        // is where the next bug is likeliest.
+        let mut seeds = self.seeds.clone();
+        for (name, input) in corpus(self.name) {
+            one(&input, &format!("corpus file {name}"));
+            seeds.push(input);
+        }
         let budget = budget();
         while started.elapsed() < budget {
-            let input = generate(&mut rng, &self.seeds);
+            let input = generate(&mut rng, &seeds);
             one(&input, "generated");
         }
         eprintln!(
