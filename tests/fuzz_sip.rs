@@ -9,7 +9,7 @@ use fuzz_support::{CountingAllocator, Rng, Target, files, mutate_once};
 use pound::call::info_digit;
 use pound::sip::auth::{authorize, challenges};
 use pound::sip::frame::frame_len;
-use pound::sip::{Challenge, Credentials, MAX_MESSAGE_BYTES, Message, Method};
+use pound::sip::{Challenge, Credentials, MAX_MESSAGE_BYTES, Message, Method, NameAddr};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -71,8 +71,16 @@ fn sip_messages_never_panic_and_what_parses_writes_back_the_same() {
         .run(|bytes| {
             let Ok(message) = Message::parse(bytes) else { return };
             // Everything pound reads from a message it accepted.
-            let _ = (message.from(), message.to(), message.from_tag(), message.to_tag(), message.top_via());
-            let _ = (message.contact(), message.record_route(), message.header_values("Allow"));
+            let _ = (message.from_tag(), message.to_tag(), message.top_via());
+            let _ = (message.record_route(), message.header_values("Allow"));
+            // A name-addr pound read and writes again (To with its tag, Contact as a target) reads
+            // back the same.
+            for name_addr in [message.from(), message.to(), message.contact()].into_iter().flatten() {
+                let written = name_addr.to_string_value();
+                let back =
+                    NameAddr::parse(&written).unwrap_or_else(|err| panic!("{err}: {written:?} from {name_addr:?}"));
+                assert_eq!(back, name_addr, "{written:?}");
+            }
             let _ = (challenges(&message), info_digit(&message));
             if let Ok(body) = std::str::from_utf8(message.body()) {
                 let _ = pound::sdp::parse_offer(body);
