@@ -503,7 +503,7 @@ impl Target {
     /// Replays the corpus and the seeds, then mutated seeds until the budget is spent. `check`
     /// must panic when a property fails.
     pub fn run(self, check: impl Fn(&[u8])) -> Summary {
-        self.run_with(|rng, seeds| mutated(rng, seeds), check)
+        self.run_with(mutated, check)
     }
 
     /// [`run`](Self::run) with a generator of its own (structure-aware inputs).
@@ -524,14 +524,11 @@ impl Target {
                 let (kind, kept) =
                     if outcome.is_err() { ("crash", shrink(&check, input, &dog)) } else { ("oom", input.to_vec()) };
                 let path = if origin == "generated" { Some(save(self.name, kind, &kept)) } else { None };
-                panic!(
-                    "fuzz {}: {} on {origin} input {:?}{}{}",
-                    self.name,
-                    if kind == "crash" { "panic".to_string() } else { format!("{heap} bytes of heap (bound {limit})") },
-                    String::from_utf8_lossy(&kept[..kept.len().min(400)]),
-                    path.map(|p| format!("; saved as {}", p.display())).unwrap_or_default(),
-                    format!("; seed {seed}"),
-                );
+                let what =
+                    if kind == "crash" { "panic".to_string() } else { format!("{heap} bytes of heap (bound {limit})") };
+                let saved = path.map(|p| format!("; saved as {}", p.display())).unwrap_or_default();
+                let shown = String::from_utf8_lossy(&kept[..kept.len().min(400)]);
+                panic!("fuzz {}: {what} on {origin} input {shown:?}{saved}; seed {seed}", self.name);
             }
         };
         for input in &self.seeds {
