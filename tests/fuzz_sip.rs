@@ -57,69 +57,169 @@ fn summary(message: &Message) -> String {
     format!("{:?}", (message.method(), message.uri(), message.status(), message.call_id(), message.cseq()))
 }
 
+/// Pieces of header values where two readers of the grammar are likeliest to part ways: quoting,
+/// escapes, brackets, parameters, list commas, IPv6 references, folds.
+const VALUE_PIECES: &[&str] = &[
+    "<sip:a@b>",
+    "<sip:+14155550100;npdi@[2001:db8::1]:5060;transport=tcp>",
+    "sip:c@d",
+    "\"A \\\"q\\\" <x>\" ",
+    "Bob ",
+    ";tag=t1",
+    ";lr",
+    ";p=\"a;b,c\"",
+    ";+sip.instance=\"<urn:uuid:1>\"",
+    ", ",
+    ",",
+    " ",
+    "\t",
+    "\r\n ",
+    "\r\n\t",
+    "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport",
+    "SIP / 2.0 / TCP [::1]",
+    "1 INVITE",
+    "4294967296 BYE",
+    "0",
+    "*",
+    "\"",
+    "<",
+    ">",
+    "=",
+    "%00",
+    "é",
+];
+
+/// Header names, long and compact, in odd case and spacing.
+const NAMES: &[&str] = &[
+    "Via",
+    "v",
+    "From",
+    "f",
+    "To",
+    "t",
+    "Call-ID",
+    "i",
+    "CSeq",
+    "Contact",
+    "m",
+    "Record-Route",
+    "Content-Length",
+    "l",
+    "content-length ",
+    "Content-Type",
+    "c",
+    "WWW-Authenticate",
+    "Expires",
+    "X-Odd",
+    "Allow",
+];
+
+/// A message built from the SIP grammar's pieces: a start line, 5 to 15 headers (the mandatory ones
+/// usually there), a Content-Length that may or may not match, a body.
+fn grammar_message(rng: &mut Rng) -> Vec<u8> {
+    let start = *rng.pick(&[
+        "INVITE sip:+14155550100@trunk.example.net SIP/2.0",
+        "BYE sip:a@[2001:db8::1]:5070;transport=tcp SIP/2.0",
+        "FROBNICATE sip:x@y SIP/2.0",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 401 Unauthorized",
+        "SIP/2.0 183",
+    ]);
+    let mut out = format!("{start}\r\n");
+    let mandatory = [
+        ("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKg"),
+        ("From", "<sip:a@b>;tag=1"),
+        ("To", "<sip:c@d>"),
+        ("Call-ID", "g1"),
+        ("CSeq", "1 INVITE"),
+    ];
+    for (name, value) in mandatory {
+        if !rng.one_in(8) {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    for _ in 0..rng.below(10) {
+        let name = rng.pick(NAMES);
+        let value: String = (0..rng.below(6)).map(|_| *rng.pick(VALUE_PIECES)).collect();
+        out.push_str(&format!("{name}:{value}\r\n"));
+    }
+    let body = rng.pick(&["", "v=0\r\n", "Signal=#\r\nDuration=160\r\n"]);
+    match rng.below(3) {
+        0 => out.push_str(&format!("Content-Length: {}\r\n", body.len())),
+        1 => out.push_str(&format!("l: {}\r\n", rng.below(40))),
+        _ => {}
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
 #[test]
 fn sip_messages_never_panic_and_what_parses_writes_back_the_same() {
     let summary_of_run = Target::new("sip_message", sip_seeds())
         // Each header costs rsipstack's and pound's copies of it (~100 bytes for a 5-byte header
         // line), and messages are capped at 64 KiB before parsing: linear and bounded.
         .max_heap(|len| (1 << 16) + len * 48)
-        .run(|bytes| {
-            let Ok(message) = Message::parse(bytes) else { return };
-            // Everything pound reads from a message it accepted.
-            let _ = (message.from_tag(), message.to_tag(), message.top_via());
-            let _ = (message.record_route(), message.header_values("Allow"));
-            // A name-addr pound read and writes again (To with its tag, Contact as a target) reads
-            // back the same.
-            for name_addr in [message.from(), message.to(), message.contact()].into_iter().flatten() {
-                let written = name_addr.to_string_value();
-                let back =
-                    NameAddr::parse(&written).unwrap_or_else(|err| panic!("{err}: {written:?} from {name_addr:?}"));
-                assert_eq!(back, name_addr, "{written:?}");
-            }
-            let _ = (challenges(&message), info_digit(&message));
-            if let Ok(body) = std::str::from_utf8(message.body()) {
-                let _ = pound::sdp::parse_offer(body);
-            }
+        .run_with(
+            |rng, seeds| if rng.one_in(3) { grammar_message(rng) } else { fuzz_support::mutated(rng, seeds) },
+            |bytes| {
+                let Ok(message) = Message::parse(bytes) else { return };
+                // Everything pound reads from a message it accepted.
+                let _ = (message.from_tag(), message.to_tag(), message.top_via());
+                let _ = (message.record_route(), message.header_values("Allow"));
+                // A name-addr pound read and writes again (To with its tag, Contact as a target) reads
+                // back the same.
+                for name_addr in [message.from(), message.to(), message.contact()].into_iter().flatten() {
+                    let written = name_addr.to_string_value();
+                    let back =
+                        NameAddr::parse(&written).unwrap_or_else(|err| panic!("{err}: {written:?} from {name_addr:?}"));
+                    assert_eq!(back, name_addr, "{written:?}");
+                }
+                let _ = (challenges(&message), info_digit(&message));
+                if let Ok(body) = std::str::from_utf8(message.body()) {
+                    let _ = pound::sdp::parse_offer(body);
+                }
 
-            let written = message.to_bytes();
-            // Long names and a computed Content-Length can take a message that was just under the
-            // limit over it; then it must be refused as too large, not misread.
-            if written.len() > MAX_MESSAGE_BYTES {
-                assert!(matches!(Message::parse(&written), Err(pound::sip::SipError::TooLarge)));
-                return;
-            }
-            let reread = Message::parse(&written)
-                .unwrap_or_else(|err| panic!("{err} on rereading {}", String::from_utf8_lossy(&written)));
-            assert_eq!(reread.to_bytes(), written, "writing is not a fixed point");
-            assert_eq!(summary(&reread), summary(&message));
-            assert_eq!(reread.body(), message.body());
-            for name in READ_HEADERS {
-                assert_eq!(reread.header_values(name), message.header_values(name), "{name}");
-            }
-            // What we write is one TCP frame, exactly.
-            assert_eq!(frame_len(&written).unwrap(), Some(written.len()));
+                let written = message.to_bytes();
+                // Long names and a computed Content-Length can take a message that was just under the
+                // limit over it; then it must be refused as too large, not misread.
+                if written.len() > MAX_MESSAGE_BYTES {
+                    assert!(matches!(Message::parse(&written), Err(pound::sip::SipError::TooLarge)));
+                    return;
+                }
+                let reread = Message::parse(&written)
+                    .unwrap_or_else(|err| panic!("{err} on rereading {}", String::from_utf8_lossy(&written)));
+                assert_eq!(reread.to_bytes(), written, "writing is not a fixed point");
+                assert_eq!(summary(&reread), summary(&message));
+                assert_eq!(reread.body(), message.body());
+                for name in READ_HEADERS {
+                    assert_eq!(reread.header_values(name), message.header_values(name), "{name}");
+                }
+                // What we write is one TCP frame, exactly.
+                assert_eq!(frame_len(&written).unwrap(), Some(written.len()));
 
-            // The same bytes over TCP frame into the same message: the datagram and the stream
-            // readings never disagree on where the body ends (no smuggling between them).
-            if message.header("Content-Length").is_some() {
-                let framed = match frame_len(bytes) {
-                    Ok(Some(len)) => &bytes[..len],
-                    other => panic!("accepted as a datagram, framed over TCP as {other:?}"),
-                };
-                let over_tcp = Message::parse(framed).unwrap_or_else(|err| panic!("{err} on the TCP frame"));
-                assert_eq!(over_tcp.to_bytes(), written);
-            }
+                // The same bytes over TCP frame into the same message: the datagram and the stream
+                // readings never disagree on where the body ends (no smuggling between them).
+                if message.header("Content-Length").is_some() {
+                    let framed = match frame_len(bytes) {
+                        Ok(Some(len)) => &bytes[..len],
+                        other => panic!("accepted as a datagram, framed over TCP as {other:?}"),
+                    };
+                    let over_tcp = Message::parse(framed).unwrap_or_else(|err| panic!("{err} on the TCP frame"));
+                    assert_eq!(over_tcp.to_bytes(), written);
+                }
 
-            // pound can always answer a request it accepted (481, 405…), and the answer is readable.
-            if message.is_request() {
-                let response = Message::response_to(&message, 481, Some("fz1"));
-                let bytes = response.to_bytes();
-                let back = Message::parse(&bytes)
-                    .unwrap_or_else(|err| panic!("{err} on our answer {}", String::from_utf8_lossy(&bytes)));
-                assert_eq!(back.status(), Some(481));
-                assert_eq!(back.call_id(), message.call_id());
-            }
-        });
+                // pound can always answer a request it accepted (481, 405…), and the answer is readable.
+                if message.is_request() {
+                    let response = Message::response_to(&message, 481, Some("fz1"));
+                    let bytes = response.to_bytes();
+                    let back = Message::parse(&bytes)
+                        .unwrap_or_else(|err| panic!("{err} on our answer {}", String::from_utf8_lossy(&bytes)));
+                    assert_eq!(back.status(), Some(481));
+                    assert_eq!(back.call_id(), message.call_id());
+                }
+            },
+        );
     summary_of_run.assert_ran(100);
 }
 
