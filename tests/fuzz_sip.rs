@@ -156,70 +156,66 @@ fn grammar_message(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn sip_messages_never_panic_and_what_parses_writes_back_the_same() {
-    let summary_of_run = Target::new("sip_message", sip_seeds())
-        // Each header costs rsipstack's and pound's copies of it (~100 bytes for a 5-byte header
-        // line), and messages are capped at 64 KiB before parsing: linear and bounded.
-        .max_heap(|len| (1 << 16) + len * 48)
-        .run_with(
-            |rng, seeds| if rng.one_in(3) { grammar_message(rng) } else { fuzz_support::mutated(rng, seeds) },
-            |bytes| {
-                let Ok(message) = Message::parse(bytes) else { return };
-                // Everything pound reads from a message it accepted.
-                let _ = (message.from_tag(), message.to_tag(), message.top_via());
-                let _ = (message.record_route(), message.header_values("Allow"));
-                // A name-addr pound read and writes again (To with its tag, Contact as a target) reads
-                // back the same.
-                for name_addr in [message.from(), message.to(), message.contact()].into_iter().flatten() {
-                    let written = name_addr.to_string_value();
-                    let back =
-                        NameAddr::parse(&written).unwrap_or_else(|err| panic!("{err}: {written:?} from {name_addr:?}"));
-                    assert_eq!(back, name_addr, "{written:?}");
-                }
-                let _ = (challenges(&message), info_digit(&message));
-                if let Ok(body) = std::str::from_utf8(message.body()) {
-                    let _ = pound::sdp::parse_offer(body);
-                }
+    let summary_of_run = Target::new("sip_message", sip_seeds()).run_with(
+        |rng, seeds| if rng.one_in(3) { grammar_message(rng) } else { fuzz_support::mutated(rng, seeds) },
+        |bytes| {
+            let Ok(message) = Message::parse(bytes) else { return };
+            // Everything pound reads from a message it accepted.
+            let _ = (message.from_tag(), message.to_tag(), message.top_via());
+            let _ = (message.record_route(), message.header_values("Allow"));
+            // A name-addr pound read and writes again (To with its tag, Contact as a target) reads
+            // back the same.
+            for name_addr in [message.from(), message.to(), message.contact()].into_iter().flatten() {
+                let written = name_addr.to_string_value();
+                let back =
+                    NameAddr::parse(&written).unwrap_or_else(|err| panic!("{err}: {written:?} from {name_addr:?}"));
+                assert_eq!(back, name_addr, "{written:?}");
+            }
+            let _ = (challenges(&message), info_digit(&message));
+            if let Ok(body) = std::str::from_utf8(message.body()) {
+                let _ = pound::sdp::parse_offer(body);
+            }
 
-                let written = message.to_bytes();
-                // Long names and a computed Content-Length can take a message that was just under the
-                // limit over it; then it must be refused as too large, not misread.
-                if written.len() > MAX_MESSAGE_BYTES {
-                    assert!(matches!(Message::parse(&written), Err(pound::sip::SipError::TooLarge)));
-                    return;
-                }
-                let reread = Message::parse(&written)
-                    .unwrap_or_else(|err| panic!("{err} on rereading {}", String::from_utf8_lossy(&written)));
-                assert_eq!(reread.to_bytes(), written, "writing is not a fixed point");
-                assert_eq!(summary(&reread), summary(&message));
-                assert_eq!(reread.body(), message.body());
-                for name in READ_HEADERS {
-                    assert_eq!(reread.header_values(name), message.header_values(name), "{name}");
-                }
-                // What we write is one TCP frame, exactly.
-                assert_eq!(frame_len(&written).unwrap(), Some(written.len()));
+            let written = message.to_bytes();
+            // Long names and a computed Content-Length can take a message that was just under the
+            // limit over it; then it must be refused as too large, not misread.
+            if written.len() > MAX_MESSAGE_BYTES {
+                assert!(matches!(Message::parse(&written), Err(pound::sip::SipError::TooLarge)));
+                return;
+            }
+            let reread = Message::parse(&written)
+                .unwrap_or_else(|err| panic!("{err} on rereading {}", String::from_utf8_lossy(&written)));
+            assert_eq!(reread.to_bytes(), written, "writing is not a fixed point");
+            assert_eq!(summary(&reread), summary(&message));
+            assert_eq!(reread.body(), message.body());
+            for name in READ_HEADERS {
+                assert_eq!(reread.header_values(name), message.header_values(name), "{name}");
+            }
+            // What we write is one TCP frame, exactly.
+            assert_eq!(frame_len(&written).unwrap(), Some(written.len()));
 
-                // The same bytes over TCP frame into the same message: the datagram and the stream
-                // readings never disagree on where the body ends (no smuggling between them).
-                if message.header("Content-Length").is_some() {
-                    let framed = match frame_len(bytes) {
-                        Ok(Some(len)) => &bytes[..len],
-                        other => panic!("accepted as a datagram, framed over TCP as {other:?}"),
-                    };
-                    let over_tcp = Message::parse(framed).unwrap_or_else(|err| panic!("{err} on the TCP frame"));
-                    assert_eq!(over_tcp.to_bytes(), written);
-                }
+            // The same bytes over TCP frame into the same message: the datagram and the stream
+            // readings never disagree on where the body ends (no smuggling between them).
+            if message.header("Content-Length").is_some() {
+                let framed = match frame_len(bytes) {
+                    Ok(Some(len)) => &bytes[..len],
+                    other => panic!("accepted as a datagram, framed over TCP as {other:?}"),
+                };
+                let over_tcp = Message::parse(framed).unwrap_or_else(|err| panic!("{err} on the TCP frame"));
+                assert_eq!(over_tcp.to_bytes(), written);
+            }
 
-                // pound can always answer a request it accepted (481, 405…), and the answer is readable.
-                if message.is_request() {
-                    let response = Message::response_to(&message, 481, Some("fz1"));
-                    let bytes = response.to_bytes();
-                    let back = Message::parse(&bytes)
-                        .unwrap_or_else(|err| panic!("{err} on our answer {}", String::from_utf8_lossy(&bytes)));
-                    assert_eq!(back.status(), Some(481));
-                    assert_eq!(back.call_id(), message.call_id());
-                }
-            },
-        );
+            // pound can always answer a request it accepted (481, 405…), and the answer is readable.
+            if message.is_request() {
+                let response = Message::response_to(&message, 481, Some("fz1"));
+                let bytes = response.to_bytes();
+                let back = Message::parse(&bytes)
+                    .unwrap_or_else(|err| panic!("{err} on our answer {}", String::from_utf8_lossy(&bytes)));
+                assert_eq!(back.status(), Some(481));
+                assert_eq!(back.call_id(), message.call_id());
+            }
+        },
+    );
     summary_of_run.assert_ran(100);
 }
 
@@ -258,8 +254,7 @@ fn frames(stream: &[u8], chunks: &[usize]) -> (Vec<Vec<u8>>, bool) {
 #[test]
 fn tcp_framing_cuts_the_same_frames_however_the_bytes_arrive() {
     let seeds = sip_seeds();
-    // Two framings of the stream, their copies of every frame, and a parse of each.
-    let summary = Target::new("sip_frame", seeds.clone()).max_heap(|len| (1 << 18) + len * 32).run_with(
+    let summary = Target::new("sip_frame", seeds.clone()).run_with(
         |rng, seeds| {
             // A stream of one to four messages and keep-alives, some mutated.
             let mut stream = Vec::new();
@@ -320,7 +315,7 @@ fn digest_challenges_never_panic_and_our_answer_reads_back_as_the_challenge() {
     let seeds = challenge_seeds();
     assert!(seeds.len() >= 5, "{} seeds", seeds.len());
     let credentials = Credentials { user: "pound\"\\".into(), password: "secret".into() };
-    let summary = Target::new("sip_auth", seeds).max_heap(|len| (1 << 14) + len * 16).run(|bytes| {
+    let summary = Target::new("sip_auth", seeds).run(|bytes| {
         let text = String::from_utf8_lossy(bytes);
         let Ok(challenge) = Challenge::parse(&text) else { return };
         let answer =
