@@ -141,7 +141,7 @@ fn create_body(rng: &mut Rng) -> Vec<u8> {
 
 /// A request script: `[flags][path segment length][segment][body]`. The flags pick the
 /// Authorization header, the Content-Type and the route; the segment goes into the path and, when
-/// it is a valid header value, into `Idempotency-Key`.
+/// it is a valid header value, into `Idempotency-Key` (and for one choice of flags into the key).
 fn request_script(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     let flags = if rng.one_in(2) { 0 } else { rng.next_u64() as u8 };
     let random_len = rng.below(40);
@@ -166,7 +166,12 @@ fn request(script: &[u8]) -> Request<Body> {
     };
     let mut builder = Request::builder().method(method).uri(path);
     builder = match flags & 3 {
-        0 | 1 => builder.header("authorization", format!("Bearer {KEY}")),
+        0 => builder.header("authorization", format!("Bearer {KEY}")),
+        1 => match HeaderValue::from_bytes(&[b"Bearer ", segment].concat()) {
+            // Arbitrary bytes as the key, where they can be a header value at all.
+            Ok(value) => builder.header("authorization", value),
+            Err(_) => builder.header("authorization", format!("Bearer {KEY}")),
+        },
         2 => builder.header("authorization", "Bearer wrong-key"),
         _ => builder,
     };
