@@ -160,6 +160,10 @@ fn sip_messages_never_panic_and_what_parses_writes_back_the_same() {
         |rng, seeds| if rng.one_in(3) { grammar_message(rng) } else { fuzz_support::mutated(rng, seeds) },
         |bytes| {
             let Ok(message) = Message::parse(bytes) else { return };
+            // The parse contract: what is accepted has every header a transaction and a dialog
+            // need, readable.
+            assert!(message.top_via().is_some() && message.from().is_some() && message.to().is_some());
+            assert!(message.cseq().is_some() && message.call_id().is_some_and(|id| !id.trim().is_empty()));
             // Everything pound reads from a message it accepted.
             let _ = (message.from_tag(), message.to_tag(), message.top_via());
             let _ = (message.record_route(), message.header_values("Allow"));
