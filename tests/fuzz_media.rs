@@ -13,7 +13,7 @@ use fuzz_support::{CountingAllocator, Rng, Target, files, mutate_once, mutated};
 use pound::call::MediaSession;
 use pound::media::codec::Codec;
 use pound::media::wav::{Encoding, WavReader, write};
-use pound::rtp::{EventReceiver, PayloadType, RtpPacket, RtpReceiver, Ssrc};
+use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventReceiver, PayloadType, RtpPacket, RtpReceiver, Ssrc};
 use pound::sdp::{Direction, MediaDescription, Offer, answer, parse_answer, parse_offer};
 
 #[global_allocator]
@@ -177,14 +177,16 @@ fn for_each_step(bytes: &[u8], mut step: impl FnMut(SocketAddr, Duration, &[u8])
     }
 }
 
-/// A stream of audio and event packets from the peer, with reordering, duplicates, SSRC changes
-/// and sequence jumps, interleaved with strangers' packets; every datagram possibly mutated.
+/// A stream of audio and event packets from the peer, with reordering, duplicates, SSRC changes,
+/// sequence jumps and moves to other addresses, interleaved with strangers' packets; every
+/// datagram possibly mutated.
 fn receive_script(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     if rng.one_in(4) {
         return mutated(rng, seeds);
     }
     let packets = rtp_seeds();
     let mut steps = Vec::new();
+    let mut sender = 0u8;
     let (mut sequence, mut timestamp, mut ssrc) = (rng.next_u64() as u16, rng.next_u64() as u32, 0x1234_5678u32);
     for _ in 0..1 + rng.below(40) {
         match rng.below(10) {
@@ -208,7 +210,12 @@ fn receive_script(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
         if rng.one_in(4) {
             mutate_once(rng, &mut datagram, &packets);
         }
-        let from = if rng.one_in(4) { rng.below(5) as u8 } else { 0 };
+        // The stream now and then moves to another address (a NAT rebinding, or a stranger
+        // taking over), and single packets come from anywhere.
+        if rng.one_in(10) {
+            sender = rng.below(5) as u8;
+        }
+        let from = if rng.one_in(8) { rng.below(5) as u8 } else { sender };
         let advance = if rng.one_in(5) { rng.next_u64() as u8 } else { 20 };
         steps.push((from, advance, datagram.clone()));
         if rng.one_in(6) {
@@ -234,15 +241,23 @@ fn the_rtp_receiver_takes_any_stream_of_datagrams() {
         .run_with(receive_script, |bytes| {
             let t0 = Instant::now();
             let mut now = t0;
-            let mut receiver = RtpReceiver::new(Some(PEER));
-            let mut sent: Vec<(Ssrc, u32, u16, Vec<u8>)> = Vec::new();
+            // 1 to 4 packets of probation before a move (0 means 1).
+            let learning = (bytes.len() % 5) as u16;
+            let mut receiver = RtpReceiver::new(Some(PEER), learning);
+            // Where the receiver has taken media from: the SDP's address, and any it moved to.
+            let mut accepted = vec![PEER];
+            let mut sent: Vec<(SocketAddr, Ssrc, u32, u16, Vec<u8>)> = Vec::new();
             let mut delivered = 0u64;
             for_each_step(bytes, |from, advance, datagram| {
                 now += advance;
                 if let Ok(p) = RtpPacket::parse(datagram) {
-                    sent.push((p.ssrc, p.timestamp, p.sequence, p.payload.to_vec()));
+                    let canonical = SocketAddr::new(from.ip().to_canonical(), from.port());
+                    sent.push((canonical, p.ssrc, p.timestamp, p.sequence, p.payload.to_vec()));
                 }
                 receiver.handle_datagram(now, from, datagram);
+                if let Some(source) = receiver.source().filter(|source| !accepted.contains(source)) {
+                    accepted.push(source);
+                }
                 if let Some(deadline) = receiver.poll_timeout() {
                     assert!(deadline >= t0);
                     if deadline <= now {
@@ -253,11 +268,14 @@ fn the_rtp_receiver_takes_any_stream_of_datagrams() {
                 while let Some(packet) = receiver.poll_packet() {
                     drained += 1;
                     assert!(drained <= 8, "poll_packet does not run dry");
-                    // Every delivered packet is one that was sent, whole: no slot mix-ups.
+                    // Every delivered packet is one that was sent, whole (no slot mix-ups), by an
+                    // address the receiver took media from (strict media).
                     let key = (packet.ssrc, packet.timestamp, packet.sequence.0 as u16);
                     assert!(
-                        sent.iter().any(|(s, t, q, p)| (*s, *t, *q) == key && p == packet.payload),
-                        "delivered {packet:?}, never sent"
+                        sent.iter().any(|(from, s, t, q, p)| accepted.contains(from)
+                            && (*s, *t, *q) == key
+                            && p == packet.payload),
+                        "delivered {packet:?}, never sent from {accepted:?}"
                     );
                     delivered += 1;
                 }
@@ -288,7 +306,7 @@ fn a_call_media_session_takes_any_stream_of_datagrams() {
                 telephone_event_rate: Some(8000),
                 direction: Direction::SendRecv,
             };
-            let mut session = MediaSession::new(now, description, true).unwrap();
+            let mut session = MediaSession::new(now, description, true, DEFAULT_LEARNING_PACKETS).unwrap();
             for_each_step(bytes, |from, advance, datagram| {
                 now += advance;
                 session.handle_datagram(now, from, datagram);
