@@ -4,10 +4,11 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dialplan::DtmfSource;
 use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
+use crate::dsp::tone::SAMPLE_RATE;
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
 use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
@@ -20,6 +21,33 @@ pub const OFFERED_EVENT_TYPES: [u8; 2] = [101, 110];
 
 /// Prompts queued at most: the prompt, a wrong-key notice, the prompt again.
 const MAX_QUEUED: usize = 4;
+
+/// A key found in the media.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaKey {
+    pub digit: char,
+    pub source: DtmfSource,
+    /// From the start of the key's tone to its detection: measured by the
+    /// in-band detector, or the RFC 4733 event's duration at its first
+    /// packet (`None` when the event's clock rate is unknown).
+    pub latency: Option<Duration>,
+}
+
+/// The clock rate of events on `payload_type`: the answer's, else the rate
+/// pound offered that type at.
+fn event_clock_rate(description: &MediaDescription, payload_type: u8) -> Option<u32> {
+    match payload_type {
+        pt if Some(pt) == description.telephone_event => description.telephone_event_rate,
+        101 => Some(8000),
+        110 => Some(48_000),
+        _ => None,
+    }
+}
+
+/// `units` of a `rate` Hz clock as a duration.
+fn clock_duration(units: u64, rate: u32) -> Option<Duration> {
+    (rate > 0).then(|| Duration::from_secs_f64(units as f64 / f64::from(rate)))
+}
 
 /// An RTP sender for the negotiated codec, started now, with SSRC, first
 /// sequence number and first timestamp from the CSPRNG (RFC 3550 §5.1: random
@@ -49,7 +77,7 @@ pub struct MediaSession {
     playing: Option<(Arc<Prompt>, usize)>,
     queue: VecDeque<Arc<Prompt>>,
     prompt_finished: bool,
-    digits: VecDeque<(char, DtmfSource)>,
+    digits: VecDeque<MediaKey>,
     decoded: [i16; FRAME_SAMPLES],
     packet: Vec<u8>,
     payload: Vec<u8>,
@@ -142,7 +170,9 @@ impl MediaSession {
             let pt = packet.payload_type.0;
             if pt != audio_type && (Some(pt) == event_type || OFFERED_EVENT_TYPES.contains(&pt)) {
                 if let Some(press) = self.events.handle(now, packet.timestamp, packet.marker, packet.payload) {
-                    self.digits.push_back((press.digit, DtmfSource::Rfc4733));
+                    let latency = event_clock_rate(&self.description, pt)
+                        .and_then(|rate| clock_duration(u64::from(press.duration), rate));
+                    self.digits.push_back(MediaKey { digit: press.digit, source: DtmfSource::Rfc4733, latency });
                 }
             } else if pt == audio_type
                 && let Some(detector) = self.detector.as_mut()
@@ -150,8 +180,9 @@ impl MediaSession {
             {
                 let digits = &mut self.digits;
                 detector.process(&self.decoded[..n], |event| {
-                    if let DtmfEvent::On { digit, .. } = event {
-                        digits.push_back((digit, DtmfSource::Inband));
+                    if let DtmfEvent::On { digit, sample, tone_start } = event {
+                        let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
+                        digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency });
                     }
                 });
             }
@@ -159,7 +190,7 @@ impl MediaSession {
     }
 
     /// The next key found in the media.
-    pub fn poll_digit(&mut self) -> Option<(char, DtmfSource)> {
+    pub fn poll_digit(&mut self) -> Option<MediaKey> {
         self.digits.pop_front()
     }
 

@@ -288,7 +288,7 @@ impl Verification {
         let started = std::time::Instant::now();
         self.metrics.call_started();
         let mut state =
-            Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started, answered: None };
+            Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started };
         let mut lease_lost = false;
         let report = loop {
             tokio::select! {
@@ -343,6 +343,10 @@ impl Verification {
             }
         };
         self.metrics.foreign_traffic(report.foreign_rtp_packets, report.foreign_sip_messages);
+        // The call machine's own clock: the answer and the deciding key.
+        if let (Some(answered), Some(key)) = (report.answered_ms, report.digit_ms) {
+            self.metrics.answer_to_key(key.saturating_sub(answered) as f64 / 1000.0);
+        }
         let then = if stopping && report.outcome == Outcome::Canceled {
             // Our own shutdown ended the call, not the requester: release it.
             Then::Requeue { next_attempt_at: unix_ms() }
@@ -386,15 +390,14 @@ impl Verification {
                 self.tolerate(id, "status", written);
             }
             CallEvent::Answered => {
-                state.answered = Some(std::time::Instant::now());
                 self.metrics.call_setup(state.started.elapsed().as_secs_f64());
                 let written = self.store.set_status(id, node, Status::Answered, unix_ms()).await;
                 self.tolerate(id, "status", written);
             }
-            CallEvent::Digit { source, .. } => {
+            CallEvent::Digit { source, latency, .. } => {
                 self.metrics.digit(source);
-                if let Some(at) = state.answered {
-                    self.metrics.detection_latency(at.elapsed().as_secs_f64());
+                if let Some(latency) = latency {
+                    self.metrics.dtmf_detection_latency(source, latency);
                 }
             }
             CallEvent::Finished(_) => {}
@@ -472,7 +475,6 @@ struct Progress {
     /// When the INVITE went out, Unix ms.
     started_at: i64,
     started: std::time::Instant,
-    answered: Option<std::time::Instant>,
 }
 
 fn attempt_result(report: &CallReport) -> AttemptResult {
