@@ -251,3 +251,80 @@ impl MediaSession {
         self.receiver.last_packet_at()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dsp::g711::ulaw_encode;
+    use crate::dsp::tone::ToneGenerator;
+    use crate::media::codec::Codec;
+
+    const PHONE: &str = "127.0.0.1:40000";
+
+    fn session(now: Instant) -> MediaSession {
+        let phone: SocketAddr = PHONE.parse().unwrap();
+        let description = MediaDescription {
+            address: phone.ip(),
+            port: phone.port(),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(101),
+            telephone_event_rate: Some(8000),
+            direction: Direction::SendRecv,
+        };
+        MediaSession::new(now, description, true, 0).unwrap()
+    }
+
+    /// Sends `audio` (8 kHz) from the phone in 20 ms PCMU packets, one per
+    /// 20 ms of `now`, starting at `t0`, and collects the keys.
+    fn play(media: &mut MediaSession, t0: Instant, audio: &[i16]) -> Vec<MediaKey> {
+        let mut sender = RtpSender::new(Ssrc(7), PayloadType(0), 8000, 100, 1000);
+        let (mut packet, mut keys) = (Vec::new(), Vec::new());
+        for (n, frame) in audio.chunks(FRAME_SAMPLES).enumerate() {
+            let payload: Vec<u8> = frame.iter().map(|&s| ulaw_encode(s)).collect();
+            sender.audio_frame(&payload, &mut packet);
+            let now = t0 + Duration::from_millis(20 * n as u64);
+            media.handle_datagram(now, PHONE.parse().unwrap(), &packet);
+            keys.extend(std::iter::from_fn(|| media.poll_digit()));
+        }
+        keys
+    }
+
+    #[test]
+    fn inband_latency_is_from_the_tone_start_not_from_the_answer() {
+        let t0 = Instant::now();
+        let mut media = session(t0);
+        // Three seconds of listening to the prompt, then a 100 ms key.
+        let mut audio = vec![0i16; 3 * 8000];
+        let mut tone = vec![0i16; 800];
+        ToneGenerator::dtmf('#', -10.0).unwrap().fill(&mut tone);
+        audio.extend(tone);
+        audio.extend(vec![0i16; 800]);
+        let keys = play(&mut media, t0, &audio);
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let MediaKey { digit, source, latency } = keys[0];
+        assert_eq!((digit, source), ('#', DtmfSource::Inband));
+        let latency = latency.expect("the detector knows when the tone began");
+        assert!(
+            (Duration::from_millis(28)..=Duration::from_millis(40)).contains(&latency),
+            "tone start to decision, not 3 s from the answer: {latency:?}"
+        );
+    }
+
+    #[test]
+    fn rfc4733_latency_is_the_duration_at_the_first_packet() {
+        let t0 = Instant::now();
+        let mut media = session(t0);
+        let mut sender = RtpSender::new(Ssrc(7), PayloadType(0), 8000, 100, 1000);
+        let mut packet = Vec::new();
+        // The start packet was lost: the first one seen says 60 ms had passed.
+        let [high, low] = 480u16.to_be_bytes();
+        sender.event_packet(PayloadType(101), 1000, false, &[11, 0x0a, high, low], &mut packet);
+        media.handle_datagram(t0, PHONE.parse().unwrap(), &packet);
+        let key = media.poll_digit().expect("a key");
+        assert_eq!((key.digit, key.source), ('#', DtmfSource::Rfc4733));
+        assert_eq!(key.latency, Some(Duration::from_millis(60)));
+    }
+}
