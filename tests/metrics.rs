@@ -71,7 +71,8 @@ async fn metrics_after_a_verified_call() {
     let record = wait_for(&client, &api, KEY, &id, "completed").await;
     assert_eq!(record["outcome"], "verified", "{record}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while get_json(&client, &format!("{api}/v1/verifications/{id}"), KEY).await["webhooks"][0]["delivered_at"].is_null() {
+    while get_json(&client, &format!("{api}/v1/verifications/{id}"), KEY).await["webhooks"][0]["delivered_at"].is_null()
+    {
         assert!(Instant::now() < deadline, "the webhook was never delivered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

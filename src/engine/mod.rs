@@ -287,8 +287,7 @@ impl Verification {
         let mut stop = self.stop.clone();
         let started = std::time::Instant::now();
         self.metrics.call_started();
-        let mut state =
-            Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started };
+        let mut state = Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started };
         let mut lease_lost = false;
         let report = loop {
             tokio::select! {

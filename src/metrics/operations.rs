@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(line_value(&text, "pound_queue_depth"), Some(7.0), "{text}");
         assert_eq!(line_value(&text, "pound_webhooks_pending"), Some(2.0), "{text}");
         let bucket = |source: &str, le: &str| {
-            line_value(&text, &format!("pound_dtmf_detection_latency_seconds_bucket{{source=\"{source}\",le=\"{le}\"}}"))
+            line_value(
+                &text,
+                &format!("pound_dtmf_detection_latency_seconds_bucket{{source=\"{source}\",le=\"{le}\"}}"),
+            )
         };
         assert_eq!(bucket("inband", "0.035"), Some(0.0), "{text}");
         assert_eq!(bucket("inband", "0.04"), Some(1.0), "{text}");

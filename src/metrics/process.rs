@@ -35,7 +35,11 @@ impl Collector for ProcessCollector {
         let gauges = [
             ("process_resident_memory_bytes", "Resident memory size in bytes", sample.resident_bytes as f64),
             ("process_open_fds", "Open file descriptors", sample.open_fds as f64),
-            ("process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds", sample.start_time_seconds),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch, in seconds",
+                sample.start_time_seconds,
+            ),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(value);
@@ -62,9 +66,8 @@ impl Sample {
         let cpu_ticks = tick_field(14)?.saturating_add(tick_field(15)?);
         let started_ticks = tick_field(22)?;
         let boot_time: u64 = boot.lines().find_map(|l| l.strip_prefix("btime")?.trim().parse().ok())?;
-        let resident_kib: i64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())?;
+        let resident_kib: i64 =
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())?;
         Some(Sample {
             cpu_seconds: cpu_ticks as f64 / ticks,
             resident_bytes: resident_kib.saturating_mul(1024),

@@ -384,7 +384,13 @@ mod tests {
                 (60, 1160, false, payload(7, true, 320)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '7', timestamp: 1000, duration: 160 }, DigitPress { digit: '7', timestamp: 1160, duration: 160 }]);
+        assert_eq!(
+            presses,
+            [
+                DigitPress { digit: '7', timestamp: 1000, duration: 160 },
+                DigitPress { digit: '7', timestamp: 1160, duration: 160 }
+            ]
+        );
     }
 
     #[test]

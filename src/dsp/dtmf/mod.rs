@@ -94,8 +94,20 @@ impl DtmfEvent {
 enum State {
     Idle,
     /// `since`: the stream position where the first agreeing window began.
-    Pending { row: u8, col: u8, hits: u8, misses: u8, since: u64 },
-    On { row: u8, col: u8, misses: u8, row_power: f32, col_power: f32 },
+    Pending {
+        row: u8,
+        col: u8,
+        hits: u8,
+        misses: u8,
+        since: u64,
+    },
+    On {
+        row: u8,
+        col: u8,
+        misses: u8,
+        row_power: f32,
+        col_power: f32,
+    },
 }
 
 /// One channel's detector. About 450 bytes; create one per call.
