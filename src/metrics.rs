@@ -4,6 +4,11 @@
 //! events, the API records cancels and webhook deliveries, and `GET /metrics`
 //! serves [`Metrics::encode`].
 
+mod operations;
+mod process;
+
+pub use operations::{TrunkState, UNMATCHED_ROUTE};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -110,7 +115,7 @@ pub struct Metrics {
     calls_in_progress: Gauge,
     sip_responses: Family<ClassLabel, Counter>,
     dtmf_digits: Family<SourceLabel, Counter>,
-    detection_latency: Histogram,
+    answer_to_key: Histogram,
     call_setup: Histogram,
     webhook_deliveries: Family<ResultLabel, Counter>,
     // Strict media and SIP origins (issue 7).
@@ -120,6 +125,8 @@ pub struct Metrics {
     policy_refusals: Family<ReasonLabel, Counter>,
     breaker_trips: Counter,
     breakers_open: Gauge,
+    // Operations (issue 11): build, process, trunk, backlog, HTTP requests, detection latency.
+    operations: operations::Operations,
 }
 
 /// The HTTP server's own health under load and abuse (issue 7).
@@ -203,7 +210,7 @@ impl Metrics {
         let dtmf_digits = Family::<SourceLabel, Counter>::default();
         // A person needs one to a few seconds to press a key after the prompt
         // starts; the tail (tens of seconds) is the input timeout.
-        let detection_latency = Histogram::new([0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0]);
+        let answer_to_key = Histogram::new([0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0]);
         // Call setup is dominated by ringing: from under a second (an
         // auto-answering phone) to the 45-60 s ring timeout.
         let call_setup = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0]);
@@ -223,9 +230,9 @@ impl Metrics {
         );
         registry.register("pound_dtmf_digits", "DTMF digits received, by where they came from", dtmf_digits.clone());
         registry.register(
-            "pound_dtmf_detection_latency_seconds",
-            "Time from answer to the deciding digit",
-            detection_latency.clone(),
+            "pound_answer_to_key_seconds",
+            "Time from the answer to the deciding key (how long people take to press it)",
+            answer_to_key.clone(),
         );
         registry.register("pound_call_setup_seconds", "Time from INVITE to answer", call_setup.clone());
         registry.register("pound_webhook_deliveries", "Webhook delivery tries, by result", webhook_deliveries.clone());
@@ -280,6 +287,7 @@ impl Metrics {
         for reason in POLICY_REFUSAL_REASONS {
             policy_refusals.get_or_create_owned(&ReasonLabel { reason });
         }
+        let operations = operations::Operations::new(&mut registry);
         Metrics {
             registry,
             http,
@@ -287,7 +295,7 @@ impl Metrics {
             calls_in_progress,
             sip_responses,
             dtmf_digits,
-            detection_latency,
+            answer_to_key,
             call_setup,
             webhook_deliveries,
             rtp_foreign_packets,
@@ -295,6 +303,7 @@ impl Metrics {
             policy_refusals,
             breaker_trips,
             breakers_open,
+            operations,
         }
     }
 
@@ -344,9 +353,9 @@ impl Metrics {
         self.dtmf_digits.get_or_create(&SourceLabel { source: source.as_str() }).inc();
     }
 
-    /// Seconds from answer to the deciding digit.
-    pub fn detection_latency(&self, seconds: f64) {
-        self.detection_latency.observe(seconds);
+    /// Seconds from the answer to the deciding key.
+    pub fn answer_to_key(&self, seconds: f64) {
+        self.answer_to_key.observe(seconds);
     }
 
     /// Seconds from the INVITE to the answer.
@@ -403,6 +412,7 @@ mod tests {
             "pound_calls_in_progress",
             "pound_sip_responses_total",
             "pound_dtmf_digits_total",
+            "pound_answer_to_key_seconds",
             "pound_dtmf_detection_latency_seconds",
             "pound_call_setup_seconds",
             "pound_webhook_deliveries_total",
@@ -432,7 +442,7 @@ mod tests {
         metrics.sip_response(99);
         metrics.sip_response(700);
         metrics.digit(DtmfSource::Inband);
-        metrics.detection_latency(1.5);
+        metrics.answer_to_key(1.5);
         metrics.call_setup(0.3);
         metrics.webhook(WebhookResult::GaveUp);
         metrics.foreign_traffic(120, 2);
@@ -446,9 +456,9 @@ mod tests {
         assert_eq!(line_value(&text, "pound_sip_responses_total{class=\"2xx\"}"), Some(0.0));
         assert_eq!(text.matches("pound_sip_responses_total{").count(), 6, "out-of-range codes are dropped:\n{text}");
         assert_eq!(line_value(&text, "pound_dtmf_digits_total{source=\"inband\"}"), Some(1.0));
-        assert_eq!(line_value(&text, "pound_dtmf_detection_latency_seconds_count"), Some(1.0));
-        assert_eq!(line_value(&text, "pound_dtmf_detection_latency_seconds_bucket{le=\"1\"}"), Some(0.0));
-        assert_eq!(line_value(&text, "pound_dtmf_detection_latency_seconds_bucket{le=\"2\"}"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_answer_to_key_seconds_count"), Some(1.0));
+        assert_eq!(line_value(&text, "pound_answer_to_key_seconds_bucket{le=\"1\"}"), Some(0.0));
+        assert_eq!(line_value(&text, "pound_answer_to_key_seconds_bucket{le=\"2\"}"), Some(1.0));
         assert_eq!(line_value(&text, "pound_call_setup_seconds_sum"), Some(0.3));
         assert_eq!(line_value(&text, "pound_webhook_deliveries_total{result=\"gave_up\"}"), Some(1.0));
         assert_eq!(line_value(&text, "pound_rtp_foreign_packets_total"), Some(123.0));

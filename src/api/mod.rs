@@ -10,7 +10,9 @@
 
 mod admission;
 mod auth;
+mod backlog;
 mod error;
+mod http_metrics;
 pub mod limits;
 mod listing;
 mod ready;
@@ -140,6 +142,8 @@ struct Shared {
     keys: KeyRing,
     /// `/readyz` asks the store whether it can write (issue 7, faults).
     write_probe: ready::WriteProbe,
+    /// `/metrics` reads the store's backlog (issue 11, metrics).
+    backlog: backlog::BacklogProbe,
 }
 
 type AppState = Arc<Shared>;
@@ -153,9 +157,11 @@ pub fn router(state: ApiState) -> Router {
     };
     let deadline =
         limits::RequestDeadline { timeout: state.config.limits.request_timeout, metrics: state.metrics.clone() };
+    let request_metrics = state.metrics.clone();
     let shared = Arc::new(Shared {
         keys: KeyRing::new(&state.config.api_keys),
         write_probe: ready::WriteProbe::default(),
+        backlog: backlog::BacklogProbe::default(),
         state,
     });
     let v1 = Router::new()
@@ -178,6 +184,8 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(deadline, limits::limit_request_time))
+        // Outermost: timeouts and body limits are counted too (issue 11, metrics).
+        .layer(middleware::from_fn_with_state(request_metrics, http_metrics::record))
         .with_state(shared)
 }
 
@@ -433,6 +441,7 @@ async fn list_verifications(
 }
 
 async fn metrics(State(shared): State<AppState>) -> Response {
+    shared.backlog.refresh(shared.state.store.as_ref(), &shared.state.metrics, now_ms()).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], shared.state.metrics.encode()).into_response()
 }
 

@@ -4,10 +4,11 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dialplan::DtmfSource;
 use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
+use crate::dsp::tone::SAMPLE_RATE;
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
 use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
@@ -20,6 +21,33 @@ pub const OFFERED_EVENT_TYPES: [u8; 2] = [101, 110];
 
 /// Prompts queued at most: the prompt, a wrong-key notice, the prompt again.
 const MAX_QUEUED: usize = 4;
+
+/// A key found in the media.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaKey {
+    pub digit: char,
+    pub source: DtmfSource,
+    /// From the start of the key's tone to its detection: measured by the
+    /// in-band detector, or the RFC 4733 event's duration at its first
+    /// packet (`None` when the event's clock rate is unknown).
+    pub latency: Option<Duration>,
+}
+
+/// The clock rate of events on `payload_type`: the answer's, else the rate
+/// pound offered that type at.
+fn event_clock_rate(description: &MediaDescription, payload_type: u8) -> Option<u32> {
+    match payload_type {
+        pt if Some(pt) == description.telephone_event => description.telephone_event_rate,
+        101 => Some(8000),
+        110 => Some(48_000),
+        _ => None,
+    }
+}
+
+/// `units` of a `rate` Hz clock as a duration.
+fn clock_duration(units: u64, rate: u32) -> Option<Duration> {
+    (rate > 0).then(|| Duration::from_secs_f64(units as f64 / f64::from(rate)))
+}
 
 /// An RTP sender for the negotiated codec, started now, with SSRC, first
 /// sequence number and first timestamp from the CSPRNG (RFC 3550 §5.1: random
@@ -49,7 +77,7 @@ pub struct MediaSession {
     playing: Option<(Arc<Prompt>, usize)>,
     queue: VecDeque<Arc<Prompt>>,
     prompt_finished: bool,
-    digits: VecDeque<(char, DtmfSource)>,
+    digits: VecDeque<MediaKey>,
     decoded: [i16; FRAME_SAMPLES],
     packet: Vec<u8>,
     payload: Vec<u8>,
@@ -142,7 +170,9 @@ impl MediaSession {
             let pt = packet.payload_type.0;
             if pt != audio_type && (Some(pt) == event_type || OFFERED_EVENT_TYPES.contains(&pt)) {
                 if let Some(press) = self.events.handle(now, packet.timestamp, packet.marker, packet.payload) {
-                    self.digits.push_back((press.digit, DtmfSource::Rfc4733));
+                    let latency = event_clock_rate(&self.description, pt)
+                        .and_then(|rate| clock_duration(u64::from(press.duration), rate));
+                    self.digits.push_back(MediaKey { digit: press.digit, source: DtmfSource::Rfc4733, latency });
                 }
             } else if pt == audio_type
                 && let Some(detector) = self.detector.as_mut()
@@ -150,8 +180,9 @@ impl MediaSession {
             {
                 let digits = &mut self.digits;
                 detector.process(&self.decoded[..n], |event| {
-                    if let DtmfEvent::On { digit, .. } = event {
-                        digits.push_back((digit, DtmfSource::Inband));
+                    if let DtmfEvent::On { digit, sample, tone_start } = event {
+                        let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
+                        digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency });
                     }
                 });
             }
@@ -159,7 +190,7 @@ impl MediaSession {
     }
 
     /// The next key found in the media.
-    pub fn poll_digit(&mut self) -> Option<(char, DtmfSource)> {
+    pub fn poll_digit(&mut self) -> Option<MediaKey> {
         self.digits.pop_front()
     }
 
@@ -218,5 +249,82 @@ impl MediaSession {
     /// When the last RTP packet arrived.
     pub fn last_packet_at(&self) -> Option<Instant> {
         self.receiver.last_packet_at()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dsp::g711::ulaw_encode;
+    use crate::dsp::tone::ToneGenerator;
+    use crate::media::codec::Codec;
+
+    const PHONE: &str = "127.0.0.1:40000";
+
+    fn session(now: Instant) -> MediaSession {
+        let phone: SocketAddr = PHONE.parse().unwrap();
+        let description = MediaDescription {
+            address: phone.ip(),
+            port: phone.port(),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(101),
+            telephone_event_rate: Some(8000),
+            direction: Direction::SendRecv,
+        };
+        MediaSession::new(now, description, true, 0).unwrap()
+    }
+
+    /// Sends `audio` (8 kHz) from the phone in 20 ms PCMU packets, one per
+    /// 20 ms of `now`, starting at `t0`, and collects the keys.
+    fn play(media: &mut MediaSession, t0: Instant, audio: &[i16]) -> Vec<MediaKey> {
+        let mut sender = RtpSender::new(Ssrc(7), PayloadType(0), 8000, 100, 1000);
+        let (mut packet, mut keys) = (Vec::new(), Vec::new());
+        for (n, frame) in audio.chunks(FRAME_SAMPLES).enumerate() {
+            let payload: Vec<u8> = frame.iter().map(|&s| ulaw_encode(s)).collect();
+            sender.audio_frame(&payload, &mut packet);
+            let now = t0 + Duration::from_millis(20 * n as u64);
+            media.handle_datagram(now, PHONE.parse().unwrap(), &packet);
+            keys.extend(std::iter::from_fn(|| media.poll_digit()));
+        }
+        keys
+    }
+
+    #[test]
+    fn inband_latency_is_from_the_tone_start_not_from_the_answer() {
+        let t0 = Instant::now();
+        let mut media = session(t0);
+        // Three seconds of listening to the prompt, then a 100 ms key.
+        let mut audio = vec![0i16; 3 * 8000];
+        let mut tone = vec![0i16; 800];
+        ToneGenerator::dtmf('#', -10.0).unwrap().fill(&mut tone);
+        audio.extend(tone);
+        audio.extend(vec![0i16; 800]);
+        let keys = play(&mut media, t0, &audio);
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let MediaKey { digit, source, latency } = keys[0];
+        assert_eq!((digit, source), ('#', DtmfSource::Inband));
+        let latency = latency.expect("the detector knows when the tone began");
+        assert!(
+            (Duration::from_millis(28)..=Duration::from_millis(40)).contains(&latency),
+            "tone start to decision, not 3 s from the answer: {latency:?}"
+        );
+    }
+
+    #[test]
+    fn rfc4733_latency_is_the_duration_at_the_first_packet() {
+        let t0 = Instant::now();
+        let mut media = session(t0);
+        let mut sender = RtpSender::new(Ssrc(7), PayloadType(0), 8000, 100, 1000);
+        let mut packet = Vec::new();
+        // The start packet was lost: the first one seen says 60 ms had passed.
+        let [high, low] = 480u16.to_be_bytes();
+        sender.event_packet(PayloadType(101), 1000, false, &[11, 0x0a, high, low], &mut packet);
+        media.handle_datagram(t0, PHONE.parse().unwrap(), &packet);
+        let key = media.poll_digit().expect("a key");
+        assert_eq!((key.digit, key.source), ('#', DtmfSource::Rfc4733));
+        assert_eq!(key.latency, Some(Duration::from_millis(60)));
     }
 }

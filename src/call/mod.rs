@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
-pub use media::{MediaSession, OFFERED_EVENT_TYPES, start_sender};
+pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, start_sender};
 pub use outcome::{CallReport, Outcome};
 
 use crate::dialplan::{Dialplan, DtmfSource};
@@ -129,8 +129,9 @@ pub enum CallEvent {
     Ringing,
     /// The callee answered.
     Answered,
-    /// A key was accepted.
-    Digit { digit: char, source: DtmfSource },
+    /// A key was accepted. `latency`: from the start of its tone to its
+    /// detection (in-band, RFC 4733); `None` for SIP INFO, which has no tone.
+    Digit { digit: char, source: DtmfSource, latency: Option<Duration> },
     /// The call is over; the machine does nothing more.
     Finished(CallReport),
 }
@@ -464,8 +465,8 @@ impl Call {
             for tx in &mut self.retired {
                 while tx.poll_event().is_some() {}
             }
-            while let Some((digit, source)) = self.media.as_mut().and_then(|m| m.poll_digit()) {
-                self.on_digit(now, digit, source);
+            while let Some(key) = self.media.as_mut().and_then(|m| m.poll_digit()) {
+                self.on_digit(now, key);
                 progressed = true;
             }
             if self.media.as_mut().is_some_and(|m| m.take_prompt_finished()) {
@@ -706,7 +707,7 @@ impl Call {
             Method::Info => {
                 self.replies.reply(now, &request, Message::response_to(&request, 200, None), from, false);
                 if let Some(digit) = info_digit(&request) {
-                    self.on_digit(now, digit, DtmfSource::Info);
+                    self.on_digit(now, MediaKey { digit, source: DtmfSource::Info, latency: None });
                 }
             }
             Method::Invite | Method::Update => {
@@ -742,13 +743,14 @@ impl Call {
         }
     }
 
-    fn on_digit(&mut self, now: Instant, digit: char, source: DtmfSource) {
+    fn on_digit(&mut self, now: Instant, key: MediaKey) {
+        let MediaKey { digit, source, latency } = key;
         if self.phase != Phase::Talking || !self.config.dialplan.accepts(source) {
             return;
         }
         let Some(verdict) = self.digits.press(now, digit, source) else { return };
         tracing::info!(call_id = self.call_id(), digit = %digit, source = source.as_str(), "key");
-        self.events.push_back(CallEvent::Digit { digit, source });
+        self.events.push_back(CallEvent::Digit { digit, source, latency });
         if let Some(media) = self.media.as_mut() {
             media.stop();
         }

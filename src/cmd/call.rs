@@ -99,7 +99,7 @@ pub fn progress_line(event: &CallEvent) -> Option<String> {
         CallEvent::Calling { .. } => Some("calling".into()),
         CallEvent::Ringing => Some("ringing".into()),
         CallEvent::Answered => Some("answered".into()),
-        CallEvent::Digit { digit, source } => Some(format!("key {digit} ({})", source.as_str())),
+        CallEvent::Digit { digit, source, .. } => Some(format!("key {digit} ({})", source.as_str())),
         CallEvent::Response { status } if *status >= 300 => Some(format!("refused: {status}")),
         CallEvent::Finished(report) => Some(format!("ended: {}", report.outcome.as_str())),
         CallEvent::Response { .. } => None,

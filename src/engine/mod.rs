@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -101,9 +100,10 @@ pub async fn run_engine(
 ) -> Result<(), StoreError> {
     let config = Arc::new(config);
     let pacer = Arc::new(Pacer::new(config.trunk.calls_per_second));
-    let trunk_up = Arc::new(AtomicBool::new(true));
+    let trunk = Arc::new(trunk::TrunkHealth::new(config.trunk.register_as.is_some()));
+    metrics.watch_trunk(trunk.clone());
     if config.trunk.register_as.is_some() || config.trunk.options_interval.is_some() {
-        spawn_trunk_watch(&config, trunk_up.clone(), shutdown.clone()).await;
+        spawn_trunk_watch(&config, trunk.clone(), shutdown.clone()).await;
     }
     let (stop_calls, calls_stopped) = watch::channel(false);
     let ledger = Arc::new(Ledger::default());
@@ -113,7 +113,7 @@ pub async fn run_engine(
         while running.try_join_next().is_some() {}
         let free = config.max_concurrent_calls.saturating_sub(ledger.in_use().max(running.len()));
         let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await;
-        if caught_up && free > 0 && trunk_up.load(Ordering::Acquire) {
+        if caught_up && free > 0 && trunk.may_dial() {
             match store.claim(&config.node_id, unix_ms(), lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
                     for work in claimed {
@@ -154,7 +154,7 @@ pub async fn run_engine(
     Ok(())
 }
 
-async fn spawn_trunk_watch(config: &EngineConfig, up: Arc<AtomicBool>, shutdown: watch::Receiver<bool>) {
+async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<trunk::TrunkHealth>, shutdown: watch::Receiver<bool>) {
     let trunk = &config.trunk;
     let hop = match crate::cmd::call::route(&trunk.uri, None) {
         Ok((_, hop)) => hop,
@@ -179,7 +179,7 @@ async fn spawn_trunk_watch(config: &EngineConfig, up: Arc<AtomicBool>, shutdown:
     };
     let bind = SocketAddr::new(config.sip_bind.ip(), 0);
     tokio::spawn(async move {
-        if let Err(e) = run_trunk_watch(watch_config, next_hop, bind, up, shutdown).await {
+        if let Err(e) = run_trunk_watch(watch_config, next_hop, bind, health, shutdown).await {
             tracing::warn!(error = %e, "trunk watch stopped");
         }
     });
@@ -287,8 +287,7 @@ impl Verification {
         let mut stop = self.stop.clone();
         let started = std::time::Instant::now();
         self.metrics.call_started();
-        let mut state =
-            Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started, answered: None };
+        let mut state = Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started };
         let mut lease_lost = false;
         let report = loop {
             tokio::select! {
@@ -343,6 +342,10 @@ impl Verification {
             }
         };
         self.metrics.foreign_traffic(report.foreign_rtp_packets, report.foreign_sip_messages);
+        // The call machine's own clock: the answer and the deciding key.
+        if let (Some(answered), Some(key)) = (report.answered_ms, report.digit_ms) {
+            self.metrics.answer_to_key(key.saturating_sub(answered) as f64 / 1000.0);
+        }
         let then = if stopping && report.outcome == Outcome::Canceled {
             // Our own shutdown ended the call, not the requester: release it.
             Then::Requeue { next_attempt_at: unix_ms() }
@@ -386,15 +389,14 @@ impl Verification {
                 self.tolerate(id, "status", written);
             }
             CallEvent::Answered => {
-                state.answered = Some(std::time::Instant::now());
                 self.metrics.call_setup(state.started.elapsed().as_secs_f64());
                 let written = self.store.set_status(id, node, Status::Answered, unix_ms()).await;
                 self.tolerate(id, "status", written);
             }
-            CallEvent::Digit { source, .. } => {
+            CallEvent::Digit { source, latency, .. } => {
                 self.metrics.digit(source);
-                if let Some(at) = state.answered {
-                    self.metrics.detection_latency(at.elapsed().as_secs_f64());
+                if let Some(latency) = latency {
+                    self.metrics.dtmf_detection_latency(source, latency);
                 }
             }
             CallEvent::Finished(_) => {}
@@ -472,7 +474,6 @@ struct Progress {
     /// When the INVITE went out, Unix ms.
     started_at: i64,
     started: std::time::Instant,
-    answered: Option<std::time::Instant>,
 }
 
 fn attempt_result(report: &CallReport) -> AttemptResult {

@@ -4,6 +4,7 @@
 //! into a dead trunk would only burn attempts.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::call::Transport;
@@ -26,6 +27,64 @@ pub struct TrunkWatchConfig {
     pub local_sip: SocketAddr,
     pub transport: Transport,
     pub timers: Timers,
+}
+
+/// The trunk's state as the watch last saw it, shared with whoever reports
+/// it (`/metrics`); set by the watch's driver after every step.
+#[derive(Debug)]
+pub struct TrunkHealth {
+    up: AtomicBool,
+    /// [`NOT_REGISTERING`], 0 or 1.
+    registered: AtomicU8,
+}
+
+const NOT_REGISTERING: u8 = u8::MAX;
+
+impl TrunkHealth {
+    /// Before the first answer: up (as the watch assumes), and not yet
+    /// registered when `registering`.
+    pub fn new(registering: bool) -> TrunkHealth {
+        TrunkHealth {
+            up: AtomicBool::new(true),
+            registered: AtomicU8::new(if registering { 0 } else { NOT_REGISTERING }),
+        }
+    }
+
+    /// Answering OPTIONS (or not pinged).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Registered; `None` when no registration is configured.
+    pub fn is_registered(&self) -> Option<bool> {
+        match self.registered.load(Ordering::Acquire) {
+            NOT_REGISTERING => None,
+            registered => Some(registered == 1),
+        }
+    }
+
+    /// Calls may go out: up, and registered where registration is configured.
+    pub fn may_dial(&self) -> bool {
+        self.is_up() && self.is_registered() != Some(false)
+    }
+
+    /// Publishes what `watch` knows now.
+    pub fn update(&self, watch: &TrunkWatch) {
+        self.up.store(watch.reachable, Ordering::Release);
+        if watch.config.register_as.is_some() {
+            self.registered.store(u8::from(watch.registered), Ordering::Release);
+        }
+    }
+}
+
+impl crate::metrics::TrunkState for TrunkHealth {
+    fn is_up(&self) -> bool {
+        TrunkHealth::is_up(self)
+    }
+
+    fn is_registered(&self) -> Option<bool> {
+        TrunkHealth::is_registered(self)
+    }
 }
 
 /// A failed registration is tried again after this.
@@ -341,6 +400,22 @@ mod tests {
         assert!(std::iter::from_fn(|| watch.poll_transmit()).all(|m| m.method() != Some(&Method::Register)));
         assert!(!watch.is_up());
         assert_eq!(watch.next_register, Some(t0 + RETRY));
+    }
+
+    #[test]
+    fn health_reports_reachability_and_registration_apart() {
+        let t0 = Instant::now();
+        let health = TrunkHealth::new(true);
+        let mut watch = TrunkWatch::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
+        health.update(&watch);
+        assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
+        let register = watch.poll_transmit().unwrap();
+        watch.handle_response(t0, reply(&register, 200));
+        health.update(&watch);
+        assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(true), true));
+        let pinged = TrunkHealth::new(false);
+        pinged.update(&TrunkWatch::new(config(false, true), t0));
+        assert_eq!((pinged.is_up(), pinged.is_registered(), pinged.may_dial()), (true, None, true));
     }
 
     #[test]

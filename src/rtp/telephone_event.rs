@@ -43,6 +43,10 @@ pub struct DigitPress {
     /// The RTP timestamp of the packet that revealed the press (the event's
     /// start time in the sender's media clock).
     pub timestamp: u32,
+    /// That packet's duration field: how long, in timestamp units, the key
+    /// had already sounded when the sender sent it (the detection latency
+    /// of the sender's own detector or keypad, plus lost packets).
+    pub duration: u16,
 }
 
 /// The key for a DTMF event code (RFC 4733 §3.2), or `None` for the other
@@ -109,7 +113,7 @@ impl EventReceiver {
     /// than 4 bytes are ignored.
     pub fn handle(&mut self, now: Instant, timestamp: u32, marker: bool, payload: &[u8]) -> Option<DigitPress> {
         // Only the first four bytes are the event; anything after is ignored.
-        let [event, flags, _, _, ..] = *payload else { return None };
+        let [event, flags, high, low, ..] = *payload else { return None };
         let digit = digit_for(event)?;
         let end = flags & END_BIT != 0;
         self.handle_timeout(now);
@@ -153,7 +157,7 @@ impl EventReceiver {
         }
         self.remember(event, timestamp);
         self.current = (!end).then_some(Current { event, timestamp, last_at: now });
-        Some(DigitPress { digit, timestamp })
+        Some(DigitPress { digit, timestamp, duration: u16::from_be_bytes([high, low]) })
     }
 
     /// Lets a press whose end never arrived stop being held 200 ms after its
@@ -265,7 +269,7 @@ mod tests {
                 (900, 1000, false, payload(5, true, 640)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '5', timestamp: 1000 }]);
+        assert_eq!(presses, [DigitPress { digit: '5', timestamp: 1000, duration: 160 }]);
         assert_eq!(rx.poll_timeout(), None, "an ended press is not held");
     }
 
@@ -311,7 +315,7 @@ mod tests {
                 (300, 1480, false, payload(11, true, 640)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '#', timestamp: 1000 }]);
+        assert_eq!(presses, [DigitPress { digit: '#', timestamp: 1000, duration: 160 }]);
     }
 
     #[test]
@@ -327,7 +331,7 @@ mod tests {
                 (80, 500, false, payload(3, true, 800)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '3', timestamp: 500 }]);
+        assert_eq!(presses, [DigitPress { digit: '3', timestamp: 500, duration: 480 }]);
     }
 
     #[test]
@@ -336,7 +340,7 @@ mod tests {
         let mut rx = EventReceiver::new();
         let presses =
             run(&mut rx, t0, &[(0, 700, false, payload(0, true, 800)), (20, 700, false, payload(0, true, 800))]);
-        assert_eq!(presses, [DigitPress { digit: '0', timestamp: 700 }]);
+        assert_eq!(presses, [DigitPress { digit: '0', timestamp: 700, duration: 800 }]);
     }
 
     #[test]
@@ -351,7 +355,7 @@ mod tests {
         rx.handle_timeout(t0 + ms(220));
         assert_eq!(rx.poll_timeout(), None);
         let again = rx.handle(t0 + ms(600), 5000, true, &payload(11, false, 160));
-        assert_eq!(again, Some(DigitPress { digit: '#', timestamp: 5000 }));
+        assert_eq!(again, Some(DigitPress { digit: '#', timestamp: 5000, duration: 160 }));
     }
 
     #[test]
@@ -380,7 +384,13 @@ mod tests {
                 (60, 1160, false, payload(7, true, 320)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '7', timestamp: 1000 }, DigitPress { digit: '7', timestamp: 1160 }]);
+        assert_eq!(
+            presses,
+            [
+                DigitPress { digit: '7', timestamp: 1000, duration: 160 },
+                DigitPress { digit: '7', timestamp: 1160, duration: 160 }
+            ]
+        );
     }
 
     #[test]

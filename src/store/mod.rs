@@ -451,6 +451,20 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the webhook secret of key `id`; the one it replaces keeps
     /// signing until `previous_until` (Unix ms). `false` when there is no such key.
     async fn set_webhook_secret(&self, id: &str, secret: &str, previous_until: i64) -> Result<bool, StoreError>;
+
+    // Operations metrics (issue 11).
+
+    /// What waits at `now`: verifications the next claim would take (due,
+    /// active, unleased or with an expired lease) and webhooks neither
+    /// delivered nor given up.
+    async fn backlog(&self, now: i64) -> Result<Backlog, StoreError>;
+}
+
+/// The work waiting in the store, for `/metrics` (issue 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub queue_depth: u64,
+    pub webhooks_pending: u64,
 }
 
 /// Opens the store a URL names, creating and migrating it as needed:

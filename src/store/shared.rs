@@ -541,6 +541,26 @@ macro_rules! impl_store {
                 .await?;
                 Ok(done.rows_affected() > 0)
             }
+
+            // Operations metrics (issue 11).
+
+            async fn backlog(&self, now: i64) -> Result<$crate::store::Backlog, StoreError> {
+                // The same conditions as `claim` and `due_webhooks`, on the
+                // same indexes (`verifications_due`, `webhooks_due`).
+                let (queue_depth, webhooks_pending): (i64, i64) = sqlx::query_as(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM verifications \
+                      WHERE status IN ('queued', 'dialing', 'ringing', 'answered') AND next_attempt_at <= $1 \
+                      AND (lease_owner IS NULL OR lease_until < $1)), \
+                     (SELECT COUNT(*) FROM webhooks \
+                      WHERE next_attempt_at IS NOT NULL AND delivered_at IS NULL AND gave_up = FALSE)",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                Ok($crate::store::Backlog { queue_depth: count(queue_depth), webhooks_pending: count(webhooks_pending) })
+            }
         }
     };
 }

@@ -192,6 +192,7 @@ cases!(
     listing_is_scoped_filtered_and_paged,
     registrations_are_per_tenant,
     api_key_grants_and_secret_rotation,
+    backlog_counts_claimable_work_and_pending_webhooks,
 );
 
 const HOOK: &str = "https://example.test/hook";
@@ -881,4 +882,37 @@ async fn postgres_upgrade_keeps_old_rows_with_their_key() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+// Operations metrics (issue 11).
+
+async fn backlog_counts_claimable_work_and_pending_webhooks(h: Arc<Harness>) {
+    let store = &h.store;
+    let backlog = |now: i64| {
+        let store = store.clone();
+        async move {
+            let b = store.backlog(now).await.unwrap();
+            (b.queue_depth, b.webhooks_pending)
+        }
+    };
+    assert_eq!(backlog(0).await, (0, 0));
+    for (id, at) in [("v1", 100), ("v2", 200), ("v3", 300)] {
+        create(store, request(id, at)).await;
+    }
+    assert_eq!(backlog(250).await, (2, 0), "v3 is not due yet");
+    assert_eq!(ids(&store.claim("node-a", 250, 1_000, 1).await.unwrap()), ["v1"]);
+    assert_eq!(backlog(260).await, (1, 0), "a leased verification is not waiting");
+    store.complete("v1", "node-a", Outcome::Verified, 300).await.unwrap();
+    assert_eq!(backlog(300).await, (2, 1), "its webhook waits in the outbox");
+    assert_eq!(ids(&store.claim("node-a", 400, 10, 1).await.unwrap()), ["v2"]);
+    assert_eq!(backlog(405).await, (1, 1));
+    assert_eq!(backlog(411).await, (2, 1), "an expired lease is claimable again");
+    let due = store.due_webhooks(500, 1_000, 10).await.unwrap();
+    assert_eq!(backlog(501).await, (2, 1), "a webhook being sent is still pending");
+    store.webhook_delivered(&due[0].id, 600).await.unwrap();
+    assert_eq!(backlog(601).await, (2, 0));
+    store.cancel("v3", 700).await.unwrap();
+    let due = store.due_webhooks(800, 1_000, 10).await.unwrap();
+    store.webhook_failed(&due[0].id, "HTTP 5xx", None).await.unwrap();
+    assert_eq!(backlog(900).await, (1, 0), "canceled and given up are not waiting");
 }

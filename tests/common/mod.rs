@@ -186,7 +186,7 @@ pub fn detect(samples: &[i16], config: &DtmfConfig) -> Vec<(char, u64)> {
     let mut detector = DtmfDetector::new(config);
     let mut found = Vec::new();
     let mut on = |event| {
-        if let DtmfEvent::On { digit, sample } = event {
+        if let DtmfEvent::On { digit, sample, .. } = event {
             found.push((digit, sample));
         }
     };

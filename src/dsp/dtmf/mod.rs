@@ -15,7 +15,10 @@ mod window;
 pub use kernel::{BLOCK, BlockSums, Kernel};
 
 use crate::dsp::tone::{KEYPAD, SAMPLE_RATE, dbm0_to_power};
-use window::{Hit, Phasors, Thresholds, Window};
+use window::{Hit, Phasors, Thresholds, WINDOW_BLOCKS, Window};
+
+/// Samples in one analysis window.
+const WINDOW_SAMPLES: u64 = (WINDOW_BLOCKS * BLOCK) as u64;
 
 /// Consecutive agreeing windows that declare a key: 16 ms + 4 × 4 ms = 32 ms of
 /// tone, between the 20 ms that must be ignored and the 40 ms that must count.
@@ -71,8 +74,10 @@ impl DtmfConfig {
 /// stream) at which the detector decided it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtmfEvent {
-    /// A key was recognised.
-    On { digit: char, sample: u64 },
+    /// A key was recognised. `tone_start` is where its tone began: the start
+    /// of the first window of the run that declared it, so `sample -
+    /// tone_start` is the detection latency (about 32 ms for a clean tone).
+    On { digit: char, sample: u64, tone_start: u64 },
     /// The key recognised last has ended.
     Off { digit: char, sample: u64 },
 }
@@ -88,8 +93,21 @@ impl DtmfEvent {
 #[derive(Debug, Clone, Copy)]
 enum State {
     Idle,
-    Pending { row: u8, col: u8, hits: u8, misses: u8 },
-    On { row: u8, col: u8, misses: u8, row_power: f32, col_power: f32 },
+    /// `since`: the stream position where the first agreeing window began.
+    Pending {
+        row: u8,
+        col: u8,
+        hits: u8,
+        misses: u8,
+        since: u64,
+    },
+    On {
+        row: u8,
+        col: u8,
+        misses: u8,
+        row_power: f32,
+        col_power: f32,
+    },
 }
 
 /// One channel's detector. About 450 bytes; create one per call.
@@ -232,19 +250,27 @@ impl DtmfDetector {
                     State::On { row, col, misses: misses + 1, row_power, col_power }
                 }
             }
-            (State::Pending { row, col, hits, misses }, None) if misses < PENDING_MISSES => {
-                State::Pending { row, col, hits, misses: misses + 1 }
+            (State::Pending { row, col, hits, misses, since }, None) if misses < PENDING_MISSES => {
+                State::Pending { row, col, hits, misses: misses + 1, since }
             }
             (_, None) => State::Idle,
-            (State::Pending { row, col, hits, misses }, Some(h)) if (h.row, h.col) == (row as usize, col as usize) => {
+            (State::Pending { row, col, hits, misses, since }, Some(h))
+                if (h.row, h.col) == (row as usize, col as usize) =>
+            {
                 if hits + 1 >= HITS_TO_START {
-                    on_event(DtmfEvent::On { digit: digit(row, col), sample: self.position });
+                    on_event(DtmfEvent::On { digit: digit(row, col), sample: self.position, tone_start: since });
                     State::On { row, col, misses: 0, row_power: h.row_power, col_power: h.col_power }
                 } else {
-                    State::Pending { row, col, hits: hits + 1, misses }
+                    State::Pending { row, col, hits: hits + 1, misses, since }
                 }
             }
-            (_, Some(h)) => State::Pending { row: h.row as u8, col: h.col as u8, hits: 1, misses: 0 },
+            (_, Some(h)) => State::Pending {
+                row: h.row as u8,
+                col: h.col as u8,
+                hits: 1,
+                misses: 0,
+                since: self.position.saturating_sub(WINDOW_SAMPLES),
+            },
         };
     }
 
@@ -336,6 +362,21 @@ mod tests {
         assert_eq!(expected.len(), 32);
         for kernel in Kernel::available() {
             assert_eq!(run(kernel), expected, "{}", kernel.name());
+        }
+    }
+
+    #[test]
+    fn the_tone_start_is_where_the_tone_began_not_where_it_was_decided() {
+        for lead_ms in [1000, 1003, 2500] {
+            let mut audio = vec![0i16; lead_ms * 8];
+            audio.extend(key('#', 100));
+            let on = events(&audio).into_iter().find(|e| matches!(e, DtmfEvent::On { .. })).unwrap();
+            let DtmfEvent::On { sample, tone_start, .. } = on else { unreachable!() };
+            let began = (lead_ms * 8) as i64;
+            // Within one 4 ms block of the true start, whatever the alignment.
+            assert!((tone_start as i64 - began).abs() <= BLOCK as i64, "{lead_ms} ms: tone_start {tone_start}");
+            let latency_ms = (sample - tone_start) as f64 / 8.0;
+            assert!((28.0..=40.0).contains(&latency_ms), "{lead_ms} ms: latency {latency_ms} ms");
         }
     }
 
