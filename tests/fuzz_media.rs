@@ -313,7 +313,7 @@ fn a_call_media_session_takes_any_stream_of_datagrams() {
                 if let Some(deadline) = session.poll_timeout().filter(|deadline| *deadline <= now) {
                     session.handle_timeout(deadline);
                 }
-                while let Some((digit, _)) = session.poll_digit() {
+                while let Some(pound::call::MediaKey { digit, .. }) = session.poll_digit() {
                     assert!("0123456789*#ABCD".contains(digit), "{digit:?}");
                 }
             });
