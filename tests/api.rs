@@ -148,6 +148,8 @@ async fn api_keys_are_required_on_v1_routes() {
             webhook_secret: None,
             previous_webhook_secret: None,
             previous_secret_until: None,
+            revoked_at: None,
+            last_used_at: None,
         })
         .await
         .unwrap();

@@ -80,6 +80,8 @@ pub async fn create(url: &str, new: &NewKey) -> Result<CreatedKey, KeysError> {
         webhook_secret: Some(webhook_secret.clone()),
         previous_webhook_secret: None,
         previous_secret_until: None,
+        revoked_at: None,
+        last_used_at: None,
     };
     store.insert_api_key(&stored).await?;
     Ok(CreatedKey {
