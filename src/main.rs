@@ -97,9 +97,21 @@ enum KeysCommand {
         /// An operator key: sees and cancels every tenant's verifications.
         #[arg(long)]
         admin: bool,
-        /// The store (as in pound serve).
-        #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
-        store: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the stored keys, oldest first, one JSON object per line: id, name, tenant, admin, created_at,
+    /// last_used_at, revoked_at (never the key, its hash or its webhook secret).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a key: every node refuses it from its next request. Its queued webhooks are still signed.
+    Revoke {
+        /// The key's id, or its name when only one working key has it.
+        key: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Give a key a new webhook secret (printed once); webhooks are signed with it from then on.
     RotateSecret {
@@ -108,10 +120,26 @@ enum KeysCommand {
         /// Seconds the previous secret keeps signing too (a second v1= in Pound-Signature); 0: none.
         #[arg(long, default_value_t = pound::cmd::keys::DEFAULT_OVERLAP.as_secs())]
         overlap_s: u64,
-        /// The store (as in pound serve).
-        #[arg(long, env = "POUND_STORE", default_value = "sqlite://pound.db")]
-        store: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Which store a key command works on; one of the two is required.
+#[derive(Args)]
+struct StoreArgs {
+    /// The store: sqlite://FILE or postgres://… (as in pound serve).
+    #[arg(long, env = "POUND_STORE")]
+    store: Option<String>,
+    /// Use the store.url of this configuration file (when --store is not given).
+    #[arg(long, env = "POUND_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn url(self) -> Result<String, pound::cmd::keys::KeysError> {
+        pound::cmd::keys::store_url(self.store, self.config.as_deref())
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -265,15 +293,7 @@ fn main() -> ExitCode {
         Command::Phone(cmd) => phone(cmd),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Demo(cmd) => demo(cmd),
-        Command::Keys(KeysCommand::Create { name, tenant, admin, store }) => {
-            let new = pound::cmd::keys::NewKey { name, tenant, admin };
-            print_json("pound keys create", runtime().block_on(pound::cmd::keys::create(&store, &new)))
-        }
-        Command::Keys(KeysCommand::RotateSecret { key, overlap_s, store }) => {
-            let overlap = Duration::from_secs(overlap_s);
-            let rotated = runtime().block_on(pound::cmd::keys::rotate_secret(&store, &key, overlap));
-            print_json("pound keys rotate-secret", rotated)
-        }
+        Command::Keys(command) => keys(command),
         Command::CheckConfig { config } => check_config(&config),
     }
 }
@@ -352,11 +372,43 @@ fn demo(cmd: DemoCommand) -> ExitCode {
     }
 }
 
-/// Prints a key command's result as one JSON line, or its error.
-fn print_json<T: serde::Serialize>(command: &str, result: Result<T, pound::cmd::keys::KeysError>) -> ExitCode {
+fn keys(command: KeysCommand) -> ExitCode {
+    use pound::cmd::keys;
+    match command {
+        KeysCommand::Create { name, tenant, admin, store } => {
+            let new = keys::NewKey { name, tenant, admin };
+            run_keys("pound keys create", store, |url| async move { Ok(vec![keys::create(&url, &new).await?]) })
+        }
+        KeysCommand::List { store } => run_keys("pound keys list", store, |url| async move { keys::list(&url).await }),
+        KeysCommand::Revoke { key, store } => {
+            run_keys("pound keys revoke", store, |url| async move { Ok(vec![keys::revoke(&url, &key).await?]) })
+        }
+        KeysCommand::RotateSecret { key, overlap_s, store } => {
+            let overlap = Duration::from_secs(overlap_s);
+            run_keys("pound keys rotate-secret", store, |url| async move {
+                Ok(vec![keys::rotate_secret(&url, &key, overlap).await?])
+            })
+        }
+    }
+}
+
+/// Runs a key command on the store `store` names.
+fn run_keys<T, F, Fut>(command: &str, store: StoreArgs, run: F) -> ExitCode
+where
+    T: serde::Serialize,
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, pound::cmd::keys::KeysError>>,
+{
+    print_json(command, store.url().and_then(|url| runtime().block_on(run(url))))
+}
+
+/// Prints a key command's results, one JSON line each, or its error.
+fn print_json<T: serde::Serialize>(command: &str, result: Result<Vec<T>, pound::cmd::keys::KeysError>) -> ExitCode {
     match result {
-        Ok(value) => {
-            println!("{}", serde_json::to_string(&value).expect("serialises"));
+        Ok(values) => {
+            for value in values {
+                println!("{}", serde_json::to_string(&value).expect("serialises"));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

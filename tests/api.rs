@@ -148,6 +148,8 @@ async fn api_keys_are_required_on_v1_routes() {
             webhook_secret: None,
             previous_webhook_secret: None,
             previous_secret_until: None,
+            revoked_at: None,
+            last_used_at: None,
         })
         .await
         .unwrap();
@@ -971,4 +973,35 @@ async fn a_webhook_whose_key_lost_its_secret_is_never_sent_unsigned() {
     assert!(seen.lock().unwrap().is_empty(), "nothing reached the receiver");
     let error = record["webhooks"][0]["last_error"].as_str().unwrap();
     assert!(error.contains("no webhook secret"), "{error}");
+}
+
+// Key lifecycle (issue 11).
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_but_its_queued_webhook_is_still_delivered_signed() {
+    let server = start(tenancy_config()).await;
+    let new = pound::cmd::keys::NewKey { name: "leaving".into(), tenant: None, admin: false };
+    let stored = pound::cmd::keys::create(&server.store_url(), &new).await.unwrap();
+    let (url, seen) = recording_receiver().await;
+    let id = server.create_as(&stored.key, &json!({"phone": PHONE, "user": "a", "callback_url": url})).await;
+    let response = server.post_as(&stored.key, &format!("/v1/verifications/{id}/cancel"), &json!({})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "the cancel queues the webhook");
+
+    let revoked = pound::cmd::keys::revoke(&server.store_url(), "leaving").await.unwrap();
+    assert_eq!(revoked.id, stored.id);
+    let response = server.get_as(&stored.key, &format!("/v1/verifications/{id}")).await;
+    expect_error(response, StatusCode::UNAUTHORIZED, "invalid_api_key").await;
+
+    let outbox = Outbox::start(&server, pound::api::KeyRing::new(&tenancy_config().api_keys), 3);
+    for _ in 0..1000 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    outbox.stop().await;
+    let (signature, body) = seen.lock().unwrap().first().cloned().expect("the queued webhook was delivered");
+    assert!(body.contains(&id), "{body}");
+    let secrets = [stored.webhook_secret.as_str()];
+    assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0])], "signed with the revoked key's secret");
 }

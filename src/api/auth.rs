@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::config::ApiKeyConfig;
-use crate::store::{Scope, Store, StoreError};
+use crate::store::{ApiKey, LAST_USED_EVERY_MS, Scope, Store, StoreError};
 
 /// Who is calling: set by the auth middleware on every `/v1` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +83,12 @@ impl KeyRing {
         KeyRing { config }
     }
 
-    /// Checks `Authorization: Bearer <key>` against the config keys, then the store.
-    pub async fn authenticate(&self, headers: &HeaderMap, store: &dyn Store) -> Result<Caller, ApiError> {
+    /// Checks `Authorization: Bearer <key>` against the config keys, then the
+    /// store, at `now` (Unix ms).
+    ///
+    /// Stored keys are looked up on every request, never cached, so a key
+    /// revoked on any node is refused by every node from its next request.
+    pub async fn authenticate(&self, headers: &HeaderMap, store: &dyn Store, now: i64) -> Result<Caller, ApiError> {
         let token = bearer_token(headers)?;
         let key_hash = sha256(token.as_bytes());
         // Every config key is compared, without stopping at a match.
@@ -96,13 +100,18 @@ impl KeyRing {
             return Ok(key.caller());
         }
         match store.api_key_by_hash(&hex::encode(key_hash)).await? {
-            Some(key) => Ok(Caller {
-                tenant: key.effective_tenant().to_string(),
-                admin: key.admin,
-                can_sign: key.webhook_secret.is_some(),
-                api_key_id: key.id,
-                key_hash,
-            }),
+            // The same answer as an unknown key: a revoked one is worth no more.
+            Some(key) if key.revoked_at.is_some() => Err(invalid_key()),
+            Some(key) => {
+                record_use(store, &key, now).await;
+                Ok(Caller {
+                    tenant: key.effective_tenant().to_string(),
+                    admin: key.admin,
+                    can_sign: key.webhook_secret.is_some(),
+                    api_key_id: key.id,
+                    key_hash,
+                })
+            }
             None => Err(invalid_key()),
         }
     }
@@ -122,6 +131,22 @@ impl KeyRing {
         }
         Ok(store.api_key_by_id(api_key_id).await?.map(|key| key.signing_secrets(now)).unwrap_or_default())
     }
+}
+
+/// Updates the key's `last_used_at` when the row just read shows it is a
+/// minute old, so a busy key costs one write a minute, not one per request.
+/// A failed write only loses that record: the request goes on.
+async fn record_use(store: &dyn Store, key: &ApiKey, now: i64) {
+    if !needs_touch(key.last_used_at, now) {
+        return;
+    }
+    if let Err(error) = store.touch_api_key(&key.id, now).await {
+        tracing::warn!(%error, api_key_id = %key.id, "could not record the API key's last use");
+    }
+}
+
+fn needs_touch(last_used_at: Option<i64>, now: i64) -> bool {
+    last_used_at.is_none_or(|last| now.saturating_sub(last) >= LAST_USED_EVERY_MS)
 }
 
 fn invalid_key() -> ApiError {
@@ -176,6 +201,15 @@ mod tests {
         assert_eq!(bearer_token(&headers("Bearerabc")).unwrap_err().code, "invalid_api_key");
         assert_eq!(bearer_token(&headers("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer_token(&headers("bearer  abc ")).unwrap(), "abc");
+    }
+
+    #[test]
+    fn last_use_is_recorded_once_a_minute() {
+        assert!(needs_touch(None, 0));
+        assert!(!needs_touch(Some(1_000), 1_000));
+        assert!(!needs_touch(Some(1_000), 1_000 + LAST_USED_EVERY_MS - 1));
+        assert!(needs_touch(Some(1_000), 1_000 + LAST_USED_EVERY_MS));
+        assert!(!needs_touch(Some(i64::MAX), i64::MIN), "a clock step back writes nothing");
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn seconds_until(until_ms: i64, now: i64) -> u64 {
 }
 
 async fn require_api_key(State(shared): State<AppState>, mut request: Request, next: Next) -> Response {
-    match shared.keys.authenticate(request.headers(), shared.state.store.as_ref()).await {
+    match shared.keys.authenticate(request.headers(), shared.state.store.as_ref(), now_ms()).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

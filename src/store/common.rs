@@ -224,6 +224,8 @@ pub(super) struct ApiKeyRow {
     webhook_secret: Option<String>,
     previous_webhook_secret: Option<String>,
     previous_secret_until: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
 }
 
 impl From<ApiKeyRow> for ApiKey {
@@ -238,6 +240,8 @@ impl From<ApiKeyRow> for ApiKey {
             webhook_secret: row.webhook_secret,
             previous_webhook_secret: row.previous_webhook_secret,
             previous_secret_until: row.previous_secret_until,
+            revoked_at: row.revoked_at,
+            last_used_at: row.last_used_at,
         }
     }
 }

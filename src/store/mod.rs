@@ -201,7 +201,17 @@ pub struct ApiKey {
     /// `previous_secret_until` (Unix ms) so receivers can switch over.
     pub previous_webhook_secret: Option<String>,
     pub previous_secret_until: Option<i64>,
+    // Key lifecycle (issue 11).
+    /// When `pound keys revoke` revoked it (Unix ms): refused from then on,
+    /// but kept, so the webhooks it queued are still signed.
+    pub revoked_at: Option<i64>,
+    /// The last authenticated request, to the minute ([`LAST_USED_EVERY_MS`]).
+    pub last_used_at: Option<i64>,
 }
+
+/// `last_used_at` is written at most this often per key, so authenticating
+/// is not a write per request.
+pub const LAST_USED_EVERY_MS: i64 = 60_000;
 
 impl ApiKey {
     /// The tenant whose verifications this key sees.
@@ -229,6 +239,8 @@ impl std::fmt::Debug for ApiKey {
             .field("admin", &self.admin)
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
             .field("previous_secret_until", &self.previous_secret_until)
+            .field("revoked_at", &self.revoked_at)
+            .field("last_used_at", &self.last_used_at)
             .finish_non_exhaustive()
     }
 }
@@ -451,6 +463,19 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the webhook secret of key `id`; the one it replaces keeps
     /// signing until `previous_until` (Unix ms). `false` when there is no such key.
     async fn set_webhook_secret(&self, id: &str, secret: &str, previous_until: i64) -> Result<bool, StoreError>;
+
+    // --- Key lifecycle (issue 11) ---
+
+    /// Every stored key, revoked ones included, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes key `id` at `now` (Unix ms); revoking again keeps the first
+    /// time. `false` when there is no such key.
+    async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Records that key `id` was used at `now`, unless it already was within
+    /// [`LAST_USED_EVERY_MS`] (by any node).
+    async fn touch_api_key(&self, id: &str, now: i64) -> Result<(), StoreError>;
 
     // Operations metrics (issue 11).
 

@@ -561,6 +561,39 @@ macro_rules! impl_store {
                 let count = |n: i64| u64::try_from(n).unwrap_or(0);
                 Ok($crate::store::Backlog { queue_depth: count(queue_depth), webhooks_pending: count(webhooks_pending) })
             }
+
+            // Key lifecycle (issue 11).
+
+            async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+                let rows: Vec<ApiKeyRow> = sqlx::query_as("SELECT * FROM api_keys ORDER BY created_at, id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(read_error)?;
+                Ok(rows.into_iter().map(ApiKey::from).collect())
+            }
+
+            async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn touch_api_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
+                // The condition makes nodes that race at the minute's end write once.
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $2 \
+                     WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(now.saturating_sub($crate::store::LAST_USED_EVERY_MS))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
         }
     };
 }

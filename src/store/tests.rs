@@ -193,6 +193,8 @@ cases!(
     registrations_are_per_tenant,
     api_key_grants_and_secret_rotation,
     backlog_counts_claimable_work_and_pending_webhooks,
+    // Key lifecycle (issue 11).
+    api_keys_are_listed_revoked_and_touched,
 );
 
 const HOOK: &str = "https://example.test/hook";
@@ -675,6 +677,8 @@ async fn api_keys_by_hash(h: Arc<Harness>) {
         webhook_secret: None,
         previous_webhook_secret: None,
         previous_secret_until: None,
+        revoked_at: None,
+        last_used_at: None,
     };
     store.insert_api_key(&key).await.unwrap();
     assert_eq!(store.api_key_by_hash("ab12").await.unwrap(), Some(key.clone()));
@@ -791,6 +795,8 @@ async fn api_key_grants_and_secret_rotation(h: Arc<Harness>) {
         webhook_secret: Some("whsec_one".to_string()),
         previous_webhook_secret: None,
         previous_secret_until: None,
+        revoked_at: None,
+        last_used_at: None,
     };
     let plain =
         ApiKey { id: "k_plain".to_string(), hash: "22".to_string(), tenant: None, admin: false, ..admin.clone() };
@@ -825,6 +831,48 @@ async fn api_key_grants_and_secret_rotation(h: Arc<Harness>) {
     assert_eq!(again.signing_secrets(0), ["whsec_three", "whsec_two"], "only one previous secret is kept");
     assert_eq!(store.api_key_by_id("k_admin").await.unwrap().unwrap().webhook_secret.as_deref(), Some("whsec_one"));
     assert!(!store.set_webhook_secret("nope", "x", 0).await.unwrap());
+}
+
+// Key lifecycle (issue 11).
+
+async fn api_keys_are_listed_revoked_and_touched(h: Arc<Harness>) {
+    let store = &h.store;
+    let first = ApiKey {
+        id: "k_b".to_string(),
+        name: "ci".to_string(),
+        hash: "aa".to_string(),
+        created_at: 10,
+        tenant: None,
+        admin: false,
+        webhook_secret: Some("whsec_ci".to_string()),
+        previous_webhook_secret: None,
+        previous_secret_until: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let second = ApiKey { id: "k_a".to_string(), hash: "bb".to_string(), created_at: 20, ..first.clone() };
+    store.insert_api_key(&second).await.unwrap();
+    store.insert_api_key(&first).await.unwrap();
+    let listed: Vec<String> = store.list_api_keys().await.unwrap().into_iter().map(|k| k.id).collect();
+    assert_eq!(listed, ["k_b", "k_a"], "oldest first");
+
+    assert!(store.revoke_api_key("k_b", 1_000).await.unwrap());
+    assert!(store.revoke_api_key("k_b", 2_000).await.unwrap(), "revoking again is no error");
+    let revoked = store.api_key_by_hash("aa").await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(1_000), "the first revocation's time is kept");
+    let signer = store.api_key_by_id("k_b").await.unwrap().unwrap();
+    assert_eq!(signer.signing_secrets(0), ["whsec_ci"], "its queued webhooks are still signed");
+    assert_eq!(store.api_key_by_hash("bb").await.unwrap().unwrap().revoked_at, None);
+    assert!(!store.revoke_api_key("nope", 1_000).await.unwrap());
+
+    let last_used = |id: &'static str| async move { store.api_key_by_id(id).await.unwrap().unwrap().last_used_at };
+    store.touch_api_key("k_a", 100_000).await.unwrap();
+    assert_eq!(last_used("k_a").await, Some(100_000));
+    store.touch_api_key("k_a", 100_000 + super::LAST_USED_EVERY_MS - 1).await.unwrap();
+    assert_eq!(last_used("k_a").await, Some(100_000), "not rewritten within a minute");
+    store.touch_api_key("k_a", 100_000 + super::LAST_USED_EVERY_MS).await.unwrap();
+    assert_eq!(last_used("k_a").await, Some(100_000 + super::LAST_USED_EVERY_MS));
+    assert_eq!(last_used("k_b").await, None);
 }
 
 /// Rows written before migration 0002 stay with the key that created them.
