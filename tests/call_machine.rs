@@ -229,7 +229,9 @@ impl Sim {
         if let Some((at, answer)) = self.network.callee_gone_at
             && self.now - self.start >= at
         {
-            if let Some(status) = answer.filter(|_| message.is_request() && !message.method().is_some_and(|m| m.as_str() == "ACK")) {
+            if let Some(status) =
+                answer.filter(|_| message.is_request() && !message.method().is_some_and(|m| m.as_str() == "ACK"))
+            {
                 let response = Message::response_to(&message, status, None);
                 self.call.handle_sip(self.now, self.phone_signalling(), response);
             }
@@ -472,7 +474,10 @@ fn the_media_timeout_with_a_dead_dialog_is_callee_hangup() {
         assert_eq!(report.outcome, Outcome::CalleeHangup, "{answer:?}: {report:?}");
         let detail = report.detail.unwrap_or_default();
         assert!(detail.contains("dialog is gone"), "{answer:?}: {detail}");
-        assert!(!sim.from_pound.iter().any(|m| m.method().is_some_and(|m| m.as_str() == "BYE")), "no BYE into a dead dialog");
+        assert!(
+            !sim.from_pound.iter().any(|m| m.method().is_some_and(|m| m.as_str() == "BYE")),
+            "no BYE into a dead dialog"
+        );
     }
 }
 

@@ -305,9 +305,9 @@ impl Call {
     /// Every live transaction, retired ones first: the ACK for a challenge
     /// must leave before the INVITE that answers it.
     fn transactions(&mut self) -> impl Iterator<Item = &mut ClientTransaction> {
-        self.retired
-            .iter_mut()
-            .chain([&mut self.invite_tx, &mut self.cancel_tx, &mut self.bye_tx, &mut self.liveness_tx].into_iter().flatten())
+        self.retired.iter_mut().chain(
+            [&mut self.invite_tx, &mut self.cancel_tx, &mut self.bye_tx, &mut self.liveness_tx].into_iter().flatten(),
+        )
     }
 
     fn send_invite(&mut self, now: Instant, mut invite: Message) {

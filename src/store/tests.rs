@@ -192,6 +192,9 @@ cases!(
     listing_is_scoped_filtered_and_paged,
     registrations_are_per_tenant,
     api_key_grants_and_secret_rotation,
+    // Expiry (issue 11).
+    overdue_open_unleased_verifications_expire_once_with_their_webhook,
+    concurrent_sweeps_expire_each_verification_once,
 );
 
 const HOOK: &str = "https://example.test/hook";
@@ -880,5 +883,82 @@ async fn postgres_upgrade_keeps_old_rows_with_their_key() {
     sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
+    }
+}
+
+// Expiry (issue 11).
+
+async fn overdue_open_unleased_verifications_expire_once_with_their_webhook(h: Arc<Harness>) {
+    let store = &h.store;
+    for (id, at) in [("queued", 1_000), ("fresh", 5_000), ("in-call", 1_000), ("dead-node", 1_000), ("done", 1_000)] {
+        create(store, request(id, at)).await;
+    }
+    let claim = |node: &'static str, lease: i64| {
+        let store = store.clone();
+        async move { store.claim(node, 1_500, lease, 1).await.unwrap().remove(0).verification.id }
+    };
+    // Claims of rows due at once go by id.
+    assert_eq!(claim("gone", 100).await, "dead-node");
+    assert_eq!(store.start_attempt("dead-node", "gone", "call-1", 1_510).await.unwrap(), 1);
+    assert_eq!(claim("n", 100).await, "done");
+    store.complete("done", "n", Outcome::NoAnswer, 1_520).await.unwrap();
+    assert_eq!(claim("live", 1_000_000).await, "in-call");
+
+    let mut expired: Vec<String> =
+        store.expire_overdue(2_000, 3_000, 10).await.unwrap().into_iter().map(|v| v.id).collect();
+    expired.sort();
+    assert_eq!(expired, ["dead-node", "queued"], "not the fresh one, the one in a live call, or the completed one");
+    for id in ["queued", "dead-node"] {
+        let v = store.verification(id).await.unwrap().unwrap();
+        assert_eq!((v.status, v.outcome, v.completed_at, v.lease_owner), (Status::Expired, None, Some(3_000), None));
+        let hooks = store.webhooks_for(id).await.unwrap();
+        assert_eq!(hooks.len(), 1, "{id}");
+        let body: WebhookBody = serde_json::from_str(&hooks[0].payload).unwrap();
+        assert_eq!(
+            (body.event.as_str(), body.verification.verification.status),
+            ("verification.completed", Status::Expired)
+        );
+    }
+    let attempts = store.attempts("dead-node").await.unwrap();
+    assert_eq!((attempts[0].outcome.as_deref(), attempts[0].ended_at), (Some("interrupted"), Some(3_000)));
+
+    assert!(store.expire_overdue(2_000, 4_000, 10).await.unwrap().is_empty(), "expired once");
+    assert!(store.expire_overdue(2_000, 4_000, 0).await.unwrap().is_empty());
+    // Never dialled again, even when due.
+    assert!(store.claim("n", 10_000, 100, 10).await.unwrap().iter().all(|c| c.verification.id == "fresh"));
+    // The live call's own node finishes it as usual.
+    assert_eq!(store.complete("in-call", "live", Outcome::Verified, 4_000).await.unwrap().status, Status::Completed);
+}
+
+async fn concurrent_sweeps_expire_each_verification_once(h: Arc<Harness>) {
+    const COUNT: usize = 40;
+    for i in 0..COUNT {
+        create(&h.store, request(&format!("v{i:02}"), 1_000 + i as i64)).await;
+    }
+    let stores = [h.store.clone(), h.another_store().await];
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let store = stores[n % 2].clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let expired = store.expire_overdue(10_000, 20_000, 3).await.unwrap();
+                    if expired.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(expired.into_iter().map(|v| v.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "a verification was expired twice: {all:?}");
+    assert_eq!(all.len(), COUNT);
+    for id in &all {
+        assert_eq!(h.store.webhooks_for(id).await.unwrap().len(), 1, "one webhook for {id}");
     }
 }
