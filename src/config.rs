@@ -14,11 +14,11 @@ use crate::media::codec::Codec;
 use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
 use crate::policy::{NumberRules, VelocityLimits};
 
-/// The whole file.
-
 /// Expiry (issue 11): thirty days; a verification older than that is no
 /// longer a proof of anything the requester is waiting for.
 const MAX_EXPIRE_AFTER_S: u64 = 30 * 86_400;
+
+/// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -704,6 +704,17 @@ mod tests {
         for bad in ["{ key = \"\" }", "{ key = \"k\", webhook_secret = \"\" }", "{ key = \"k\", tenant = \"\" }"] {
             let config: Config = toml::from_str(&format!("[api]\nkeys = [{bad}]")).unwrap();
             assert!(config.validate().unwrap_err().to_string().contains("api.keys[0]"), "{bad}");
+        }
+    }
+
+    // Expiry (issue 11).
+    #[test]
+    fn verifications_expire_after_ten_minutes_unless_configured() {
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty.policy.expire_after_s, 600);
+        for bad in [0, MAX_EXPIRE_AFTER_S + 1] {
+            let config: Config = toml::from_str(&format!("[policy]\nexpire_after_s = {bad}")).unwrap();
+            assert!(config.validate().unwrap_err().to_string().contains("policy.expire_after_s"), "{bad}");
         }
     }
 }

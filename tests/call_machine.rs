@@ -230,7 +230,7 @@ impl Sim {
             && self.now - self.start >= at
         {
             if let Some(status) =
-                answer.filter(|_| message.is_request() && !message.method().is_some_and(|m| m.as_str() == "ACK"))
+                answer.filter(|_| message.is_request() && message.method().is_none_or(|m| m.as_str() != "ACK"))
             {
                 let response = Message::response_to(&message, status, None);
                 self.call.handle_sip(self.now, self.phone_signalling(), response);

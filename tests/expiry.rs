@@ -18,8 +18,11 @@ use common::process::{pound, start};
 
 const KEY: &str = "expiry-test-key";
 
-/// A trunk that answers nothing: every datagram is kept, with when it came.
-fn swallowing_trunk() -> (String, Arc<Mutex<Vec<(Instant, String)>>>) {
+/// Datagrams the trunk received, each with when it came.
+type Received = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// A trunk that answers nothing: every datagram is kept.
+fn swallowing_trunk() -> (String, Received) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let uri = format!("sip:{}", socket.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -100,8 +103,7 @@ async fn an_undialable_verification_expires_with_its_webhook_and_is_not_called_a
     let client = reqwest::Client::new();
 
     let body = json!({"phone": "+14155550100", "user": "bob@example.com", "callback_url": hook});
-    let response =
-        client.post(format!("{api}/v1/verifications")).bearer_auth(KEY).json(&body).send().await.unwrap();
+    let response = client.post(format!("{api}/v1/verifications")).bearer_auth(KEY).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 202);
     let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
 
@@ -125,7 +127,10 @@ async fn an_undialable_verification_expires_with_its_webhook_and_is_not_called_a
     assert!(hook_request.to_ascii_lowercase().contains("pound-signature: t="), "signed: {hook_request}");
     let payload: Value = serde_json::from_str(&hook_request[hook_request.find("\r\n\r\n").unwrap() + 4..]).unwrap();
     assert_eq!(payload["event"], "verification.completed");
-    assert_eq!((payload["verification"]["id"].as_str(), &payload["verification"]["status"]), (Some(id.as_str()), &json!("expired")));
+    assert_eq!(
+        (payload["verification"]["id"].as_str(), &payload["verification"]["status"]),
+        (Some(id.as_str()), &json!("expired"))
+    );
 
     // Nobody is called after the expiry: no new INVITE, not even a retry.
     tokio::time::sleep(Duration::from_secs(3)).await;
