@@ -452,6 +452,53 @@ fn media_timeouts_are_off_or_at_least_a_minute() {
     assert!(error.contains("media_timeout_ms"), "{error}");
 }
 
+/// Runs the call while the callee sends only comfort noise (RFC 3389,
+/// payload type 13) every 200 ms, as a phone with VAD does while listening.
+fn run_with_comfort_noise(mut sim: Sim) -> CallReport {
+    let mut datagram = Vec::new();
+    for sequence in 1u16.. {
+        let next = sim.now + Duration::from_millis(200);
+        if let Some(report) = sim.run(Duration::from_millis(200)) {
+            return report;
+        }
+        // Nothing else was due before then.
+        sim.now = sim.now.max(next);
+        if sim.events.contains(&CallEvent::Answered) {
+            // One byte: the noise level, -70 dBov.
+            let noise = RtpPacket {
+                payload_type: PayloadType(13),
+                marker: false,
+                sequence,
+                timestamp: u32::from(sequence) * 1600,
+                ssrc: Ssrc(0xc0ff_ee00),
+                payload: &[70],
+            };
+            datagram.clear();
+            noise.write(&mut datagram);
+            sim.call.handle_rtp(sim.now, addr(PHONE_RTP), &datagram);
+        }
+        assert!(sim.elapsed() < 600.0, "the call never ended");
+    }
+    unreachable!("the call ends long before the sequence numbers run out")
+}
+
+#[test]
+fn comfort_noise_is_silence_not_a_failure() {
+    let key_by_info = PhoneConfig { via: PressVia::Info, ..silent_phone("#", Duration::from_secs(15)) };
+    let sim = Sim::new(dialplan(""), key_by_info, Network::default(), vec![Codec::Pcmu]);
+    let report = run_with_comfort_noise(sim);
+    assert_eq!((report.outcome, report.dtmf_source), (Outcome::Verified, Some(DtmfSource::Info)), "{report:?}");
+    let sim = Sim::new(
+        dialplan("input_timeout_ms = 3000"),
+        silent_phone("", Duration::ZERO),
+        Network::default(),
+        vec![Codec::Pcmu],
+    );
+    let report = run_with_comfort_noise(sim);
+    assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
+    assert_eq!(report.foreign_rtp_packets, 0, "comfort noise from the answer's address is the callee's");
+}
+
 /// Long input timeouts, so that the media timeout comes first.
 const MEDIA_TIMEOUT_PLAN: &str = "media_timeout_ms = 60000\ninput_timeout_ms = 60000";
 
