@@ -324,7 +324,15 @@ async fn claim_takes_due_work_oldest_first(h: Arc<Harness>) {
     assert_eq!(ids(&store.claim("c", 10_000, 500, 10).await.unwrap()), ["middle", "late", "future"]);
 }
 
-async fn concurrent_claimers_never_share(h: Arc<Harness>) {
+/// Creates 40 due verifications, lets 8 workers on two handles of the store
+/// (as two nodes) take batches with `take(store, worker)` until one comes
+/// back empty, and checks that each verification was taken exactly once.
+/// Returns their ids.
+async fn forty_taken_once_by_eight_workers<F, Fut>(h: &Harness, take: F) -> Vec<String>
+where
+    F: Fn(Arc<dyn Store>, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Vec<String>> + Send,
+{
     const COUNT: usize = 40;
     for i in 0..COUNT {
         create(&h.store, request(&format!("v{i:02}"), 1_000 + i as i64)).await;
@@ -332,19 +340,15 @@ async fn concurrent_claimers_never_share(h: Arc<Harness>) {
     let stores = [h.store.clone(), h.another_store().await];
     let tasks: Vec<_> = (0..8)
         .map(|n| {
-            let store = stores[n % 2].clone();
+            let (store, take) = (stores[n % 2].clone(), take.clone());
             tokio::spawn(async move {
-                let node = format!("node-{n}");
                 let mut mine = Vec::new();
                 loop {
-                    let claimed = store.claim(&node, 5_000, 60_000, 3).await.unwrap();
-                    if claimed.is_empty() {
+                    let taken = take(store.clone(), n).await;
+                    if taken.is_empty() {
                         return mine;
                     }
-                    for c in claimed {
-                        assert_eq!(c.verification.lease_owner.as_deref(), Some(node.as_str()));
-                        mine.push(c.verification.id);
-                    }
+                    mine.extend(taken);
                 }
             })
         })
@@ -354,8 +358,21 @@ async fn concurrent_claimers_never_share(h: Arc<Harness>) {
         all.extend(task.await.unwrap());
     }
     let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a verification was claimed twice: {all:?}");
+    assert_eq!(unique.len(), all.len(), "a verification was taken twice: {all:?}");
     assert_eq!(all.len(), COUNT);
+    all
+}
+
+async fn concurrent_claimers_never_share(h: Arc<Harness>) {
+    forty_taken_once_by_eight_workers(&h, |store, n| async move {
+        let node = format!("node-{n}");
+        let claimed = store.claim(&node, 5_000, 60_000, 3).await.unwrap();
+        for c in &claimed {
+            assert_eq!(c.verification.lease_owner.as_deref(), Some(node.as_str()));
+        }
+        claimed.into_iter().map(|c| c.verification.id).collect()
+    })
+    .await;
 }
 
 async fn expired_lease_is_reclaimed_and_attempt_interrupted(h: Arc<Harness>) {
@@ -931,34 +948,11 @@ async fn overdue_open_unleased_verifications_expire_once_with_their_webhook(h: A
 }
 
 async fn concurrent_sweeps_expire_each_verification_once(h: Arc<Harness>) {
-    const COUNT: usize = 40;
-    for i in 0..COUNT {
-        create(&h.store, request(&format!("v{i:02}"), 1_000 + i as i64)).await;
-    }
-    let stores = [h.store.clone(), h.another_store().await];
-    let tasks: Vec<_> = (0..8)
-        .map(|n| {
-            let store = stores[n % 2].clone();
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                loop {
-                    let expired = store.expire_overdue(10_000, 20_000, 3).await.unwrap();
-                    if expired.is_empty() {
-                        return mine;
-                    }
-                    mine.extend(expired.into_iter().map(|v| v.id));
-                }
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a verification was expired twice: {all:?}");
-    assert_eq!(all.len(), COUNT);
-    for id in &all {
+    let expired = forty_taken_once_by_eight_workers(&h, |store, _| async move {
+        store.expire_overdue(10_000, 20_000, 3).await.unwrap().into_iter().map(|v| v.id).collect()
+    })
+    .await;
+    for id in &expired {
         assert_eq!(h.store.webhooks_for(id).await.unwrap().len(), 1, "one webhook for {id}");
     }
 }
