@@ -14,6 +14,10 @@ use crate::media::codec::Codec;
 use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
 use crate::policy::{NumberRules, VelocityLimits};
 
+/// Expiry (issue 11): thirty days; a verification older than that is no
+/// longer a proof of anything the requester is waiting for.
+const MAX_EXPIRE_AFTER_S: u64 = 30 * 86_400;
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -199,6 +203,10 @@ pub struct PolicySection {
     pub breaker_numbers: u32,
     pub breaker_window_s: u64,
     pub breaker_pause_s: u64,
+    // Expiry (issue 11).
+    /// A verification not completed this long after its creation ends
+    /// `expired` (once no call of it runs) and is never dialled again.
+    pub expire_after_s: u64,
 }
 
 impl PolicySection {
@@ -353,6 +361,8 @@ impl Default for PolicySection {
             breaker_numbers: velocity.breaker_numbers,
             breaker_window_s: velocity.breaker_window.as_secs(),
             breaker_pause_s: velocity.breaker_pause.as_secs(),
+            // Expiry (issue 11).
+            expire_after_s: 600,
         }
     }
 }
@@ -518,6 +528,13 @@ impl Config {
         }
         self.policy.validate_toll_fraud()?;
         self.validate_api_keys()?;
+        // Expiry (issue 11).
+        if !(1..=MAX_EXPIRE_AFTER_S).contains(&self.policy.expire_after_s) {
+            return invalid(format!(
+                "policy.expire_after_s must be 1 to {MAX_EXPIRE_AFTER_S}, not {}",
+                self.policy.expire_after_s
+            ));
+        }
         Ok(())
     }
 
@@ -687,6 +704,17 @@ mod tests {
         for bad in ["{ key = \"\" }", "{ key = \"k\", webhook_secret = \"\" }", "{ key = \"k\", tenant = \"\" }"] {
             let config: Config = toml::from_str(&format!("[api]\nkeys = [{bad}]")).unwrap();
             assert!(config.validate().unwrap_err().to_string().contains("api.keys[0]"), "{bad}");
+        }
+    }
+
+    // Expiry (issue 11).
+    #[test]
+    fn verifications_expire_after_ten_minutes_unless_configured() {
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty.policy.expire_after_s, 600);
+        for bad in [0, MAX_EXPIRE_AFTER_S + 1] {
+            let config: Config = toml::from_str(&format!("[policy]\nexpire_after_s = {bad}")).unwrap();
+            assert!(config.validate().unwrap_err().to_string().contains("policy.expire_after_s"), "{bad}");
         }
     }
 }

@@ -248,6 +248,9 @@ struct PhoneCommand {
     /// Milliseconds from the answer to the phone's own BYE.
     #[arg(long)]
     hangup_after: Option<u64>,
+    /// Silence suppression (VAD/DTX): no RTP while listening, only the keys.
+    #[arg(long, visible_alias = "vad")]
+    silent: bool,
     /// Exit after this many calls have ended.
     #[arg(long)]
     calls: Option<u64>,
@@ -470,6 +473,7 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
             reject: cmd.reject,
             never_answer: cmd.no_answer,
             hangup_after: cmd.hangup_after.map(Duration::from_millis),
+            silent: cmd.silent,
             codecs: codecs(&cmd.codecs),
             timers: Timers::default(),
         },

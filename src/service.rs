@@ -129,6 +129,7 @@ impl Service {
             shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_s),
             rtp_learning_packets: config.rtp.learning_packets,
             numbers: config.policy.number_rules(),
+            expire_after: Duration::from_secs(config.policy.expire_after_s),
         };
         let (engine_store, engine_metrics, engine_stop) = (store.clone(), metrics.clone(), stopping.clone());
         tasks.push(tokio::spawn(async move {

@@ -50,6 +50,7 @@ fn phone_config() -> PhoneConfig {
         reject: None,
         never_answer: false,
         hangup_after: None,
+        silent: false,
         codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
         timers: Timers::default(),
     }
@@ -73,6 +74,10 @@ struct Network {
     rebound_ssrc: Option<u32>,
     /// Signalling passes a proxy: pound sends to it and hears the phone from it.
     via_proxy: bool,
+    /// From this time on (since the INVITE) the callee's side is gone without
+    /// a BYE: requests to it are dropped, or answered with this status by the
+    /// last proxy, and the phone's own messages are lost.
+    callee_gone_at: Option<(Duration, Option<u16>)>,
 }
 
 struct Sim {
@@ -84,6 +89,8 @@ struct Sim {
     events: Vec<CallEvent>,
     challenged: Option<Message>,
     phone_rtp_received: u64,
+    /// RTP datagrams the callee sent (whether or not they arrived).
+    callee_rtp_sent: u64,
     /// Everything pound sent, in order.
     from_pound: Vec<Message>,
     /// Everything the phone sent, in order.
@@ -119,6 +126,7 @@ impl Sim {
             events: Vec::new(),
             challenged: None,
             phone_rtp_received: 0,
+            callee_rtp_sent: 0,
             from_pound: Vec::new(),
             from_phone: Vec::new(),
         }
@@ -165,6 +173,7 @@ impl Sim {
             }
             while let Some((packet, to)) = self.phone.poll_rtp(self.now) {
                 assert_eq!(to, addr(CALLER_RTP));
+                self.callee_rtp_sent += 1;
                 let mut packet = packet.to_vec();
                 let rebound = self.network.callee_media_rebinds_at.is_some_and(|at| self.now - self.start >= at);
                 let from = if rebound {
@@ -215,6 +224,17 @@ impl Sim {
 
     fn deliver_to_phone(&mut self, message: Message) {
         if self.network.black_hole {
+            return;
+        }
+        if let Some((at, answer)) = self.network.callee_gone_at
+            && self.now - self.start >= at
+        {
+            if let Some(status) =
+                answer.filter(|_| message.is_request() && message.method().is_none_or(|m| m.as_str() != "ACK"))
+            {
+                let response = Message::response_to(&message, status, None);
+                self.call.handle_sip(self.now, self.phone_signalling(), response);
+            }
             return;
         }
         let is_invite = message.method().is_some_and(|m| m.as_str() == "INVITE");
@@ -388,14 +408,124 @@ fn the_authorization_is_computed_from_the_challenge() {
     assert!(!value.contains("s3cret"));
 }
 
+/// A callee with silence suppression (VAD/DTX): no RTP while listening.
+fn silent_phone(press: &str, after: Duration) -> PhoneConfig {
+    PhoneConfig { press: press.into(), press_after: after, silent: true, ..phone_config() }
+}
+
 #[test]
-fn silence_from_the_callee_ends_the_call_as_failed() {
+fn a_silent_callee_pressing_pound_by_rfc4733_after_15_s_is_verified() {
+    // The compiled-in dialplan: what `pound serve` uses by default.
+    let plan = Arc::new(Dialplan::find("press-pound", None).unwrap());
+    let (report, sim) = call(plan, silent_phone("#", Duration::from_secs(15)));
+    assert_eq!(report.outcome, Outcome::Verified, "{report:?}");
+    assert_eq!(report.dtmf_source, Some(DtmfSource::Rfc4733));
+    assert!(report.digit_ms.unwrap() - report.answered_ms.unwrap() >= 15_000, "{report:?}");
+    // Only the key's events crossed: a 160 ms press is a handful of packets.
+    assert!(sim.callee_rtp_sent > 0 && sim.callee_rtp_sent < 20, "{} packets", sim.callee_rtp_sent);
+}
+
+#[test]
+fn a_wrong_key_then_silence_is_wrong_input() {
+    let (report, _) = call(dialplan("input_timeout_ms = 3000"), silent_phone("5", Duration::from_secs(2)));
+    assert_eq!(report.outcome, Outcome::WrongInput, "{report:?}");
+    assert_eq!(report.digits, "5");
+}
+
+#[test]
+fn silence_only_is_no_input_not_failed() {
+    let (report, _) = call(dialplan("input_timeout_ms = 3000"), silent_phone("", Duration::ZERO));
+    assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
+    // Even with no packet arriving at all, not only none sent.
     let network = Network { lose_callee_media: true, ..Network::default() };
-    let phone = PhoneConfig { press: String::new(), ..phone_config() };
-    let (report, _) =
-        call_with(dialplan("media_timeout_ms = 4000\ninput_timeout_ms = 20000"), phone, network, vec![Codec::Pcmu]);
-    assert_eq!(report.outcome, Outcome::Failed);
-    assert!(report.detail.unwrap().contains("no RTP"));
+    let (report, _) = call_with(dialplan("input_timeout_ms = 3000"), phone_config(), network, vec![Codec::Pcmu]);
+    assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
+}
+
+#[test]
+fn media_timeouts_are_off_or_at_least_a_minute() {
+    assert_eq!(dialplan("").media_timeout, None);
+    assert_eq!(dialplan("media_timeout_ms = 0").media_timeout, None);
+    assert_eq!(dialplan("media_timeout_ms = 60000").media_timeout, Some(Duration::from_secs(60)));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let error = Dialplan::parse("t", "prompt = \"p\"\nmedia_timeout_ms = 10000", root).unwrap_err().to_string();
+    assert!(error.contains("media_timeout_ms"), "{error}");
+}
+
+/// Runs the call while the callee sends only comfort noise (RFC 3389,
+/// payload type 13) every 200 ms, as a phone with VAD does while listening.
+fn run_with_comfort_noise(mut sim: Sim) -> CallReport {
+    let mut datagram = Vec::new();
+    for sequence in 1u16.. {
+        let next = sim.now + Duration::from_millis(200);
+        if let Some(report) = sim.run(Duration::from_millis(200)) {
+            return report;
+        }
+        // Nothing else was due before then.
+        sim.now = sim.now.max(next);
+        if sim.events.contains(&CallEvent::Answered) {
+            // One byte: the noise level, -70 dBov.
+            let noise = RtpPacket {
+                payload_type: PayloadType(13),
+                marker: false,
+                sequence,
+                timestamp: u32::from(sequence) * 1600,
+                ssrc: Ssrc(0xc0ff_ee00),
+                payload: &[70],
+            };
+            datagram.clear();
+            noise.write(&mut datagram);
+            sim.call.handle_rtp(sim.now, addr(PHONE_RTP), &datagram);
+        }
+        assert!(sim.elapsed() < 600.0, "the call never ended");
+    }
+    unreachable!("the call ends long before the sequence numbers run out")
+}
+
+#[test]
+fn comfort_noise_is_silence_not_a_failure() {
+    let key_by_info = PhoneConfig { via: PressVia::Info, ..silent_phone("#", Duration::from_secs(15)) };
+    let sim = Sim::new(dialplan(""), key_by_info, Network::default(), vec![Codec::Pcmu]);
+    let report = run_with_comfort_noise(sim);
+    assert_eq!((report.outcome, report.dtmf_source), (Outcome::Verified, Some(DtmfSource::Info)), "{report:?}");
+    let sim = Sim::new(
+        dialplan("input_timeout_ms = 3000"),
+        silent_phone("", Duration::ZERO),
+        Network::default(),
+        vec![Codec::Pcmu],
+    );
+    let report = run_with_comfort_noise(sim);
+    assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
+    assert_eq!(report.foreign_rtp_packets, 0, "comfort noise from the answer's address is the callee's");
+}
+
+/// Long input timeouts, so that the media timeout comes first.
+const MEDIA_TIMEOUT_PLAN: &str = "media_timeout_ms = 60000\ninput_timeout_ms = 60000";
+
+#[test]
+fn the_media_timeout_with_a_live_dialog_is_no_input_with_a_detail() {
+    let (report, sim) = call(dialplan(MEDIA_TIMEOUT_PLAN), silent_phone("", Duration::ZERO));
+    assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
+    assert!(report.detail.as_deref().unwrap_or_default().contains("media timeout"), "{report:?}");
+    let asked = sim.from_pound.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == "OPTIONS")).count();
+    assert_eq!(asked, 1, "one in-dialog OPTIONS before deciding");
+    assert!(sim.from_pound.last().unwrap().method().is_some_and(|m| m.as_str() == "BYE"));
+}
+
+#[test]
+fn the_media_timeout_with_a_dead_dialog_is_callee_hangup() {
+    for answer in [None, Some(481), Some(408)] {
+        let network = Network { callee_gone_at: Some((Duration::from_secs(10), answer)), ..Network::default() };
+        let (report, sim) =
+            call_with(dialplan(MEDIA_TIMEOUT_PLAN), silent_phone("", Duration::ZERO), network, vec![Codec::Pcmu]);
+        assert_eq!(report.outcome, Outcome::CalleeHangup, "{answer:?}: {report:?}");
+        let detail = report.detail.unwrap_or_default();
+        assert!(detail.contains("dialog is gone"), "{answer:?}: {detail}");
+        assert!(
+            !sim.from_pound.iter().any(|m| m.method().is_some_and(|m| m.as_str() == "BYE")),
+            "no BYE into a dead dialog"
+        );
+    }
 }
 
 #[test]
@@ -541,9 +671,8 @@ fn another_ssrc_from_a_new_port_is_not_heard() {
     };
     for via in [PressVia::Rfc4733, PressVia::Inband] {
         let phone = PhoneConfig { via, ..phone_config() };
-        let (report, _) = call_with(dialplan("media_timeout_ms = 3000"), phone, network, vec![Codec::Pcmu]);
-        assert_eq!(report.outcome, Outcome::Failed, "{via:?}: {report:?}");
-        assert!(report.detail.as_deref().unwrap_or_default().contains("no RTP"), "{report:?}");
+        let (report, _) = call_with(dialplan(""), phone, network, vec![Codec::Pcmu]);
+        assert_eq!(report.outcome, Outcome::NoInput, "{via:?}: {report:?}");
         assert_eq!(report.digits, "", "{via:?}");
         assert!(report.foreign_rtp_packets > 100, "{via:?}: {report:?}");
     }

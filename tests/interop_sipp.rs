@@ -30,7 +30,7 @@ fn quick_dialplan(dir: &Path) -> PathBuf {
     let path = dir.join("quick.toml");
     let text = format!(
         "prompt = {:?}\nprompt_repeats = 1\nexpect = \"#\"\nfraud_code = \"0#\"\nmax_attempts = 1\n\
-         confirmation_prompt = {:?}\ninput_timeout_ms = 1000\nmedia_timeout_ms = 30000\n",
+         confirmation_prompt = {:?}\ninput_timeout_ms = 1000\nmedia_timeout_ms = 60000\n",
         prompts.join("press-pound.wav"),
         prompts.join("confirmed.wav"),
     );

@@ -315,7 +315,8 @@ async fn the_engine_blocks_a_refused_number_it_finds_queued_without_dialling() {
     let refused = ["+19002345678", "+18762345678", "+8821612345678"];
     for (i, phone) in refused.iter().enumerate() {
         // Straight into the store, past the API's check.
-        let new = NewVerification { phone: phone.to_string(), ..new_verification(i, 0) };
+        // Created now: rows as old as the epoch would expire (issue 11) before the engine saw them.
+        let new = NewVerification { phone: phone.to_string(), ..new_verification(i, pound::engine::unix_ms()) };
         store.create_verification(&new).await.unwrap();
     }
     let metrics = Arc::new(Metrics::new());
@@ -336,7 +337,7 @@ async fn the_engine_blocks_a_refused_number_it_finds_queued_without_dialling() {
     let mut packet = [0u8; 4096];
     assert!(trunk.try_recv(&mut packet).is_err(), "nothing reached the trunk");
     // The control: an allowed number queued the same way is dialled.
-    store.create_verification(&new_verification(10, 0)).await.unwrap();
+    store.create_verification(&new_verification(10, pound::engine::unix_ms())).await.unwrap();
     let len = tokio::time::timeout(Duration::from_secs(10), trunk.recv(&mut packet)).await.unwrap().unwrap();
     let invite = String::from_utf8_lossy(&packet[..len]).into_owned();
     assert!(invite.starts_with(&format!("INVITE sip:{}@", new_verification(10, 0).phone)), "{invite}");
@@ -373,6 +374,7 @@ fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         shutdown_grace: Duration::ZERO,
         numbers: NumberRules::default(),
         rtp_learning_packets: pound::rtp::DEFAULT_LEARNING_PACKETS,
+        expire_after: Duration::from_secs(600),
     }
 }
 

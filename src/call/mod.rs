@@ -165,6 +165,8 @@ pub struct Call {
     invite_tx: Option<ClientTransaction>,
     cancel_tx: Option<ClientTransaction>,
     bye_tx: Option<ClientTransaction>,
+    /// The in-dialog OPTIONS that asks whether a silent callee is still there.
+    liveness_tx: Option<ClientTransaction>,
     /// INVITE transactions replaced by an authenticated retry: they still
     /// acknowledge retransmissions of their challenge until they end.
     retired: Vec<ClientTransaction>,
@@ -240,6 +242,7 @@ impl Call {
             invite_tx: None,
             cancel_tx: None,
             bye_tx: None,
+            liveness_tx: None,
             retired: Vec::new(),
             dialog: None,
             ack: None,
@@ -303,9 +306,9 @@ impl Call {
     /// Every live transaction, retired ones first: the ACK for a challenge
     /// must leave before the INVITE that answers it.
     fn transactions(&mut self) -> impl Iterator<Item = &mut ClientTransaction> {
-        self.retired
-            .iter_mut()
-            .chain([&mut self.invite_tx, &mut self.cancel_tx, &mut self.bye_tx].into_iter().flatten())
+        self.retired.iter_mut().chain(
+            [&mut self.invite_tx, &mut self.cancel_tx, &mut self.bye_tx, &mut self.liveness_tx].into_iter().flatten(),
+        )
     }
 
     fn send_invite(&mut self, now: Instant, mut invite: Message) {
@@ -403,7 +406,7 @@ impl Call {
         if self.phase == Phase::Done {
             return None;
         }
-        let transactions = [&self.invite_tx, &self.cancel_tx, &self.bye_tx]
+        let transactions = [&self.invite_tx, &self.cancel_tx, &self.bye_tx, &self.liveness_tx]
             .into_iter()
             .flatten()
             .chain(&self.retired)
@@ -457,6 +460,10 @@ impl Call {
             }
             while let Some(event) = self.bye_tx.as_mut().and_then(|tx| tx.poll_event()) {
                 self.on_bye_event(now, event);
+                progressed = true;
+            }
+            while let Some(event) = self.liveness_tx.as_mut().and_then(|tx| tx.poll_event()) {
+                self.on_liveness_event(now, event);
                 progressed = true;
             }
             // CANCEL's own outcome changes nothing: the INVITE's final response
@@ -811,8 +818,7 @@ impl Call {
             }
             Phase::Talking | Phase::Closing => {
                 if self.media_silence_deadline().is_some_and(|t| now >= t) {
-                    let seconds = self.config.dialplan.media_timeout.as_secs();
-                    self.fail(now, format!("no RTP from the callee for {seconds} s"));
+                    self.probe_liveness(now);
                 } else if self.talk_deadline.is_some_and(|t| now >= t) {
                     self.decide(Outcome::NoInput, None);
                     self.detail.get_or_insert_with(|| "maximum call duration".into());
@@ -825,7 +831,10 @@ impl Call {
                     if self.prompt_plays < self.config.dialplan.prompt_repeats {
                         self.play_main_prompt();
                     } else {
-                        self.decide(Outcome::NoInput, None);
+                        // A wrong key followed by silence is the callee's
+                        // answer, not an absent one.
+                        let outcome = if self.wrong_entries > 0 { Outcome::WrongInput } else { Outcome::NoInput };
+                        self.decide(outcome, None);
                         self.hang_up(now);
                     }
                 }
@@ -834,8 +843,13 @@ impl Call {
         }
     }
 
+    /// Silence is what a listening callee with VAD or DTX sends, so it
+    /// decides nothing by itself: only a dialog that no longer answers ends
+    /// the call early. The deadline is off by default (dialplan
+    /// `media_timeout_ms = 0`) and fires once per call.
     fn media_silence_deadline(&self) -> Option<Instant> {
-        if !matches!(self.phase, Phase::Talking | Phase::Closing) {
+        let timeout = self.config.dialplan.media_timeout?;
+        if self.phase != Phase::Talking || self.liveness_tx.is_some() {
             return None;
         }
         let media = self.media.as_ref()?;
@@ -844,7 +858,49 @@ impl Call {
             return None;
         }
         let last = media.last_packet_at().max(self.answered_at)?;
-        Some(last + self.config.dialplan.media_timeout)
+        Some(last + timeout)
+    }
+
+    /// Asks the callee's side, inside the dialog, whether the call still
+    /// exists (RFC 3261 §11 OPTIONS; any final response but 481 or 408 means
+    /// it does).
+    fn probe_liveness(&mut self, now: Instant) {
+        tracing::info!(call_id = self.call_id(), "no RTP from the callee: asking whether the dialog is alive");
+        let via = self.via();
+        let Some(dialog) = self.dialog.as_mut() else { return };
+        let options = dialog.request(Method::Options, &via);
+        self.liveness_tx =
+            Some(ClientTransaction::new(options, self.config.transport.is_reliable(), self.config.timers, now));
+    }
+
+    fn on_liveness_event(&mut self, now: Instant, event: TransactionEvent) {
+        let seconds = self.config.dialplan.media_timeout.map_or(0, |t| t.as_secs());
+        let gone = match &event {
+            TransactionEvent::Final(response) => match response.status() {
+                Some(status @ (408 | 481)) => Some(format!("OPTIONS answered {status}")),
+                _ => None,
+            },
+            TransactionEvent::Timeout => Some("OPTIONS unanswered".to_string()),
+            TransactionEvent::TransportError => Some("OPTIONS undeliverable".to_string()),
+            _ => return,
+        };
+        match gone {
+            // The callee's side no longer knows the call: it ended without a
+            // BYE reaching us, which is a hang-up as far as the requester is
+            // concerned. A BYE would go unanswered too, so none is sent.
+            Some(why) => {
+                let detail = format!("no RTP from the callee for {seconds} s and the dialog is gone ({why})");
+                tracing::info!(call_id = self.call_id(), %detail, "callee gone");
+                self.detail.get_or_insert(detail);
+                self.decide(Outcome::CalleeHangup, None);
+                self.finish(now);
+            }
+            None => {
+                self.detail.get_or_insert_with(|| format!("media timeout: no RTP from the callee for {seconds} s"));
+                self.decide(Outcome::NoInput, None);
+                self.hang_up(now);
+            }
+        }
     }
 
     fn decide(&mut self, outcome: Outcome, digit: Option<(DtmfSource, Instant)>) {

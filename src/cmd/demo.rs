@@ -62,6 +62,7 @@ async fn demo(folder: &std::path::Path, via: PressVia) -> Result<bool, DemoError
             reject: None,
             never_answer: false,
             hangup_after: None,
+            silent: false,
             codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
             timers: Timers::default(),
         },

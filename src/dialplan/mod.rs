@@ -13,7 +13,8 @@
 //! input_timeout_ms = 5000       # silence after a prompt before it repeats
 //! ring_timeout_ms = 45000       # ringing before CANCEL (no_answer)
 //! max_duration_ms = 120000      # from the answer; then BYE
-//! media_timeout_ms = 10000      # no RTP at all for this long after the answer: BYE (failed)
+//! media_timeout_ms = 0          # off; or >= 60000: no RTP for this long → in-dialog OPTIONS,
+//!                               # then no_input (dialog alive) or callee_hangup (481/408/no answer)
 //! dtmf_sources = ["rfc4733", "info", "inband"]
 //! retry_outcomes = ["no_answer", "busy", "unreachable"]   # call again after these
 //! retry_after_ms = 60000        # wait before the next attempt
@@ -73,7 +74,8 @@ pub struct Dialplan {
     pub input_timeout: Duration,
     pub ring_timeout: Duration,
     pub max_duration: Duration,
-    pub media_timeout: Duration,
+    /// `None` (the default): silence from the callee ends nothing by itself.
+    pub media_timeout: Option<Duration>,
     pub dtmf_sources: Vec<DtmfSource>,
     /// Outcomes after which the engine calls again (while attempts remain).
     pub retry_outcomes: Vec<Outcome>,
@@ -151,12 +153,16 @@ mod defaults {
         120_000
     }
     pub fn media_timeout_ms() -> u64 {
-        10_000
+        0
     }
     pub fn dtmf_sources() -> Vec<DtmfSource> {
         vec![DtmfSource::Rfc4733, DtmfSource::Info, DtmfSource::Inband]
     }
 }
+
+/// Callees with VAD or DTX stay silent through a whole prompt and input
+/// timeout; a shorter media timeout would cut off people who are listening.
+const MIN_MEDIA_TIMEOUT_MS: u64 = 60_000;
 
 /// Dialplan files are small; anything larger is a mistake, not a dialplan.
 const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -251,7 +257,10 @@ impl Dialplan {
             input_timeout: ranged("input_timeout_ms", file.input_timeout_ms, 500, 60_000)?,
             ring_timeout: ranged("ring_timeout_ms", file.ring_timeout_ms, 1_000, 300_000)?,
             max_duration: ranged("max_duration_ms", file.max_duration_ms, 1_000, 3_600_000)?,
-            media_timeout: ranged("media_timeout_ms", file.media_timeout_ms, 1_000, 300_000)?,
+            media_timeout: match file.media_timeout_ms {
+                0 => None,
+                ms => Some(ranged("media_timeout_ms (0 = off)", ms, MIN_MEDIA_TIMEOUT_MS, 3_600_000)?),
+            },
             dtmf_sources: file.dtmf_sources,
             retry_outcomes: file.retry_outcomes,
             retry_after: ranged("retry_after_ms", file.retry_after_ms, 1_000, 86_400_000)?,

@@ -7,6 +7,7 @@
 //! stops claiming, lets running calls finish until a deadline, then ends the
 //! rest and releases their verifications for another node.
 
+mod expiry;
 mod ledger;
 mod pacing;
 pub mod trunk;
@@ -84,6 +85,9 @@ pub struct EngineConfig {
     /// Re-checked before every call (issue 7's toll-fraud guard): a number
     /// stored by an older node or under older rules ends `blocked`.
     pub numbers: NumberRules,
+    /// A verification not completed this long after its creation expires
+    /// (`policy.expire_after_s`; issue 11).
+    pub expire_after: Duration,
 }
 
 /// Now as Unix milliseconds, the store's clock.
@@ -113,8 +117,12 @@ pub async fn run_engine(
         while running.try_join_next().is_some() {}
         let free = config.max_concurrent_calls.saturating_sub(ledger.in_use().max(running.len()));
         let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await;
+        // Whether or not the trunk is up: what cannot be dialled expires too.
+        // Before the claim, with the same clock, so that nothing overdue is dialled.
+        let now = unix_ms();
+        expiry::sweep(store.as_ref(), config.expire_after, now).await;
         if caught_up && free > 0 && trunk.may_dial() {
-            match store.claim(&config.node_id, unix_ms(), lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
+            match store.claim(&config.node_id, now, lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
                     for work in claimed {
                         let task = Verification {

@@ -47,6 +47,9 @@ pub struct PhoneConfig {
     pub never_answer: bool,
     /// From the answer to the phone's own BYE.
     pub hangup_after: Option<Duration>,
+    /// Silence suppression (VAD/DTX): no RTP at all while listening; only
+    /// key presses (RFC 4733 events or in-band tones) are sent.
+    pub silent: bool,
     /// Codecs accepted, in order of preference.
     pub codecs: Vec<Codec>,
     pub timers: Timers,
@@ -477,6 +480,10 @@ impl Phone {
                         media.sender.event_ended();
                     }
                 }
+            }
+            if self.config.silent && keys.tone.is_none() {
+                media.sender.skip_frame();
+                continue;
             }
             let mut frame = [0i16; FRAME_SAMPLES];
             if let Some((tone, until)) = keys.tone.as_mut() {

@@ -464,6 +464,18 @@ pub trait Store: Send + Sync + 'static {
     /// signing until `previous_until` (Unix ms). `false` when there is no such key.
     async fn set_webhook_secret(&self, id: &str, secret: &str, previous_until: i64) -> Result<bool, StoreError>;
 
+    // Expiry (issue 11).
+
+    /// Ends with status `expired` (no outcome: no call decided it) up to
+    /// `limit` verifications created at or before `created_before` that are
+    /// not final and that no live node leases at `now`: a running call is
+    /// never cut off; its verification expires once the call is over, if it
+    /// is not completed by then. A dead node's open attempt is closed as
+    /// `interrupted`. The completion webhook is queued in the same
+    /// transaction. Each verification is expired once however many nodes
+    /// sweep at the same time; returns the ones this call expired.
+    async fn expire_overdue(&self, created_before: i64, now: i64, limit: u32) -> Result<Vec<Verification>, StoreError>;
+
     // --- Key lifecycle (issue 11) ---
 
     /// Every stored key, revoked ones included, oldest first.

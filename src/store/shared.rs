@@ -594,6 +594,58 @@ macro_rules! impl_store {
                 .await?;
                 Ok(())
             }
+
+            // Expiry (issue 11).
+
+            async fn expire_overdue(
+                &self,
+                created_before: i64,
+                now: i64,
+                limit: u32,
+            ) -> Result<Vec<Verification>, StoreError> {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await?;
+                let overdue: Vec<(String, Option<String>)> = sqlx::query_as(concat!(
+                    "SELECT id, lease_owner FROM verifications \
+                     WHERE status IN ('queued', 'dialing', 'ringing', 'answered') AND created_at <= $1 \
+                     AND (lease_owner IS NULL OR lease_until < $2) \
+                     ORDER BY created_at, id LIMIT $3",
+                    $lock_due
+                ))
+                .bind(created_before)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut expired = Vec::with_capacity(overdue.len());
+                for (id, old_owner) in overdue {
+                    // The guard is checked again by the write itself: a sweep
+                    // that read the row before another one expired it (or a
+                    // node claimed it) changes nothing.
+                    let row: Option<VerificationRow> = sqlx::query_as(
+                        "UPDATE verifications SET status = 'expired', completed_at = $2, updated_at = $2, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $1 AND status IN ('queued', 'dialing', 'ringing', 'answered') \
+                         AND (lease_owner IS NULL OR lease_until < $2) RETURNING *",
+                    )
+                    .bind(&id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                    let Some(row) = row else { continue };
+                    if let Some(old_owner) = &old_owner {
+                        close_open_attempt(&mut tx, &id, old_owner, now).await?;
+                    }
+                    let verification = Verification::try_from(row)?;
+                    queue_completion_webhook(&mut tx, &verification, now).await?;
+                    expired.push(verification);
+                }
+                tx.commit().await?;
+                Ok(expired)
+            }
         }
     };
 }

@@ -195,6 +195,9 @@ cases!(
     backlog_counts_claimable_work_and_pending_webhooks,
     // Key lifecycle (issue 11).
     api_keys_are_listed_revoked_and_touched,
+    // Expiry (issue 11).
+    overdue_open_unleased_verifications_expire_once_with_their_webhook,
+    concurrent_sweeps_expire_each_verification_once,
 );
 
 const HOOK: &str = "https://example.test/hook";
@@ -324,7 +327,15 @@ async fn claim_takes_due_work_oldest_first(h: Arc<Harness>) {
     assert_eq!(ids(&store.claim("c", 10_000, 500, 10).await.unwrap()), ["middle", "late", "future"]);
 }
 
-async fn concurrent_claimers_never_share(h: Arc<Harness>) {
+/// Creates 40 due verifications, lets 8 workers on two handles of the store
+/// (as two nodes) take batches with `take(store, worker)` until one comes
+/// back empty, and checks that each verification was taken exactly once.
+/// Returns their ids.
+async fn forty_taken_once_by_eight_workers<F, Fut>(h: &Harness, take: F) -> Vec<String>
+where
+    F: Fn(Arc<dyn Store>, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Vec<String>> + Send,
+{
     const COUNT: usize = 40;
     for i in 0..COUNT {
         create(&h.store, request(&format!("v{i:02}"), 1_000 + i as i64)).await;
@@ -332,19 +343,15 @@ async fn concurrent_claimers_never_share(h: Arc<Harness>) {
     let stores = [h.store.clone(), h.another_store().await];
     let tasks: Vec<_> = (0..8)
         .map(|n| {
-            let store = stores[n % 2].clone();
+            let (store, take) = (stores[n % 2].clone(), take.clone());
             tokio::spawn(async move {
-                let node = format!("node-{n}");
                 let mut mine = Vec::new();
                 loop {
-                    let claimed = store.claim(&node, 5_000, 60_000, 3).await.unwrap();
-                    if claimed.is_empty() {
+                    let taken = take(store.clone(), n).await;
+                    if taken.is_empty() {
                         return mine;
                     }
-                    for c in claimed {
-                        assert_eq!(c.verification.lease_owner.as_deref(), Some(node.as_str()));
-                        mine.push(c.verification.id);
-                    }
+                    mine.extend(taken);
                 }
             })
         })
@@ -354,8 +361,21 @@ async fn concurrent_claimers_never_share(h: Arc<Harness>) {
         all.extend(task.await.unwrap());
     }
     let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a verification was claimed twice: {all:?}");
+    assert_eq!(unique.len(), all.len(), "a verification was taken twice: {all:?}");
     assert_eq!(all.len(), COUNT);
+    all
+}
+
+async fn concurrent_claimers_never_share(h: Arc<Harness>) {
+    forty_taken_once_by_eight_workers(&h, |store, n| async move {
+        let node = format!("node-{n}");
+        let claimed = store.claim(&node, 5_000, 60_000, 3).await.unwrap();
+        for c in &claimed {
+            assert_eq!(c.verification.lease_owner.as_deref(), Some(node.as_str()));
+        }
+        claimed.into_iter().map(|c| c.verification.id).collect()
+    })
+    .await;
 }
 
 async fn expired_lease_is_reclaimed_and_attempt_interrupted(h: Arc<Harness>) {
@@ -963,4 +983,58 @@ async fn backlog_counts_claimable_work_and_pending_webhooks(h: Arc<Harness>) {
     let due = store.due_webhooks(800, 1_000, 10).await.unwrap();
     store.webhook_failed(&due[0].id, "HTTP 5xx", None).await.unwrap();
     assert_eq!(backlog(900).await, (1, 0), "canceled and given up are not waiting");
+}
+
+// Expiry (issue 11).
+
+async fn overdue_open_unleased_verifications_expire_once_with_their_webhook(h: Arc<Harness>) {
+    let store = &h.store;
+    for (id, at) in [("queued", 1_000), ("fresh", 5_000), ("in-call", 1_000), ("dead-node", 1_000), ("done", 1_000)] {
+        create(store, request(id, at)).await;
+    }
+    let claim = |node: &'static str, lease: i64| {
+        let store = store.clone();
+        async move { store.claim(node, 1_500, lease, 1).await.unwrap().remove(0).verification.id }
+    };
+    // Claims of rows due at once go by id.
+    assert_eq!(claim("gone", 100).await, "dead-node");
+    assert_eq!(store.start_attempt("dead-node", "gone", "call-1", 1_510).await.unwrap(), 1);
+    assert_eq!(claim("n", 100).await, "done");
+    store.complete("done", "n", Outcome::NoAnswer, 1_520).await.unwrap();
+    assert_eq!(claim("live", 1_000_000).await, "in-call");
+
+    let mut expired: Vec<String> =
+        store.expire_overdue(2_000, 3_000, 10).await.unwrap().into_iter().map(|v| v.id).collect();
+    expired.sort();
+    assert_eq!(expired, ["dead-node", "queued"], "not the fresh one, the one in a live call, or the completed one");
+    for id in ["queued", "dead-node"] {
+        let v = store.verification(id).await.unwrap().unwrap();
+        assert_eq!((v.status, v.outcome, v.completed_at, v.lease_owner), (Status::Expired, None, Some(3_000), None));
+        let hooks = store.webhooks_for(id).await.unwrap();
+        assert_eq!(hooks.len(), 1, "{id}");
+        let body: WebhookBody = serde_json::from_str(&hooks[0].payload).unwrap();
+        assert_eq!(
+            (body.event.as_str(), body.verification.verification.status),
+            ("verification.completed", Status::Expired)
+        );
+    }
+    let attempts = store.attempts("dead-node").await.unwrap();
+    assert_eq!((attempts[0].outcome.as_deref(), attempts[0].ended_at), (Some("interrupted"), Some(3_000)));
+
+    assert!(store.expire_overdue(2_000, 4_000, 10).await.unwrap().is_empty(), "expired once");
+    assert!(store.expire_overdue(2_000, 4_000, 0).await.unwrap().is_empty());
+    // Never dialled again, even when due.
+    assert!(store.claim("n", 10_000, 100, 10).await.unwrap().iter().all(|c| c.verification.id == "fresh"));
+    // The live call's own node finishes it as usual.
+    assert_eq!(store.complete("in-call", "live", Outcome::Verified, 4_000).await.unwrap().status, Status::Completed);
+}
+
+async fn concurrent_sweeps_expire_each_verification_once(h: Arc<Harness>) {
+    let expired = forty_taken_once_by_eight_workers(&h, |store, _| async move {
+        store.expire_overdue(10_000, 20_000, 3).await.unwrap().into_iter().map(|v| v.id).collect()
+    })
+    .await;
+    for id in &expired {
+        assert_eq!(h.store.webhooks_for(id).await.unwrap().len(), 1, "one webhook for {id}");
+    }
 }
