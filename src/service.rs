@@ -12,10 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
-use crate::api::{ApiConfig, ApiState, KeyRing, Policy, router};
+use crate::api::{ApiConfig, ApiState, KeyRing, NodeHealth, Policy, router};
 use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan};
+use crate::engine::trunk::TrunkHealth;
 use crate::engine::{EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
 use crate::metrics::Metrics;
 use crate::sip::Credentials;
@@ -30,6 +31,9 @@ pub enum ServiceError {
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The store's server did not take a connection at start.
+    #[error("store: cannot connect to {server}: {cause}")]
+    StoreUnreachable { server: String, cause: String },
     /// A dialplan or one of its prompts is unusable.
     #[error("dialplan: {0}")]
     Dialplan(String),
@@ -44,6 +48,12 @@ pub struct Service {
     pub api: SocketAddr,
     pub node_id: String,
     pub store: Arc<dyn Store>,
+    /// `/readyz`'s view of the trunk and of the drain.
+    pub health: Arc<NodeHealth>,
+    /// Stops the engine claiming work; running calls finish.
+    stop_engine: watch::Sender<bool>,
+    engine: JoinHandle<()>,
+    /// Stops the API and the outbox, once the engine is done.
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -53,12 +63,16 @@ impl Service {
     /// engine and the webhook outbox.
     pub async fn start(config: Config) -> Result<Service, ServiceError> {
         config.validate()?;
-        let store = crate::store::open(&config.store.url).await?;
+        let store = open_store(&config.store.url).await?;
         let dialplans = load_dialplans(config.dialplans.as_deref())?;
         let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(AtomicBool::new(false));
         let (shutdown, stopping) = watch::channel(false);
+        let (stop_engine, engine_stopping) = watch::channel(false);
+        let trunk_health =
+            Arc::new(TrunkHealth::new(config.trunk.options_interval_s > 0, config.trunk.register_as.is_some()));
+        let health = Arc::new(NodeHealth::new(trunk_health.clone(), config.trunk.uri.clone()));
         let listener = tokio::net::TcpListener::bind(config.api.bind)
             .await
             .map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
@@ -94,8 +108,9 @@ impl Service {
         let mut api_stop = stopping.clone();
         let limits = api_state.config.limits.clone();
         let api_metrics = metrics.clone();
+        let app = router(api_state).layer(axum::Extension(health.clone()));
         tasks.push(tokio::spawn(async move {
-            crate::api::server::serve(listener, router(api_state), limits, api_metrics, async move {
+            crate::api::server::serve(listener, app, limits, api_metrics, async move {
                 let _ = api_stop.wait_for(|stop| *stop).await;
             })
             .await;
@@ -129,13 +144,14 @@ impl Service {
             shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_s),
             rtp_learning_packets: config.rtp.learning_packets,
             numbers: config.policy.number_rules(),
+            trunk_health,
         };
-        let (engine_store, engine_metrics, engine_stop) = (store.clone(), metrics.clone(), stopping.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = run_engine(engine_store, engine_metrics, engine, engine_stop).await {
+        let (engine_store, engine_metrics) = (store.clone(), metrics.clone());
+        let engine = tokio::spawn(async move {
+            if let Err(e) = run_engine(engine_store, engine_metrics, engine, engine_stopping).await {
                 tracing::error!(error = %e, "the engine stopped");
             }
-        }));
+        });
         let webhooks = WebhookConfig {
             max_attempts: config.webhooks.max_attempts,
             targets: config.webhooks.targets(),
@@ -145,12 +161,16 @@ impl Service {
         let signer = KeyRing::new(&config.api_keys());
         tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), signer, webhooks, stopping.clone())));
         ready.store(true, Ordering::Release);
-        Ok(Service { api, node_id, store, shutdown, tasks })
+        Ok(Service { api, node_id, store, health, stop_engine, engine, shutdown, tasks })
     }
 
-    /// Stops claiming work, lets running calls finish (up to the grace
-    /// period), stops the API and the outbox.
+    /// Stops claiming work and lets running calls finish (up to the grace
+    /// period) while the API keeps answering, `/readyz` with 503 `draining`
+    /// so load balancers move on; then stops the API and the outbox.
     pub async fn stop(self) {
+        self.health.start_draining();
+        let _ = self.stop_engine.send(true);
+        let _ = self.engine.await;
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -186,6 +206,30 @@ pub fn load_dialplans(folder: Option<&Path>) -> Result<HashMap<String, LoadedDia
     }
     Ok(plans)
 }
+
+/// Opens the store. A PostgreSQL server is first asked for one connection,
+/// within [`STORE_CONNECT_TIMEOUT`], so that an unreachable one is an error
+/// naming its host, port and the cause rather than the pool's "timed out".
+async fn open_store(url: &str) -> Result<Arc<dyn Store>, ServiceError> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        use sqlx::Connection;
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(StoreError::from)?;
+        let server = format!("{}:{}", options.get_host(), options.get_port());
+        let unreachable = |cause: String| ServiceError::StoreUnreachable { server: server.clone(), cause };
+        match tokio::time::timeout(STORE_CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options)).await {
+            Err(_) => return Err(unreachable(format!("no answer within {STORE_CONNECT_TIMEOUT:?}"))),
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+        }
+    }
+    Ok(crate::store::open(url).await?)
+}
+
+/// How long the first connection to the store's server may take at start.
+const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn default_node_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();

@@ -373,6 +373,7 @@ fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         shutdown_grace: Duration::ZERO,
         numbers: NumberRules::default(),
         rtp_learning_packets: pound::rtp::DEFAULT_LEARNING_PACKETS,
+        trunk_health: Default::default(),
     }
 }
 

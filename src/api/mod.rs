@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 
 pub use auth::KeyRing;
 pub use error::ApiError;
+pub use ready::NodeHealth;
 
 use auth::Caller;
 
@@ -440,16 +441,19 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(shared): State<AppState>) -> Response {
+async fn readyz(State(shared): State<AppState>, node: Option<Extension<Arc<NodeHealth>>>) -> Response {
     if !shared.state.ready.load(Ordering::Acquire) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the engine or the store is not up yet")
-            .retry_after(1)
-            .into_response();
+        return ready::not_ready(&[ready::Reason::new("not_ready", "the engine or the store is not up yet")]);
     }
+    let mut reasons = Vec::new();
     if !shared.write_probe.writable(shared.state.store.as_ref(), now_ms()).await {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not accept writes")
-            .retry_after(error::STORE_RETRY_AFTER_S)
-            .into_response();
+        reasons.push(ready::Reason::new("store_unavailable", "the store does not accept writes"));
+    }
+    if let Some(Extension(node)) = node {
+        reasons.extend(node.reasons());
+    }
+    if !reasons.is_empty() {
+        return ready::not_ready(&reasons);
     }
     Json(json!({ "status": "ready" })).into_response()
 }

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -34,7 +33,7 @@ use crate::policy::NumberRules;
 use crate::sip::{Credentials, Timers};
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
 use ledger::{Ledger, Then, Unrecorded};
-use trunk::TrunkWatchConfig;
+use trunk::{TrunkHealth, TrunkWatchConfig};
 
 /// A dialplan with its prompts loaded.
 #[derive(Debug, Clone)]
@@ -85,6 +84,8 @@ pub struct EngineConfig {
     /// Re-checked before every call (issue 7's toll-fraud guard): a number
     /// stored by an older node or under older rules ends `blocked`.
     pub numbers: NumberRules,
+    /// Written by the trunk watch, read before claiming work (and by `/readyz`).
+    pub trunk_health: Arc<TrunkHealth>,
 }
 
 /// Now as Unix milliseconds, the store's clock.
@@ -101,9 +102,8 @@ pub async fn run_engine(
 ) -> Result<(), StoreError> {
     let config = Arc::new(config);
     let pacer = Arc::new(Pacer::new(config.trunk.calls_per_second));
-    let trunk_up = Arc::new(AtomicBool::new(true));
     if config.trunk.register_as.is_some() || config.trunk.options_interval.is_some() {
-        spawn_trunk_watch(&config, trunk_up.clone(), shutdown.clone()).await;
+        spawn_trunk_watch(&config, config.trunk_health.clone(), shutdown.clone()).await;
     }
     let (stop_calls, calls_stopped) = watch::channel(false);
     let ledger = Arc::new(Ledger::default());
@@ -113,7 +113,7 @@ pub async fn run_engine(
         while running.try_join_next().is_some() {}
         let free = config.max_concurrent_calls.saturating_sub(ledger.in_use().max(running.len()));
         let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await;
-        if caught_up && free > 0 && trunk_up.load(Ordering::Acquire) {
+        if caught_up && free > 0 && config.trunk_health.can_dial() {
             match store.claim(&config.node_id, unix_ms(), lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
                     for work in claimed {
@@ -154,7 +154,7 @@ pub async fn run_engine(
     Ok(())
 }
 
-async fn spawn_trunk_watch(config: &EngineConfig, up: Arc<AtomicBool>, shutdown: watch::Receiver<bool>) {
+async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shutdown: watch::Receiver<bool>) {
     let trunk = &config.trunk;
     let hop = match crate::cmd::call::route(&trunk.uri, None) {
         Ok((_, hop)) => hop,
@@ -179,7 +179,7 @@ async fn spawn_trunk_watch(config: &EngineConfig, up: Arc<AtomicBool>, shutdown:
     };
     let bind = SocketAddr::new(config.sip_bind.ip(), 0);
     tokio::spawn(async move {
-        if let Err(e) = run_trunk_watch(watch_config, next_hop, bind, up, shutdown).await {
+        if let Err(e) = run_trunk_watch(watch_config, next_hop, bind, health, shutdown).await {
             tracing::warn!(error = %e, "trunk watch stopped");
         }
     });

@@ -1,9 +1,8 @@
-//! Runs the [`TrunkWatch`] on its own SIP socket and publishes whether the
-//! trunk is up.
+//! Runs the [`TrunkWatch`] on its own SIP socket and publishes the trunk's
+//! state in a [`TrunkHealth`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -12,14 +11,14 @@ use super::call::NetError;
 use super::local_ip_towards;
 use super::transport::SipSocket;
 use crate::call::Transport;
-use crate::engine::trunk::{TrunkWatch, TrunkWatchConfig};
+use crate::engine::trunk::{TrunkHealth, TrunkWatch, TrunkWatchConfig};
 
-/// Watches the trunk at `next_hop` until `shutdown`, keeping `up` current.
+/// Watches the trunk at `next_hop` until `shutdown`, keeping `health` current.
 pub async fn run_trunk_watch(
     mut config: TrunkWatchConfig,
     next_hop: SocketAddr,
     bind: SocketAddr,
-    up: Arc<AtomicBool>,
+    health: Arc<TrunkHealth>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
     let io = |context: &str| {
@@ -42,7 +41,7 @@ pub async fn run_trunk_watch(
                 tracing::debug!(error = %e, "trunk watch: send failed");
             }
         }
-        up.store(watch.is_up(), Ordering::Release);
+        health.publish(&watch);
         let deadline = watch.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             incoming = socket.recv() => {
