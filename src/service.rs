@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
-use crate::api::{ApiConfig, ApiState, KeyRing, NodeHealth, Policy, router};
+use crate::api::{ApiConfig, ApiReloader, ApiState, KeyRing, NodeHealth, Policy, router_with_reload};
 use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan};
@@ -37,6 +37,9 @@ pub enum ServiceError {
     /// A dialplan or one of its prompts is unusable.
     #[error("dialplan: {0}")]
     Dialplan(String),
+    /// The signal handlers could not be installed.
+    #[error("signals: {0}")]
+    Signals(String),
     /// The API address could not be bound.
     #[error("API on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
@@ -56,6 +59,23 @@ pub struct Service {
     /// Stops the API and the outbox, once the engine is done.
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    running: Running,
+}
+
+/// What [`Service::reload`] compares with and replaces.
+struct Running {
+    config: Config,
+    /// The engine's dialplans are loaded once, so the API keeps accepting these.
+    dialplan_names: Vec<String>,
+    reloader: ApiReloader,
+}
+
+/// What a reload changed, and what it could not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub reloaded: Vec<&'static str>,
+    /// Sections that differ from the running configuration but are only read at start.
+    pub needs_restart: Vec<&'static str>,
 }
 
 impl Service {
@@ -81,26 +101,7 @@ impl Service {
         names.sort();
         let api_state = ApiState {
             store: store.clone(),
-            config: ApiConfig {
-                api_keys: config.api_keys(),
-                policy: Policy {
-                    allowed_country_codes: config.policy.allowed_country_codes.clone(),
-                    cooldown: Duration::from_secs(config.policy.cooldown_s),
-                    max_attempts: config.policy.max_attempts,
-                    max_per_key_per_hour: config.policy.max_per_key_per_hour,
-                    numbers: config.policy.number_rules(),
-                    velocity: config.policy.velocity_limits(),
-                },
-                default_dialplan: if names.iter().any(|n| n == "press-pound") {
-                    "press-pound".into()
-                } else {
-                    names.first().cloned().unwrap_or_default()
-                },
-                dialplans: names,
-                max_body_bytes: config.api.max_body_bytes,
-                webhook_targets: config.webhooks.targets(),
-                limits: config.api.limits(),
-            },
+            config: api_config(&config, names),
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
@@ -108,7 +109,9 @@ impl Service {
         let mut api_stop = stopping.clone();
         let limits = api_state.config.limits.clone();
         let api_metrics = metrics.clone();
-        let app = router(api_state).layer(axum::Extension(health.clone()));
+        let dialplan_names = api_state.config.dialplans.clone();
+        let (app, reloader) = router_with_reload(api_state);
+        let app = app.layer(axum::Extension(health.clone()));
         tasks.push(tokio::spawn(async move {
             crate::api::server::serve(listener, app, limits, api_metrics, async move {
                 let _ = api_stop.wait_for(|stop| *stop).await;
@@ -161,7 +164,38 @@ impl Service {
         let signer = KeyRing::new(&config.api_keys());
         tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), signer, webhooks, stopping.clone())));
         ready.store(true, Ordering::Release);
-        Ok(Service { api, node_id, store, health, stop_engine, engine, shutdown, tasks })
+        let running = Running { config, dialplan_names, reloader };
+        Ok(Service { api, node_id, store, health, stop_engine, engine, shutdown, tasks, running })
+    }
+
+    /// Applies what can change at run time from `new` (SIGHUP): the API keys
+    /// of the config file and the policy. Everything else that differs from
+    /// the running configuration is named in the answer as needing a
+    /// restart. An invalid `new` changes nothing.
+    pub fn reload(&mut self, new: Config) -> Result<Reloaded, ServiceError> {
+        new.validate()?;
+        let old = &self.running.config;
+        let mut needs_restart = Vec::new();
+        let mut differs = |key: &'static str, a: String, b: String| {
+            if a != b {
+                needs_restart.push(key);
+            }
+        };
+        let without_keys = |c: &Config| crate::config::ApiSection { keys: Vec::new(), ..c.api.clone() };
+        differs("api (bind, limits)", format!("{:?}", without_keys(old)), format!("{:?}", without_keys(&new)));
+        differs("store", format!("{:?}", old.store), format!("{:?}", new.store));
+        differs("sip", format!("{:?}", old.sip), format!("{:?}", new.sip));
+        differs("trunk", format!("{:?}", old.trunk), format!("{:?}", new.trunk));
+        differs("rtp", format!("{:?}", old.rtp), format!("{:?}", new.rtp));
+        differs("engine", format!("{:?}", old.engine), format!("{:?}", new.engine));
+        differs("node_id", format!("{:?}", old.node_id), format!("{:?}", new.node_id));
+        differs("log", format!("{:?}", old.log), format!("{:?}", new.log));
+        // The outbox signs with the secrets it started with.
+        differs("webhooks", format!("{:?}", old.webhooks), format!("{:?}", new.webhooks));
+        differs("dialplans", format!("{:?}", old.dialplans), format!("{:?}", new.dialplans));
+        self.running.reloader.reload(api_config(&new, self.running.dialplan_names.clone()));
+        self.running.config = new;
+        Ok(Reloaded { reloaded: vec!["api.keys", "policy"], needs_restart })
     }
 
     /// Stops claiming work and lets running calls finish (up to the grace
@@ -175,6 +209,30 @@ impl Service {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// The API's configuration from the file's, accepting the dialplans `names`.
+fn api_config(config: &Config, names: Vec<String>) -> ApiConfig {
+    ApiConfig {
+        api_keys: config.api_keys(),
+        policy: Policy {
+            allowed_country_codes: config.policy.allowed_country_codes.clone(),
+            cooldown: Duration::from_secs(config.policy.cooldown_s),
+            max_attempts: config.policy.max_attempts,
+            max_per_key_per_hour: config.policy.max_per_key_per_hour,
+            numbers: config.policy.number_rules(),
+            velocity: config.policy.velocity_limits(),
+        },
+        default_dialplan: if names.iter().any(|n| n == "press-pound") {
+            "press-pound".into()
+        } else {
+            names.first().cloned().unwrap_or_default()
+        },
+        dialplans: names,
+        max_body_bytes: config.api.max_body_bytes,
+        webhook_targets: config.webhooks.targets(),
+        limits: config.api.limits(),
     }
 }
 

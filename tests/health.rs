@@ -158,3 +158,67 @@ fn an_unreachable_store_stops_the_start_naming_host_and_port() {
     assert!(!stderr.contains("secret"), "never the password: {stderr}");
     assert!(took < Duration::from_secs(10), "within seconds, not 30: {took:?}");
 }
+
+/// `GET /v1/verifications` with `key`: its status.
+async fn list_status(client: &reqwest::Client, api: &str, key: &str) -> u16 {
+    client.get(format!("{api}/v1/verifications")).bearer_auth(key).send().await.unwrap().status().as_u16()
+}
+
+fn hangup(serve: &Running) {
+    assert!(Command::new("kill").args(["-HUP", &serve.0.id().to_string()]).status().unwrap().success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_keys_and_keeps_the_old_config_when_the_new_one_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_phone, trunk) = phone(&[]);
+    let file = dir.path().join("pound.toml");
+    std::fs::write(&file, "[api]\nkeys = [\"old-key\"]\n").unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut command = pound();
+    command
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--store", &format!("sqlite://{}", dir.path().join("pound.db").display())])
+        .args(["--trunk", &trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0"])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (mut serve, ready) = start_keeping_stderr(command);
+    let api = format!("http://{}", ready["api"].as_str().unwrap());
+    let client = reqwest::Client::new();
+    assert_eq!(list_status(&client, &api, "old-key").await, 200);
+    assert_eq!(list_status(&client, &api, "new-key").await, 401);
+
+    std::fs::write(&file, "[api]\nkeys = [\"new-key\"]\n[trunk]\noptions_interval_s = 7\n").unwrap();
+    hangup(&serve);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list_status(&client, &api, "new-key").await != 200 {
+        assert!(Instant::now() < deadline, "the added key never worked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(list_status(&client, &api, "old-key").await, 401, "the removed key is refused");
+    assert!(serve.0.try_wait().unwrap().is_none(), "SIGHUP does not end the service");
+
+    std::fs::write(&file, "[api]\nkeys = 7\n").unwrap();
+    hangup(&serve);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap().contains("keeping the running one") {
+        assert!(Instant::now() < deadline, "no log line for the broken file");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(list_status(&client, &api, "new-key").await, 200, "the running configuration is kept");
+    assert!(serve.0.try_wait().unwrap().is_none(), "a broken file does not end the service");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("api.keys"), "the log says why: {text}");
+    assert!(text.contains("trunk") && text.contains("needs_restart"), "names what needs a restart: {text}");
+    assert!(!text.contains("new-key"), "keys never reach the log: {text}");
+    let _ = serve.0.kill();
+}
+
+/// [`start`], with stderr left as `command` set it.
+fn start_keeping_stderr(mut command: Command) -> (Running, Value) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn().expect("pound starts");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line);
+    (Running(child), serde_json::from_str(&line).unwrap_or_else(|_| panic!("no ready line: {line:?}")))
+}
