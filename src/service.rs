@@ -193,6 +193,17 @@ impl Service {
         // The outbox signs with the secrets it started with.
         differs("webhooks", format!("{:?}", old.webhooks), format!("{:?}", new.webhooks));
         differs("dialplans", format!("{:?}", old.dialplans), format!("{:?}", new.dialplans));
+        // Compared, never shown: the outbox knows only the secrets it started
+        // with, so until a restart it refuses (never sends unsigned) the
+        // webhooks of a key whose secret is new.
+        let secrets = |c: &Config| c.api_keys().into_iter().map(|k| (k.key, k.webhook_secret)).collect::<Vec<_>>();
+        if secrets(old)
+            .into_iter()
+            .filter(|(_, s)| s.is_some())
+            .ne(secrets(&new).into_iter().filter(|(_, s)| s.is_some()))
+        {
+            needs_restart.push("api.keys webhook secrets");
+        }
         self.running.reloader.reload(api_config(&new, self.running.dialplan_names.clone()));
         self.running.config = new;
         Ok(Reloaded { reloaded: vec!["api.keys", "policy"], needs_restart })
