@@ -113,7 +113,7 @@ pub async fn run_engine(
         while running.try_join_next().is_some() {}
         let free = config.max_concurrent_calls.saturating_sub(ledger.in_use().max(running.len()));
         let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await;
-        if caught_up && free > 0 && config.trunk_health.can_dial() {
+        if caught_up && free > 0 && config.trunk_health.may_dial() {
             match store.claim(&config.node_id, unix_ms(), lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
                     for work in claimed {

@@ -296,12 +296,12 @@ impl TrunkHealth {
     }
 
     /// Whether calls may go out now.
-    pub fn can_dial(&self) -> bool {
+    pub fn may_dial(&self) -> bool {
         self.is_up() && self.is_registered() != Some(false)
     }
 
     /// Takes the watch's current view.
-    pub fn publish(&self, watch: &TrunkWatch) {
+    pub fn update(&self, watch: &TrunkWatch) {
         self.up.store(watch.is_reachable(), Ordering::Release);
         let registration = match watch.is_registered() {
             None => REGISTRATION_OFF,
@@ -353,7 +353,7 @@ mod tests {
         let mut watch = TrunkWatch::new(config(true, false), t0);
         assert!(!watch.is_up(), "not registered yet");
         let health = TrunkHealth::new(false, true);
-        assert_eq!((health.is_up(), health.is_registered(), health.can_dial()), (true, Some(false), false));
+        assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
         let register = watch.poll_transmit().unwrap();
         assert_eq!(register.method(), Some(&Method::Register));
         assert_eq!(register.header("Expires"), Some("600"));
@@ -369,8 +369,8 @@ mod tests {
             reply(authorized, 200).with_header("Contact", "<sip:pound@10.0.0.1:5060>;expires=300"),
         );
         assert!(watch.is_up());
-        health.publish(&watch);
-        assert_eq!((health.is_registered(), health.can_dial()), (Some(true), true));
+        health.update(&watch);
+        assert_eq!((health.is_registered(), health.may_dial()), (Some(true), true));
         // Refreshed at 80 % of the 300 s granted.
         assert_eq!(watch.next_register, Some(t0 + Duration::from_secs(240)));
         watch.handle_timeout(t0 + Duration::from_secs(240));
@@ -424,14 +424,14 @@ mod tests {
         let t0 = Instant::now();
         let mut watch = TrunkWatch::new(config(false, true), t0);
         let health = TrunkHealth::new(true, false);
-        health.publish(&watch);
+        health.update(&watch);
         assert!(!watch.is_up() && !health.is_up(), "down until the trunk first answers");
         let options = watch.poll_transmit().unwrap();
         assert_eq!(options.method(), Some(&Method::Options));
         watch.handle_response(t0, reply(&options, 405));
         assert!(watch.is_up(), "any final response means alive");
-        health.publish(&watch);
-        assert!(health.is_up() && health.can_dial());
+        health.update(&watch);
+        assert!(health.is_up() && health.may_dial());
         assert_eq!(health.is_registered(), None, "not registering");
         // The next ping goes unanswered: timer F (32 s) later the trunk is down.
         let mut now = t0 + Duration::from_secs(30);
@@ -445,8 +445,8 @@ mod tests {
             while watch.poll_transmit().is_some() {}
         }
         assert!(!watch.is_up());
-        health.publish(&watch);
-        assert!(!health.is_up() && !health.can_dial());
+        health.update(&watch);
+        assert!(!health.is_up() && !health.may_dial());
         now = watch.poll_timeout().unwrap();
         watch.handle_timeout(now);
         let ping = std::iter::from_fn(|| watch.poll_transmit()).find(|m| m.method() == Some(&Method::Options)).unwrap();

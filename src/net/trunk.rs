@@ -41,7 +41,7 @@ pub async fn run_trunk_watch(
                 tracing::debug!(error = %e, "trunk watch: send failed");
             }
         }
-        health.publish(&watch);
+        health.update(&watch);
         let deadline = watch.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             incoming = socket.recv() => {
