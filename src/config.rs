@@ -535,6 +535,7 @@ impl Config {
                 self.policy.expire_after_s
             ));
         }
+        validate_trunk_uri(&self.trunk.uri)?;
         Ok(())
     }
 
@@ -585,6 +586,31 @@ impl Config {
             ))),
         }
     }
+}
+
+// Start-up errors that name the value (issue 11).
+
+/// `trunk.uri` is `sip:[user@]host[:port][;params]`: anything else would
+/// start a node that can never dial.
+fn validate_trunk_uri(uri: &str) -> Result<(), ConfigError> {
+    let invalid = || ConfigError::Invalid(format!("trunk.uri must be a SIP URI (sip:host[:port]), not {uri:?}"));
+    let rest = uri.strip_prefix("sip:").ok_or_else(invalid)?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host_port = &rest[..rest.find([';', '?']).unwrap_or(rest.len())];
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (address, after) = v6.split_once(']').ok_or_else(invalid)?;
+            address.parse::<std::net::Ipv6Addr>().map_err(|_| invalid())?;
+            (address, after.strip_prefix(':'))
+        }
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if host_ok && port_ok { Ok(()) } else { Err(invalid()) }
 }
 
 /// A TOML error as `LINE:COLUMN: KEY: message` (each part when known).
@@ -669,6 +695,18 @@ mod tests {
         let config: Config =
             toml::from_str("[policy]\nallowed_countries = [\"DE\", \"001\"]\ndeny_prefixes = [\"+4930\"]").unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_malformed_trunk_uri_is_refused_naming_the_value() {
+        for good in ["sip:127.0.0.1:5070", "sip:trunk.example.com", "sip:pound@[::1]:5060;transport=udp"] {
+            validate_trunk_uri(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["http://x", "sip:", "sip:host:port", "sip:host:0", "sip:ho st", "sip:[::1", "x"] {
+            let config: Config = toml::from_str(&format!("[trunk]\nuri = {bad:?}")).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("trunk.uri") && error.contains(&format!("{bad:?}")), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -316,47 +316,55 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn serve(cmd: ServeCommand, log_format: Option<LogFormat>) -> ExitCode {
-    let mut config = match &cmd.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                pound::logging::init(log_format.unwrap_or_default());
-                eprintln!("pound serve: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
+    let config = match serve_config(&cmd) {
+        Ok(config) => config,
+        Err(e) => {
+            pound::logging::init(log_format.unwrap_or_default());
+            eprintln!("pound serve: {e}");
+            return ExitCode::from(2);
+        }
     };
     pound::logging::init(log_format.or(config.log.format).unwrap_or_default());
-    if let Some(bind) = cmd.api_bind {
-        config.api.bind = bind;
-    }
-    if let Some(bind) = cmd.sip_bind {
-        config.sip.bind = bind;
-    }
-    if let Some(store) = cmd.store {
-        config.store.url = store;
-    }
-    if let Some(trunk) = cmd.trunk {
-        config.trunk.uri = trunk;
-    }
-    config.api.keys.extend(cmd.api_keys.into_iter().map(Into::into));
-    if let Some(dialplans) = cmd.dialplans {
-        config.dialplans = Some(dialplans);
-    }
-    if cmd.node_id.is_some() {
-        config.node_id = cmd.node_id;
-    }
-    if let Some(secret) = cmd.webhook_secret {
-        config.webhooks.secret = secret;
-    }
-    match runtime().block_on(pound::cmd::serve::run(config)) {
+    // SIGHUP reads the file again, with the same flags on top.
+    let load = || serve_config(&cmd).map_err(|e| e.to_string());
+    match runtime().block_on(pound::cmd::serve::run(config, load)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pound serve: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration file (or the defaults), then the flags over it.
+fn serve_config(cmd: &ServeCommand) -> Result<Config, pound::config::ConfigError> {
+    let mut config = match &cmd.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(bind) = cmd.api_bind {
+        config.api.bind = bind;
+    }
+    if let Some(bind) = cmd.sip_bind {
+        config.sip.bind = bind;
+    }
+    if let Some(store) = &cmd.store {
+        config.store.url = store.clone();
+    }
+    if let Some(trunk) = &cmd.trunk {
+        config.trunk.uri = trunk.clone();
+    }
+    config.api.keys.extend(cmd.api_keys.iter().cloned().map(Into::into));
+    if let Some(dialplans) = &cmd.dialplans {
+        config.dialplans = Some(dialplans.clone());
+    }
+    if cmd.node_id.is_some() {
+        config.node_id = cmd.node_id.clone();
+    }
+    if let Some(secret) = &cmd.webhook_secret {
+        config.webhooks.secret = secret.clone();
+    }
+    Ok(config)
 }
 
 fn demo(cmd: DemoCommand) -> ExitCode {

@@ -12,10 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
-use crate::api::{ApiConfig, ApiState, KeyRing, Policy, router};
+use crate::api::{ApiConfig, ApiReloader, ApiState, KeyRing, NodeHealth, Policy, router_with_reload};
 use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan};
+use crate::engine::trunk::TrunkHealth;
 use crate::engine::{EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
 use crate::metrics::Metrics;
 use crate::sip::Credentials;
@@ -30,9 +31,15 @@ pub enum ServiceError {
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The store's server did not take a connection at start.
+    #[error("store: cannot connect to {server}: {cause}")]
+    StoreUnreachable { server: String, cause: String },
     /// A dialplan or one of its prompts is unusable.
     #[error("dialplan: {0}")]
     Dialplan(String),
+    /// The signal handlers could not be installed.
+    #[error("signals: {0}")]
+    Signals(String),
     /// The API address could not be bound.
     #[error("API on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
@@ -44,8 +51,31 @@ pub struct Service {
     pub api: SocketAddr,
     pub node_id: String,
     pub store: Arc<dyn Store>,
+    /// `/readyz`'s view of the trunk and of the drain.
+    pub health: Arc<NodeHealth>,
+    /// Stops the engine claiming work; running calls finish.
+    stop_engine: watch::Sender<bool>,
+    engine: JoinHandle<()>,
+    /// Stops the API and the outbox, once the engine is done.
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    running: Running,
+}
+
+/// What [`Service::reload`] compares with and replaces.
+struct Running {
+    config: Config,
+    /// The engine's dialplans are loaded once, so the API keeps accepting these.
+    dialplan_names: Vec<String>,
+    reloader: ApiReloader,
+}
+
+/// What a reload changed, and what it could not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub reloaded: Vec<&'static str>,
+    /// Sections that differ from the running configuration but are only read at start.
+    pub needs_restart: Vec<&'static str>,
 }
 
 impl Service {
@@ -53,12 +83,16 @@ impl Service {
     /// engine and the webhook outbox.
     pub async fn start(config: Config) -> Result<Service, ServiceError> {
         config.validate()?;
-        let store = crate::store::open(&config.store.url).await?;
+        let store = open_store(&config.store.url).await?;
         let dialplans = load_dialplans(config.dialplans.as_deref())?;
         let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(AtomicBool::new(false));
         let (shutdown, stopping) = watch::channel(false);
+        let (stop_engine, engine_stopping) = watch::channel(false);
+        let trunk_health =
+            Arc::new(TrunkHealth::new(config.trunk.options_interval_s > 0, config.trunk.register_as.is_some()));
+        let health = Arc::new(NodeHealth::new(trunk_health.clone(), config.trunk.uri.clone()));
         let listener = tokio::net::TcpListener::bind(config.api.bind)
             .await
             .map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
@@ -67,26 +101,7 @@ impl Service {
         names.sort();
         let api_state = ApiState {
             store: store.clone(),
-            config: ApiConfig {
-                api_keys: config.api_keys(),
-                policy: Policy {
-                    allowed_country_codes: config.policy.allowed_country_codes.clone(),
-                    cooldown: Duration::from_secs(config.policy.cooldown_s),
-                    max_attempts: config.policy.max_attempts,
-                    max_per_key_per_hour: config.policy.max_per_key_per_hour,
-                    numbers: config.policy.number_rules(),
-                    velocity: config.policy.velocity_limits(),
-                },
-                default_dialplan: if names.iter().any(|n| n == "press-pound") {
-                    "press-pound".into()
-                } else {
-                    names.first().cloned().unwrap_or_default()
-                },
-                dialplans: names,
-                max_body_bytes: config.api.max_body_bytes,
-                webhook_targets: config.webhooks.targets(),
-                limits: config.api.limits(),
-            },
+            config: api_config(&config, names),
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
@@ -94,8 +109,11 @@ impl Service {
         let mut api_stop = stopping.clone();
         let limits = api_state.config.limits.clone();
         let api_metrics = metrics.clone();
+        let dialplan_names = api_state.config.dialplans.clone();
+        let (app, reloader) = router_with_reload(api_state);
+        let app = app.layer(axum::Extension(health.clone()));
         tasks.push(tokio::spawn(async move {
-            crate::api::server::serve(listener, router(api_state), limits, api_metrics, async move {
+            crate::api::server::serve(listener, app, limits, api_metrics, async move {
                 let _ = api_stop.wait_for(|stop| *stop).await;
             })
             .await;
@@ -130,13 +148,14 @@ impl Service {
             rtp_learning_packets: config.rtp.learning_packets,
             numbers: config.policy.number_rules(),
             expire_after: Duration::from_secs(config.policy.expire_after_s),
+            trunk_health,
         };
-        let (engine_store, engine_metrics, engine_stop) = (store.clone(), metrics.clone(), stopping.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = run_engine(engine_store, engine_metrics, engine, engine_stop).await {
+        let (engine_store, engine_metrics) = (store.clone(), metrics.clone());
+        let engine = tokio::spawn(async move {
+            if let Err(e) = run_engine(engine_store, engine_metrics, engine, engine_stopping).await {
                 tracing::error!(error = %e, "the engine stopped");
             }
-        }));
+        });
         let webhooks = WebhookConfig {
             max_attempts: config.webhooks.max_attempts,
             targets: config.webhooks.targets(),
@@ -146,16 +165,86 @@ impl Service {
         let signer = KeyRing::new(&config.api_keys());
         tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), signer, webhooks, stopping.clone())));
         ready.store(true, Ordering::Release);
-        Ok(Service { api, node_id, store, shutdown, tasks })
+        let running = Running { config, dialplan_names, reloader };
+        Ok(Service { api, node_id, store, health, stop_engine, engine, shutdown, tasks, running })
     }
 
-    /// Stops claiming work, lets running calls finish (up to the grace
-    /// period), stops the API and the outbox.
+    /// Applies what can change at run time from `new` (SIGHUP): the API keys
+    /// of the config file and the policy. Everything else that differs from
+    /// the running configuration is named in the answer as needing a
+    /// restart. An invalid `new` changes nothing.
+    pub fn reload(&mut self, new: Config) -> Result<Reloaded, ServiceError> {
+        new.validate()?;
+        let old = &self.running.config;
+        let mut needs_restart = Vec::new();
+        let mut differs = |key: &'static str, a: String, b: String| {
+            if a != b {
+                needs_restart.push(key);
+            }
+        };
+        let without_keys = |c: &Config| crate::config::ApiSection { keys: Vec::new(), ..c.api.clone() };
+        differs("api (bind, limits)", format!("{:?}", without_keys(old)), format!("{:?}", without_keys(&new)));
+        differs("store", format!("{:?}", old.store), format!("{:?}", new.store));
+        differs("sip", format!("{:?}", old.sip), format!("{:?}", new.sip));
+        differs("trunk", format!("{:?}", old.trunk), format!("{:?}", new.trunk));
+        differs("rtp", format!("{:?}", old.rtp), format!("{:?}", new.rtp));
+        differs("engine", format!("{:?}", old.engine), format!("{:?}", new.engine));
+        differs("node_id", format!("{:?}", old.node_id), format!("{:?}", new.node_id));
+        differs("log", format!("{:?}", old.log), format!("{:?}", new.log));
+        // The outbox signs with the secrets it started with.
+        differs("webhooks", format!("{:?}", old.webhooks), format!("{:?}", new.webhooks));
+        differs("dialplans", format!("{:?}", old.dialplans), format!("{:?}", new.dialplans));
+        // Compared, never shown: the outbox knows only the secrets it started
+        // with, so until a restart it refuses (never sends unsigned) the
+        // webhooks of a key whose secret is new.
+        let secrets = |c: &Config| c.api_keys().into_iter().map(|k| (k.key, k.webhook_secret)).collect::<Vec<_>>();
+        if secrets(old)
+            .into_iter()
+            .filter(|(_, s)| s.is_some())
+            .ne(secrets(&new).into_iter().filter(|(_, s)| s.is_some()))
+        {
+            needs_restart.push("api.keys webhook secrets");
+        }
+        self.running.reloader.reload(api_config(&new, self.running.dialplan_names.clone()));
+        self.running.config = new;
+        Ok(Reloaded { reloaded: vec!["api.keys", "policy"], needs_restart })
+    }
+
+    /// Stops claiming work and lets running calls finish (up to the grace
+    /// period) while the API keeps answering, `/readyz` with 503 `draining`
+    /// so load balancers move on; then stops the API and the outbox.
     pub async fn stop(self) {
+        self.health.start_draining();
+        let _ = self.stop_engine.send(true);
+        let _ = self.engine.await;
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// The API's configuration from the file's, accepting the dialplans `names`.
+fn api_config(config: &Config, names: Vec<String>) -> ApiConfig {
+    ApiConfig {
+        api_keys: config.api_keys(),
+        policy: Policy {
+            allowed_country_codes: config.policy.allowed_country_codes.clone(),
+            cooldown: Duration::from_secs(config.policy.cooldown_s),
+            max_attempts: config.policy.max_attempts,
+            max_per_key_per_hour: config.policy.max_per_key_per_hour,
+            numbers: config.policy.number_rules(),
+            velocity: config.policy.velocity_limits(),
+        },
+        default_dialplan: if names.iter().any(|n| n == "press-pound") {
+            "press-pound".into()
+        } else {
+            names.first().cloned().unwrap_or_default()
+        },
+        dialplans: names,
+        max_body_bytes: config.api.max_body_bytes,
+        webhook_targets: config.webhooks.targets(),
+        limits: config.api.limits(),
     }
 }
 
@@ -187,6 +276,30 @@ pub fn load_dialplans(folder: Option<&Path>) -> Result<HashMap<String, LoadedDia
     }
     Ok(plans)
 }
+
+/// Opens the store. A PostgreSQL server is first asked for one connection,
+/// within [`STORE_CONNECT_TIMEOUT`], so that an unreachable one is an error
+/// naming its host, port and the cause rather than the pool's "timed out".
+async fn open_store(url: &str) -> Result<Arc<dyn Store>, ServiceError> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        use sqlx::Connection;
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(StoreError::from)?;
+        let server = format!("{}:{}", options.get_host(), options.get_port());
+        let unreachable = |cause: String| ServiceError::StoreUnreachable { server: server.clone(), cause };
+        match tokio::time::timeout(STORE_CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options)).await {
+            Err(_) => return Err(unreachable(format!("no answer within {STORE_CONNECT_TIMEOUT:?}"))),
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+        }
+    }
+    Ok(crate::store::open(url).await?)
+}
+
+/// How long the first connection to the store's server may take at start.
+const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn default_node_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();

@@ -421,7 +421,11 @@ async fn health_readiness_metrics_and_openapi_need_no_key() {
     assert_eq!(health.json::<Value>().await.unwrap(), json!({"status": "ok"}));
 
     let response = server.client.get(server.url("/readyz")).send().await.unwrap();
-    expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The error shape, extended with every reason (issue 11).
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    assert_eq!((&body["status"], &body["reasons"][0]["code"]), (&json!("not_ready"), &json!("not_ready")), "{body}");
     server.ready.store(true, Ordering::Release);
     let response = server.client.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

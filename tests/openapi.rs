@@ -112,12 +112,20 @@ fn codes_in_fn(text: &str, name: &str) -> BTreeSet<String> {
 }
 
 /// Every error code the code can put in `{"error":{"code":…}}`: the code
-/// argument of each `ApiError::new`, followed where it is computed.
+/// argument of each `ApiError::new`, followed where it is computed, and the
+/// readiness reasons (`/readyz` answers its first reason as `error`).
 fn error_codes_in_the_code() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
     let mut codes = BTreeSet::new();
     for (file, text) in src("") {
+        for args in calls(&text, "Reason::new(") {
+            match literal(&args[0]) {
+                Some(code) => codes.insert(code),
+                None if file.ends_with("src/api/ready.rs") && args[0] == "code" => continue, // the constructor
+                None => panic!("{file}: Reason::new with a computed code `{}`", args[0]),
+            };
+        }
         for args in calls(&text, "ApiError::new(") {
             if file.ends_with("src/api/error.rs") && args[1] == "code" {
                 continue; // the constructor itself

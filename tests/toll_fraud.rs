@@ -375,6 +375,7 @@ fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         numbers: NumberRules::default(),
         rtp_learning_packets: pound::rtp::DEFAULT_LEARNING_PACKETS,
         expire_after: Duration::from_secs(600),
+        trunk_health: Default::default(),
     }
 }
 

@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 
 pub use auth::KeyRing;
 pub use error::ApiError;
+pub use ready::NodeHealth;
 
 use auth::Caller;
 
@@ -136,10 +137,10 @@ impl Default for Policy {
     }
 }
 
-/// The state behind every route: [`ApiState`] and the hashed config keys.
+/// The state behind every route: [`ApiState`] and what SIGHUP replaces.
 struct Shared {
     state: ApiState,
-    keys: KeyRing,
+    live: std::sync::RwLock<Arc<Live>>,
     /// `/readyz` asks the store whether it can write (issue 7, faults).
     write_probe: ready::WriteProbe,
     /// `/metrics` reads the store's backlog (issue 11, metrics).
@@ -148,8 +149,44 @@ struct Shared {
 
 type AppState = Arc<Shared>;
 
+/// What a reload replaces: the keys, policy and dialplan names. Requests
+/// take one snapshot, so each sees one configuration throughout.
+struct Live {
+    config: Arc<ApiConfig>,
+    keys: KeyRing,
+}
+
+impl Live {
+    fn new(config: ApiConfig) -> Arc<Live> {
+        Arc::new(Live { keys: KeyRing::new(&config.api_keys), config: Arc::new(config) })
+    }
+}
+
+impl Shared {
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// Replaces the running API's keys, policy and dialplan names (SIGHUP).
+/// The limits and the body size of the first configuration stay: the
+/// server was built with them.
+#[derive(Clone)]
+pub struct ApiReloader(Arc<Shared>);
+
+impl ApiReloader {
+    pub fn reload(&self, config: ApiConfig) {
+        *self.0.live.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Live::new(config);
+    }
+}
+
 /// The API's routes, ready for `axum::serve`.
 pub fn router(state: ApiState) -> Router {
+    router_with_reload(state).0
+}
+
+/// [`router`], and the handle that reloads its configuration.
+pub fn router_with_reload(state: ApiState) -> (Router, ApiReloader) {
     let max_body_bytes = state.config.max_body_bytes;
     let auth_guard = limits::AuthGuard {
         failures: Arc::new(limits::AuthFailures::new(state.config.limits.auth_failures_per_minute)),
@@ -159,7 +196,7 @@ pub fn router(state: ApiState) -> Router {
         limits::RequestDeadline { timeout: state.config.limits.request_timeout, metrics: state.metrics.clone() };
     let request_metrics = state.metrics.clone();
     let shared = Arc::new(Shared {
-        keys: KeyRing::new(&state.config.api_keys),
+        live: std::sync::RwLock::new(Live::new(state.config.clone())),
         write_probe: ready::WriteProbe::default(),
         backlog: backlog::BacklogProbe::default(),
         state,
@@ -174,7 +211,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_api_key))
         // Outside the key check, so a throttled client's key is not even looked at.
         .route_layer(middleware::from_fn_with_state(auth_guard, limits::limit_auth_failures));
-    Router::new()
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -186,7 +223,8 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(deadline, limits::limit_request_time))
         // Outermost: timeouts and body limits are counted too (issue 11, metrics).
         .layer(middleware::from_fn_with_state(request_metrics, http_metrics::record))
-        .with_state(shared)
+        .with_state(shared.clone());
+    (router, ApiReloader(shared))
 }
 
 fn now_ms() -> i64 {
@@ -199,7 +237,7 @@ fn seconds_until(until_ms: i64, now: i64) -> u64 {
 }
 
 async fn require_api_key(State(shared): State<AppState>, mut request: Request, next: Next) -> Response {
-    match shared.keys.authenticate(request.headers(), shared.state.store.as_ref(), now_ms()).await {
+    match shared.live().keys.authenticate(request.headers(), shared.state.store.as_ref(), now_ms()).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -264,7 +302,9 @@ async fn create_verification(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ApiState { store, config, metrics, .. } = &shared.state;
+    let ApiState { store, metrics, .. } = &shared.state;
+    let live = shared.live();
+    let config = live.config.as_ref();
     if !is_json(&headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -449,16 +489,19 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(shared): State<AppState>) -> Response {
+async fn readyz(State(shared): State<AppState>, node: Option<Extension<Arc<NodeHealth>>>) -> Response {
     if !shared.state.ready.load(Ordering::Acquire) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the engine or the store is not up yet")
-            .retry_after(1)
-            .into_response();
+        return ready::not_ready(&[ready::Reason::new("not_ready", "the engine or the store is not up yet")]);
     }
+    let mut reasons = Vec::new();
     if !shared.write_probe.writable(shared.state.store.as_ref(), now_ms()).await {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not accept writes")
-            .retry_after(error::STORE_RETRY_AFTER_S)
-            .into_response();
+        reasons.push(ready::Reason::new("store_unavailable", "the store does not accept writes"));
+    }
+    if let Some(Extension(node)) = node {
+        reasons.extend(node.reasons());
+    }
+    if !reasons.is_empty() {
+        return ready::not_ready(&reasons);
     }
     Json(json!({ "status": "ready" })).into_response()
 }

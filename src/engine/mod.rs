@@ -34,7 +34,7 @@ use crate::policy::NumberRules;
 use crate::sip::{Credentials, Timers};
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
 use ledger::{Ledger, Then, Unrecorded};
-use trunk::TrunkWatchConfig;
+use trunk::{TrunkHealth, TrunkWatchConfig};
 
 /// A dialplan with its prompts loaded.
 #[derive(Debug, Clone)]
@@ -88,6 +88,8 @@ pub struct EngineConfig {
     /// A verification not completed this long after its creation expires
     /// (`policy.expire_after_s`; issue 11).
     pub expire_after: Duration,
+    /// Written by the trunk watch, read before claiming work (and by `/readyz`).
+    pub trunk_health: Arc<TrunkHealth>,
 }
 
 /// Now as Unix milliseconds, the store's clock.
@@ -104,10 +106,9 @@ pub async fn run_engine(
 ) -> Result<(), StoreError> {
     let config = Arc::new(config);
     let pacer = Arc::new(Pacer::new(config.trunk.calls_per_second));
-    let trunk = Arc::new(trunk::TrunkHealth::new(config.trunk.register_as.is_some()));
-    metrics.watch_trunk(trunk.clone());
+    metrics.watch_trunk(config.trunk_health.clone());
     if config.trunk.register_as.is_some() || config.trunk.options_interval.is_some() {
-        spawn_trunk_watch(&config, trunk.clone(), shutdown.clone()).await;
+        spawn_trunk_watch(&config, config.trunk_health.clone(), shutdown.clone()).await;
     }
     let (stop_calls, calls_stopped) = watch::channel(false);
     let ledger = Arc::new(Ledger::default());
@@ -121,7 +122,7 @@ pub async fn run_engine(
         // Before the claim, with the same clock, so that nothing overdue is dialled.
         let now = unix_ms();
         expiry::sweep(store.as_ref(), config.expire_after, now).await;
-        if caught_up && free > 0 && trunk.may_dial() {
+        if caught_up && free > 0 && config.trunk_health.may_dial() {
             match store.claim(&config.node_id, now, lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
                     for work in claimed {
@@ -162,7 +163,7 @@ pub async fn run_engine(
     Ok(())
 }
 
-async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<trunk::TrunkHealth>, shutdown: watch::Receiver<bool>) {
+async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shutdown: watch::Receiver<bool>) {
     let trunk = &config.trunk;
     let hop = match crate::cmd::call::route(&trunk.uri, None) {
         Ok((_, hop)) => hop,

@@ -29,54 +29,6 @@ pub struct TrunkWatchConfig {
     pub timers: Timers,
 }
 
-/// The trunk's state as the watch last saw it, shared with whoever reports
-/// it (`/metrics`); set by the watch's driver after every step.
-#[derive(Debug)]
-pub struct TrunkHealth {
-    up: AtomicBool,
-    /// [`NOT_REGISTERING`], 0 or 1.
-    registered: AtomicU8,
-}
-
-const NOT_REGISTERING: u8 = u8::MAX;
-
-impl TrunkHealth {
-    /// Before the first answer: up (as the watch assumes), and not yet
-    /// registered when `registering`.
-    pub fn new(registering: bool) -> TrunkHealth {
-        TrunkHealth {
-            up: AtomicBool::new(true),
-            registered: AtomicU8::new(if registering { 0 } else { NOT_REGISTERING }),
-        }
-    }
-
-    /// Answering OPTIONS (or not pinged).
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
-    }
-
-    /// Registered; `None` when no registration is configured.
-    pub fn is_registered(&self) -> Option<bool> {
-        match self.registered.load(Ordering::Acquire) {
-            NOT_REGISTERING => None,
-            registered => Some(registered == 1),
-        }
-    }
-
-    /// Calls may go out: up, and registered where registration is configured.
-    pub fn may_dial(&self) -> bool {
-        self.is_up() && self.is_registered() != Some(false)
-    }
-
-    /// Publishes what `watch` knows now.
-    pub fn update(&self, watch: &TrunkWatch) {
-        self.up.store(watch.reachable, Ordering::Release);
-        if watch.config.register_as.is_some() {
-            self.registered.store(u8::from(watch.registered), Ordering::Release);
-        }
-    }
-}
-
 impl crate::metrics::TrunkState for TrunkHealth {
     fn is_up(&self) -> bool {
         TrunkHealth::is_up(self)
@@ -126,10 +78,11 @@ impl TrunkWatch {
             options: None,
             next_register: config.register_as.as_ref().map(|_| now),
             next_options: config.options_interval.map(|_| now),
-            // Optimistic until OPTIONS says otherwise: a trunk that is not
-            // pinged and not registered with is assumed up.
             registered: config.register_as.is_none(),
-            reachable: true,
+            // A pinged trunk is down until it first answers: a node that
+            // never heard from its trunk must not claim to be ready. One
+            // that is not pinged is assumed up.
+            reachable: config.options_interval.is_none(),
             nonces: Vec::new(),
             config,
         };
@@ -140,6 +93,16 @@ impl TrunkWatch {
     /// Whether calls may go out: registered (if registering) and answering OPTIONS.
     pub fn is_up(&self) -> bool {
         self.registered && self.reachable
+    }
+
+    /// Whether the trunk answers OPTIONS (always, when it is not pinged).
+    pub fn is_reachable(&self) -> bool {
+        self.reachable
+    }
+
+    /// Whether the registration holds; `None` when not registering.
+    pub fn is_registered(&self) -> Option<bool> {
+        self.config.register_as.as_ref().map(|_| self.registered)
     }
 
     fn via(&self) -> String {
@@ -306,6 +269,66 @@ impl TrunkWatch {
     }
 }
 
+/// The trunk's state as the rest of the node sees it (`/readyz`, the
+/// engine's dialling, metrics), published by the watch's driver.
+#[derive(Debug)]
+pub struct TrunkHealth {
+    up: AtomicBool,
+    /// [`REGISTRATION_OFF`], [`UNREGISTERED`] or [`REGISTERED`].
+    registration: AtomicU8,
+}
+
+const REGISTRATION_OFF: u8 = 0;
+const UNREGISTERED: u8 = 1;
+const REGISTERED: u8 = 2;
+
+impl TrunkHealth {
+    /// The state before the watch has heard from the trunk: down when it is
+    /// pinged, unregistered when registering (as [`TrunkWatch::new`] starts).
+    pub fn new(pinged: bool, registering: bool) -> TrunkHealth {
+        TrunkHealth {
+            up: AtomicBool::new(!pinged),
+            registration: AtomicU8::new(if registering { UNREGISTERED } else { REGISTRATION_OFF }),
+        }
+    }
+
+    /// Whether the trunk answers OPTIONS (true when it is not pinged).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Whether our registration holds; `None` when `trunk.register_as` is unset.
+    pub fn is_registered(&self) -> Option<bool> {
+        match self.registration.load(Ordering::Acquire) {
+            REGISTRATION_OFF => None,
+            state => Some(state == REGISTERED),
+        }
+    }
+
+    /// Whether calls may go out now.
+    pub fn may_dial(&self) -> bool {
+        self.is_up() && self.is_registered() != Some(false)
+    }
+
+    /// Takes the watch's current view.
+    pub fn update(&self, watch: &TrunkWatch) {
+        self.up.store(watch.is_reachable(), Ordering::Release);
+        let registration = match watch.is_registered() {
+            None => REGISTRATION_OFF,
+            Some(false) => UNREGISTERED,
+            Some(true) => REGISTERED,
+        };
+        self.registration.store(registration, Ordering::Release);
+    }
+}
+
+impl Default for TrunkHealth {
+    /// A trunk that is neither pinged nor registered with: up.
+    fn default() -> Self {
+        TrunkHealth::new(false, false)
+    }
+}
+
 /// The lifetime the registrar granted: the Contact's `expires`, else the Expires header.
 fn granted_expiry(response: &Message) -> Option<Duration> {
     let from_contact = response.contact().and_then(|c| c.param("expires").and_then(|v| v.parse().ok()));
@@ -339,6 +362,8 @@ mod tests {
         let t0 = Instant::now();
         let mut watch = TrunkWatch::new(config(true, false), t0);
         assert!(!watch.is_up(), "not registered yet");
+        let health = TrunkHealth::new(false, true);
+        assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
         let register = watch.poll_transmit().unwrap();
         assert_eq!(register.method(), Some(&Method::Register));
         assert_eq!(register.header("Expires"), Some("600"));
@@ -354,6 +379,8 @@ mod tests {
             reply(authorized, 200).with_header("Contact", "<sip:pound@10.0.0.1:5060>;expires=300"),
         );
         assert!(watch.is_up());
+        health.update(&watch);
+        assert_eq!((health.is_registered(), health.may_dial()), (Some(true), true));
         // Refreshed at 80 % of the 300 s granted.
         assert_eq!(watch.next_register, Some(t0 + Duration::from_secs(240)));
         watch.handle_timeout(t0 + Duration::from_secs(240));
@@ -405,7 +432,7 @@ mod tests {
     #[test]
     fn health_reports_reachability_and_registration_apart() {
         let t0 = Instant::now();
-        let health = TrunkHealth::new(true);
+        let health = TrunkHealth::new(false, true);
         let mut watch = TrunkWatch::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
         health.update(&watch);
         assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
@@ -413,20 +440,26 @@ mod tests {
         watch.handle_response(t0, reply(&register, 200));
         health.update(&watch);
         assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(true), true));
-        let pinged = TrunkHealth::new(false);
+        // A pinged trunk is down until it first answers; registration is not asked.
+        let pinged = TrunkHealth::new(true, false);
         pinged.update(&TrunkWatch::new(config(false, true), t0));
-        assert_eq!((pinged.is_up(), pinged.is_registered(), pinged.may_dial()), (true, None, true));
+        assert_eq!((pinged.is_up(), pinged.is_registered(), pinged.may_dial()), (false, None, false));
     }
 
     #[test]
     fn a_trunk_that_stops_answering_options_pauses_dialling_until_it_answers() {
         let t0 = Instant::now();
         let mut watch = TrunkWatch::new(config(false, true), t0);
-        assert!(watch.is_up());
+        let health = TrunkHealth::new(true, false);
+        health.update(&watch);
+        assert!(!watch.is_up() && !health.is_up(), "down until the trunk first answers");
         let options = watch.poll_transmit().unwrap();
         assert_eq!(options.method(), Some(&Method::Options));
         watch.handle_response(t0, reply(&options, 405));
         assert!(watch.is_up(), "any final response means alive");
+        health.update(&watch);
+        assert!(health.is_up() && health.may_dial());
+        assert_eq!(health.is_registered(), None, "not registering");
         // The next ping goes unanswered: timer F (32 s) later the trunk is down.
         let mut now = t0 + Duration::from_secs(30);
         watch.handle_timeout(now);
@@ -439,6 +472,8 @@ mod tests {
             while watch.poll_transmit().is_some() {}
         }
         assert!(!watch.is_up());
+        health.update(&watch);
+        assert!(!health.is_up() && !health.may_dial());
         now = watch.poll_timeout().unwrap();
         watch.handle_timeout(now);
         let ping = std::iter::from_fn(|| watch.poll_transmit()).find(|m| m.method() == Some(&Method::Options)).unwrap();
