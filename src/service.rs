@@ -17,7 +17,7 @@ use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan};
 use crate::engine::trunk::TrunkHealth;
-use crate::engine::{EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
+use crate::engine::{DialplanSet, EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
 use crate::metrics::Metrics;
 use crate::sip::Credentials;
 use crate::store::{Store, StoreError};
@@ -65,8 +65,8 @@ pub struct Service {
 /// What [`Service::reload`] compares with and replaces.
 struct Running {
     config: Config,
-    /// The engine's dialplans are loaded once, so the API keeps accepting these.
-    dialplan_names: Vec<String>,
+    /// The engine's dialplans; SIGHUP loads them again and replaces them.
+    dialplans: Arc<DialplanSet>,
     reloader: ApiReloader,
 }
 
@@ -84,7 +84,7 @@ impl Service {
     pub async fn start(config: Config) -> Result<Service, ServiceError> {
         config.validate()?;
         let store = open_store(&config.store.url).await?;
-        let dialplans = load_dialplans(config.dialplans.as_deref())?;
+        let dialplans = Arc::new(DialplanSet::from(load_dialplans(config.dialplans.as_deref())?));
         let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(AtomicBool::new(false));
@@ -97,11 +97,9 @@ impl Service {
             .await
             .map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
         let api = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
-        let mut names: Vec<String> = dialplans.keys().cloned().collect();
-        names.sort();
         let api_state = ApiState {
             store: store.clone(),
-            config: api_config(&config, names),
+            config: api_config(&config, dialplan_names(&dialplans.current())),
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
@@ -109,7 +107,6 @@ impl Service {
         let mut api_stop = stopping.clone();
         let limits = api_state.config.limits.clone();
         let api_metrics = metrics.clone();
-        let dialplan_names = api_state.config.dialplans.clone();
         let (app, reloader) = router_with_reload(api_state);
         let app = app.layer(axum::Extension(health.clone()));
         tasks.push(tokio::spawn(async move {
@@ -140,7 +137,7 @@ impl Service {
             sip_bind: config.sip.bind,
             rtp_ports: config.rtp_ports()?,
             codecs: config.sip.codecs.iter().map(|&c| c.into()).collect(),
-            dialplans,
+            dialplans: dialplans.clone(),
             lease: Duration::from_secs(config.engine.lease_s),
             max_concurrent_calls: config.engine.max_concurrent_calls,
             poll_interval: Duration::from_millis(250),
@@ -165,16 +162,19 @@ impl Service {
         let signer = KeyRing::new(&config.api_keys());
         tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), signer, webhooks, stopping.clone())));
         ready.store(true, Ordering::Release);
-        let running = Running { config, dialplan_names, reloader };
+        let running = Running { config, dialplans, reloader };
         Ok(Service { api, node_id, store, health, stop_engine, engine, shutdown, tasks, running })
     }
 
     /// Applies what can change at run time from `new` (SIGHUP): the API keys
-    /// of the config file and the policy. Everything else that differs from
-    /// the running configuration is named in the answer as needing a
-    /// restart. An invalid `new` changes nothing.
+    /// of the config file, the policy and the dialplans (the compiled-in ones
+    /// and the `dialplans` folder, read again: calls already running keep
+    /// theirs). Everything else that differs from the running configuration
+    /// is named in the answer as needing a restart. An invalid `new`, or a
+    /// dialplan or prompt that does not load, changes nothing.
     pub fn reload(&mut self, new: Config) -> Result<Reloaded, ServiceError> {
         new.validate()?;
+        let dialplans = load_dialplans(new.dialplans.as_deref())?;
         let old = &self.running.config;
         let mut needs_restart = Vec::new();
         let mut differs = |key: &'static str, a: String, b: String| {
@@ -193,7 +193,6 @@ impl Service {
         differs("log", format!("{:?}", old.log), format!("{:?}", new.log));
         // The outbox signs with the secrets it started with.
         differs("webhooks", format!("{:?}", old.webhooks), format!("{:?}", new.webhooks));
-        differs("dialplans", format!("{:?}", old.dialplans), format!("{:?}", new.dialplans));
         // Compared, never shown: the outbox knows only the secrets it started
         // with, so until a restart it refuses (never sends unsigned) the
         // webhooks of a key whose secret is new.
@@ -205,9 +204,11 @@ impl Service {
         {
             needs_restart.push("api.keys webhook secrets");
         }
-        self.running.reloader.reload(api_config(&new, self.running.dialplan_names.clone()));
+        let names = dialplan_names(&dialplans);
+        self.running.dialplans.replace(dialplans);
+        self.running.reloader.reload(api_config(&new, names));
         self.running.config = new;
-        Ok(Reloaded { reloaded: vec!["api.keys", "policy"], needs_restart })
+        Ok(Reloaded { reloaded: vec!["api.keys", "policy", "dialplans"], needs_restart })
     }
 
     /// Stops claiming work and lets running calls finish (up to the grace
@@ -222,6 +223,13 @@ impl Service {
             let _ = task.await;
         }
     }
+}
+
+/// The names of `dialplans`, sorted: what the API accepts in requests.
+fn dialplan_names(dialplans: &HashMap<String, LoadedDialplan>) -> Vec<String> {
+    let mut names: Vec<String> = dialplans.keys().cloned().collect();
+    names.sort();
+    names
 }
 
 /// The API's configuration from the file's, accepting the dialplans `names`.

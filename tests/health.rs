@@ -222,3 +222,54 @@ fn start_keeping_stderr(mut command: Command) -> (Running, Value) {
     let _ = BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line);
     (Running(child), serde_json::from_str(&line).unwrap_or_else(|_| panic!("no ready line: {line:?}")))
 }
+
+/// Status of a create that names `dialplan`, for a number no other create uses.
+async fn create_status(client: &reqwest::Client, api: &str, dialplan: &str, phone: &str) -> u16 {
+    let body = serde_json::json!({"phone": phone, "user": "reload@example.com", "dialplan": dialplan});
+    let response =
+        client.post(format!("{api}/v1/verifications")).bearer_auth("reload-key").json(&body).send().await.unwrap();
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_dialplans_and_keeps_them_when_one_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_phone, trunk) = phone(&[]);
+    let plans = dir.path().join("dialplans");
+    std::fs::create_dir(&plans).unwrap();
+    let file = dir.path().join("pound.toml");
+    std::fs::write(&file, format!("dialplans = {plans:?}\n[api]\nkeys = [\"reload-key\"]\n")).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut command = pound();
+    command
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--store", &format!("sqlite://{}", dir.path().join("pound.db").display())])
+        .args(["--trunk", &trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0"])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (serve, ready) = start_keeping_stderr(command);
+    let api = format!("http://{}", ready["api"].as_str().unwrap());
+    let client = reqwest::Client::new();
+    assert_eq!(create_status(&client, &api, "spanish", "+14155550131").await, 400, "not there yet");
+
+    // A new plan in the folder: the compiled-in prompt, another key.
+    std::fs::write(plans.join("spanish.toml"), "prompt = \"builtin:en/press-pound.wav\"\nexpect = \"1\"\n").unwrap();
+    hangup(&serve);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while create_status(&client, &api, "spanish", "+14155550132").await != 202 {
+        assert!(Instant::now() < deadline, "the added dialplan was never accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A plan that does not load: nothing changes, and the log says which file.
+    std::fs::write(plans.join("broken.toml"), "prompt = \"builtin:en/nope.wav\"\n").unwrap();
+    hangup(&serve);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap().contains("keeping the running one") {
+        assert!(Instant::now() < deadline, "no log line for the broken dialplan");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(std::fs::read_to_string(&log).unwrap().contains("broken.toml"), "the file is named");
+    assert_eq!(create_status(&client, &api, "spanish", "+14155550133").await, 202, "the loaded plans are kept");
+    assert_eq!(create_status(&client, &api, "broken", "+14155550134").await, 400);
+}

@@ -367,7 +367,7 @@ fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         sip_bind: "127.0.0.1:0".parse().unwrap(),
         rtp_ports: None,
         codecs: vec![Codec::Pcmu],
-        dialplans: load_dialplans(None).unwrap(),
+        dialplans: Arc::new(load_dialplans(None).unwrap().into()),
         lease: Duration::from_secs(30),
         max_concurrent_calls: 4,
         poll_interval: Duration::from_millis(20),

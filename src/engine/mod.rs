@@ -43,6 +43,35 @@ pub struct LoadedDialplan {
     pub prompts: Arc<Prompts>,
 }
 
+/// The dialplans new calls use, by name. SIGHUP replaces the whole set at
+/// once; a call keeps the plan it started with.
+#[derive(Debug, Default)]
+pub struct DialplanSet(std::sync::RwLock<Arc<HashMap<String, LoadedDialplan>>>);
+
+impl DialplanSet {
+    /// The dialplan `name` as it is now.
+    pub fn get(&self, name: &str) -> Option<LoadedDialplan> {
+        self.current().get(name).cloned()
+    }
+
+    /// Every dialplan as it is now.
+    pub fn current(&self) -> Arc<HashMap<String, LoadedDialplan>> {
+        // A poisoned lock still holds a whole set: swaps never leave it half done.
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the set for calls that start from now on.
+    pub fn replace(&self, dialplans: HashMap<String, LoadedDialplan>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(dialplans);
+    }
+}
+
+impl From<HashMap<String, LoadedDialplan>> for DialplanSet {
+    fn from(dialplans: HashMap<String, LoadedDialplan>) -> Self {
+        DialplanSet(std::sync::RwLock::new(Arc::new(dialplans)))
+    }
+}
+
 /// Where and how calls go out.
 #[derive(Debug, Clone)]
 pub struct TrunkConfig {
@@ -71,7 +100,8 @@ pub struct EngineConfig {
     pub sip_bind: SocketAddr,
     pub rtp_ports: Option<RangeInclusive<u16>>,
     pub codecs: Vec<Codec>,
-    pub dialplans: HashMap<String, LoadedDialplan>,
+    /// Shared with the service, which replaces them on SIGHUP.
+    pub dialplans: Arc<DialplanSet>,
     /// A claim lasts this long unless renewed; renewed every third of it.
     pub lease: Duration,
     pub max_concurrent_calls: usize,
@@ -271,7 +301,7 @@ impl Verification {
         self.pacer.wait().await;
         self.store.set_status(id, node, Status::Dialing, unix_ms()).await?;
         let (cancel_call, cancel) = watch::channel(false);
-        let setup = match self.setup(&verification.phone, dialplan, cancel).await {
+        let setup = match self.setup(&verification.phone, &dialplan, cancel).await {
             Ok(setup) => setup,
             Err(detail) => {
                 tracing::warn!(verification = id, %detail, "cannot place the call");
