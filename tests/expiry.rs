@@ -1,7 +1,7 @@
-//! Expiry under a running `pound serve` whose trunk swallows every INVITE:
+//! Expiry under a running `pound serve` whose trunk answers nothing (down):
 //! the verification ends `expired` once its age passes
 //! `policy.expire_after_s`, its webhook carries that status, and nobody is
-//! called after that.
+//! called, before or after.
 
 mod common;
 
@@ -107,14 +107,17 @@ async fn an_undialable_verification_expires_with_its_webhook_and_is_not_called_a
     assert_eq!(response.status(), 202);
     let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
 
-    // The first call is not cut off: it runs until the INVITE times out
-    // (timer B, 32 s); then, instead of the retry, the verification expires.
+    // The trunk never answers its OPTIONS pings, so it is down and nothing is
+    // dialled (the "trunk down" case): the verification expires
+    // instead of staying queued. (A call already running is never cut off:
+    // the store tests cover leased rows.)
     let record = wait_for(&client, &api, KEY, &id, "expired").await;
     let expired_at = Instant::now();
     assert_eq!(record["outcome"], Value::Null, "{record}");
     assert!(record["completed_at"].is_i64(), "{record}");
-    let before = invites(&seen);
-    assert!(!before.is_empty(), "the trunk was tried before the expiry");
+    assert!(invites(&seen).is_empty(), "a trunk that is down is not dialled");
+    let pinged = seen.lock().unwrap().iter().any(|(_, text)| text.starts_with("OPTIONS "));
+    assert!(pinged, "the trunk was watched");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let hook_request = loop {
