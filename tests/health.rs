@@ -174,16 +174,7 @@ async fn sighup_reloads_the_keys_and_keeps_the_old_config_when_the_new_one_is_br
     let (_phone, trunk) = phone(&[]);
     let file = dir.path().join("pound.toml");
     std::fs::write(&file, "[api]\nkeys = [\"old-key\"]\n").unwrap();
-    let log = dir.path().join("stderr.log");
-    let mut command = pound();
-    command
-        .args(["serve", "--config"])
-        .arg(&file)
-        .args(["--store", &format!("sqlite://{}", dir.path().join("pound.db").display())])
-        .args(["--trunk", &trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0"])
-        .stderr(std::fs::File::create(&log).unwrap());
-    let (mut serve, ready) = start_keeping_stderr(command);
-    let api = format!("http://{}", ready["api"].as_str().unwrap());
+    let (mut serve, api, log) = serve_with_file(dir.path(), &file, &trunk);
     let client = reqwest::Client::new();
     assert_eq!(list_status(&client, &api, "old-key").await, 200);
     assert_eq!(list_status(&client, &api, "new-key").await, 401);
@@ -215,6 +206,21 @@ async fn sighup_reloads_the_keys_and_keeps_the_old_config_when_the_new_one_is_br
 }
 
 /// [`start`], with stderr left as `command` set it.
+/// `pound serve --config FILE` in `dir` with its stderr kept in a file, for
+/// reload tests: the node, its API address and the path of its log.
+fn serve_with_file(dir: &Path, file: &Path, trunk: &str) -> (Running, String, std::path::PathBuf) {
+    let log = dir.join("stderr.log");
+    let mut command = pound();
+    command
+        .args(["serve", "--config"])
+        .arg(file)
+        .args(["--store", &format!("sqlite://{}", dir.join("pound.db").display())])
+        .args(["--trunk", trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0"])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (serve, ready) = start_keeping_stderr(command);
+    (serve, format!("http://{}", ready["api"].as_str().unwrap()), log)
+}
+
 fn start_keeping_stderr(mut command: Command) -> (Running, Value) {
     use std::io::{BufRead, BufReader};
     let mut child = command.stdout(std::process::Stdio::piped()).spawn().expect("pound starts");
@@ -239,16 +245,7 @@ async fn sighup_reloads_the_dialplans_and_keeps_them_when_one_is_broken() {
     std::fs::create_dir(&plans).unwrap();
     let file = dir.path().join("pound.toml");
     std::fs::write(&file, format!("dialplans = {plans:?}\n[api]\nkeys = [\"reload-key\"]\n")).unwrap();
-    let log = dir.path().join("stderr.log");
-    let mut command = pound();
-    command
-        .args(["serve", "--config"])
-        .arg(&file)
-        .args(["--store", &format!("sqlite://{}", dir.path().join("pound.db").display())])
-        .args(["--trunk", &trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0"])
-        .stderr(std::fs::File::create(&log).unwrap());
-    let (serve, ready) = start_keeping_stderr(command);
-    let api = format!("http://{}", ready["api"].as_str().unwrap());
+    let (serve, api, log) = serve_with_file(dir.path(), &file, &trunk);
     let client = reqwest::Client::new();
     assert_eq!(create_status(&client, &api, "spanish", "+14155550131").await, 400, "not there yet");
 
