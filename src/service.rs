@@ -97,7 +97,9 @@ impl Service {
             .await
             .map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
         let api = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
+        let new_work = Arc::new(tokio::sync::Notify::new());
         let api_state = ApiState {
+            new_work: new_work.clone(),
             store: store.clone(),
             config: api_config(&config, dialplan_names(&dialplans.current())),
             metrics: metrics.clone(),
@@ -141,6 +143,7 @@ impl Service {
             lease: Duration::from_secs(config.engine.lease_s),
             max_concurrent_calls: config.engine.max_concurrent_calls,
             poll_interval: Duration::from_millis(250),
+            new_work,
             shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_s),
             rtp_learning_packets: config.rtp.learning_packets,
             numbers: config.policy.number_rules(),

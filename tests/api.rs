@@ -54,7 +54,13 @@ async fn start(config: ApiConfig) -> Server {
     let store = pound::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
-    let app = router(ApiState { store: store.clone(), config, metrics: metrics.clone(), ready: ready.clone() });
+    let app = router(ApiState {
+        store: store.clone(),
+        config,
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        new_work: Default::default(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

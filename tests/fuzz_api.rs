@@ -196,8 +196,13 @@ fn api_requests_never_panic_and_every_answer_is_well_formed() {
     let store =
         runtime.block_on(pound::store::open(&format!("sqlite://{}", dir.path().join("fuzz.db").display()))).unwrap();
     let config = ApiConfig { api_keys: vec![KEY.into()], ..ApiConfig::default() };
-    let app =
-        router(ApiState { store, config, metrics: Arc::new(Metrics::new()), ready: Arc::new(AtomicBool::new(true)) });
+    let app = router(ApiState {
+        store,
+        config,
+        metrics: Arc::new(Metrics::new()),
+        ready: Arc::new(AtomicBool::new(true)),
+        new_work: Default::default(),
+    });
     let seeds: Vec<Vec<u8>> = [
         json!({"phone": "+14155550100", "user": "alice@contoso.com"}),
         json!({"phone": "+44 1632 960961", "user": "bob", "dialplan": "press-pound", "callback_url": "https://hooks.example.com/p"}),

@@ -237,7 +237,13 @@ async fn the_running_router_serves_exactly_the_documented_operations() {
     let dir = tempfile::tempdir().unwrap();
     let store = pound::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
     let config = ApiConfig { api_keys: vec![KEY.into()], ..ApiConfig::default() };
-    let state = ApiState { store, config, metrics: Arc::new(Metrics::new()), ready: Arc::new(AtomicBool::new(true)) };
+    let state = ApiState {
+        store,
+        config,
+        metrics: Arc::new(Metrics::new()),
+        ready: Arc::new(AtomicBool::new(true)),
+        new_work: Default::default(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });

@@ -69,7 +69,13 @@ struct Node {
 async fn serve(store: Arc<dyn Store>, config: ApiConfig) -> Node {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(true));
-    let app = router(ApiState { store: store.clone(), config, metrics: metrics.clone(), ready });
+    let app = router(ApiState {
+        store: store.clone(),
+        config,
+        metrics: metrics.clone(),
+        ready,
+        new_work: Default::default(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -371,6 +377,7 @@ fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         lease: Duration::from_secs(30),
         max_concurrent_calls: 4,
         poll_interval: Duration::from_millis(20),
+        new_work: Default::default(),
         shutdown_grace: Duration::ZERO,
         numbers: NumberRules::default(),
         rtp_learning_packets: pound::rtp::DEFAULT_LEARNING_PACKETS,

@@ -70,6 +70,9 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The engine and the store are up: `/readyz` answers 503 until then.
     pub ready: Arc<AtomicBool>,
+    /// Woken when a verification is stored, so the local engine claims it
+    /// at once instead of at its next poll.
+    pub new_work: Arc<tokio::sync::Notify>,
 }
 
 /// The API's part of the config file.
@@ -360,6 +363,7 @@ async fn create_verification(
     // hash (409 on a different body).
     let (verification, created) = admission::admit(store.as_ref(), &config.policy, metrics, &new, &country).await?;
     if created {
+        shared.state.new_work.notify_one();
         tracing::info!(
             verification_id = %verification.id,
             api_key_id = %caller.api_key_id,

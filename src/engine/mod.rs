@@ -107,6 +107,9 @@ pub struct EngineConfig {
     pub max_concurrent_calls: usize,
     /// How often the store is asked for due work.
     pub poll_interval: Duration,
+    /// Notified when new work is stored (by this node's API): claims at once
+    /// rather than at the next poll. Other nodes still find it by polling.
+    pub new_work: Arc<tokio::sync::Notify>,
     /// On shutdown, running calls get this long to finish.
     pub shutdown_grace: Duration,
     /// Strict media: packets that must continue the callee's RTP stream from
@@ -173,6 +176,9 @@ pub async fn run_engine(
         }
         tokio::select! {
             _ = tokio::time::sleep(config.poll_interval) => {}
+            () = config.new_work.notified() => {}
+            // A call ended: its slot can take the next verification now.
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = stopped(&mut shutdown) => break,
         }
     }
