@@ -13,23 +13,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::http::{submit, wait_for};
-use common::process::{Running, phone, pound, start};
+use common::process::{Running, phone, pound, serve_with_config};
 use pound::sip::Message;
 
 const KEY: &str = "health-test-key";
 
 /// `pound serve` on a fresh SQLite store with `config` as its file.
 fn serve(dir: &Path, trunk: &str, config: &str) -> (Running, String) {
-    let file = dir.join("pound.toml");
-    std::fs::write(&file, config).unwrap();
-    let mut command = pound();
-    command
-        .args(["serve", "--config"])
-        .arg(&file)
-        .args(["--store", &format!("sqlite://{}", dir.join("pound.db").display())])
-        .args(["--trunk", trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0", "--api-key", KEY]);
-    let (child, ready) = start(command);
-    (child, format!("http://{}", ready["api"].as_str().unwrap()))
+    serve_with_config(dir, trunk, config, KEY)
 }
 
 /// `/readyz`: its status and body.

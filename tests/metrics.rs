@@ -10,22 +10,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use common::http::{get_json, wait_for};
-use common::process::{Running, phone, pound, start};
+use common::process::{Running, phone, serve_with_config};
 
 const KEY: &str = "metrics-test-key";
 
 /// `pound serve` with a config whose webhooks may go to loopback, plus `extra` TOML.
 fn serve(dir: &Path, trunk: &str, extra: &str) -> (Running, String) {
-    let config = dir.join("pound.toml");
-    std::fs::write(&config, format!("[webhooks]\nsecret = \"s\"\nallow_private = true\n{extra}")).unwrap();
-    let mut command = pound();
-    command
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--store", &format!("sqlite://{}", dir.join("pound.db").display())])
-        .args(["--trunk", trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0", "--api-key", KEY]);
-    let (child, ready) = start(command);
-    (child, format!("http://{}", ready["api"].as_str().unwrap()))
+    serve_with_config(dir, trunk, &format!("[webhooks]\nsecret = \"s\"\nallow_private = true\n{extra}"), KEY)
 }
 
 /// A webhook receiver on loopback that answers 204; its URL.

@@ -40,3 +40,18 @@ pub fn phone(args: &[&str]) -> (Running, String) {
     let (child, ready) = start(command);
     (child, format!("sip:{}", ready["sip"].as_str().expect("a sip address")))
 }
+
+/// `pound serve --config` with `config` written as its file in `dir`, a fresh
+/// SQLite store there, `trunk` and one API key; the node and its API URL.
+pub fn serve_with_config(dir: &std::path::Path, trunk: &str, config: &str, key: &str) -> (Running, String) {
+    let file = dir.join("pound.toml");
+    std::fs::write(&file, config).expect("the config file is written");
+    let mut command = pound();
+    command
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--store", &format!("sqlite://{}", dir.join("pound.db").display())])
+        .args(["--trunk", trunk, "--api-bind", "127.0.0.1:0", "--sip-bind", "127.0.0.1:0", "--api-key", key]);
+    let (child, ready) = start(command);
+    (child, format!("http://{}", ready["api"].as_str().expect("an API address")))
+}
