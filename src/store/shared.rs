@@ -606,6 +606,21 @@ macro_rules! impl_store {
                 if limit == 0 {
                     return Ok(Vec::new());
                 }
+                // The engine sweeps before every claim, and usually nothing is
+                // overdue: a plain read says so without taking the write lock
+                // (SQLite's one writer, PostgreSQL row locks) on every wake-up.
+                let any: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM verifications \
+                     WHERE status IN ('queued', 'dialing', 'ringing', 'answered') AND created_at <= $1 \
+                     AND (lease_owner IS NULL OR lease_until < $2) LIMIT 1",
+                )
+                .bind(created_before)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                if any.is_none() {
+                    return Ok(Vec::new());
+                }
                 let mut tx = self.begin_write().await?;
                 let overdue: Vec<(String, Option<String>)> = sqlx::query_as(concat!(
                     "SELECT id, lease_owner FROM verifications \
