@@ -114,7 +114,10 @@ async fn submit_and_follow(base: &str, key: &str, via: PressVia) -> Result<bool,
     }
     let id = created["id"].as_str().ok_or_else(|| DemoError::Api(format!("no id in {created}")))?.to_string();
     println!("  {status} id {id}, status {}", created["status"]);
-    let mut last = String::new();
+    // The progress starts from the record as created: the engine is woken at
+    // once and may have moved on before the first poll.
+    let mut last = created["status"].as_str().unwrap_or("?").to_string();
+    println!("  status: {last}");
     let record = loop {
         let record = get(&client, &format!("{base}/v1/verifications/{id}"), key).await?;
         let status = record["status"].as_str().unwrap_or("?").to_string();
