@@ -3,6 +3,11 @@
 //!
 //! Protocol and signal processing are socket-free state machines (`sip`, `sdp`,
 //! `rtp`, `media`, `dsp`, `call`, `phone`); `net` drives them with tokio.
+//!
+//! Layers, lowest first; a module imports only modules below it:
+//! `vocab`, `clock`, `mask`, `logging` (leaves) · `dsp`, `rtp`, `sip` · `media`,
+//! `sdp`, `dialplan` · `call`, `phone` · `store`, `policy`, `metrics` · `api`,
+//! `net` · `engine` · `config` · `service` · `cmd` (imported by `main.rs` only).
 
 /// The version and the commit the binary was built from (`0.1.0 (1a2b3c4d5e6f)`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POUND_COMMIT"), ")");
@@ -11,6 +16,7 @@ pub const COMMIT: &str = env!("POUND_COMMIT");
 
 pub mod api;
 pub mod call;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod dialplan;
@@ -28,3 +34,4 @@ pub mod sdp;
 pub mod service;
 pub mod sip;
 pub mod store;
+pub mod vocab;

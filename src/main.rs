@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pound::call::Transport;
 use pound::cmd::call::{CallArgs, exit_code};
 use pound::cmd::dtmf::{DtmfArgs, run};
 use pound::config::Config;
@@ -17,6 +16,7 @@ use pound::media::codec::Codec;
 use pound::net::PhoneSetup;
 use pound::phone::{PhoneConfig, PressVia};
 use pound::sip::Timers;
+use pound::vocab::Transport;
 
 #[derive(Parser)]
 #[command(name = "pound", version = pound::VERSION, about = "Phone-call verification over SIP: call, prompt, detect the pound key.")]

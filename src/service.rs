@@ -16,10 +16,10 @@ use crate::api::{ApiConfig, ApiReloader, ApiState, KeyRing, NodeHealth, Policy, 
 use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan};
-use crate::engine::trunk::TrunkHealth;
 use crate::engine::{DialplanSet, EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
 use crate::metrics::Metrics;
 use crate::sip::Credentials;
+use crate::sip::trunk::TrunkHealth;
 use crate::store::{Store, StoreError};
 
 /// Why the service could not start.

@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pound::api::ApiKeyConfig;
 use pound::api::ssrf::TargetPolicy;
 use pound::api::webhooks::{SIGNATURE_HEADER, WebhookConfig, deliver_webhooks, verify};
 use pound::api::{ApiConfig, ApiState, Policy, router};
-use pound::call::Outcome;
-use pound::config::ApiKeyConfig;
 use pound::metrics::Metrics;
 use pound::store::{ApiKey, Store};
+use pound::vocab::Outcome;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pound::call::{CallReport, Outcome, Prompts, Transport};
+use pound::call::{CallReport, Prompts};
 use pound::dialplan::Dialplan;
 use pound::dsp::tone::ToneGenerator;
 use pound::media::codec::{Codec, Encoder, FRAME_SAMPLES};
@@ -18,6 +18,7 @@ use pound::net::{CallSetup, PhoneSetup, run_call, run_phone};
 use pound::phone::{PhoneConfig, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::Timers;
+use pound::vocab::{Outcome, Transport};
 use tokio::net::UdpSocket;
 
 /// Calls per attack: the finding was 3 of 4 calls verified.

@@ -6,12 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pound::call::{Call, CallConfig, CallEvent, CallReport, Outcome, Prompts, Transport};
-use pound::dialplan::{Dialplan, DtmfSource};
+use pound::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
+use pound::dialplan::Dialplan;
 use pound::media::codec::Codec;
 use pound::phone::{Phone, PhoneConfig, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::{Credentials, Message, Timers, auth};
+use pound::vocab::DtmfSource;
+use pound::vocab::{Outcome, Transport};
 
 const CALLER_SIP: &str = "10.0.0.1:5060";
 const CALLER_RTP: &str = "10.0.0.1:40000";

@@ -113,7 +113,7 @@ async fn sigterm_answers_503_draining_while_the_running_call_finishes() {
     assert!(stopped.success(), "a clean exit after the drain: {stopped}");
     let store = pound::store::open(&format!("sqlite://{}", dir.path().join("pound.db").display())).await.unwrap();
     let verification = store.verification(&id).await.unwrap().unwrap();
-    assert_eq!(verification.outcome, Some(pound::call::Outcome::Verified), "{verification:?}");
+    assert_eq!(verification.outcome, Some(pound::vocab::Outcome::Verified), "{verification:?}");
 }
 
 /// `pound serve` on `store` with `args` that must not start: its exit

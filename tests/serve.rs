@@ -72,5 +72,5 @@ async fn sigterm_lets_the_running_call_finish() {
     // The node is gone; the store says how the call ended.
     let store = pound::store::open(&format!("sqlite://{}", dir.path().join("pound.db").display())).await.unwrap();
     let verification = store.verification(&id).await.unwrap().unwrap();
-    assert_eq!(verification.outcome, Some(pound::call::Outcome::Verified), "{verification:?}");
+    assert_eq!(verification.outcome, Some(pound::vocab::Outcome::Verified), "{verification:?}");
 }

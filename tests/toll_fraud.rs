@@ -12,7 +12,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use pound::api::{ApiConfig, ApiState, Policy, router};
-use pound::call::{Outcome, Transport};
 use pound::engine::{EngineConfig, TrunkConfig, run_engine};
 use pound::media::codec::Codec;
 use pound::metrics::Metrics;
@@ -21,6 +20,7 @@ use pound::policy::{NumberRules, VelocityLimits};
 use pound::service::load_dialplans;
 use pound::store::velocity::{LimitKind, Verdict};
 use pound::store::{NewVerification, Store};
+use pound::vocab::{Outcome, Transport};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -322,7 +322,7 @@ async fn the_engine_blocks_a_refused_number_it_finds_queued_without_dialling() {
     for (i, phone) in refused.iter().enumerate() {
         // Straight into the store, past the API's check.
         // Created now: rows as old as the epoch would expire (issue 11) before the engine saw them.
-        let new = NewVerification { phone: phone.to_string(), ..new_verification(i, pound::engine::unix_ms()) };
+        let new = NewVerification { phone: phone.to_string(), ..new_verification(i, pound::clock::unix_ms()) };
         store.create_verification(&new).await.unwrap();
     }
     let metrics = Arc::new(Metrics::new());
@@ -343,7 +343,7 @@ async fn the_engine_blocks_a_refused_number_it_finds_queued_without_dialling() {
     let mut packet = [0u8; 4096];
     assert!(trunk.try_recv(&mut packet).is_err(), "nothing reached the trunk");
     // The control: an allowed number queued the same way is dialled.
-    store.create_verification(&new_verification(10, pound::engine::unix_ms())).await.unwrap();
+    store.create_verification(&new_verification(10, pound::clock::unix_ms())).await.unwrap();
     let len = tokio::time::timeout(Duration::from_secs(10), trunk.recv(&mut packet)).await.unwrap().unwrap();
     let invite = String::from_utf8_lossy(&packet[..len]).into_owned();
     assert!(invite.starts_with(&format!("INVITE sip:{}@", new_verification(10, 0).phone)), "{invite}");

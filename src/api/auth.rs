@@ -7,8 +7,8 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use sha2::{Digest, Sha256};
 
+use super::ApiKeyConfig;
 use super::error::ApiError;
-use crate::config::ApiKeyConfig;
 use crate::store::{ApiKey, LAST_USED_EVERY_MS, Scope, Store, StoreError};
 
 /// Who is calling: set by the auth middleware on every `/v1` request.

@@ -13,6 +13,7 @@ mod auth;
 mod backlog;
 mod error;
 mod http_metrics;
+mod key_config;
 pub mod limits;
 mod listing;
 mod ready;
@@ -23,7 +24,7 @@ pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -40,18 +41,19 @@ use sha2::{Digest, Sha256};
 
 pub use auth::KeyRing;
 pub use error::ApiError;
+pub use key_config::ApiKeyConfig;
 pub use ready::NodeHealth;
 
 use auth::Caller;
 
-use crate::call::Outcome;
-use crate::config::ApiKeyConfig;
+use crate::clock::unix_ms;
 use crate::mask::mask_phone;
 use crate::metrics::Metrics;
 use crate::policy::{NumberRules, VelocityLimits};
 use crate::store::{
     CancelResult, NewVerification, Registration, Scope, Store, Verification, VerificationRecord, WebhookDelivery,
 };
+use crate::vocab::Outcome;
 
 /// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
@@ -230,17 +232,13 @@ pub fn router_with_reload(state: ApiState) -> (Router, ApiReloader) {
     (router, ApiReloader(shared))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Whole seconds until `until_ms`, at least 1 (for `Retry-After`).
 fn seconds_until(until_ms: i64, now: i64) -> u64 {
     u64::try_from(until_ms.saturating_sub(now)).unwrap_or(0).div_ceil(1000).max(1)
 }
 
 async fn require_api_key(State(shared): State<AppState>, mut request: Request, next: Next) -> Response {
-    match shared.live().keys.authenticate(request.headers(), shared.state.store.as_ref(), now_ms()).await {
+    match shared.live().keys.authenticate(request.headers(), shared.state.store.as_ref(), unix_ms()).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -340,7 +338,7 @@ async fn create_verification(
         ));
     }
     let country = admission::check_number(&config.policy, metrics, &req.phone)?;
-    let now = now_ms();
+    let now = unix_ms();
     let id = match &idempotency_key {
         Some(key) => idempotent_id(&caller.key_hash, key),
         None => random_id(),
@@ -412,7 +410,7 @@ async fn cancel_verification(
     // A verification never changes tenant, so checking before canceling
     // leaves no window in which it could become another's.
     find(store, &id, &caller.scope()).await?;
-    let verification = match store.cancel(&id, now_ms()).await? {
+    let verification = match store.cancel(&id, unix_ms()).await? {
         None => return Err(ApiError::not_found(format!("no verification {id:?}"))),
         Some(CancelResult::AlreadyFinal(v)) => {
             return Err(ApiError::new(
@@ -485,7 +483,7 @@ async fn list_verifications(
 }
 
 async fn metrics(State(shared): State<AppState>) -> Response {
-    shared.backlog.refresh(shared.state.store.as_ref(), &shared.state.metrics, now_ms()).await;
+    shared.backlog.refresh(shared.state.store.as_ref(), &shared.state.metrics, unix_ms()).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], shared.state.metrics.encode()).into_response()
 }
 
@@ -498,7 +496,7 @@ async fn readyz(State(shared): State<AppState>, node: Option<Extension<Arc<NodeH
         return ready::not_ready(&[ready::Reason::new("not_ready", "the engine or the store is not up yet")]);
     }
     let mut reasons = Vec::new();
-    if !shared.write_probe.writable(shared.state.store.as_ref(), now_ms()).await {
+    if !shared.write_probe.writable(shared.state.store.as_ref(), unix_ms()).await {
         reasons.push(ready::Reason::new("store_unavailable", "the store does not accept writes"));
     }
     if let Some(Extension(node)) = node {

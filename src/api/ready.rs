@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::error::STORE_RETRY_AFTER_S;
-use crate::engine::trunk::TrunkHealth;
+use crate::sip::trunk::TrunkHealth;
 use crate::store::Store;
 
 /// How long one probe's answer is reused.

@@ -20,7 +20,7 @@
 //! receiver said, so a webhook is not a port scanner or a status oracle.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use super::KeyRing;
 use super::ssrf::{GuardedResolver, Refused, TargetPolicy, Unresolved};
+use crate::clock::unix_ms;
 use crate::metrics::{Metrics, WebhookResult};
 use crate::store::{Store, StoreError, WebhookDelivery};
 
@@ -181,17 +182,13 @@ impl Signer {
         let Some(verification) = store.verification(&delivery.verification_id).await? else {
             return Ok(Vec::new());
         };
-        let secrets = keys.webhook_secrets(store, &verification.api_key_id, now_ms()).await?;
+        let secrets = keys.webhook_secrets(store, &verification.api_key_id, unix_ms()).await?;
         Ok(secrets.into_iter().map(String::into_bytes).collect())
     }
 }
 
 /// `last_error` of a webhook whose key has no secret: never sent unsigned.
 const NO_SECRET: &str = "refused: the API key that created the verification has no webhook secret";
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -232,7 +229,7 @@ pub async fn deliver_webhooks(
         if *shutdown.borrow() {
             return;
         }
-        let sent = match store.due_webhooks(now_ms(), millis(config.lease()), config.batch.max(1)).await {
+        let sent = match store.due_webhooks(unix_ms(), millis(config.lease()), config.batch.max(1)).await {
             Ok(due) => {
                 let count = due.len();
                 let mut round = JoinSet::new();
@@ -302,13 +299,13 @@ async fn deliver_one(
         None => {
             metrics.webhook(WebhookResult::Delivered);
             tracing::info!(webhook = %delivery.id, verification_id = %delivery.verification_id, "webhook delivered");
-            store.webhook_delivered(&delivery.id, now_ms()).await
+            store.webhook_delivered(&delivery.id, unix_ms()).await
         }
         Some(error) => {
             // `attempts` counts the tries recorded before this one.
             let failures = delivery.attempts.saturating_add(1);
             let next =
-                (failures < config.max_attempts).then(|| now_ms().saturating_add(millis(config.backoff(failures))));
+                (failures < config.max_attempts).then(|| unix_ms().saturating_add(millis(config.backoff(failures))));
             metrics.webhook(if next.is_some() { WebhookResult::Failed } else { WebhookResult::GaveUp });
             tracing::warn!(
                 webhook = %delivery.id,
@@ -352,7 +349,7 @@ async fn post(
     let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, sign_all(secrets, now_ms().div_euclid(1000), &delivery.payload))
+        .header(SIGNATURE_HEADER, sign_all(secrets, unix_ms().div_euclid(1000), &delivery.payload))
         .body(delivery.payload.clone())
         .send()
         .await

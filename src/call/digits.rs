@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::dialplan::DtmfSource;
+use crate::vocab::DtmfSource;
 
 /// What the keys entered so far amount to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dialplan::DtmfSource;
 use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
 use crate::dsp::tone::SAMPLE_RATE;
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
 use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
 use crate::sdp::{Direction, MediaDescription};
+use crate::vocab::DtmfSource;
 
 /// The telephone-event payload types pound offers (8 kHz and 48 kHz). Events
 /// on them are accepted even when the answer names another type, because

@@ -12,6 +12,7 @@ mod info;
 mod media;
 mod origin;
 mod outcome;
+mod prompts;
 mod server;
 
 use std::collections::VecDeque;
@@ -22,63 +23,20 @@ use std::time::{Duration, Instant};
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
 pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, start_sender};
-pub use outcome::{CallReport, Outcome};
+pub use outcome::CallReport;
+pub use prompts::Prompts;
 
-use crate::dialplan::{Dialplan, DtmfSource};
+use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
-use crate::media::prompt::{Prompt, PromptError};
+use crate::media::prompt::Prompt;
 use crate::sdp::{Direction, Offer, parse_answer};
 use crate::sip::auth::{self, Credentials};
 use crate::sip::dialog::{Dialog, new_branch, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::vocab::{DtmfSource, Outcome, Transport};
 use origin::Origins;
 use server::{Replies, answer_in_dialog};
-
-/// How SIP travels to the next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    /// The name in Via headers.
-    pub fn via_name(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-
-    /// TCP delivers reliably, so transactions do not retransmit.
-    pub fn is_reliable(self) -> bool {
-        self == Transport::Tcp
-    }
-}
-
-/// The dialplan's prompts, loaded once and shared by every call.
-#[derive(Debug)]
-pub struct Prompts {
-    pub main: Arc<Prompt>,
-    pub wrong_key: Option<Arc<Prompt>>,
-    pub confirmation: Option<Arc<Prompt>>,
-    pub fraud: Option<Arc<Prompt>>,
-}
-
-impl Prompts {
-    /// Loads every prompt a dialplan names.
-    pub fn load(plan: &Dialplan) -> Result<Prompts, PromptError> {
-        let load = |path: &std::path::Path| Prompt::load(path).map(Arc::new);
-        let optional = |path: &Option<std::path::PathBuf>| path.as_deref().map(load).transpose();
-        Ok(Prompts {
-            main: load(&plan.prompt)?,
-            wrong_key: optional(&plan.wrong_key_prompt)?,
-            confirmation: optional(&plan.confirmation_prompt)?,
-            fraud: optional(&plan.fraud_prompt)?,
-        })
-    }
-}
 
 /// Everything one call needs to know.
 #[derive(Debug, Clone)]

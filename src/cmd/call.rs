@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::call::{CallEvent, CallReport, Outcome, Prompts, Transport};
+use crate::call::{CallEvent, CallReport, Prompts};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::net::{CallSetup, resolve, run_call};
 use crate::policy::NumberRules;
+use crate::sip::route::{RouteError, route};
 use crate::sip::{Credentials, Timers};
+use crate::vocab::{Outcome, Transport};
 
 /// What `pound call` was asked to do.
 #[derive(Debug, Clone)]
@@ -36,8 +38,8 @@ pub struct CallArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum CallCommandError {
     /// The target is neither a SIP URI nor an E.164 number, or needs a trunk.
-    #[error("{0}")]
-    Target(String),
+    #[error(transparent)]
+    Target(#[from] RouteError),
     /// The dialplan or its prompts are unusable.
     #[error("{0}")]
     Dialplan(String),
@@ -106,27 +108,6 @@ pub fn progress_line(event: &CallEvent) -> Option<String> {
     }
 }
 
-/// The Request-URI and the `host:port` SIP goes to.
-pub fn route(target: &str, trunk: Option<&str>) -> Result<(String, String), CallCommandError> {
-    let trunk_hop = trunk.map(host_port).transpose()?;
-    if target.starts_with("sip:") {
-        let hop = match trunk_hop {
-            Some(hop) => hop,
-            None => host_port(target)?,
-        };
-        return Ok((target.to_string(), hop));
-    }
-    let digits = target.strip_prefix('+').unwrap_or("");
-    if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(CallCommandError::Target(format!(
-            "{target:?} is neither a SIP URI (sip:user@host:port) nor an E.164 number (+14155550100)"
-        )));
-    }
-    let hop =
-        trunk_hop.ok_or_else(|| CallCommandError::Target("an E.164 number needs --trunk sip:HOST[:PORT]".into()))?;
-    Ok((format!("sip:{target}@{hop};user=phone"), hop))
-}
-
 /// The `blocked` report for a target whose E.164 number (the target itself,
 /// or the user part of a SIP URI) the default number rules refuse.
 fn refused_number(target: &str) -> Option<CallReport> {
@@ -151,23 +132,6 @@ fn refused_number(target: &str) -> Option<CallReport> {
     })
 }
 
-/// `host:port` of a SIP URI (port 5060 when absent).
-fn host_port(uri: &str) -> Result<String, CallCommandError> {
-    let bad = || CallCommandError::Target(format!("{uri:?} is not a SIP URI with a host"));
-    let rest = uri.strip_prefix("sip:").ok_or_else(bad)?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
-    let host = &rest[..end];
-    if host.is_empty() {
-        return Err(bad());
-    }
-    let has_port = match host.rfind(']') {
-        Some(close) => host[close..].contains(':'),
-        None => host.contains(':'),
-    };
-    Ok(if has_port { host.to_string() } else { format!("{host}:5060") })
-}
-
 /// The process exit status for a report: 0 only for `verified`.
 pub fn exit_code(report: &CallReport) -> u8 {
     if report.outcome == Outcome::Verified { 0 } else { 1 }
@@ -176,27 +140,6 @@ pub fn exit_code(report: &CallReport) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_uris_and_numbers() {
-        assert_eq!(
-            route("sip:bob@127.0.0.1:5070", None).unwrap(),
-            ("sip:bob@127.0.0.1:5070".into(), "127.0.0.1:5070".into())
-        );
-        assert_eq!(route("sip:bob@example.com;transport=udp", None).unwrap().1, "example.com:5060");
-        assert_eq!(route("sip:bob@[::1]:5070", None).unwrap().1, "[::1]:5070");
-        assert_eq!(route("sip:[::1]", None).unwrap().1, "[::1]:5060");
-        assert_eq!(
-            route("+14155550100", Some("sip:trunk.example.com:5080")).unwrap(),
-            ("sip:+14155550100@trunk.example.com:5080;user=phone".into(), "trunk.example.com:5080".into())
-        );
-        assert_eq!(route("sip:bob@a.example", Some("sip:proxy:5062")).unwrap().1, "proxy:5062");
-        assert!(route("+14155550100", None).unwrap_err().to_string().contains("--trunk"));
-        assert!(route("14155550100", Some("sip:t")).is_err());
-        assert!(route("+1", Some("sip:t")).is_err());
-        assert!(route("sip:", None).is_err());
-        assert!(route("mailto:x", None).is_err());
-    }
 
     #[test]
     fn refused_numbers_are_blocked_before_routing() {

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::call::Transport;
 use crate::config::Config;
 use crate::media::codec::Codec;
 use crate::net::{PhoneSetup, run_phone};
 use crate::phone::{PhoneConfig, PressVia};
 use crate::service::{Service, ServiceError};
 use crate::sip::Timers;
+use crate::vocab::Transport;
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::clock::unix_ms;
 use crate::config::Config;
-use crate::engine::unix_ms;
 use crate::store::{ApiKey, Store, StoreError};
 
 /// What `keys create` grants the new key.

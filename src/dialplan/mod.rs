@@ -32,31 +32,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::call::Outcome;
 use crate::dsp::tone::key_position;
-
-/// Where a key press reached pound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DtmfSource {
-    /// RFC 4733 telephone-events in the RTP stream.
-    Rfc4733,
-    /// SIP INFO (`application/dtmf-relay` or `application/dtmf`).
-    Info,
-    /// Tones in the audio, found by the in-band detector.
-    Inband,
-}
-
-impl DtmfSource {
-    /// The name used in JSON and in dialplans.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DtmfSource::Rfc4733 => "rfc4733",
-            DtmfSource::Info => "info",
-            DtmfSource::Inband => "inband",
-        }
-    }
-}
+use crate::vocab::{DtmfSource, Outcome};
 
 /// A validated dialplan.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +104,7 @@ struct File {
 }
 
 mod defaults {
-    use super::{DtmfSource, Outcome};
+    use crate::vocab::{DtmfSource, Outcome};
     pub fn retry_outcomes() -> Vec<Outcome> {
         vec![Outcome::NoAnswer, Outcome::Busy, Outcome::Unreachable]
     }
@@ -327,16 +304,11 @@ mod tests {
         assert_eq!(on_disk, compiled_in, "the file and the compiled-in copy are one");
         assert_eq!(compiled_in.expect, "#");
         assert_eq!(compiled_in.fraud_code.as_deref(), Some("0#"));
-        let prompts = crate::call::Prompts::load(&compiled_in).expect("every compiled-in prompt loads");
-        assert!(prompts.confirmation.is_some() && prompts.fraud.is_some() && prompts.wrong_key.is_some());
     }
 
     #[test]
-    fn unknown_dialplans_and_builtin_prompts_are_named_errors() {
+    fn unknown_dialplans_are_named_errors() {
         let error = Dialplan::find("nope", None).unwrap_err().to_string();
         assert!(error.contains("nope") && error.contains("press-pound"), "{error}");
-        let plan = parse("prompt = \"builtin:en/missing.wav\"").unwrap();
-        let error = crate::call::Prompts::load(&plan).unwrap_err().to_string();
-        assert!(error.contains("en/missing.wav") && error.contains("en/press-pound.wav"), "{error}");
     }
 }

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::call::Outcome;
 use crate::store::{AttemptResult, Store, StoreError};
+use crate::vocab::Outcome;
 
 /// What the verification needs once its attempt is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

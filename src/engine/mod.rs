@@ -10,13 +10,12 @@
 mod expiry;
 mod ledger;
 mod pacing;
-pub mod trunk;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -24,17 +23,19 @@ use tracing::Instrument;
 
 pub use pacing::Pacer;
 
-use crate::call::{CallEvent, CallReport, Outcome, Prompts, Transport};
+use crate::call::{CallEvent, CallReport, Prompts};
+use crate::clock::unix_ms;
 use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::metrics::Metrics;
 use crate::net::{CallSetup, NetError, resolve, run_call, run_trunk_watch};
 use crate::policy::NumberRules;
+use crate::sip::trunk::{TrunkHealth, TrunkWatchConfig};
 use crate::sip::{Credentials, Timers};
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
+use crate::vocab::{Outcome, Transport};
 use ledger::{Ledger, Then, Unrecorded};
-use trunk::{TrunkHealth, TrunkWatchConfig};
 
 /// A dialplan with its prompts loaded.
 #[derive(Debug, Clone)]
@@ -125,11 +126,6 @@ pub struct EngineConfig {
     pub trunk_health: Arc<TrunkHealth>,
 }
 
-/// Now as Unix milliseconds, the store's clock.
-pub fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Runs until `shutdown` turns true, then drains as described above.
 pub async fn run_engine(
     store: Arc<dyn Store>,
@@ -201,7 +197,7 @@ pub async fn run_engine(
 
 async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shutdown: watch::Receiver<bool>) {
     let trunk = &config.trunk;
-    let hop = match crate::cmd::call::route(&trunk.uri, None) {
+    let hop = match crate::sip::route::route(&trunk.uri, None) {
         Ok((_, hop)) => hop,
         Err(e) => {
             tracing::warn!(error = %e, "trunk watch: bad trunk URI; not watching");
@@ -462,7 +458,7 @@ impl Verification {
         cancel: watch::Receiver<bool>,
     ) -> Result<CallSetup, String> {
         let trunk = &self.config.trunk;
-        let (target, hop) = crate::cmd::call::route(phone, Some(&trunk.uri)).map_err(|e| e.to_string())?;
+        let (target, hop) = crate::sip::route::route(phone, Some(&trunk.uri)).map_err(|e| e.to_string())?;
         let next_hop = resolve(&hop).await.map_err(|e| e.to_string())?;
         Ok(CallSetup {
             target,

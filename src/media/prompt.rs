@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::dialplan::builtin;
+use super::builtin;
 use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use crate::media::wav::{RATE, WavError, WavReader};
 

@@ -16,7 +16,8 @@ use prometheus_client::registry::Registry;
 
 use super::Metrics;
 use super::process::ProcessCollector;
-use crate::dialplan::DtmfSource;
+use crate::sip::trunk::TrunkHealth;
+use crate::vocab::DtmfSource;
 
 /// The trunk as the engine's watch sees it, read at each scrape.
 pub trait TrunkState: Send + Sync + std::fmt::Debug + 'static {
@@ -24,6 +25,16 @@ pub trait TrunkState: Send + Sync + std::fmt::Debug + 'static {
     fn is_up(&self) -> bool;
     /// Registered; `None` when no registration is configured.
     fn is_registered(&self) -> Option<bool>;
+}
+
+impl TrunkState for TrunkHealth {
+    fn is_up(&self) -> bool {
+        TrunkHealth::is_up(self)
+    }
+
+    fn is_registered(&self) -> Option<bool> {
+        TrunkHealth::is_registered(self)
+    }
 }
 
 /// The route label of requests no route matched: one series for every

@@ -10,10 +10,11 @@ use tokio::sync::watch;
 
 use super::local_ip_towards;
 use super::transport::SipSocket;
-use crate::call::{Call, CallConfig, CallEvent, CallReport, Destination, Prompts, Transport};
+use crate::call::{Call, CallConfig, CallEvent, CallReport, Destination, Prompts};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::sip::{Credentials, Timers};
+use crate::vocab::Transport;
 
 /// What running a call needs besides the call itself.
 #[derive(Debug, Clone)]

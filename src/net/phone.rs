@@ -7,8 +7,8 @@ use tokio::net::UdpSocket;
 
 use super::call::NetError;
 use super::transport::SipSocket;
-use crate::call::Transport;
 use crate::phone::{Phone, PhoneConfig, PhoneEvent};
+use crate::vocab::Transport;
 
 /// Where the phone listens and how many calls it takes.
 #[derive(Debug, Clone)]

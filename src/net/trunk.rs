@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use super::call::NetError;
 use super::local_ip_towards;
 use super::transport::SipSocket;
-use crate::call::Transport;
-use crate::engine::trunk::{TrunkHealth, TrunkWatch, TrunkWatchConfig};
+use crate::sip::trunk::{TrunkHealth, TrunkWatch, TrunkWatchConfig};
+use crate::vocab::Transport;
 
 /// Watches the trunk at `next_hop` until `shutdown`, keeping `health` current.
 pub async fn run_trunk_watch(

@@ -9,13 +9,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::call::{Transport, start_sender};
+use crate::call::start_sender;
 use crate::dsp::tone::ToneGenerator;
 use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use crate::rtp::{EventSender, PayloadType, RtpSender};
 use crate::sdp::{MediaDescription, answer, parse_offer};
 use crate::sip::dialog::{Dialog, new_branch, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::vocab::Transport;
 
 /// How the simulated phone presses its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod dialog;
 pub mod frame;
 pub mod message;
+pub mod route;
 pub mod transaction;
+pub mod trunk;
 
 pub use auth::{Algorithm, Challenge, Credentials};
 pub use message::{MAX_MESSAGE_BYTES, Message, Method, NameAddr, Via};

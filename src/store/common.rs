@@ -12,7 +12,7 @@ use super::{
     ApiKey, Attempt, Registration, Status, StoreError, Verification, VerificationQuery, VerificationRecord,
     WebhookBody, WebhookDelivery,
 };
-use crate::dialplan::DtmfSource;
+use crate::vocab::DtmfSource;
 
 /// The `outcome` of an attempt whose node stopped renewing its lease.
 pub(super) const INTERRUPTED: &str = "interrupted";

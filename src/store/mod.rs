@@ -27,8 +27,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::call::Outcome;
-use crate::dialplan::DtmfSource;
+use crate::vocab::DtmfSource;
+use crate::vocab::Outcome;
 
 /// Where a verification is in its lifecycle (DESIGN.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

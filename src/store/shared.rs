@@ -37,7 +37,7 @@ macro_rules! impl_store {
     ) => {
         use async_trait::async_trait;
 
-        use $crate::call::Outcome;
+        use $crate::vocab::Outcome;
         use $crate::store::common::{
             ApiKeyRow, RegistrationRow, SqlParam, VerificationRow, WebhookRow, attempt_number, convert_all,
             lease_not_held, listing_sql, read_error,

@@ -19,8 +19,8 @@ use super::{
     ApiKey, AttemptResult, CancelResult, LeaseState, NewVerification, Scope, Status, Store, StoreError,
     VerificationQuery, WebhookBody, open,
 };
-use crate::call::Outcome;
-use crate::dialplan::DtmfSource;
+use crate::vocab::DtmfSource;
+use crate::vocab::Outcome;
 
 /// The database under test.
 enum Db {

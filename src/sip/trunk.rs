@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::call::Transport;
 use crate::sip::auth::{self, Credentials};
 use crate::sip::dialog::{new_branch, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::vocab::Transport;
 
 /// What to do towards the trunk.
 #[derive(Debug, Clone)]
@@ -27,16 +27,6 @@ pub struct TrunkWatchConfig {
     pub local_sip: SocketAddr,
     pub transport: Transport,
     pub timers: Timers,
-}
-
-impl crate::metrics::TrunkState for TrunkHealth {
-    fn is_up(&self) -> bool {
-        TrunkHealth::is_up(self)
-    }
-
-    fn is_registered(&self) -> Option<bool> {
-        TrunkHealth::is_registered(self)
-    }
 }
 
 /// A failed registration is tried again after this.

@@ -1,0 +1,48 @@
+//! A dialplan's prompts, loaded once and shared by every call that uses it.
+
+use std::sync::Arc;
+
+use crate::dialplan::Dialplan;
+use crate::media::prompt::{Prompt, PromptError};
+
+/// The dialplan's prompts, loaded once and shared by every call.
+#[derive(Debug)]
+pub struct Prompts {
+    pub main: Arc<Prompt>,
+    pub wrong_key: Option<Arc<Prompt>>,
+    pub confirmation: Option<Arc<Prompt>>,
+    pub fraud: Option<Arc<Prompt>>,
+}
+
+impl Prompts {
+    /// Loads every prompt a dialplan names.
+    pub fn load(plan: &Dialplan) -> Result<Prompts, PromptError> {
+        let load = |path: &std::path::Path| Prompt::load(path).map(Arc::new);
+        let optional = |path: &Option<std::path::PathBuf>| path.as_deref().map(load).transpose();
+        Ok(Prompts {
+            main: load(&plan.prompt)?,
+            wrong_key: optional(&plan.wrong_key_prompt)?,
+            confirmation: optional(&plan.confirmation_prompt)?,
+            fraud: optional(&plan.fraud_prompt)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_dialplan_loads_every_compiled_in_prompt() {
+        let compiled_in = Dialplan::find("press-pound", None).unwrap();
+        let prompts = Prompts::load(&compiled_in).expect("every compiled-in prompt loads");
+        assert!(prompts.confirmation.is_some() && prompts.fraud.is_some() && prompts.wrong_key.is_some());
+    }
+
+    #[test]
+    fn a_missing_builtin_prompt_is_a_named_error() {
+        let plan = Dialplan::parse("t", "prompt = \"builtin:en/missing.wav\"", std::path::Path::new(".")).unwrap();
+        let error = Prompts::load(&plan).unwrap_err().to_string();
+        assert!(error.contains("en/missing.wav") && error.contains("en/press-pound.wav"), "{error}");
+    }
+}

@@ -1,0 +1,114 @@
+//! The words every layer shares: how a verification ended, where a key press
+//! came from, how SIP travels. A leaf: it imports nothing of pound's, so the
+//! store, the API, metrics and config can speak of outcomes without reaching
+//! into the call machine.
+
+use serde::{Deserialize, Serialize};
+
+/// The outcome of a verification (stable names, snake_case in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The expected key was pressed.
+    Verified,
+    /// The fraud code was entered.
+    FraudReported,
+    /// Other keys, retries exhausted.
+    WrongInput,
+    /// Answered, prompt played, nothing pressed (often voicemail).
+    NoInput,
+    /// Hung up before confirming.
+    CalleeHangup,
+    /// 486 or 600.
+    Busy,
+    /// 603.
+    Declined,
+    /// Rang until the ring timeout; pound sent CANCEL.
+    NoAnswer,
+    /// Any other final failure, a transport failure, or no response.
+    Unreachable,
+    /// The number is not a valid phone number.
+    InvalidNumber,
+    /// Refused by policy, never dialled.
+    Blocked,
+    /// Canceled by the requester.
+    Canceled,
+    /// pound's own error; the detail says which.
+    Failed,
+}
+
+impl Outcome {
+    /// The outcome's JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Verified => "verified",
+            Outcome::FraudReported => "fraud_reported",
+            Outcome::WrongInput => "wrong_input",
+            Outcome::NoInput => "no_input",
+            Outcome::CalleeHangup => "callee_hangup",
+            Outcome::Busy => "busy",
+            Outcome::Declined => "declined",
+            Outcome::NoAnswer => "no_answer",
+            Outcome::Unreachable => "unreachable",
+            Outcome::InvalidNumber => "invalid_number",
+            Outcome::Blocked => "blocked",
+            Outcome::Canceled => "canceled",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// The outcome of a final failure response to the INVITE.
+    pub fn of_failure(status: u16) -> Outcome {
+        match status {
+            486 | 600 => Outcome::Busy,
+            603 => Outcome::Declined,
+            404 | 484 | 604 => Outcome::InvalidNumber,
+            _ => Outcome::Unreachable,
+        }
+    }
+}
+
+/// Where a key press reached pound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfSource {
+    /// RFC 4733 telephone-events in the RTP stream.
+    Rfc4733,
+    /// SIP INFO (`application/dtmf-relay` or `application/dtmf`).
+    Info,
+    /// Tones in the audio, found by the in-band detector.
+    Inband,
+}
+
+impl DtmfSource {
+    /// The name used in JSON and in dialplans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtmfSource::Rfc4733 => "rfc4733",
+            DtmfSource::Info => "info",
+            DtmfSource::Inband => "inband",
+        }
+    }
+}
+
+/// How SIP travels to the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// The name in Via headers.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// TCP delivers reliably, so transactions do not retransmit.
+    pub fn is_reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+}
