@@ -7,7 +7,8 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use super::SipError;
-use super::message::{Message, Method, is_token, take_quoted};
+use super::message::{Message, Method};
+use super::syntax::{is_token, take_quoted};
 
 /// A digest algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,13 +7,16 @@
 pub mod auth;
 pub mod dialog;
 pub mod frame;
+pub mod header;
 pub mod message;
 pub mod route;
+mod syntax;
 pub mod transaction;
 pub mod trunk;
 
 pub use auth::{Algorithm, Challenge, Credentials};
-pub use message::{MAX_MESSAGE_BYTES, Message, Method, NameAddr, Via};
+pub use header::{NameAddr, Via};
+pub use message::{MAX_MESSAGE_BYTES, Message, Method};
 pub use transaction::{ClientTransaction, Timers, TransactionEvent};
 
 /// Everything that can go wrong while reading SIP from the network or answering a challenge.
