@@ -72,7 +72,9 @@ fn media(c: &mut Criterion) {
             })
             .collect();
         let start = Instant::now();
-        let mut session = MediaSession::new(start, description, true, pound::rtp::DEFAULT_LEARNING_PACKETS).unwrap();
+        let mut session =
+            MediaSession::new(start, description, true, pound::rtp::DEFAULT_LEARNING_PACKETS, &mut rand::rng())
+                .unwrap();
         session.play(std::sync::Arc::new(prompt));
         let mut datagrams = datagrams;
         let mut n = 0u64;

@@ -306,7 +306,8 @@ fn a_call_media_session_takes_any_stream_of_datagrams() {
                 telephone_event_rate: Some(8000),
                 direction: Direction::SendRecv,
             };
-            let mut session = MediaSession::new(now, description, true, DEFAULT_LEARNING_PACKETS).unwrap();
+            let mut session =
+                MediaSession::new(now, description, true, DEFAULT_LEARNING_PACKETS, &mut rand::rng()).unwrap();
             for_each_step(bytes, |from, advance, datagram| {
                 now += advance;
                 session.handle_datagram(now, from, datagram);

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+
 use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
 use crate::dsp::tone::SAMPLE_RATE;
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
@@ -50,16 +52,16 @@ fn clock_duration(units: u64, rate: u32) -> Option<Duration> {
 }
 
 /// An RTP sender for the negotiated codec, started now, with SSRC, first
-/// sequence number and first timestamp from the CSPRNG (RFC 3550 §5.1: random
-/// starting points keep known-plaintext attacks on SRTP-less media harder and
-/// tell restarted streams apart).
-pub fn start_sender(description: &MediaDescription, now: Instant) -> RtpSender {
+/// sequence number and first timestamp from the caller's CSPRNG (RFC 3550
+/// §5.1: random starting points keep known-plaintext attacks on SRTP-less
+/// media harder and tell restarted streams apart).
+pub fn start_sender(description: &MediaDescription, now: Instant, rng: &mut impl Rng) -> RtpSender {
     let mut sender = RtpSender::new(
-        Ssrc(rand::random()),
+        Ssrc(rng.next_u32()),
         PayloadType(description.payload_type),
         description.codec.clock_rate(),
-        rand::random(),
-        rand::random(),
+        rng.next_u32() as u16,
+        rng.next_u32(),
     );
     sender.start(now);
     sender
@@ -92,9 +94,10 @@ impl MediaSession {
         description: MediaDescription,
         inband: bool,
         learning_packets: u16,
+        rng: &mut impl Rng,
     ) -> Result<Self, CodecError> {
         let remote = SocketAddr::new(description.address, description.port);
-        let sender = start_sender(&description, now);
+        let sender = start_sender(&description, now, rng);
         Ok(Self {
             remote,
             decoder: Decoder::new(description.codec)?,
@@ -274,7 +277,8 @@ mod tests {
             telephone_event_rate: Some(8000),
             direction: Direction::SendRecv,
         };
-        MediaSession::new(now, description, true, 0).unwrap()
+        MediaSession::new(now, description, true, 0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1))
+            .unwrap()
     }
 
     /// Sends `audio` (8 kHz) from the phone in 20 ms PCMU packets, one per

@@ -20,6 +20,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+use rand::rngs::StdRng;
+
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
 pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, start_sender};
@@ -31,8 +34,9 @@ use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::media::prompt::Prompt;
 use crate::sdp::{Direction, Offer, parse_answer};
-use crate::sip::auth::{self, Credentials};
-use crate::sip::dialog::{Dialog, new_branch, new_call_id, new_tag};
+use crate::sip::Credentials;
+use crate::sip::authenticator::Authenticator;
+use crate::sip::dialog::{self, Dialog, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
 use crate::vocab::{DtmfSource, Outcome, Transport};
 use origin::Origins;
@@ -136,7 +140,10 @@ pub struct Call {
     digits: DigitCollector,
     provisional_seen: bool,
     cancel_sent_at: Option<Instant>,
-    auth_nonces: Vec<String>,
+    authenticator: Authenticator,
+    /// Branches, tags, Call-ID, cnonces, SSRC: injected so that a simulated
+    /// call is reproducible bit for bit.
+    rng: StdRng,
     wrong_entries: u32,
     prompt_plays: u32,
     ring_deadline: Instant,
@@ -159,11 +166,17 @@ pub struct Call {
 }
 
 impl Call {
-    /// Starts the call: the INVITE is the first message [`Call::poll_sip`] returns.
+    /// Starts the call: the INVITE is the first message [`Call::poll_sip`]
+    /// returns. Identifiers come from a CSPRNG seeded by the OS.
     pub fn new(config: CallConfig, now: Instant) -> Call {
+        Call::with_rng(config, now, rand::make_rng())
+    }
+
+    /// [`Call::new`] with the caller's RNG (a fixed seed in simulation).
+    pub fn with_rng(config: CallConfig, now: Instant, mut rng: StdRng) -> Call {
         let host = config.local_sip.ip().to_string();
         let offer = Offer {
-            session_id: rand::random::<u32>() as u64,
+            session_id: u64::from(rng.next_u32()),
             session_version: 1,
             address: config.local_rtp.ip(),
             port: config.local_rtp.port(),
@@ -171,14 +184,16 @@ impl Call {
             codecs: config.codecs.clone(),
         };
         let from = match &config.from_display {
-            Some(name) => format!("\"{}\" <{}>;tag={}", name.replace(['"', '\\'], ""), config.from_uri, new_tag()),
-            None => format!("<{}>;tag={}", config.from_uri, new_tag()),
+            Some(name) => {
+                format!("\"{}\" <{}>;tag={}", name.replace(['"', '\\'], ""), config.from_uri, new_tag(&mut rng))
+            }
+            None => format!("<{}>;tag={}", config.from_uri, new_tag(&mut rng)),
         };
         let mut invite = Message::request(Method::Invite, config.target.clone())
             .with_header("Max-Forwards", "70")
             .with_header("From", from)
             .with_header("To", format!("<{}>", config.target))
-            .with_header("Call-ID", new_call_id(&host))
+            .with_header("Call-ID", new_call_id(&host, &mut rng))
             .with_header("CSeq", "1 INVITE")
             .with_header("Contact", contact(&config))
             .with_header("Allow", server::ALLOW)
@@ -192,6 +207,7 @@ impl Call {
         let reliable = config.transport.is_reliable();
         let origins = Origins::new(config.next_hop);
         tracing::info!(target = %mask_phone(&config.target), call_id = invite.call_id().unwrap_or(""), "calling");
+        let authenticator = Authenticator::new(config.credentials.clone());
         let mut call = Call {
             config,
             started: now,
@@ -210,7 +226,8 @@ impl Call {
             digits,
             provisional_seen: false,
             cancel_sent_at: None,
-            auth_nonces: Vec::new(),
+            authenticator,
+            rng,
             wrong_entries: 0,
             prompt_plays: 0,
             ring_deadline,
@@ -257,8 +274,8 @@ impl Call {
         self.flush(now);
     }
 
-    fn via(&self) -> String {
-        format!("SIP/2.0/{} {};branch={};rport", self.config.transport.via_name(), self.config.local_sip, new_branch())
+    fn via(&mut self) -> String {
+        dialog::via(self.config.transport, self.config.local_sip, &mut self.rng)
     }
 
     /// Every live transaction, retired ones first: the ACK for a challenge
@@ -543,7 +560,7 @@ impl Call {
             .and_then(|sdp| parse_answer(sdp, &self.offer).map_err(|e| e.to_string()));
         let inband = self.config.dialplan.accepts(DtmfSource::Inband);
         let learning = self.config.rtp_learning_packets;
-        match answer.map(|description| MediaSession::new(now, description, inband, learning)) {
+        match answer.map(|description| MediaSession::new(now, description, inband, learning, &mut self.rng)) {
             Ok(Ok(media)) => {
                 tracing::info!(call_id = self.call_id(), codec = ?media.description().codec, "answered");
                 self.media = Some(media);
@@ -557,24 +574,17 @@ impl Call {
     }
 
     fn retry_with_credentials(&mut self, now: Instant, response: &Message) -> bool {
-        let Some(credentials) = self.config.credentials.clone() else { return false };
-        let status = response.status().unwrap_or(401);
-        let Some(challenge) = auth::challenges(response).into_iter().next() else { return false };
-        // One answer per challenge: a second challenge with the same nonce
-        // means the credentials are wrong, unless the server says it was stale.
-        if self.auth_nonces.contains(&challenge.nonce) && !challenge.stale || self.auth_nonces.len() >= 3 {
+        let Some(answer) = self.authenticator.answer(response, &Method::Invite, &self.config.target, &mut self.rng)
+        else {
             return false;
-        }
-        self.auth_nonces.push(challenge.nonce.clone());
+        };
         let mut invite = self.invite.clone();
         let cseq = self.invite.cseq().map_or(1, |(n, _)| n) + 1;
         invite.set_header("CSeq", format!("{cseq} INVITE"));
-        let cnonce = format!("{:016x}", rand::random::<u64>());
-        let value = auth::authorize(&challenge, &credentials, &Method::Invite, &self.config.target, &cnonce, 1);
         invite.remove_header("Authorization");
         invite.remove_header("Proxy-Authorization");
-        invite.add_header(auth::authorization_header(status), value);
-        tracing::info!(call_id = self.call_id(), status, realm = %challenge.realm, "answering challenge");
+        invite.add_header(answer.header, answer.value);
+        tracing::info!(call_id = self.call_id(), realm = %answer.realm, "answering challenge");
         self.send_invite(now, invite);
         true
     }
@@ -615,28 +625,14 @@ impl Call {
     }
 
     fn retry_bye_with_credentials(&mut self, now: Instant, response: &Message) -> bool {
-        let (Some(credentials), Some(dialog)) = (self.config.credentials.clone(), self.dialog.as_mut()) else {
+        let Some(uri) = self.dialog.as_ref().map(|dialog| dialog.remote_target.clone()) else { return false };
+        let Some(answer) = self.authenticator.answer(response, &Method::Bye, &uri, &mut self.rng) else {
             return false;
         };
-        let Some(challenge) = auth::challenges(response).into_iter().next() else { return false };
-        if self.auth_nonces.contains(&challenge.nonce) {
-            return false;
-        }
-        self.auth_nonces.push(challenge.nonce.clone());
-        let via = format!(
-            "SIP/2.0/{} {};branch={};rport",
-            self.config.transport.via_name(),
-            self.config.local_sip,
-            new_branch()
-        );
+        let via = self.via();
+        let Some(dialog) = self.dialog.as_mut() else { return false };
         let mut bye = dialog.request(Method::Bye, &via);
-        let cnonce = format!("{:016x}", rand::random::<u64>());
-        let uri = bye.uri().unwrap_or_default().to_string();
-        let status = response.status().unwrap_or(401);
-        bye.add_header(
-            auth::authorization_header(status),
-            auth::authorize(&challenge, &credentials, &Method::Bye, &uri, &cnonce, 1),
-        );
+        bye.add_header(answer.header, answer.value);
         self.bye_tx = Some(ClientTransaction::new(bye, self.config.transport.is_reliable(), self.config.timers, now));
         true
     }

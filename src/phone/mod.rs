@@ -9,12 +9,15 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+use rand::rngs::StdRng;
+
 use crate::call::start_sender;
 use crate::dsp::tone::ToneGenerator;
 use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use crate::rtp::{EventSender, PayloadType, RtpSender};
 use crate::sdp::{MediaDescription, answer, parse_offer};
-use crate::sip::dialog::{Dialog, new_branch, new_tag};
+use crate::sip::dialog::{self, Dialog, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
 use crate::vocab::Transport;
 
@@ -119,11 +122,21 @@ pub struct Phone {
     events: VecDeque<PhoneEvent>,
     packet: Vec<u8>,
     payload: Vec<u8>,
+    /// Tags, branches, SDP session ids, SSRC: injected so that a simulated
+    /// run is reproducible bit for bit.
+    rng: StdRng,
 }
 
 impl Phone {
+    /// A phone whose identifiers come from a CSPRNG seeded by the OS.
     pub fn new(config: PhoneConfig) -> Self {
+        Phone::with_rng(config, rand::make_rng())
+    }
+
+    /// [`Phone::new`] with the caller's RNG (a fixed seed in simulation).
+    pub fn with_rng(config: PhoneConfig, rng: StdRng) -> Self {
         Self {
+            rng,
             config,
             calls: HashMap::new(),
             outbox: VecDeque::new(),
@@ -235,7 +248,7 @@ impl Phone {
     }
 
     fn on_invite(&mut self, now: Instant, from: SocketAddr, invite: Message) {
-        let local_tag = new_tag();
+        let local_tag = new_tag(&mut self.rng);
         self.outbox.push_back((Message::response_to(&invite, 100, None), from));
         let call_id = invite.call_id().unwrap_or_default().to_string();
         let mut call = PhoneCall {
@@ -277,7 +290,7 @@ impl Phone {
                 config.local_rtp.ip(),
                 config.local_rtp.port(),
                 &config.codecs,
-                rand::random::<u32>() as u64,
+                u64::from(self.rng.next_u32()),
                 1,
             )
             .ok()
@@ -293,9 +306,9 @@ impl Phone {
         let mut response =
             Message::response_to(&call.invite, 200, Some(&call.local_tag)).with_header("Contact", contact.clone());
         response.set_body("application/sdp", sdp.into_bytes());
-        call.dialog = Dialog::as_callee(&call.invite, &call.local_tag, &contact).ok();
+        call.dialog = Dialog::as_callee(&call.invite, &call.local_tag, &contact, &mut self.rng).ok();
         let Ok(encoder) = Encoder::new(description.codec) else { return };
-        let sender = start_sender(&description, now);
+        let sender = start_sender(&description, now, &mut self.rng);
         call.media = Some(PhoneMedia {
             remote: SocketAddr::new(description.address, description.port),
             description,
@@ -402,7 +415,7 @@ impl Phone {
         let config = &self.config;
         let call = self.calls.get_mut(call_id)?;
         let dialog = call.dialog.as_mut()?;
-        let via = format!("SIP/2.0/{} {};branch={};rport", config.transport.via_name(), config.local_sip, new_branch());
+        let via = dialog::via(config.transport, config.local_sip, &mut self.rng);
         let mut request = dialog.request(method, &via);
         if let Some((content_type, body)) = body {
             request.set_body(content_type, body);

@@ -4,22 +4,34 @@
 //! pound always uses loose routing (RFC 3261 §16.12): every proxy of the
 //! route set is assumed to carry `;lr`, as every proxy since 2002 does.
 
-use super::{Message, Method, SipError};
+use std::net::SocketAddr;
 
-/// A fresh transaction branch: the magic cookie and 64 random bits from the
-/// thread's CSPRNG, so branches cannot be guessed by an off-path attacker.
-pub fn new_branch() -> String {
-    format!("z9hG4bK{:016x}", rand::random::<u64>())
+use rand::Rng;
+
+use super::{Message, Method, SipError};
+use crate::vocab::Transport;
+
+/// A fresh transaction branch: the magic cookie and 64 random bits. The
+/// caller's RNG is a CSPRNG seeded from the OS in service (so branches cannot
+/// be guessed by an off-path attacker) and a fixed seed in simulation.
+pub fn new_branch(rng: &mut impl Rng) -> String {
+    format!("z9hG4bK{:016x}", rng.next_u64())
 }
 
 /// A fresh From/To tag.
-pub fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
+pub fn new_tag(rng: &mut impl Rng) -> String {
+    format!("{:016x}", rng.next_u64())
 }
 
 /// A fresh Call-ID, scoped to `host`.
-pub fn new_call_id(host: &str) -> String {
-    format!("{:016x}{:016x}@{host}", rand::random::<u64>(), rand::random::<u64>())
+pub fn new_call_id(host: &str, rng: &mut impl Rng) -> String {
+    format!("{:016x}{:016x}@{host}", rng.next_u64(), rng.next_u64())
+}
+
+/// Our Via for a new request from `local`, with a fresh branch and `rport`
+/// (RFC 3581: answers come back to the address the request left from).
+pub fn via(transport: Transport, local: SocketAddr, rng: &mut impl Rng) -> String {
+    format!("SIP/2.0/{} {local};branch={};rport", transport.via_name(), new_branch(rng))
 }
 
 /// One side of an established dialog.
@@ -63,8 +75,14 @@ impl Dialog {
         })
     }
 
-    /// The callee's dialog, from the INVITE it answers with `local_tag`.
-    pub fn as_callee(invite: &Message, local_tag: &str, local_contact: &str) -> Result<Dialog, SipError> {
+    /// The callee's dialog, from the INVITE it answers with `local_tag`; its
+    /// own requests start at a random CSeq.
+    pub fn as_callee(
+        invite: &Message,
+        local_tag: &str,
+        local_contact: &str,
+        rng: &mut impl Rng,
+    ) -> Result<Dialog, SipError> {
         let to = invite.to().ok_or(SipError::MissingHeader("To"))?;
         let local =
             if to.tag().is_some() { to.to_string_value() } else { format!("{};tag={local_tag}", to.to_string_value()) };
@@ -77,7 +95,7 @@ impl Dialog {
             remote_target: invite.contact().ok_or(SipError::MissingHeader("Contact"))?.uri,
             route_set: invite.record_route(),
             local_contact: local_contact.to_string(),
-            local_cseq: rand::random::<u16>() as u32,
+            local_cseq: u32::from(rng.next_u32() as u16),
             remote_cseq: invite.cseq().map(|(n, _)| n),
         })
     }

@@ -5,6 +5,7 @@
 //! reads bytes, hands them in together with the current time and sends what the machines ask for.
 
 pub mod auth;
+pub mod authenticator;
 pub mod dialog;
 pub mod frame;
 pub mod header;

@@ -7,8 +7,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sip::auth::{self, Credentials};
-use crate::sip::dialog::{new_branch, new_call_id, new_tag};
+use rand::rngs::StdRng;
+
+use crate::sip::Credentials;
+use crate::sip::authenticator::Authenticator;
+use crate::sip::dialog::{self, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
 use crate::vocab::Transport;
 
@@ -53,16 +56,25 @@ pub struct TrunkWatch {
     next_options: Option<Instant>,
     registered: bool,
     reachable: bool,
-    nonces: Vec<String>,
+    authenticator: Authenticator,
+    /// Call-ID, tag, branches, cnonces: injected so that a simulated run is
+    /// reproducible bit for bit.
+    rng: StdRng,
 }
 
 impl TrunkWatch {
     /// Starts watching: the first REGISTER and OPTIONS go out at once.
+    /// Identifiers come from a CSPRNG seeded by the OS.
     pub fn new(config: TrunkWatchConfig, now: Instant) -> Self {
+        TrunkWatch::with_rng(config, now, rand::make_rng())
+    }
+
+    /// [`TrunkWatch::new`] with the caller's RNG (a fixed seed in simulation).
+    pub fn with_rng(config: TrunkWatchConfig, now: Instant, mut rng: StdRng) -> Self {
         let host = config.local_sip.ip().to_string();
         let mut watch = TrunkWatch {
-            call_id: new_call_id(&host),
-            tag: new_tag(),
+            call_id: new_call_id(&host, &mut rng),
+            tag: new_tag(&mut rng),
             cseq: 0,
             register: None,
             options: None,
@@ -73,7 +85,8 @@ impl TrunkWatch {
             // never heard from its trunk must not claim to be ready. One
             // that is not pinged is assumed up.
             reachable: config.options_interval.is_none(),
-            nonces: Vec::new(),
+            authenticator: Authenticator::new(config.credentials.clone()),
+            rng,
             config,
         };
         watch.handle_timeout(now);
@@ -95,8 +108,8 @@ impl TrunkWatch {
         self.config.register_as.as_ref().map(|_| self.registered)
     }
 
-    fn via(&self) -> String {
-        format!("SIP/2.0/{} {};branch={};rport", self.config.transport.via_name(), self.config.local_sip, new_branch())
+    fn via(&mut self) -> String {
+        dialog::via(self.config.transport, self.config.local_sip, &mut self.rng)
     }
 
     fn request(&mut self, method: Method, to: &str) -> Message {
@@ -187,16 +200,11 @@ impl TrunkWatch {
     }
 
     fn answer_challenge(&mut self, now: Instant, response: &Message) -> bool {
-        let Some(credentials) = self.config.credentials.clone() else { return false };
-        let Some(challenge) = auth::challenges(response).into_iter().next() else { return false };
-        if self.nonces.contains(&challenge.nonce) && !challenge.stale {
+        let uri = self.config.trunk_uri.clone();
+        let Some(answer) = self.authenticator.answer(response, &Method::Register, &uri, &mut self.rng) else {
             return false;
-        }
-        self.nonces.push(challenge.nonce.clone());
-        let status = response.status().unwrap_or(401);
-        let cnonce = format!("{:016x}", rand::random::<u64>());
-        let value = auth::authorize(&challenge, &credentials, &Method::Register, &self.config.trunk_uri, &cnonce, 1);
-        self.send_register(now, Some((auth::authorization_header(status), value)));
+        };
+        self.send_register(now, Some((answer.header, answer.value)));
         true
     }
 
@@ -214,7 +222,7 @@ impl TrunkWatch {
                     tracing::info!(trunk = %self.config.trunk_uri, seconds = granted.as_secs(), "registered");
                 }
                 self.registered = true;
-                self.nonces.clear();
+                self.authenticator.start_over();
                 self.next_register = Some(deadline(now, refresh));
             }
             _ => {
@@ -222,7 +230,7 @@ impl TrunkWatch {
                     tracing::warn!(trunk = %self.config.trunk_uri, "registration failed: dialling paused");
                 }
                 self.registered = false;
-                self.nonces.clear();
+                self.authenticator.start_over();
                 self.next_register = Some(deadline(now, RETRY));
             }
         }
