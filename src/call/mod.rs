@@ -38,6 +38,7 @@ use crate::sip::Credentials;
 use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, Dialog, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::timer::TimerTable;
 use crate::vocab::{DtmfSource, Outcome, Transport};
 use origin::Origins;
 use server::{Replies, answer_in_dialog};
@@ -118,6 +119,31 @@ const CANCEL_GIVE_UP: u32 = 64;
 /// The closing prompt gets this long before pound hangs up regardless.
 const CLOSING_LIMIT: Duration = Duration::from_secs(30);
 
+/// The call's own deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// No answer by the dialplan's ring timeout: CANCEL.
+    Ring,
+    /// No final response this long after CANCEL: give up (§9.1).
+    CancelGiveUp,
+    /// No key this long after the prompt or the last key.
+    Input,
+    /// The dialplan's maximum call duration.
+    Talk,
+    /// The closing prompt ran too long: hang up anyway.
+    Closing,
+}
+
+impl Timer {
+    const COUNT: usize = Timer::Closing as usize + 1;
+}
+
+impl From<Timer> for usize {
+    fn from(timer: Timer) -> usize {
+        timer as usize
+    }
+}
+
 /// One verification call.
 pub struct Call {
     config: CallConfig,
@@ -146,10 +172,8 @@ pub struct Call {
     rng: StdRng,
     wrong_entries: u32,
     prompt_plays: u32,
-    ring_deadline: Instant,
-    input_deadline: Option<Instant>,
-    talk_deadline: Option<Instant>,
-    closing_deadline: Option<Instant>,
+    /// The call's own deadlines; transactions, media and replies keep theirs.
+    timers: TimerTable<Timer, { Timer::COUNT }>,
     answered_at: Option<Instant>,
     outcome: Option<Outcome>,
     sip_status: Option<u16>,
@@ -203,7 +227,8 @@ impl Call {
         }
         invite.set_body("application/sdp", offer.to_sdp().into_bytes());
         let digits = DigitCollector::new(&config.dialplan.expect, config.dialplan.fraud_code.as_deref());
-        let ring_deadline = now + config.dialplan.ring_timeout;
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Ring, now + config.dialplan.ring_timeout);
         let reliable = config.transport.is_reliable();
         let origins = Origins::new(config.next_hop);
         tracing::info!(target = %mask_phone(&config.target), call_id = invite.call_id().unwrap_or(""), "calling");
@@ -230,10 +255,7 @@ impl Call {
             rng,
             wrong_entries: 0,
             prompt_plays: 0,
-            ring_deadline,
-            input_deadline: None,
-            talk_deadline: None,
-            closing_deadline: None,
+            timers,
             answered_at: None,
             outcome: None,
             sip_status: None,
@@ -388,23 +410,8 @@ impl Call {
             .filter_map(|tx| tx.poll_timeout());
         let media = self.media.as_ref().and_then(|m| m.poll_timeout());
         let media_silence = self.media_silence_deadline();
-        let ring = matches!(self.phase, Phase::Inviting).then_some(self.ring_deadline);
-        let cancel = self.cancel_sent_at.map(|at| at + self.config.timers.t1 * CANCEL_GIVE_UP);
         transactions
-            .chain(
-                [
-                    media,
-                    media_silence,
-                    ring,
-                    cancel,
-                    self.input_deadline,
-                    self.talk_deadline,
-                    self.closing_deadline,
-                    self.replies.poll_timeout(),
-                ]
-                .into_iter()
-                .flatten(),
-            )
+            .chain([self.timers.next(), media, media_silence, self.replies.poll_timeout()].into_iter().flatten())
             .min()
     }
 
@@ -565,7 +572,8 @@ impl Call {
                 tracing::info!(call_id = self.call_id(), codec = ?media.description().codec, "answered");
                 self.media = Some(media);
                 self.phase = Phase::Talking;
-                self.talk_deadline = Some(now + self.config.dialplan.max_duration);
+                self.timers.stop(Timer::Ring);
+                self.timers.set(Timer::Talk, now + self.config.dialplan.max_duration);
                 self.play_main_prompt();
             }
             Ok(Err(e)) => self.fail(now, format!("media: {e}")),
@@ -591,6 +599,7 @@ impl Call {
 
     fn send_cancel(&mut self, now: Instant) {
         self.phase = Phase::Canceling;
+        self.timers.stop(Timer::Ring);
         if !self.provisional_seen {
             // §9.1: no CANCEL before a provisional response; sent when one arrives.
             return;
@@ -608,6 +617,7 @@ impl Call {
         cancel.add_header("CSeq", format!("{cseq} CANCEL"));
         cancel.add_header("Max-Forwards", "70");
         self.cancel_sent_at = Some(now);
+        self.timers.set(Timer::CancelGiveUp, now + self.config.timers.t1 * CANCEL_GIVE_UP);
         self.cancel_tx =
             Some(ClientTransaction::new(cancel, self.config.transport.is_reliable(), self.config.timers, now));
     }
@@ -715,9 +725,9 @@ impl Call {
         if let Some(media) = self.media.as_mut() {
             media.stop();
         }
-        self.input_deadline = None;
+        self.timers.stop(Timer::Input);
         match verdict {
-            Verdict::Pending => self.input_deadline = Some(now + self.config.dialplan.input_timeout),
+            Verdict::Pending => self.timers.set(Timer::Input, now + self.config.dialplan.input_timeout),
             Verdict::Expected => {
                 self.decide(Outcome::Verified, Some((source, now)));
                 self.close(now, self.config.prompts.confirmation.clone());
@@ -751,7 +761,7 @@ impl Call {
 
     fn on_prompt_finished(&mut self, now: Instant) {
         match self.phase {
-            Phase::Talking => self.input_deadline = Some(now + self.config.dialplan.input_timeout),
+            Phase::Talking => self.timers.set(Timer::Input, now + self.config.dialplan.input_timeout),
             Phase::Closing => self.hang_up(now),
             _ => {}
         }
@@ -759,28 +769,26 @@ impl Call {
 
     fn check_deadlines(&mut self, now: Instant) {
         match self.phase {
-            Phase::Inviting if now >= self.ring_deadline => {
+            Phase::Inviting if self.timers.is_expired(Timer::Ring, now) => {
                 tracing::info!(call_id = self.call_id(), "ring timeout");
                 self.decide(Outcome::NoAnswer, None);
                 self.send_cancel(now);
             }
-            Phase::Canceling
-                if self.cancel_sent_at.is_some_and(|at| now >= at + self.config.timers.t1 * CANCEL_GIVE_UP) =>
-            {
+            Phase::Canceling if self.timers.is_expired(Timer::CancelGiveUp, now) => {
                 self.detail = Some("no final response after CANCEL".into());
                 self.finish(now);
             }
             Phase::Talking | Phase::Closing => {
                 if self.media_silence_deadline().is_some_and(|t| now >= t) {
                     self.probe_liveness(now);
-                } else if self.talk_deadline.is_some_and(|t| now >= t) {
+                } else if self.timers.is_expired(Timer::Talk, now) {
                     self.decide(Outcome::NoInput, None);
                     self.detail.get_or_insert_with(|| "maximum call duration".into());
                     self.hang_up(now);
-                } else if self.closing_deadline.is_some_and(|t| now >= t) {
+                } else if self.timers.is_expired(Timer::Closing, now) {
                     self.hang_up(now);
-                } else if self.input_deadline.is_some_and(|t| now >= t) {
-                    self.input_deadline = None;
+                } else if self.timers.is_expired(Timer::Input, now) {
+                    self.timers.stop(Timer::Input);
                     self.digits.clear_entry();
                     if self.prompt_plays < self.config.dialplan.prompt_repeats {
                         self.play_main_prompt();
@@ -872,8 +880,8 @@ impl Call {
             (Some(prompt), Some(media)) => {
                 media.play(prompt);
                 self.phase = Phase::Closing;
-                self.input_deadline = None;
-                self.closing_deadline = Some(now + CLOSING_LIMIT);
+                self.timers.stop(Timer::Input);
+                self.timers.set(Timer::Closing, now + CLOSING_LIMIT);
             }
             _ => self.hang_up(now),
         }
@@ -898,9 +906,8 @@ impl Call {
         if let Some(media) = self.media.as_mut() {
             media.stop();
         }
-        self.input_deadline = None;
-        self.closing_deadline = None;
-        self.talk_deadline = None;
+        // Only the BYE transaction's own timers matter from here on.
+        self.timers.stop_all();
         let bye = dialog.request(Method::Bye, &via);
         self.bye_tx = Some(ClientTransaction::new(bye, self.config.transport.is_reliable(), self.config.timers, now));
         self.phase = Phase::Ending;

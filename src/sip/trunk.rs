@@ -13,6 +13,7 @@ use crate::sip::Credentials;
 use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::timer::TimerTable;
 use crate::vocab::Transport;
 
 /// What to do towards the trunk.
@@ -44,6 +45,25 @@ fn deadline(now: Instant, wait: Duration) -> Instant {
     now + wait.min(MAX_WAIT)
 }
 
+/// The watch's own deadlines; its transactions keep theirs.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// Register (again): first, refresh, or retry after a failure.
+    Register,
+    /// The next OPTIONS ping.
+    Options,
+}
+
+impl Timer {
+    const COUNT: usize = Timer::Options as usize + 1;
+}
+
+impl From<Timer> for usize {
+    fn from(timer: Timer) -> usize {
+        timer as usize
+    }
+}
+
 /// The trunk watch machine.
 pub struct TrunkWatch {
     config: TrunkWatchConfig,
@@ -52,8 +72,7 @@ pub struct TrunkWatch {
     cseq: u32,
     register: Option<ClientTransaction>,
     options: Option<ClientTransaction>,
-    next_register: Option<Instant>,
-    next_options: Option<Instant>,
+    timers: TimerTable<Timer, { Timer::COUNT }>,
     registered: bool,
     reachable: bool,
     authenticator: Authenticator,
@@ -72,14 +91,20 @@ impl TrunkWatch {
     /// [`TrunkWatch::new`] with the caller's RNG (a fixed seed in simulation).
     pub fn with_rng(config: TrunkWatchConfig, now: Instant, mut rng: StdRng) -> Self {
         let host = config.local_sip.ip().to_string();
+        let mut timers = TimerTable::default();
+        if config.register_as.is_some() {
+            timers.set(Timer::Register, now);
+        }
+        if config.options_interval.is_some() {
+            timers.set(Timer::Options, now);
+        }
         let mut watch = TrunkWatch {
             call_id: new_call_id(&host, &mut rng),
             tag: new_tag(&mut rng),
             cseq: 0,
             register: None,
             options: None,
-            next_register: config.register_as.as_ref().map(|_| now),
-            next_options: config.options_interval.map(|_| now),
+            timers,
             registered: config.register_as.is_none(),
             // A pinged trunk is down until it first answers: a node that
             // never heard from its trunk must not claim to be ready. One
@@ -134,7 +159,7 @@ impl TrunkWatch {
         }
         self.register =
             Some(ClientTransaction::new(register, self.config.transport.is_reliable(), self.config.timers, now));
-        self.next_register = None;
+        self.timers.stop(Timer::Register);
     }
 
     fn send_options(&mut self, now: Instant) {
@@ -142,7 +167,7 @@ impl TrunkWatch {
         let options = self.request(Method::Options, &target);
         self.options =
             Some(ClientTransaction::new(options, self.config.transport.is_reliable(), self.config.timers, now));
-        self.next_options = None;
+        self.timers.stop(Timer::Options);
     }
 
     /// A response from the trunk.
@@ -164,10 +189,10 @@ impl TrunkWatch {
         }
         self.drive(now);
         self.reap();
-        if self.register.is_none() && self.next_register.is_some_and(|t| t <= now) {
+        if self.register.is_none() && self.timers.is_expired(Timer::Register, now) {
             self.send_register(now, None);
         }
-        if self.options.is_none() && self.next_options.is_some_and(|t| t <= now) {
+        if self.options.is_none() && self.timers.is_expired(Timer::Options, now) {
             self.send_options(now);
         }
         self.drive(now);
@@ -195,7 +220,9 @@ impl TrunkWatch {
                     self.reachable = false;
                 }
             }
-            self.next_options = self.config.options_interval.map(|i| deadline(now, i));
+            if let Some(interval) = self.config.options_interval {
+                self.timers.set(Timer::Options, deadline(now, interval));
+            }
         }
     }
 
@@ -223,7 +250,7 @@ impl TrunkWatch {
                 }
                 self.registered = true;
                 self.authenticator.start_over();
-                self.next_register = Some(deadline(now, refresh));
+                self.timers.set(Timer::Register, deadline(now, refresh));
             }
             _ => {
                 if self.registered {
@@ -231,7 +258,7 @@ impl TrunkWatch {
                 }
                 self.registered = false;
                 self.authenticator.start_over();
-                self.next_register = Some(deadline(now, RETRY));
+                self.timers.set(Timer::Register, deadline(now, RETRY));
             }
         }
     }
@@ -262,7 +289,7 @@ impl TrunkWatch {
             .into_iter()
             .flatten()
             .filter_map(|tx| tx.poll_timeout())
-            .chain([self.next_register, self.next_options].into_iter().flatten())
+            .chain(self.timers.next())
             .min()
     }
 }
@@ -380,7 +407,7 @@ mod tests {
         health.update(&watch);
         assert_eq!((health.is_registered(), health.may_dial()), (Some(true), true));
         // Refreshed at 80 % of the 300 s granted.
-        assert_eq!(watch.next_register, Some(t0 + Duration::from_secs(240)));
+        assert_eq!(watch.timers.get(Timer::Register), Some(t0 + Duration::from_secs(240)));
         watch.handle_timeout(t0 + Duration::from_secs(240));
         assert_eq!(watch.poll_transmit().unwrap().method(), Some(&Method::Register));
     }
@@ -424,7 +451,7 @@ mod tests {
         watch.handle_response(t0, challenge(&retry));
         assert!(std::iter::from_fn(|| watch.poll_transmit()).all(|m| m.method() != Some(&Method::Register)));
         assert!(!watch.is_up());
-        assert_eq!(watch.next_register, Some(t0 + RETRY));
+        assert_eq!(watch.timers.get(Timer::Register), Some(t0 + RETRY));
     }
 
     #[test]
