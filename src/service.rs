@@ -15,8 +15,9 @@ use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
 use crate::api::{ApiConfig, ApiReloader, ApiState, KeyRing, NodeHealth, Policy, router_with_reload};
 use crate::call::Prompts;
 use crate::config::{Config, ConfigError};
-use crate::dialplan::{self, Dialplan};
+use crate::dialplan::{self, Dialplan, DialplanError};
 use crate::engine::{DialplanSet, EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
+use crate::media::prompt::PromptError;
 use crate::metrics::Metrics;
 use crate::sip::Credentials;
 use crate::sip::trunk::TrunkHealth;
@@ -36,13 +37,27 @@ pub enum ServiceError {
     StoreUnreachable { server: String, cause: String },
     /// A dialplan or one of its prompts is unusable.
     #[error("dialplan: {0}")]
-    Dialplan(String),
+    Dialplan(#[from] DialplanLoadError),
     /// The signal handlers could not be installed.
     #[error("signals: {0}")]
-    Signals(String),
+    Signals(std::io::Error),
     /// The API address could not be bound.
     #[error("API on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Why the dialplans could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DialplanLoadError {
+    /// A dialplan is malformed or invalid.
+    #[error(transparent)]
+    Plan(#[from] DialplanError),
+    /// A prompt a dialplan names is unusable; `origin` names the dialplan.
+    #[error("{origin}: {source}")]
+    Prompt { origin: String, source: PromptError },
+    /// The dialplan folder that was named cannot be read.
+    #[error("{path}: {source}")]
+    Folder { path: String, source: std::io::Error },
 }
 
 /// A running service.
@@ -262,27 +277,28 @@ fn api_config(config: &Config, names: Vec<String>) -> ApiConfig {
 /// The compiled-in dialplans, then every `*.toml` in `folder` (which adds
 /// plans or replaces compiled-in ones of the same name), with their prompts,
 /// by name. A folder that was named but cannot be read is an error.
-pub fn load_dialplans(folder: Option<&Path>) -> Result<HashMap<String, LoadedDialplan>, ServiceError> {
+pub fn load_dialplans(folder: Option<&Path>) -> Result<HashMap<String, LoadedDialplan>, DialplanLoadError> {
     let mut plans = HashMap::new();
-    let mut add = |plan: Dialplan, origin: &str| -> Result<(), ServiceError> {
-        let prompts = Prompts::load(&plan).map_err(|e| ServiceError::Dialplan(format!("{origin}: {e}")))?;
+    let mut add = |plan: Dialplan, origin: &str| -> Result<(), DialplanLoadError> {
+        let prompts =
+            Prompts::load(&plan).map_err(|source| DialplanLoadError::Prompt { origin: origin.to_string(), source })?;
         plans.insert(plan.name.clone(), LoadedDialplan { plan: Arc::new(plan), prompts: Arc::new(prompts) });
         Ok(())
     };
     for name in dialplan::builtin::dialplan_names() {
         if let Some(plan) = Dialplan::builtin(name) {
-            add(plan.map_err(|e| ServiceError::Dialplan(e.to_string()))?, &format!("builtin:{name}"))?;
+            add(plan?, &format!("builtin:{name}"))?;
         }
     }
     let Some(folder) = folder else { return Ok(plans) };
-    let entries =
-        std::fs::read_dir(folder).map_err(|e| ServiceError::Dialplan(format!("{}: {e}", folder.display())))?;
+    let entries = std::fs::read_dir(folder)
+        .map_err(|source| DialplanLoadError::Folder { path: folder.display().to_string(), source })?;
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let plan = Dialplan::load(&path).map_err(|e| ServiceError::Dialplan(e.to_string()))?;
+        let plan = Dialplan::load(&path)?;
         add(plan, &path.display().to_string())?;
     }
     Ok(plans)

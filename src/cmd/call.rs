@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::{CallEvent, CallReport, Prompts};
-use crate::dialplan::Dialplan;
+use crate::dialplan::{Dialplan, DialplanError};
 use crate::media::codec::Codec;
+use crate::media::prompt::PromptError;
 use crate::net::{CallSetup, resolve, run_call};
 use crate::policy::NumberRules;
 use crate::sip::route::{RouteError, route};
@@ -40,9 +41,12 @@ pub enum CallCommandError {
     /// The target is neither a SIP URI nor an E.164 number, or needs a trunk.
     #[error(transparent)]
     Target(#[from] RouteError),
-    /// The dialplan or its prompts are unusable.
-    #[error("{0}")]
-    Dialplan(String),
+    /// The dialplan is unusable.
+    #[error(transparent)]
+    Dialplan(#[from] DialplanError),
+    /// A prompt the dialplan names is unusable.
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
     /// Sockets or name resolution failed.
     #[error("{0}")]
     Net(#[from] crate::net::NetError),
@@ -56,12 +60,11 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
     }
     let (target, hop) = route(&args.target, args.trunk.as_deref())?;
     let next_hop = resolve(&hop).await?;
-    let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())
-        .map_err(|e| CallCommandError::Dialplan(e.to_string()))?;
+    let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())?;
     if let Some(timeout) = args.ring_timeout {
         plan.ring_timeout = timeout;
     }
-    let prompts = Prompts::load(&plan).map_err(|e| CallCommandError::Dialplan(format!("prompt: {e}")))?;
+    let prompts = Prompts::load(&plan)?;
     let credentials = match (args.auth_user, args.auth_pass) {
         (Some(user), password) => Some(Credentials { user, password: password.unwrap_or_default() }),
         (None, _) => None,

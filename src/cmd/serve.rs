@@ -16,7 +16,7 @@ pub async fn run(config: Config, load: impl Fn() -> Result<Config, String>) -> R
     };
     // Listening before the ready line: a SIGHUP sent after it must not
     // meet the default action, which ends the process.
-    let (mut term, mut int, mut hup) = signals().map_err(|e| ServiceError::Signals(e.to_string()))?;
+    let (mut term, mut int, mut hup) = signals().map_err(ServiceError::Signals)?;
     let mut service = Service::start(config).await?;
     println!("{}", json!({"event": "ready", "api": service.api.to_string(), "node": service.node_id}));
     loop {
