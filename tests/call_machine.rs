@@ -192,7 +192,7 @@ impl Sim {
                 assert_eq!(to, addr(PHONE_RTP));
                 let packet = packet.to_vec();
                 self.wire.push(packet.clone());
-                self.phone.handle_rtp(addr(CALLER_RTP), &packet);
+                self.phone.handle_rtp(self.now, addr(CALLER_RTP), &packet);
                 self.phone_rtp_received += 1;
                 moved = true;
             }

@@ -67,7 +67,7 @@ pub async fn run_phone(
             }
             received = rtp.recv_from(&mut datagram) => {
                 if let Ok((n, from)) = received {
-                    phone.handle_rtp(from, &datagram[..n]);
+                    phone.handle_rtp(Instant::now(), from, &datagram[..n]);
                 }
             }
             _ = async {

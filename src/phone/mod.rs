@@ -330,7 +330,7 @@ impl Phone {
     }
 
     /// An RTP datagram: counted for the call whose media it belongs to.
-    pub fn handle_rtp(&mut self, from: SocketAddr, _datagram: &[u8]) {
+    pub fn handle_rtp(&mut self, _now: Instant, from: SocketAddr, _datagram: &[u8]) {
         if let Some(call) = self.calls.values_mut().find(|c| c.media.as_ref().is_some_and(|m| m.remote == from)) {
             call.rtp_received += 1;
         }
