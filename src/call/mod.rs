@@ -6,6 +6,12 @@
 //! Inputs: [`Call::handle_sip`], [`Call::handle_rtp`], [`Call::handle_timeout`],
 //! each with the current time. Outputs: [`Call::poll_sip`], [`Call::poll_rtp`],
 //! [`Call::poll_event`], and [`Call::poll_timeout`] for when to come back.
+//!
+//! Poll order, after every input: drain `poll_sip` (a retried INVITE must
+//! leave before anything that depends on it), then `poll_rtp(now)`, then
+//! `poll_event` (the `Finished` event is last: nothing more is sent after
+//! it), then sleep until `poll_timeout`. Every machine of pound (phone, trunk
+//! watch, transactions) follows the same contract.
 
 mod digits;
 mod info;
