@@ -43,6 +43,9 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Benchmarks of a whole node on loopback (`pound serve` and a callee as child processes); one JSON line each.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Validate a configuration file without starting anything; exit 0 when it is valid.
     CheckConfig {
         #[arg(long, env = "POUND_CONFIG")]
@@ -82,6 +85,49 @@ struct DemoCommand {
     /// How the simulated phone presses #.
     #[arg(long, value_enum, default_value = "rfc4733")]
     dtmf: ViaArg,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Hold N calls at once; the node's CPU per concurrent call and memory per call.
+    Load {
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        /// Seconds from the answer to the key press.
+        #[arg(long, default_value_t = 30.0)]
+        hold: f64,
+        #[arg(long, value_enum, default_value = "rfc4733")]
+        via: ViaArg,
+        /// Verifications submitted (and calls started) per second.
+        #[arg(long, default_value_t = 100.0)]
+        submit_rate: f64,
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// Offer verifications through the API at a fixed rate; what is accepted, how fast, and how they end.
+    Rate {
+        #[arg(long, default_value_t = 50.0)]
+        cps: f64,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        #[arg(long, value_enum, default_value = "rfc4733")]
+        via: ViaArg,
+        /// Seconds from the answer to the key press.
+        #[arg(long, default_value_t = 1.0)]
+        hold: f64,
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+}
+
+#[derive(Args)]
+struct BenchCommon {
+    /// Who plays the callee: sipp (RFC 4733 only, needs root for its raw sockets) or `pound phone`.
+    #[arg(long, value_enum, default_value = "auto")]
+    callee: pound::cmd::bench::CalleeKind,
+    /// `postgres://…` for the node's store; a fresh SQLite file otherwise.
+    #[arg(long)]
+    store: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -297,6 +343,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Demo(cmd) => demo(cmd),
         Command::Keys(command) => keys(command),
+        Command::Bench(command) => bench(command),
         Command::CheckConfig { config } => check_config(&config),
     }
 }
@@ -367,13 +414,51 @@ fn serve_config(cmd: &ServeCommand) -> Result<Config, pound::config::ConfigError
     Ok(config)
 }
 
-fn demo(cmd: DemoCommand) -> ExitCode {
-    let via = match cmd.dtmf {
-        ViaArg::Rfc4733 => PressVia::Rfc4733,
-        ViaArg::Inband => PressVia::Inband,
-        ViaArg::Info => PressVia::Info,
+impl From<ViaArg> for PressVia {
+    fn from(via: ViaArg) -> PressVia {
+        match via {
+            ViaArg::Rfc4733 => PressVia::Rfc4733,
+            ViaArg::Inband => PressVia::Inband,
+            ViaArg::Info => PressVia::Info,
+        }
+    }
+}
+
+fn bench(command: BenchCommand) -> ExitCode {
+    use pound::cmd::bench::{LoadArgs, RateArgs, load, rate};
+    let seconds = |s: f64| Duration::try_from_secs_f64(s).unwrap_or_default();
+    let result = match command {
+        BenchCommand::Load { calls, hold, via, submit_rate, common } => runtime().block_on(load(LoadArgs {
+            calls,
+            hold: seconds(hold),
+            via: via.into(),
+            callee: common.callee,
+            submit_rate,
+            store: common.store,
+        })),
+        BenchCommand::Rate { cps, seconds: offer, via, hold, common } => runtime().block_on(rate(RateArgs {
+            cps,
+            seconds: offer,
+            via: via.into(),
+            callee: common.callee,
+            hold: seconds(hold),
+            store: common.store,
+        })),
     };
-    match runtime().block_on(pound::cmd::demo::run(via)) {
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pound bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn demo(cmd: DemoCommand) -> ExitCode {
+    match runtime().block_on(pound::cmd::demo::run(cmd.dtmf.into())) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -462,11 +547,7 @@ fn call(cmd: CallCommand) -> ExitCode {
 }
 
 fn phone(cmd: PhoneCommand) -> ExitCode {
-    let via = match cmd.via {
-        ViaArg::Rfc4733 => PressVia::Rfc4733,
-        ViaArg::Inband => PressVia::Inband,
-        ViaArg::Info => PressVia::Info,
-    };
+    let via = cmd.via.into();
     let setup = PhoneSetup {
         listen: cmd.listen,
         calls: cmd.calls,
