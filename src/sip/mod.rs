@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod dialog;
+pub mod endpoint;
 pub mod frame;
 pub mod message;
 pub mod route;
