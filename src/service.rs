@@ -54,6 +54,8 @@ pub enum ServiceError {
 pub struct Service {
     /// Where the API listens (useful with port 0).
     pub api: SocketAddr,
+    /// Where the SIP endpoint listens (useful with port 0).
+    pub sip: SocketAddr,
     pub node_id: String,
     pub store: Arc<dyn Store>,
     /// `/readyz`'s view of the trunk and of the drain.
@@ -105,6 +107,7 @@ impl Service {
         let sip_transport: Transport = config.sip.transport.into();
         let endpoint =
             Endpoint::bind(config.sip.bind, sip_transport == Transport::Tcp).await.map_err(ServiceError::SipBind)?;
+        let sip = endpoint.local_addr();
         let new_work = Arc::new(tokio::sync::Notify::new());
         let api_state = ApiState {
             new_work: new_work.clone(),
@@ -174,7 +177,7 @@ impl Service {
         tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), signer, webhooks, stopping.clone())));
         ready.store(true, Ordering::Release);
         let running = Running { config, dialplans, reloader };
-        Ok(Service { api, node_id, store, health, stop_engine, engine, shutdown, tasks, running })
+        Ok(Service { api, sip, node_id, store, health, stop_engine, engine, shutdown, tasks, running })
     }
 
     /// Applies what can change at run time from `new` (SIGHUP): the API keys
