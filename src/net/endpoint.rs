@@ -68,6 +68,7 @@ impl Shared {
         match route {
             Route::Deliver(handler) => {
                 let inbox = self.table().inboxes.get(&handler).cloned();
+                // Never waits: a stuck handler must not hold up everybody else's messages.
                 if let Some(inbox) = inbox
                     && let Err(mpsc::error::TrySendError::Full(dropped)) = inbox.try_send(incoming)
                 {
@@ -119,16 +120,16 @@ impl Endpoint {
         let io = |source| NetError::Io { context: format!("SIP on {bind}"), source };
         let udp = UdpSocket::bind(bind).await.map_err(io)?;
         let local = udp.local_addr().map_err(io)?;
-        let (tcp_sender, tcp_incoming) = mpsc::channel(TCP_QUEUE);
         let mut tasks = Vec::new();
-        let connections = if tcp {
+        let (connections, tcp_incoming) = if tcp {
             // On the port UDP got, so that one port means both (RFC 3261 §18).
             let listener = TcpListener::bind(local).await.map_err(io)?;
-            let connections = Connections::new(tcp_sender);
+            let (sender, incoming) = mpsc::channel(TCP_QUEUE);
+            let connections = Connections::new(sender);
             tasks.push(tokio::spawn(connections.clone().accept(listener)));
-            Some(connections)
+            (Some(connections), Some(incoming))
         } else {
-            None
+            (None, None)
         };
         let shared =
             Arc::new(Shared { local, udp, tcp: connections, table: Mutex::default(), next_id: AtomicU64::new(1) });
@@ -212,7 +213,7 @@ impl Drop for SipHandle {
 /// Receives on every socket of the endpoint, for ever. The UDP buffer is
 /// allocated once: `recv_from` is cancel-safe, and whatever a cancelled
 /// receive left in it is overwritten by the next.
-async fn receive(shared: Arc<Shared>, mut tcp: mpsc::Receiver<Incoming>) {
+async fn receive(shared: Arc<Shared>, mut tcp: Option<mpsc::Receiver<Incoming>>) {
     let mut buffer = vec![0u8; MAX_MESSAGE_BYTES + 1].into_boxed_slice();
     loop {
         let incoming = tokio::select! {
@@ -227,8 +228,16 @@ async fn receive(shared: Arc<Shared>, mut tcp: mpsc::Receiver<Incoming>) {
                     continue;
                 }
             },
-            Some(incoming) = tcp.recv() => incoming,
+            Some(incoming) = recv_tcp(&mut tcp) => incoming,
         };
         shared.dispatch(incoming).await;
+    }
+}
+
+/// The next message from the TCP connections; never without TCP.
+async fn recv_tcp(tcp: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
+    match tcp {
+        Some(tcp) => tcp.recv().await,
+        None => std::future::pending().await,
     }
 }
