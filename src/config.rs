@@ -91,7 +91,10 @@ impl ApiSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipSection {
-    /// Local SIP address; an unspecified IP picks the interface towards the trunk.
+    /// The node's one SIP address (UDP, and TCP with `transport = "tcp"`):
+    /// every call, REGISTER and OPTIONS leaves from it and is answered to it.
+    /// An unspecified IP listens on every interface, and Via and Contact
+    /// carry the one towards the trunk.
     pub bind: SocketAddr,
     pub transport: TransportName,
     /// Codecs offered, in order of preference.
@@ -319,7 +322,7 @@ impl Default for ApiSection {
 impl Default for SipSection {
     fn default() -> Self {
         SipSection {
-            bind: "0.0.0.0:0".parse().expect("literal"),
+            bind: "0.0.0.0:5060".parse().expect("literal"),
             transport: TransportName::Udp,
             codecs: vec![CodecName::Pcmu, CodecName::Pcma, CodecName::Opus],
         }

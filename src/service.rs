@@ -19,9 +19,11 @@ use crate::dialplan::{self, Dialplan, DialplanError};
 use crate::engine::{DialplanSet, EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
 use crate::media::prompt::PromptError;
 use crate::metrics::Metrics;
+use crate::net::{Endpoint, NetError};
 use crate::sip::Credentials;
 use crate::sip::trunk::TrunkHealth;
 use crate::store::{Store, StoreError};
+use crate::vocab::Transport;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub enum ServiceError {
     /// The API address could not be bound.
     #[error("API on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The SIP endpoint could not be bound (`sip.bind`).
+    #[error("{0}")]
+    SipBind(NetError),
 }
 
 /// Why the dialplans could not be loaded.
@@ -64,6 +69,8 @@ pub enum DialplanLoadError {
 pub struct Service {
     /// Where the API listens (useful with port 0).
     pub api: SocketAddr,
+    /// Where the SIP endpoint listens (useful with port 0).
+    pub sip: SocketAddr,
     pub node_id: String,
     pub store: Arc<dyn Store>,
     /// `/readyz`'s view of the trunk and of the drain.
@@ -112,6 +119,10 @@ impl Service {
             .await
             .map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
         let api = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
+        let sip_transport: Transport = config.sip.transport.into();
+        let endpoint =
+            Endpoint::bind(config.sip.bind, sip_transport == Transport::Tcp).await.map_err(ServiceError::SipBind)?;
+        let sip = endpoint.local_addr();
         let new_work = Arc::new(tokio::sync::Notify::new());
         let api_state = ApiState {
             new_work: new_work.clone(),
@@ -144,14 +155,14 @@ impl Service {
                 from_user: config.trunk.from_user.clone(),
                 from_display: config.trunk.from_name.clone(),
                 asserted_identity: config.trunk.asserted_identity.clone(),
-                transport: config.sip.transport.into(),
+                transport: sip_transport,
                 calls_per_second: config.trunk.calls_per_second,
                 register_as: config.trunk.register_as.clone(),
                 register_expires: Duration::from_secs(config.trunk.register_expires_s),
                 options_interval: (config.trunk.options_interval_s > 0)
                     .then(|| Duration::from_secs(config.trunk.options_interval_s)),
             },
-            sip_bind: config.sip.bind,
+            endpoint,
             rtp_ports: config.rtp_ports()?,
             codecs: config.sip.codecs.iter().map(|&c| c.into()).collect(),
             dialplans: dialplans.clone(),
@@ -181,7 +192,7 @@ impl Service {
         tasks.push(tokio::spawn(deliver_webhooks(store.clone(), metrics.clone(), signer, webhooks, stopping.clone())));
         ready.store(true, Ordering::Release);
         let running = Running { config, dialplans, reloader };
-        Ok(Service { api, node_id, store, health, stop_engine, engine, shutdown, tasks, running })
+        Ok(Service { api, sip, node_id, store, health, stop_engine, engine, shutdown, tasks, running })
     }
 
     /// Applies what can change at run time from `new` (SIGHUP): the API keys

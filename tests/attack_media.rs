@@ -14,7 +14,7 @@ use pound::call::{CallReport, Prompts};
 use pound::dialplan::Dialplan;
 use pound::dsp::tone::ToneGenerator;
 use pound::media::codec::{Codec, Encoder, FRAME_SAMPLES};
-use pound::net::{CallSetup, PhoneSetup, run_call, run_phone};
+use pound::net::{CallSetup, Endpoint, PhoneSetup, run_call, run_phone};
 use pound::phone::{PhoneConfig, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::Timers;
@@ -184,12 +184,12 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
     // The spray is on before the first INVITE leaves.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (dialplan, prompts) = plan();
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
     let mut calls = Vec::new();
     for _ in 0..CALLS {
         let setup = CallSetup {
             target: format!("sip:verify@{phone_sip}"),
             next_hop: phone_sip,
-            bind: "127.0.0.1:0".parse().unwrap(),
             transport: Transport::Udp,
             from_user: "pound".into(),
             from_display: None,
@@ -203,7 +203,8 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             cancel: None,
             rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
         };
-        calls.push(tokio::spawn(run_call(setup, |_| {})));
+        let endpoint = endpoint.clone();
+        calls.push(tokio::spawn(async move { run_call(&endpoint, setup, |_| {}).await }));
     }
     let mut reports = Vec::new();
     for call in calls {

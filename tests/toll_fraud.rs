@@ -15,6 +15,7 @@ use pound::api::{ApiConfig, ApiState, Policy, router};
 use pound::engine::{EngineConfig, TrunkConfig, run_engine};
 use pound::media::codec::Codec;
 use pound::metrics::Metrics;
+use pound::net::Endpoint;
 use pound::policy::velocity::Request;
 use pound::policy::{NumberRules, VelocityLimits};
 use pound::service::load_dialplans;
@@ -327,7 +328,7 @@ async fn the_engine_blocks_a_refused_number_it_finds_queued_without_dialling() {
     }
     let metrics = Arc::new(Metrics::new());
     let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let engine = tokio::spawn(run_engine(store.clone(), metrics.clone(), engine_config(&trunk), stopping));
+    let engine = tokio::spawn(run_engine(store.clone(), metrics.clone(), engine_config(&trunk).await, stopping));
     for i in 0..refused.len() {
         let id = new_verification(i, 0).id;
         let verification = loop {
@@ -355,7 +356,7 @@ async fn the_engine_blocks_a_refused_number_it_finds_queued_without_dialling() {
     engine.abort();
 }
 
-fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
+async fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
     EngineConfig {
         node_id: "node-1".into(),
         trunk: TrunkConfig {
@@ -370,7 +371,7 @@ fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
             register_expires: Duration::from_secs(3600),
             options_interval: None,
         },
-        sip_bind: "127.0.0.1:0".parse().unwrap(),
+        endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap(),
         rtp_ports: None,
         codecs: vec![Codec::Pcmu],
         dialplans: Arc::new(load_dialplans(None).unwrap().into()),

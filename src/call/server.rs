@@ -11,8 +11,7 @@ use crate::sdp::MediaDescription;
 use crate::sdp::{Offer, answer, parse_offer};
 use crate::sip::{Message, Method};
 
-/// The methods pound accepts inside a dialog.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, UPDATE";
+pub use crate::sip::endpoint::ALLOW;
 
 /// Answers kept for retransmitted requests; a callee has few requests in flight.
 const REMEMBERED: usize = 8;

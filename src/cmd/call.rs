@@ -8,7 +8,7 @@ use crate::call::{CallEvent, CallReport, Prompts};
 use crate::dialplan::{Dialplan, DialplanError};
 use crate::media::codec::Codec;
 use crate::media::prompt::PromptError;
-use crate::net::{CallSetup, resolve, run_call};
+use crate::net::{CallSetup, Endpoint, bind_towards, resolve, run_call};
 use crate::policy::NumberRules;
 use crate::sip::route::{RouteError, route};
 use crate::sip::{Credentials, Timers};
@@ -69,10 +69,10 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         (Some(user), password) => Some(Credentials { user, password: password.unwrap_or_default() }),
         (None, _) => None,
     };
+    let endpoint = Endpoint::bind(bind_towards(args.bind, next_hop), args.transport == Transport::Tcp).await?;
     let setup = CallSetup {
         target,
         next_hop,
-        bind: args.bind,
         transport: args.transport,
         from_user: args.from_user,
         from_display: args.from_name,
@@ -89,7 +89,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
     // The call machine logs its own events; a person at a terminal also gets
     // one plain line per change, and scripts reading stderr get nothing extra.
     let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let report = run_call(setup, |event| {
+    let report = run_call(&endpoint, setup, |event| {
         if let Some(line) = progress_line(event).filter(|_| show_progress) {
             eprintln!("{line}");
         }

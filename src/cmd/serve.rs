@@ -18,7 +18,15 @@ pub async fn run(config: Config, load: impl Fn() -> Result<Config, String>) -> R
     // meet the default action, which ends the process.
     let (mut term, mut int, mut hup) = signals().map_err(ServiceError::Signals)?;
     let mut service = Service::start(config).await?;
-    println!("{}", json!({"event": "ready", "api": service.api.to_string(), "node": service.node_id}));
+    println!(
+        "{}",
+        json!({
+            "event": "ready",
+            "api": service.api.to_string(),
+            "sip": service.sip.to_string(),
+            "node": service.node_id
+        })
+    );
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -12,7 +12,6 @@ mod ledger;
 mod pacing;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::metrics::Metrics;
-use crate::net::{CallSetup, NetError, resolve, run_call, run_trunk_watch};
+use crate::net::{CallSetup, Endpoint, NetError, resolve, run_call, run_trunk_watch};
 use crate::policy::NumberRules;
 use crate::sip::trunk::{TrunkHealth, TrunkWatchConfig};
 use crate::sip::{Credentials, Timers};
@@ -98,7 +97,8 @@ pub struct EngineConfig {
     /// Names this node in leases and attempt records.
     pub node_id: String,
     pub trunk: TrunkConfig,
-    pub sip_bind: SocketAddr,
+    /// The node's SIP endpoint: every call, REGISTER and OPTIONS goes through it.
+    pub endpoint: Endpoint,
     pub rtp_ports: Option<RangeInclusive<u16>>,
     pub codecs: Vec<Codec>,
     /// Shared with the service, which replaces them on SIGHUP.
@@ -214,13 +214,14 @@ async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shut
         credentials: trunk.credentials.clone(),
         expires: trunk.register_expires,
         options_interval: trunk.options_interval,
-        local_sip: config.sip_bind,
+        // Set by the watch from the endpoint and the route to the trunk.
+        local_sip: config.endpoint.local_addr(),
         transport: trunk.transport,
         timers: Timers::default(),
     };
-    let bind = SocketAddr::new(config.sip_bind.ip(), 0);
+    let endpoint = config.endpoint.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_trunk_watch(watch_config, next_hop, bind, health, shutdown).await {
+        if let Err(e) = run_trunk_watch(&endpoint, watch_config, next_hop, health, shutdown).await {
             tracing::warn!(error = %e, "trunk watch stopped");
         }
     });
@@ -314,13 +315,17 @@ impl Verification {
         let (events, mut progress) = tokio::sync::mpsc::unbounded_channel();
         let call_span = tracing::info_span!("call", call_id = tracing::field::Empty);
         let recorder = call_span.clone();
+        let endpoint = self.config.endpoint.clone();
         let mut call = AbortOnDrop(tokio::spawn(
-            run_call(setup, move |event| {
-                if let CallEvent::Calling { call_id } = event {
-                    recorder.record("call_id", call_id.as_str());
-                }
-                let _ = events.send(event.clone());
-            })
+            async move {
+                run_call(&endpoint, setup, move |event| {
+                    if let CallEvent::Calling { call_id } = event {
+                        recorder.record("call_id", call_id.as_str());
+                    }
+                    let _ = events.send(event.clone());
+                })
+                .await
+            }
             .instrument(call_span),
         ));
         let mut renew = tokio::time::interval(self.config.lease / 3);
@@ -463,7 +468,6 @@ impl Verification {
         Ok(CallSetup {
             target,
             next_hop,
-            bind: self.config.sip_bind,
             transport: trunk.transport,
             from_user: trunk.from_user.clone(),
             from_display: trunk.from_display.clone(),

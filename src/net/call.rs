@@ -5,15 +5,18 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::ops::ControlFlow;
+
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use super::local_ip_towards;
-use super::transport::SipSocket;
+use super::driver::{Machine, drive};
+use super::endpoint::Endpoint;
+use super::{NetError, io, local_ip_towards};
 use crate::call::{Call, CallConfig, CallEvent, CallReport, Destination, Prompts};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
-use crate::sip::{Credentials, Timers};
+use crate::sip::{Credentials, Message, Timers};
 use crate::vocab::Transport;
 
 /// What running a call needs besides the call itself.
@@ -23,8 +26,6 @@ pub struct CallSetup {
     pub target: String,
     /// Where SIP goes: the target's host, or the trunk.
     pub next_hop: SocketAddr,
-    /// Local SIP address; an unspecified IP means "the one that reaches the next hop".
-    pub bind: SocketAddr,
     pub transport: Transport,
     pub from_user: String,
     pub from_display: Option<String>,
@@ -43,45 +44,18 @@ pub struct CallSetup {
     pub rtp_learning_packets: u16,
 }
 
-/// Failures of the network layer itself (not of the call).
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    /// A socket could not be opened or used.
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
-    /// A host name did not resolve.
-    #[error("cannot resolve {0}")]
-    Resolve(String),
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
-    let context = context.into();
-    move |source| NetError::Io { context, source }
-}
-
-/// Resolves `host:port` (a name, IPv4, or bracketed IPv6) to an address.
-pub async fn resolve(host_port: &str) -> Result<SocketAddr, NetError> {
-    tokio::net::lookup_host(host_port)
-        .await
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .ok_or_else(|| NetError::Resolve(host_port.to_string()))
-}
-
-/// Places the call and drives it to its end; progress goes to `on_event`.
-pub async fn run_call(setup: CallSetup, mut on_event: impl FnMut(&CallEvent)) -> Result<CallReport, NetError> {
-    let local_ip: IpAddr = if setup.bind.ip().is_unspecified() {
-        local_ip_towards(setup.next_hop).map_err(io("finding the local address"))?
-    } else {
-        setup.bind.ip()
+/// Places the call through `endpoint` and drives it to its end; progress goes to `on_event`.
+pub async fn run_call(
+    endpoint: &Endpoint,
+    setup: CallSetup,
+    mut on_event: impl FnMut(&CallEvent),
+) -> Result<CallReport, NetError> {
+    let local_ip: IpAddr = match endpoint.local_addr().ip() {
+        ip if ip.is_unspecified() => local_ip_towards(setup.next_hop).map_err(io("finding the local address"))?,
+        ip => ip,
     };
-    let bind = SocketAddr::new(local_ip, setup.bind.port());
-    let mut sip = match setup.transport {
-        Transport::Udp => SipSocket::udp(bind).await,
-        Transport::Tcp => SipSocket::tcp_connect(bind, setup.next_hop).await,
-    }
-    .map_err(io(format!("SIP socket on {bind}")))?;
-    let local_sip = sip.local_addr().map_err(io("SIP socket"))?;
+    let mut sip = endpoint.handle(setup.transport)?;
+    let local_sip = SocketAddr::new(local_ip, endpoint.local_addr().port());
     let rtp = bind_rtp(local_ip, setup.rtp_ports.clone()).await.map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
     let config = CallConfig {
@@ -100,63 +74,68 @@ pub async fn run_call(setup: CallSetup, mut on_event: impl FnMut(&CallEvent)) ->
         next_hop: setup.next_hop,
         rtp_learning_packets: setup.rtp_learning_packets,
     };
-    let mut call = Call::new(config, Instant::now());
-    let mut datagram = vec![0u8; 2048];
-    let mut cancel = setup.cancel.clone();
-    loop {
-        let now = Instant::now();
-        while let Some((message, destination)) = call.poll_sip() {
-            let to = match destination {
-                Destination::NextHop => setup.next_hop,
-                Destination::Reply(address) => address,
-            };
-            if let Err(e) = sip.send(&message, to).await {
-                tracing::warn!(%to, error = %e, "SIP send failed");
-                if destination == Destination::NextHop {
-                    call.handle_transport_error(Instant::now());
-                }
-            }
+    let mut call = CallMachine { call: Call::new(config, Instant::now()), next_hop: setup.next_hop };
+    let report = drive(&mut call, &mut sip, Some(&rtp), setup.cancel.clone(), |event| {
+        on_event(&event);
+        match event {
+            CallEvent::Finished(report) => ControlFlow::Break(report),
+            _ => ControlFlow::Continue(()),
         }
-        while let Some((packet, to)) = call.poll_rtp(now) {
-            // Media is best effort: a lost packet is a lost 20 ms, nothing more.
-            let _ = rtp.send_to(packet, to).await;
-        }
-        while let Some(event) = call.poll_event() {
-            on_event(&event);
-            if let CallEvent::Finished(report) = event {
-                return Ok(report);
-            }
-        }
-        let deadline = call.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            incoming = sip.recv() => match incoming {
-                Some(incoming) => call.handle_sip(Instant::now(), incoming.from, incoming.message),
-                None => call.handle_transport_error(Instant::now()),
-            },
-            received = rtp.recv_from(&mut datagram) => {
-                if let Ok((n, from)) = received {
-                    call.handle_rtp(Instant::now(), from, &datagram[..n]);
-                }
-            }
-            _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
-            _ = canceled(&mut cancel) => {
-                cancel = None;
-                call.cancel(Instant::now());
-            }
-        }
-    }
+    })
+    .await;
+    Ok(report)
 }
 
-/// Resolves when the cancel signal turns true; never without a signal.
-async fn canceled(signal: &mut Option<watch::Receiver<bool>>) {
-    match signal {
-        Some(receiver) => {
-            if receiver.wait_for(|canceled| *canceled).await.is_err() {
-                // The sender is gone without canceling: nothing will cancel now.
-                std::future::pending::<()>().await;
-            }
+/// A [`Call`] for the driver: its messages addressed, and a failure to
+/// reach the next hop reported to it.
+struct CallMachine {
+    call: Call,
+    next_hop: SocketAddr,
+}
+
+impl Machine for CallMachine {
+    type Event = CallEvent;
+
+    fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
+        self.call.handle_sip(now, from, message);
+    }
+
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.call.handle_rtp(now, from, datagram);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.call.handle_timeout(now);
+    }
+
+    fn handle_transport_error(&mut self, now: Instant, to: Option<SocketAddr>) {
+        // A response that could not go back to a request's source is that peer's loss, not the call's.
+        if to.is_none_or(|to| to == self.next_hop) {
+            self.call.handle_transport_error(now);
         }
-        None => std::future::pending().await,
+    }
+
+    fn handle_stop(&mut self, now: Instant) {
+        self.call.cancel(now);
+    }
+
+    fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
+        self.call.poll_sip().map(|(message, destination)| match destination {
+            Destination::NextHop => (message, self.next_hop),
+            Destination::Reply(to) => (message, to),
+        })
+    }
+
+    fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+        self.call.poll_rtp(now)
+    }
+
+    fn poll_event(&mut self) -> Option<CallEvent> {
+        self.call.poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.call.poll_timeout()
     }
 }
 
@@ -175,13 +154,6 @@ async fn bind_rtp(ip: IpAddr, ports: Option<RangeInclusive<u16>>) -> std::io::Re
         }
     }
     Err(last_error)
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// `host` or `[v6]` without the port, for URIs.

@@ -1,13 +1,17 @@
-//! Runs the simulated [`Phone`] on real sockets.
+//! Runs the simulated [`Phone`] on real sockets: an endpoint of its own
+//! that hands it every new request.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
-use super::call::NetError;
-use super::transport::SipSocket;
+use super::driver::{Machine, drive};
+use super::endpoint::Endpoint;
+use super::{NetError, io};
 use crate::phone::{Phone, PhoneConfig, PhoneEvent};
+use crate::sip::Message;
 use crate::vocab::Transport;
 
 /// Where the phone listens and how many calls it takes.
@@ -26,56 +30,79 @@ pub async fn run_phone(
     on_ready: impl FnOnce(SocketAddr),
     mut on_event: impl FnMut(&PhoneEvent),
 ) -> Result<(), NetError> {
-    let mut sip = match setup.config.transport {
-        Transport::Udp => SipSocket::udp(setup.listen).await,
-        Transport::Tcp => SipSocket::tcp_listen(setup.listen).await,
-    }
-    .map_err(|source| NetError::Io { context: format!("SIP socket on {}", setup.listen), source })?;
-    let local_sip = sip.local_addr().map_err(|source| NetError::Io { context: "SIP socket".into(), source })?;
-    let rtp = UdpSocket::bind(SocketAddr::new(local_sip.ip(), 0))
-        .await
-        .map_err(|source| NetError::Io { context: "RTP socket".into(), source })?;
-    let local_rtp = rtp.local_addr().map_err(|source| NetError::Io { context: "RTP socket".into(), source })?;
-    let mut phone = Phone::new(PhoneConfig { local_sip, local_rtp, ..setup.config });
+    let endpoint = Endpoint::bind(setup.listen, setup.config.transport == Transport::Tcp).await?;
+    let mut sip = endpoint.catch_all(setup.config.transport)?;
+    let local_sip = endpoint.local_addr();
+    let rtp = UdpSocket::bind(SocketAddr::new(local_sip.ip(), 0)).await.map_err(io("RTP socket"))?;
+    let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
+    let phone = Phone::new(PhoneConfig { local_sip, local_rtp, ..setup.config });
+    let mut machine = PhoneMachine { phone, limit: setup.calls, ended: 0 };
     on_ready(local_sip);
-    let mut ended = 0u64;
-    let mut datagram = vec![0u8; 2048];
-    loop {
-        let now = Instant::now();
-        while let Some((message, to)) = phone.poll_sip() {
-            if let Err(e) = sip.send(&message, to).await {
-                tracing::debug!(%to, error = %e, "phone: SIP send failed");
-            }
-        }
-        while let Some((packet, to)) = phone.poll_rtp(now) {
-            let _ = rtp.send_to(packet, to).await;
-        }
-        while let Some(event) = phone.poll_event() {
+    drive(&mut machine, &mut sip, Some(&rtp), None, |turn| match turn {
+        Turn::Event(event) => {
             on_event(&event);
+            ControlFlow::Continue(())
+        }
+        Turn::Done => ControlFlow::Break(()),
+    })
+    .await;
+    Ok(())
+}
+
+/// What the phone's driver hears from it.
+enum Turn {
+    Event(PhoneEvent),
+    /// The calls asked for have ended and none is in progress.
+    Done,
+}
+
+/// A [`Phone`] for the driver, counting its calls towards the limit.
+struct PhoneMachine {
+    phone: Phone,
+    limit: Option<u64>,
+    ended: u64,
+}
+
+impl Machine for PhoneMachine {
+    type Event = Turn;
+
+    fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
+        self.phone.handle_sip(now, from, message);
+    }
+
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.phone.handle_rtp(now, from, datagram);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.phone.handle_timeout(now);
+    }
+
+    /// The phone only answers: an answer that cannot go out is the caller's loss.
+    fn handle_transport_error(&mut self, _now: Instant, _to: Option<SocketAddr>) {}
+
+    /// Nothing stops the phone but its call limit.
+    fn handle_stop(&mut self, _now: Instant) {}
+
+    fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
+        self.phone.poll_sip()
+    }
+
+    fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+        self.phone.poll_rtp(now)
+    }
+
+    fn poll_event(&mut self) -> Option<Turn> {
+        if let Some(event) = self.phone.poll_event() {
             let PhoneEvent::CallEnded { .. } = event;
-            ended += 1;
+            self.ended += 1;
+            return Some(Turn::Event(event));
         }
-        if setup.calls.is_some_and(|limit| ended >= limit) && phone.active_calls() == 0 {
-            return Ok(());
-        }
-        let deadline = phone.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            incoming = sip.recv() => {
-                if let Some(incoming) = incoming {
-                    phone.handle_sip(Instant::now(), incoming.from, incoming.message);
-                }
-            }
-            received = rtp.recv_from(&mut datagram) => {
-                if let Ok((n, from)) = received {
-                    phone.handle_rtp(Instant::now(), from, &datagram[..n]);
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
-                }
-            } => phone.handle_timeout(Instant::now()),
-        }
+        let done = self.limit.is_some_and(|limit| self.ended >= limit) && self.phone.active_calls() == 0;
+        done.then_some(Turn::Done)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.phone.poll_timeout()
     }
 }

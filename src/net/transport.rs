@@ -1,127 +1,31 @@
-//! SIP over UDP and TCP for the tokio drivers: datagrams or framed streams in,
-//! parsed messages with their source address out.
+//! SIP bytes on the wire: datagrams parsed, and the TCP side of an endpoint
+//! (framed streams, one connection per peer, whoever opened it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::sip::Message;
 use crate::sip::frame::frame_len;
-use crate::sip::{MAX_MESSAGE_BYTES, Message};
+use crate::vocab::Transport;
 
-/// A message that arrived, and from where.
+/// A message that arrived, from where and how.
+#[derive(Debug)]
 pub struct Incoming {
     pub message: Message,
     pub from: SocketAddr,
+    pub transport: Transport,
 }
 
-/// Writers of the open TCP connections, by peer address. Only signalling
-/// touches it, never the media path.
-type Writers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
-
-/// One SIP socket: a UDP socket, or a set of TCP connections.
-pub enum SipSocket {
-    /// The buffer is the socket's own and reused by every receive: drivers
-    /// re-create the `recv` future on every wake-up of their `select!` (each
-    /// 20 ms media tick), and a fresh zeroed 64 KiB buffer each time was a
-    /// third of a node's CPU under load (issue 10's profile).
-    Udp {
-        socket: UdpSocket,
-        buffer: Box<[u8]>,
-    },
-    Tcp {
-        local: SocketAddr,
-        incoming: mpsc::Receiver<Incoming>,
-        writers: Writers,
-    },
-}
-
-/// Messages waiting per connection before the reader stops reading.
+/// Messages waiting per connection before the writer or reader waits.
 const QUEUE: usize = 64;
 
-impl SipSocket {
-    /// A UDP socket bound to `bind`.
-    pub async fn udp(bind: SocketAddr) -> std::io::Result<SipSocket> {
-        let buffer = vec![0u8; MAX_MESSAGE_BYTES + 1].into_boxed_slice();
-        Ok(SipSocket::Udp { socket: UdpSocket::bind(bind).await?, buffer })
-    }
-
-    /// A TCP connection to `peer` (the caller's side).
-    pub async fn tcp_connect(bind: SocketAddr, peer: SocketAddr) -> std::io::Result<SipSocket> {
-        let socket = if peer.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        if bind.port() != 0 || !bind.ip().is_unspecified() {
-            socket.bind(bind)?;
-        }
-        let stream = socket.connect(peer).await?;
-        let local = stream.local_addr()?;
-        let (sender, incoming) = mpsc::channel(QUEUE);
-        let writers: Writers = Arc::default();
-        spawn_connection(stream, peer, sender, writers.clone());
-        Ok(SipSocket::Tcp { local, incoming, writers })
-    }
-
-    /// A TCP listener on `bind` (the callee's side).
-    pub async fn tcp_listen(bind: SocketAddr) -> std::io::Result<SipSocket> {
-        let listener = TcpListener::bind(bind).await?;
-        let local = listener.local_addr()?;
-        let (sender, incoming) = mpsc::channel(QUEUE);
-        let writers: Writers = Arc::default();
-        let accepted = writers.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                spawn_connection(stream, peer, sender.clone(), accepted.clone());
-            }
-        });
-        Ok(SipSocket::Tcp { local, incoming, writers })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        match self {
-            SipSocket::Udp { socket, .. } => socket.local_addr(),
-            SipSocket::Tcp { local, .. } => Ok(*local),
-        }
-    }
-
-    /// The next message that parses; malformed ones are logged and dropped.
-    /// `None` when a TCP transport has no connection left.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        match self {
-            // `recv_from` is cancel-safe, and whatever a cancelled receive
-            // left in the buffer is overwritten by the next one.
-            SipSocket::Udp { socket, buffer } => loop {
-                let Ok((n, from)) = socket.recv_from(buffer).await else { continue };
-                match parse(&buffer[..n]) {
-                    Some(message) => return Some(Incoming { message, from }),
-                    None => tracing::debug!(%from, bytes = n, "dropped an unparseable SIP datagram"),
-                }
-            },
-            SipSocket::Tcp { incoming, .. } => incoming.recv().await,
-        }
-    }
-
-    /// Sends `message` to `to` (over TCP: on the connection with that peer).
-    pub async fn send(&self, message: &Message, to: SocketAddr) -> std::io::Result<()> {
-        let bytes = message.to_bytes();
-        match self {
-            SipSocket::Udp { socket, .. } => socket.send_to(&bytes, to).await.map(|_| ()),
-            SipSocket::Tcp { writers, .. } => {
-                let writer =
-                    writers.lock().map_err(|_| std::io::Error::other("writer table poisoned"))?.get(&to).cloned();
-                match writer {
-                    Some(writer) => writer.send(bytes).await.map_err(|_| std::io::Error::other("connection closed")),
-                    None => {
-                        Err(std::io::Error::new(std::io::ErrorKind::NotConnected, format!("no TCP connection to {to}")))
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn parse(bytes: &[u8]) -> Option<Message> {
+/// The message in `bytes`; keep-alives and malformed ones are logged and give none.
+pub(super) fn parse(bytes: &[u8]) -> Option<Message> {
     // Keep-alives (CRLF) are not messages.
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return None;
@@ -129,25 +33,93 @@ fn parse(bytes: &[u8]) -> Option<Message> {
     Message::parse(bytes).map_err(|e| tracing::debug!(error = %e, "unparseable SIP message")).ok()
 }
 
-fn spawn_connection(stream: TcpStream, peer: SocketAddr, incoming: mpsc::Sender<Incoming>, writers: Writers) {
-    let (mut reader, mut writer) = stream.into_split();
-    let (sender, mut outgoing) = mpsc::channel::<Vec<u8>>(QUEUE);
-    if let Ok(mut table) = writers.lock() {
-        table.insert(peer, sender);
+/// Writers of the open TCP connections, by peer address. Only signalling
+/// touches it, never the media path.
+type Writers = Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>;
+
+/// The TCP connections of one endpoint: accepted or opened, each reused for
+/// everything to and from its peer; what they carry goes to `incoming`.
+pub(super) struct Connections {
+    writers: Writers,
+    incoming: mpsc::Sender<Incoming>,
+    /// Held while a connection is opened, so that two calls to one peer
+    /// starting together share one connection rather than open two.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Connections {
+    pub fn new(incoming: mpsc::Sender<Incoming>) -> Arc<Connections> {
+        Arc::new(Connections { writers: Mutex::default(), incoming, connecting: tokio::sync::Mutex::new(()) })
     }
-    tokio::spawn(async move {
-        while let Some(bytes) = outgoing.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
-                break;
-            }
+
+    /// Accepts connections until the listener fails or the task is aborted.
+    pub async fn accept(self: Arc<Self>, listener: TcpListener) {
+        while let Ok((stream, peer)) = listener.accept().await {
+            self.spawn_connection(stream, peer);
         }
-    });
-    tokio::spawn(async move {
+    }
+
+    /// Sends `bytes` on the connection with `to`, opening one if there is
+    /// none and `connect` allows it.
+    pub async fn send(self: &Arc<Self>, bytes: Vec<u8>, to: SocketAddr, connect: bool) -> std::io::Result<()> {
+        let writer = match self.writer(to) {
+            Some(writer) => writer,
+            None if !connect => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    format!("no TCP connection to {to}"),
+                ));
+            }
+            None => {
+                let _opening = self.connecting.lock().await;
+                match self.writer(to) {
+                    Some(writer) => writer,
+                    None => {
+                        let stream = TcpStream::connect(to).await?;
+                        self.spawn_connection(stream, to)
+                    }
+                }
+            }
+        };
+        writer.send(bytes).await.map_err(|_| std::io::Error::other(format!("the TCP connection to {to} closed")))
+    }
+
+    fn writer(&self, peer: SocketAddr) -> Option<mpsc::Sender<Vec<u8>>> {
+        let writers = self.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writers.get(&peer).filter(|writer| !writer.is_closed()).cloned()
+    }
+
+    fn spawn_connection(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> mpsc::Sender<Vec<u8>> {
+        let (mut reader, mut writer) = stream.into_split();
+        let (sender, mut outgoing) = mpsc::channel::<Vec<u8>>(QUEUE);
+        self.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer, sender.clone());
+        tokio::spawn(async move {
+            while let Some(bytes) = outgoing.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let connections = self.clone();
+        let registered = sender.clone();
+        tokio::spawn(async move {
+            connections.read(&mut reader, peer).await;
+            let mut writers = connections.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A newer connection with the same peer may have replaced this one.
+            if writers.get(&peer).is_some_and(|current| current.same_channel(&registered)) {
+                writers.remove(&peer);
+            }
+        });
+        sender
+    }
+
+    /// Reads framed messages until the stream ends or breaks.
+    async fn read(&self, reader: &mut tokio::net::tcp::OwnedReadHalf, peer: SocketAddr) {
         let mut buffer = Vec::with_capacity(8192);
         let mut chunk = [0u8; 8192];
-        'read: loop {
+        loop {
             let n = match reader.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
             buffer.extend_from_slice(&chunk[..n]);
@@ -155,23 +127,20 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, incoming: mpsc::Sender<
                 match frame_len(&buffer) {
                     Ok(Some(len)) => {
                         let frame: Vec<u8> = buffer.drain(..len).collect();
-                        if let Some(message) = parse(&frame)
-                            && incoming.send(Incoming { message, from: peer }).await.is_err()
-                        {
-                            break 'read;
+                        let Some(message) = parse(&frame) else { continue };
+                        let incoming = Incoming { message, from: peer, transport: Transport::Tcp };
+                        if self.incoming.send(incoming).await.is_err() {
+                            return;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         // A stream that cannot be framed cannot be resynchronised.
                         tracing::warn!(%peer, error = %e, "closing a TCP connection with a broken SIP stream");
-                        break 'read;
+                        return;
                     }
                 }
             }
         }
-        if let Ok(mut table) = writers.lock() {
-            table.remove(&peer);
-        }
-    });
+    }
 }

@@ -1,61 +1,87 @@
-//! Runs the [`TrunkWatch`] on its own SIP socket and publishes the trunk's
-//! state in a [`TrunkHealth`].
+//! Runs the [`TrunkWatch`] through the node's endpoint and publishes the
+//! trunk's state in a [`TrunkHealth`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::call::NetError;
-use super::local_ip_towards;
-use super::transport::SipSocket;
+use super::driver::{Machine, drive};
+use super::endpoint::Endpoint;
+use super::{NetError, io, local_ip_towards};
+use crate::sip::Message;
 use crate::sip::trunk::{TrunkHealth, TrunkWatch, TrunkWatchConfig};
-use crate::vocab::Transport;
 
 /// Watches the trunk at `next_hop` until `shutdown`, keeping `health` current.
 pub async fn run_trunk_watch(
+    endpoint: &Endpoint,
     mut config: TrunkWatchConfig,
     next_hop: SocketAddr,
-    bind: SocketAddr,
     health: Arc<TrunkHealth>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
-    let io = |context: &str| {
-        let context = context.to_string();
-        move |source| NetError::Io { context, source }
+    let ip: IpAddr = match endpoint.local_addr().ip() {
+        ip if ip.is_unspecified() => local_ip_towards(next_hop).map_err(io("local address"))?,
+        ip => ip,
     };
-    let ip: IpAddr =
-        if bind.ip().is_unspecified() { local_ip_towards(next_hop).map_err(io("local address"))? } else { bind.ip() };
-    let bind = SocketAddr::new(ip, bind.port());
-    let mut socket = match config.transport {
-        Transport::Udp => SipSocket::udp(bind).await,
-        Transport::Tcp => SipSocket::tcp_connect(bind, next_hop).await,
+    let mut sip = endpoint.handle(config.transport)?;
+    config.local_sip = SocketAddr::new(ip, endpoint.local_addr().port());
+    let watch = TrunkWatch::new(config, Instant::now());
+    health.update(&watch);
+    let mut machine = WatchMachine { watch, next_hop, health, stopped: false };
+    drive(&mut machine, &mut sip, None, Some(shutdown), |()| ControlFlow::Break(())).await;
+    Ok(())
+}
+
+/// A [`TrunkWatch`] for the driver: it publishes the trunk's state after
+/// every input, and its one event is "stopped".
+struct WatchMachine {
+    watch: TrunkWatch,
+    next_hop: SocketAddr,
+    health: Arc<TrunkHealth>,
+    stopped: bool,
+}
+
+impl Machine for WatchMachine {
+    type Event = ();
+
+    fn handle_sip(&mut self, now: Instant, _from: SocketAddr, message: Message) {
+        // The endpoint routes only responses to the watch: it opens no dialog.
+        if !message.is_request() {
+            self.watch.handle_response(now, message);
+            self.health.update(&self.watch);
+        }
     }
-    .map_err(io("trunk watch socket"))?;
-    config.local_sip = socket.local_addr().map_err(io("trunk watch socket"))?;
-    let mut watch = TrunkWatch::new(config, Instant::now());
-    loop {
-        while let Some(request) = watch.poll_transmit() {
-            if let Err(e) = socket.send(&request, next_hop).await {
-                tracing::debug!(error = %e, "trunk watch: send failed");
-            }
-        }
-        health.update(&watch);
-        let deadline = watch.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            incoming = socket.recv() => {
-                if let Some(incoming) = incoming && !incoming.message.is_request() {
-                    watch.handle_response(Instant::now(), incoming.message);
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
-                }
-            } => watch.handle_timeout(Instant::now()),
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-        }
+
+    fn handle_rtp(&mut self, _now: Instant, _from: SocketAddr, _datagram: &[u8]) {}
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.watch.handle_timeout(now);
+        self.health.update(&self.watch);
+    }
+
+    /// A lost request is a transaction timeout, which the watch reads as an unreachable trunk.
+    fn handle_transport_error(&mut self, _now: Instant, _to: Option<SocketAddr>) {}
+
+    fn handle_stop(&mut self, _now: Instant) {
+        self.stopped = true;
+    }
+
+    fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
+        self.watch.poll_transmit().map(|request| (request, self.next_hop))
+    }
+
+    fn poll_rtp(&mut self, _now: Instant) -> Option<(&[u8], SocketAddr)> {
+        None
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        std::mem::take(&mut self.stopped).then_some(())
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.watch.poll_timeout()
     }
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod authenticator;
 pub mod dialog;
+pub mod endpoint;
 pub mod frame;
 pub mod header;
 pub mod message;

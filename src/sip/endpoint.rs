@@ -1,0 +1,305 @@
+//! Whose SIP message is this: the routing table of a node's one SIP endpoint,
+//! socket-free. Every call, the trunk watch and `pound phone` are handlers
+//! behind the same socket; the table learns from what each handler sends
+//! and says, for every message that arrives, which handler gets it or what
+//! the endpoint answers itself.
+//!
+//! - A response goes to the handler that sent the request with its top Via
+//!   branch (RFC 3261 §17.1.3), if the Call-ID agrees; any other is dropped.
+//! - A request goes to the handler whose INVITE created the dialog: same
+//!   Call-ID, and a To tag equal to that handler's From tag.
+//! - Anything else is stray: an out-of-dialog OPTIONS (a trunk's keep-alive)
+//!   is answered 200, an ACK is dropped (it is never answered), every other
+//!   request is answered 481 (§12.2.2) — unless a catch-all handler (a UAS
+//!   such as `pound phone`) takes new requests.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{Message, Method};
+
+/// The methods pound accepts.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, UPDATE";
+
+/// The bodies pound understands.
+pub const ACCEPT: &str = "application/sdp";
+
+/// Names one handler behind the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerId(pub u64);
+
+/// What becomes of an incoming message.
+#[derive(Debug, Clone)]
+pub enum Route {
+    Deliver(HandlerId),
+    /// The endpoint answers the request itself, with this response.
+    Reply(Message),
+    Drop,
+}
+
+/// Branches remembered per handler. A client transaction lives at most
+/// 64·T1 (32 s) and a handler has a few at once; the long-lived trunk watch
+/// opens one every ping, so the oldest are forgotten rather than kept forever.
+const BRANCHES_PER_HANDLER: usize = 32;
+
+/// What the table learnt from one handler, to forget it all when it leaves.
+#[derive(Default)]
+struct Learnt {
+    branches: VecDeque<String>,
+    call_ids: Vec<String>,
+}
+
+/// A dialog's owner and its From tag (the To tag of requests sent to it).
+struct DialogOwner {
+    handler: HandlerId,
+    local_tag: String,
+}
+
+/// The routing table.
+#[derive(Default)]
+pub struct Router {
+    handlers: HashMap<HandlerId, Learnt>,
+    /// Branch → (handler, Call-ID of the request).
+    branches: HashMap<String, (HandlerId, String)>,
+    /// Call-ID → the handler whose INVITE created the dialog.
+    dialogs: HashMap<String, DialogOwner>,
+    catch_all: Option<HandlerId>,
+}
+
+impl Router {
+    /// A new handler; it receives nothing until it sends.
+    pub fn add(&mut self, handler: HandlerId) {
+        self.handlers.entry(handler).or_default();
+    }
+
+    /// A handler that also receives every request no dialog claims (a UAS).
+    pub fn add_catch_all(&mut self, handler: HandlerId) {
+        self.add(handler);
+        self.catch_all = Some(handler);
+    }
+
+    /// The handler is gone: nothing reaches it any more.
+    pub fn remove(&mut self, handler: HandlerId) {
+        let Some(learnt) = self.handlers.remove(&handler) else { return };
+        for branch in learnt.branches {
+            self.branches.remove(&branch);
+        }
+        for call_id in learnt.call_ids {
+            self.dialogs.remove(&call_id);
+        }
+        if self.catch_all == Some(handler) {
+            self.catch_all = None;
+        }
+    }
+
+    /// `handler` sends `message`: a request's branch will bring its responses
+    /// back, and an INVITE's Call-ID and From tag the dialog's requests.
+    pub fn sent(&mut self, handler: HandlerId, message: &Message) {
+        let Some(learnt) = self.handlers.get_mut(&handler) else { return };
+        let (Some(method), Some(call_id)) = (message.method(), message.call_id()) else { return };
+        if let Some(branch) = message.top_via().and_then(|via| via.branch)
+            && !self.branches.contains_key(&branch)
+        {
+            if learnt.branches.len() == BRANCHES_PER_HANDLER
+                && let Some(oldest) = learnt.branches.pop_front()
+            {
+                self.branches.remove(&oldest);
+            }
+            learnt.branches.push_back(branch.clone());
+            self.branches.insert(branch, (handler, call_id.to_string()));
+        }
+        if *method == Method::Invite
+            && !self.dialogs.contains_key(call_id)
+            && let Some(local_tag) = message.from_tag()
+        {
+            learnt.call_ids.push(call_id.to_string());
+            self.dialogs.insert(call_id.to_string(), DialogOwner { handler, local_tag });
+        }
+    }
+
+    /// Where `message` goes. `new_tag` makes the To tag of a response the
+    /// endpoint sends to a request that has none.
+    pub fn route(&self, message: &Message, new_tag: impl FnOnce() -> String) -> Route {
+        let call_id = message.call_id().unwrap_or_default();
+        let Some(method) = message.method() else {
+            let branch = message.top_via().and_then(|via| via.branch).unwrap_or_default();
+            return match self.branches.get(&branch) {
+                Some((handler, sent_call_id)) if sent_call_id == call_id => Route::Deliver(*handler),
+                _ => Route::Drop,
+            };
+        };
+        if let Some(owner) = self.dialogs.get(call_id)
+            && message.to_tag().as_deref() == Some(owner.local_tag.as_str())
+        {
+            return Route::Deliver(owner.handler);
+        }
+        if let Some(handler) = self.catch_all {
+            return Route::Deliver(handler);
+        }
+        match method {
+            Method::Ack => Route::Drop,
+            Method::Options if message.to_tag().is_none() => Route::Reply(
+                Message::response_to(message, 200, Some(&new_tag()))
+                    .with_header("Allow", ALLOW)
+                    .with_header("Accept", ACCEPT),
+            ),
+            _ => Route::Reply(Message::response_to(message, 481, Some(&new_tag()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: HandlerId = HandlerId(1);
+    const B: HandlerId = HandlerId(2);
+    const PHONE: HandlerId = HandlerId(3);
+
+    fn request(method: Method, call_id: &str, branch: &str, from_tag: &str, to_tag: Option<&str>) -> Message {
+        let to = match to_tag {
+            Some(tag) => format!("<sip:callee@192.0.2.9>;tag={tag}"),
+            None => "<sip:callee@192.0.2.9>".to_string(),
+        };
+        Message::request(method.clone(), "sip:callee@192.0.2.9")
+            .with_header("Via", format!("SIP/2.0/UDP 192.0.2.1:5060;branch={branch};rport"))
+            .with_header("From", format!("<sip:pound@192.0.2.1>;tag={from_tag}"))
+            .with_header("To", to)
+            .with_header("Call-ID", call_id)
+            .with_header("CSeq", format!("1 {}", method.as_str()))
+    }
+
+    fn invite(call_id: &str, branch: &str, tag: &str) -> Message {
+        request(Method::Invite, call_id, branch, tag, None)
+    }
+
+    /// The callee's request inside the dialog `call_id`, addressed to `our_tag`.
+    fn from_callee(method: Method, call_id: &str, our_tag: &str) -> Message {
+        request(method, call_id, "z9hG4bKcallee", "callee-tag", Some(our_tag))
+    }
+
+    fn tag() -> String {
+        "endpoint-tag".into()
+    }
+
+    /// Two calls, A and B, each with its INVITE sent.
+    fn two_calls() -> Router {
+        let mut router = Router::default();
+        router.add(A);
+        router.add(B);
+        router.sent(A, &invite("call-a", "z9hG4bKa1", "tag-a"));
+        router.sent(B, &invite("call-b", "z9hG4bKb1", "tag-b"));
+        router
+    }
+
+    #[test]
+    fn responses_go_to_the_sender_of_their_branch() {
+        let router = two_calls();
+        let ringing = Message::response_to(&invite("call-a", "z9hG4bKa1", "tag-a"), 180, Some("x"));
+        assert!(matches!(router.route(&ringing, tag), Route::Deliver(A)));
+        let ok = Message::response_to(&invite("call-b", "z9hG4bKb1", "tag-b"), 200, Some("y"));
+        assert!(matches!(router.route(&ok, tag), Route::Deliver(B)));
+    }
+
+    #[test]
+    fn a_response_with_an_unknown_branch_or_a_foreign_call_id_is_dropped() {
+        let router = two_calls();
+        let unknown = Message::response_to(&invite("call-a", "z9hG4bKnever", "tag-a"), 200, Some("x"));
+        assert!(matches!(router.route(&unknown, tag), Route::Drop));
+        // A's branch, B's Call-ID: a forgery or a confused peer, for nobody.
+        let mixed = Message::response_to(&invite("call-b", "z9hG4bKa1", "tag-b"), 200, Some("x"));
+        assert!(matches!(router.route(&mixed, tag), Route::Drop));
+    }
+
+    #[test]
+    fn requests_in_a_dialog_go_to_its_call_and_never_to_another() {
+        let router = two_calls();
+        assert!(matches!(router.route(&from_callee(Method::Bye, "call-a", "tag-a"), tag), Route::Deliver(A)));
+        assert!(matches!(router.route(&from_callee(Method::Info, "call-b", "tag-b"), tag), Route::Deliver(B)));
+        // B's tag on A's Call-ID: no dialog has both.
+        let crossed = router.route(&from_callee(Method::Bye, "call-a", "tag-b"), tag);
+        assert!(matches!(crossed, Route::Reply(ref r) if r.status() == Some(481)), "{crossed:?}");
+    }
+
+    #[test]
+    fn stray_requests_are_answered_481_and_stray_acks_dropped() {
+        let router = two_calls();
+        for method in [Method::Bye, Method::Info, Method::Invite, Method::Update] {
+            let stray = from_callee(method.clone(), "call-unknown", "tag-a");
+            let Route::Reply(response) = router.route(&stray, tag) else { panic!("{method:?} not answered") };
+            assert_eq!(response.status(), Some(481), "{method:?}");
+            assert_eq!(response.call_id(), Some("call-unknown"));
+        }
+        assert!(matches!(router.route(&from_callee(Method::Ack, "call-unknown", "t"), tag), Route::Drop));
+        // Our own Call-ID without a To tag is no request in the dialog either.
+        let untagged = request(Method::Bye, "call-a", "z9hG4bKx", "callee-tag", None);
+        let Route::Reply(response) = router.route(&untagged, tag) else { panic!("not answered") };
+        assert_eq!(response.status(), Some(481));
+        assert_eq!(response.to_tag().as_deref(), Some("endpoint-tag"), "a To tag is added where none was");
+    }
+
+    #[test]
+    fn out_of_dialog_options_are_answered_200_with_what_pound_accepts() {
+        let router = Router::default();
+        let ping = request(Method::Options, "ping-1", "z9hG4bKping", "trunk-tag", None);
+        let Route::Reply(response) = router.route(&ping, tag) else { panic!("OPTIONS not answered") };
+        assert_eq!(response.status(), Some(200));
+        assert_eq!(response.header("Allow"), Some(ALLOW));
+        assert_eq!(response.header("Accept"), Some(ACCEPT));
+        assert_eq!(response.to_tag().as_deref(), Some("endpoint-tag"));
+        // An OPTIONS inside a dialog nobody has is stray.
+        let in_dead_dialog = from_callee(Method::Options, "gone", "tag-a");
+        assert!(matches!(router.route(&in_dead_dialog, tag), Route::Reply(r) if r.status() == Some(481)));
+    }
+
+    #[test]
+    fn a_removed_handler_receives_nothing_more() {
+        let mut router = two_calls();
+        router.remove(A);
+        let ok = Message::response_to(&invite("call-a", "z9hG4bKa1", "tag-a"), 200, Some("x"));
+        assert!(matches!(router.route(&ok, tag), Route::Drop));
+        assert!(matches!(router.route(&from_callee(Method::Bye, "call-a", "tag-a"), tag), Route::Reply(_)));
+        // B is untouched, and A sending after its removal teaches nothing.
+        assert!(matches!(router.route(&from_callee(Method::Bye, "call-b", "tag-b"), tag), Route::Deliver(B)));
+        router.sent(A, &invite("call-a2", "z9hG4bKa2", "tag-a2"));
+        let late = Message::response_to(&invite("call-a2", "z9hG4bKa2", "tag-a2"), 200, Some("x"));
+        assert!(matches!(router.route(&late, tag), Route::Drop));
+    }
+
+    #[test]
+    fn a_handler_cannot_take_over_another_ones_dialog_or_branch() {
+        let mut router = two_calls();
+        router.sent(B, &invite("call-a", "z9hG4bKa1", "tag-b"));
+        assert!(matches!(router.route(&from_callee(Method::Bye, "call-a", "tag-a"), tag), Route::Deliver(A)));
+        let ok = Message::response_to(&invite("call-a", "z9hG4bKa1", "tag-a"), 200, Some("x"));
+        assert!(matches!(router.route(&ok, tag), Route::Deliver(A)));
+    }
+
+    #[test]
+    fn only_the_latest_branches_of_a_long_lived_handler_are_kept() {
+        let mut router = Router::default();
+        router.add(A);
+        let options = |n: usize| request(Method::Options, "watch", &format!("z9hG4bKo{n}"), "w", None);
+        for n in 0..BRANCHES_PER_HANDLER + 5 {
+            router.sent(A, &options(n));
+        }
+        assert_eq!(router.branches.len(), BRANCHES_PER_HANDLER);
+        let first = Message::response_to(&options(0), 200, Some("x"));
+        assert!(matches!(router.route(&first, tag), Route::Drop));
+        let last = Message::response_to(&options(BRANCHES_PER_HANDLER + 4), 200, Some("x"));
+        assert!(matches!(router.route(&last, tag), Route::Deliver(A)));
+        // OPTIONS and REGISTER make no dialog: requests on their Call-ID are stray.
+        let stray = request(Method::Bye, "watch", "z9hG4bKs", "trunk", Some("w"));
+        assert!(matches!(router.route(&stray, tag), Route::Reply(r) if r.status() == Some(481)));
+    }
+
+    #[test]
+    fn a_catch_all_takes_new_requests_but_not_others_dialogs() {
+        let mut router = two_calls();
+        router.add_catch_all(PHONE);
+        let new_call = request(Method::Invite, "incoming", "z9hG4bKin", "caller", None);
+        assert!(matches!(router.route(&new_call, tag), Route::Deliver(PHONE)));
+        assert!(matches!(router.route(&from_callee(Method::Bye, "call-a", "tag-a"), tag), Route::Deliver(A)));
+        router.remove(PHONE);
+        assert!(matches!(router.route(&new_call, tag), Route::Reply(r) if r.status() == Some(481)));
+    }
+}

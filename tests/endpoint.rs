@@ -1,0 +1,258 @@
+//! One SIP endpoint per node (issue 9): every call, the trunk watch and the
+//! endpoint's own answers share one socket; each message reaches the call it
+//! belongs to and no other; strays are answered 481 and a trunk's OPTIONS 200.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::http::{submit, wait_for};
+use common::process::{pound, start};
+use pound::net::{Endpoint, SipHandle};
+use pound::sip::frame::frame_len;
+use pound::sip::{Message, Method};
+use pound::vocab::Transport;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+const KEY: &str = "endpoint-test-key";
+const CALLS: usize = 20;
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A request as a peer writes it; `to_tag` puts it inside a dialog.
+fn request(method: Method, call_id: &str, branch: &str, from_tag: &str, to_tag: Option<&str>) -> Message {
+    let to = match to_tag {
+        Some(tag) => format!("<sip:pound@127.0.0.1>;tag={tag}"),
+        None => "<sip:pound@127.0.0.1>".to_string(),
+    };
+    Message::request(method.clone(), "sip:pound@127.0.0.1")
+        .with_header("Via", format!("SIP/2.0/UDP 127.0.0.1:9;branch={branch};rport"))
+        .with_header("Max-Forwards", "70")
+        .with_header("From", format!("<sip:peer@127.0.0.1>;tag={from_tag}"))
+        .with_header("To", to)
+        .with_header("Call-ID", call_id)
+        .with_header("CSeq", format!("1 {}", method.as_str()))
+}
+
+/// The next SIP message on `socket`, if one comes within `wait`.
+async fn receive(socket: &UdpSocket, wait: Duration) -> Option<(Message, SocketAddr)> {
+    let mut buffer = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(wait, socket.recv_from(&mut buffer)).await.ok()?.ok()?;
+    Some((Message::parse(&buffer[..n]).expect("pound sends well-formed SIP"), from))
+}
+
+/// Sends `message` from `socket` to `to` and returns the answer's status.
+async fn ask(socket: &UdpSocket, to: SocketAddr, message: &Message) -> Option<u16> {
+    socket.send_to(&message.to_bytes(), to).await.unwrap();
+    receive(socket, Duration::from_secs(2)).await.and_then(|(answer, _)| answer.status())
+}
+
+/// The next message for `handle`, if one comes within 300 ms.
+async fn delivered(handle: &mut SipHandle) -> Option<Message> {
+    tokio::time::timeout(Duration::from_millis(300), handle.recv()).await.ok().flatten().map(|i| i.message)
+}
+
+fn options_ping(n: usize) -> Message {
+    request(Method::Options, &format!("ping-{n}@trunk"), &format!("z9hG4bKping{n}"), "trunk", None)
+}
+
+/// A config for 20 calls at once from one node; the trunk watch is off
+/// because sipp takes its OPTIONS for calls (tests/PEERS.md).
+fn config(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("pound.toml");
+    std::fs::write(
+        &file,
+        "[trunk]\ncalls_per_second = 50.0\noptions_interval_s = 0\n\n[engine]\nmax_concurrent_calls = 32\n\n\
+         [policy]\nbreaker_numbers = 100\nmax_per_prefix_per_hour = 100\n",
+    )
+    .unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_verifications_share_one_fixed_sip_port_and_the_trunks_options_are_answered() {
+    assert!(Command::new("sipp").arg("-v").output().is_ok(), "sipp is not installed: apt-get install -y sip-tester");
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (trunk_port, media, control, sip_port) = (free_port(), free_port(), free_port(), free_port());
+    let messages = dir.path().join("messages.log");
+    let mut sipp = Command::new("sipp")
+        .arg("-sf")
+        .arg(root.join("tests/sipp/rfc4733-pound.xml"))
+        .args(["-i", "127.0.0.1", "-p", &trunk_port.to_string(), "-mp", &media.to_string()])
+        .args(["-cp", &control.to_string(), "-ci", "127.0.0.1", "-m", &CALLS.to_string(), "-l", "40"])
+        .args(["-timeout", "90", "-timeout_error", "-nostdin", "-trace_msg", "-message_file"])
+        .arg(&messages)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp starts");
+    let pound_sip = SocketAddr::from(([127, 0, 0, 1], sip_port));
+    let mut command = pound();
+    command
+        .args(["serve", "--config"])
+        .arg(config(dir.path()))
+        .args(["--store", &format!("sqlite://{}", dir.path().join("pound.db").display())])
+        .args(["--trunk", &format!("sip:127.0.0.1:{trunk_port}"), "--api-bind", "127.0.0.1:0"])
+        .args(["--sip-bind", &pound_sip.to_string(), "--api-key", KEY]);
+    let (_serve, ready) = start(command);
+    assert_eq!(ready["sip"], pound_sip.to_string(), "{ready}");
+    let api = format!("http://{}", ready["api"].as_str().unwrap());
+    let trunk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Before any call: the port listens, and answers the trunk's keep-alive.
+    assert_eq!(ask(&trunk, pound_sip, &options_ping(0)).await, Some(200));
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..CALLS {
+        ids.push(submit(&client, &api, KEY, &format!("+1415555{:04}", 100 + n)).await);
+    }
+    wait_for(&client, &api, KEY, &ids[0], "answered").await;
+    // While calls run: keep-alives answered, strays refused.
+    assert_eq!(ask(&trunk, pound_sip, &options_ping(1)).await, Some(200));
+    let stray_bye = request(Method::Bye, "no-such-call@trunk", "z9hG4bKstray", "trunk", Some("pound-tag"));
+    assert_eq!(ask(&trunk, pound_sip, &stray_bye).await, Some(481));
+    let mut outcomes = Vec::new();
+    for id in &ids {
+        let record = wait_for(&client, &api, KEY, id, "completed").await;
+        outcomes.push(record["outcome"].as_str().unwrap_or_default().to_string());
+    }
+    // After the calls: still listening, still answering.
+    assert_eq!(ask(&trunk, pound_sip, &options_ping(2)).await, Some(200));
+    let sipp = tokio::task::spawn_blocking(move || {
+        let status = sipp.wait().unwrap();
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(sipp.stderr.as_mut().unwrap(), &mut stderr);
+        (status, stderr)
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcomes, vec!["verified"; CALLS], "every call verified");
+    assert!(sipp.0.success(), "sipp counted a failure: {}", sipp.1);
+    // Every INVITE came from the one fixed port.
+    let log = std::fs::read_to_string(&messages).unwrap();
+    let sent_by = format!("Via: SIP/2.0/UDP {pound_sip};branch=");
+    let invites: Vec<&str> = log.split("INVITE sip:").skip(1).collect();
+    assert_eq!(invites.len(), CALLS, "one INVITE per call reached sipp");
+    assert!(invites.iter().all(|invite| invite.contains(&sent_by)), "an INVITE not from {pound_sip}");
+}
+
+#[tokio::test]
+async fn strays_are_answered_481_and_nothing_leaks_between_calls() {
+    let endpoint = Endpoint::bind(addr("127.0.0.1:0"), false).await.unwrap();
+    let pound_sip = endpoint.local_addr();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_address = peer.local_addr().unwrap();
+    let (mut a, mut b) = (endpoint.handle(Transport::Udp).unwrap(), endpoint.handle(Transport::Udp).unwrap());
+    let invite_a = request(Method::Invite, "call-a", "z9hG4bKa", "tag-a", None);
+    let invite_b = request(Method::Invite, "call-b", "z9hG4bKb", "tag-b", None);
+    a.send(&invite_a, peer_address).await.unwrap();
+    b.send(&invite_b, peer_address).await.unwrap();
+    for _ in 0..2 {
+        let (_, from) = receive(&peer, Duration::from_secs(2)).await.expect("both INVITEs arrive");
+        assert_eq!(from, pound_sip, "both calls send from the one endpoint");
+    }
+    // Each call gets the answer to its own INVITE, and only that.
+    for invite in [&invite_b, &invite_a] {
+        peer.send_to(&Message::response_to(invite, 200, Some("callee")).to_bytes(), pound_sip).await.unwrap();
+    }
+    assert_eq!(delivered(&mut a).await.and_then(|m| m.call_id().map(String::from)).as_deref(), Some("call-a"));
+    assert_eq!(delivered(&mut b).await.and_then(|m| m.call_id().map(String::from)).as_deref(), Some("call-b"));
+    assert!(delivered(&mut a).await.is_none() && delivered(&mut b).await.is_none(), "one answer each");
+    // The callee's BYE in dialog A reaches A only.
+    let bye_a = request(Method::Bye, "call-a", "z9hG4bKbye", "callee", Some("tag-a"));
+    peer.send_to(&bye_a.to_bytes(), pound_sip).await.unwrap();
+    assert_eq!(delivered(&mut a).await.and_then(|m| m.method().cloned()), Some(Method::Bye));
+    assert!(delivered(&mut b).await.is_none(), "B heard A's BYE");
+    // A response with a branch nobody sent reaches nobody and is not answered.
+    let unknown = Message::response_to(&request(Method::Invite, "call-a", "z9hG4bKx", "tag-a", None), 200, None);
+    peer.send_to(&unknown.to_bytes(), pound_sip).await.unwrap();
+    assert!(delivered(&mut a).await.is_none() && delivered(&mut b).await.is_none());
+    assert!(receive(&peer, Duration::from_millis(300)).await.is_none(), "a stray response was answered");
+    // Requests for no call are refused.
+    for method in [Method::Bye, Method::Info] {
+        let stray = request(method.clone(), "call-unknown", "z9hG4bKs", "x", Some("y"));
+        assert_eq!(ask(&peer, pound_sip, &stray).await, Some(481), "{method:?}");
+    }
+    // A call that ended hears nothing more: its dialog's requests are strays now.
+    drop(a);
+    assert_eq!(ask(&peer, pound_sip, &bye_a).await, Some(481));
+    let bye_b = request(Method::Bye, "call-b", "z9hG4bKbyeb", "callee", Some("tag-b"));
+    peer.send_to(&bye_b.to_bytes(), pound_sip).await.unwrap();
+    assert_eq!(delivered(&mut b).await.and_then(|m| m.method().cloned()), Some(Method::Bye));
+}
+
+/// Reads whole SIP messages from a TCP stream.
+struct Framed {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Framed {
+    async fn next(&mut self) -> Message {
+        loop {
+            if let Some(len) = frame_len(&self.buffer).unwrap() {
+                let frame: Vec<u8> = self.buffer.drain(..len).collect();
+                return Message::parse(&frame).unwrap();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(2), self.stream.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(n > 0, "the connection closed");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn calls_over_tcp_share_one_listener_and_one_connection_per_peer() {
+    let endpoint = Endpoint::bind(addr("127.0.0.1:0"), true).await.unwrap();
+    let trunk = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trunk_address = trunk.local_addr().unwrap();
+    let mut handles: Vec<SipHandle> = (0..3).map(|_| endpoint.handle(Transport::Tcp).unwrap()).collect();
+    let invites: Vec<Message> = (0..3)
+        .map(|n| request(Method::Invite, &format!("tcp-{n}"), &format!("z9hG4bKt{n}"), &format!("t{n}"), None))
+        .collect();
+    // At once: the second and third must wait for the first's connection, not open their own.
+    let sent = tokio::join!(
+        handles[0].send(&invites[0], trunk_address),
+        handles[1].send(&invites[1], trunk_address),
+        handles[2].send(&invites[2], trunk_address),
+    );
+    for result in [sent.0, sent.1, sent.2] {
+        result.unwrap();
+    }
+    let (stream, _) = trunk.accept().await.unwrap();
+    let mut connection = Framed { stream, buffer: Vec::new() };
+    let mut call_ids: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        call_ids.push(connection.next().await.call_id().unwrap().to_string());
+    }
+    call_ids.sort();
+    assert_eq!(call_ids, ["tcp-0", "tcp-1", "tcp-2"], "every INVITE on the one connection");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), trunk.accept()).await.is_err(),
+        "a second connection was opened to the same peer"
+    );
+    // Answers come back on that connection, each to its own call.
+    for invite in invites.iter().rev() {
+        connection.stream.write_all(&Message::response_to(invite, 200, Some("c")).to_bytes()).await.unwrap();
+    }
+    for (n, handle) in handles.iter_mut().enumerate() {
+        let answer = delivered(handle).await.expect("the answer is delivered");
+        assert_eq!(answer.call_id(), Some(format!("tcp-{n}").as_str()));
+    }
+    // The same port listens for TCP: a trunk's OPTIONS over TCP is answered on its connection.
+    let stream = TcpStream::connect(endpoint.local_addr()).await.unwrap();
+    let mut inbound = Framed { stream, buffer: Vec::new() };
+    inbound.stream.write_all(&options_ping(7).to_bytes()).await.unwrap();
+    assert_eq!(inbound.next().await.status(), Some(200));
+}
