@@ -23,12 +23,12 @@ pub(super) async fn create(pool: &Pool, new: &NewVerification) -> Result<(Verifi
     // stored.
     let mut tx = pool.begin_write().await?;
     let mut db = tx.exec();
-    let created = insert_verification(&mut db, new).await?;
-    if created.1 {
+    let (verification, created) = insert_verification(&mut db, new).await?;
+    if created {
         notify_work(&mut db).await?;
     }
     tx.commit().await?;
-    Ok(created)
+    Ok((verification, created))
 }
 
 pub(super) async fn admit(pool: &Pool, new: &NewVerification, check: &VelocityCheck) -> Result<Admission, StoreError> {
