@@ -15,7 +15,7 @@
 //! once instead of at its next poll.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
@@ -57,10 +57,15 @@ pub(super) async fn relay_work_signals(store: PgPool, wake: Arc<Notify>) {
     loop {
         match listen(&pool).await {
             Ok(mut listener) => {
-                wait = RELISTEN_MIN;
                 wake.notify_one();
+                let listened = Instant::now();
                 let error = relay(&mut listener, &wake).await;
                 tracing::warn!(%error, "listening for new work failed; listening again");
+                // Only a connection that held up restarts the backoff: one
+                // that fails as soon as it listens must not spin.
+                if listened.elapsed() >= RELISTEN_MAX {
+                    wait = RELISTEN_MIN;
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, retry_in_ms = wait.as_millis(), "cannot listen for new work; polling meanwhile");
