@@ -293,6 +293,11 @@ pub struct EngineSection {
     pub lease_s: u64,
     /// Seconds running calls get to finish on SIGTERM.
     pub shutdown_grace_s: u64,
+    /// Milliseconds between the engine's looks for due work when nothing
+    /// wakes it: new work does (this node's API, and on PostgreSQL every
+    /// node's), so the poll finds retries whose time came, leases that ran
+    /// out and work whose wake-up was lost in a database outage.
+    pub poll_interval_ms: u64,
 }
 
 impl Default for StoreSection {
@@ -379,7 +384,7 @@ impl Default for WebhookSection {
 
 impl Default for EngineSection {
     fn default() -> Self {
-        EngineSection { max_concurrent_calls: 200, lease_s: 30, shutdown_grace_s: 60 }
+        EngineSection { max_concurrent_calls: 200, lease_s: 30, shutdown_grace_s: 60, poll_interval_ms: 250 }
     }
 }
 
@@ -459,6 +464,12 @@ impl Config {
         }
         if !(3..=3600).contains(&self.engine.lease_s) {
             return invalid(format!("engine.lease_s must be 3 to 3600, not {}", self.engine.lease_s));
+        }
+        if !(10..=60_000).contains(&self.engine.poll_interval_ms) {
+            return invalid(format!(
+                "engine.poll_interval_ms must be 10 to 60000, not {}",
+                self.engine.poll_interval_ms
+            ));
         }
         if self.sip.codecs.is_empty() {
             return invalid("sip.codecs must name at least one codec".into());

@@ -132,6 +132,16 @@ impl Service {
             ready: ready.clone(),
         };
         let mut tasks = Vec::new();
+        // Other nodes' new work wakes this engine too (PostgreSQL).
+        if let Some(signals) = store.work_signals(new_work.clone()) {
+            let mut stop = stopping.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = signals => {}
+                    _ = stop.wait_for(|stop| *stop) => {}
+                }
+            }));
+        }
         let mut api_stop = stopping.clone();
         let limits = api_state.config.limits.clone();
         let api_metrics = metrics.clone();
@@ -168,7 +178,7 @@ impl Service {
             dialplans: dialplans.clone(),
             lease: Duration::from_secs(config.engine.lease_s),
             max_concurrent_calls: config.engine.max_concurrent_calls,
-            poll_interval: Duration::from_millis(250),
+            poll_interval: Duration::from_millis(config.engine.poll_interval_ms),
             new_work,
             shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_s),
             rtp_learning_packets: config.rtp.learning_packets,

@@ -108,8 +108,9 @@ pub struct EngineConfig {
     pub max_concurrent_calls: usize,
     /// How often the store is asked for due work.
     pub poll_interval: Duration,
-    /// Notified when new work is stored (by this node's API): claims at once
-    /// rather than at the next poll. Other nodes still find it by polling.
+    /// Notified when new work is stored (by this node's API, and through the
+    /// store's work signals by other nodes'): claims at once rather than at
+    /// the next poll.
     pub new_work: Arc<tokio::sync::Notify>,
     /// On shutdown, running calls get this long to finish.
     pub shutdown_grace: Duration,

@@ -1,6 +1,6 @@
-//! What both backends share besides their SQL (`store::shared` and
-//! `store::queries`): rows as the database returns them, their checked
-//! conversion into the store's types, and the webhook payload.
+//! What the store's SQL functions share besides the statements: rows as
+//! the database returns them, their checked conversion into the store's
+//! types, the webhook payload and the listing's statement.
 //!
 //! The shared test suite (`store::tests`) holds the two backends to the same
 //! behaviour.
@@ -8,6 +8,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::db::Param;
 use super::{
     ApiKey, Attempt, Registration, Status, StoreError, Verification, VerificationQuery, VerificationRecord,
     WebhookBody, WebhookDelivery,
@@ -294,43 +295,36 @@ pub(super) fn convert_all<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) ->
 }
 
 /// Adds a parameter and returns its placeholder.
-fn param(value: SqlParam, params: &mut Vec<SqlParam>) -> String {
+fn param<'q>(value: Param<'q>, params: &mut Vec<Param<'q>>) -> String {
     params.push(value);
     format!("${}", params.len())
-}
-
-/// A value bound to a statement built at run time.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum SqlParam {
-    Text(String),
-    Int(i64),
 }
 
 /// The listing's statement and its parameters, in `$N` order. Only the
 /// filters the query uses are in the SQL: `($1 IS NULL OR tenant = $1)`
 /// would keep both databases from walking the `(tenant, created_at, id)`
 /// index in order. Every value is a parameter; only fixed text is spliced.
-pub(super) fn listing_sql(query: &VerificationQuery) -> (String, Vec<SqlParam>) {
+pub(super) fn listing_sql(query: &VerificationQuery) -> (String, Vec<Param<'_>>) {
     let mut sql = String::from("SELECT * FROM verifications WHERE TRUE");
     let mut params = Vec::new();
     let text_filters = [
-        ("tenant", query.scope.tenant().map(str::to_string)),
-        ("user_name", query.user.clone()),
-        ("phone", query.phone.clone()),
-        ("status", query.status.map(|status| status.as_str().to_string())),
+        ("tenant", query.scope.tenant()),
+        ("user_name", query.user.as_deref()),
+        ("phone", query.phone.as_deref()),
+        ("status", query.status.map(Status::as_str)),
     ];
     for (column, value) in text_filters {
         if let Some(value) = value {
-            let placeholder = param(SqlParam::Text(value), &mut params);
+            let placeholder = param(value.into(), &mut params);
             sql.push_str(&format!(" AND {column} = {placeholder}"));
         }
     }
     if let Some((created_at, id)) = &query.before {
-        let at = param(SqlParam::Int(*created_at), &mut params);
-        let id = param(SqlParam::Text(id.clone()), &mut params);
+        let at = param((*created_at).into(), &mut params);
+        let id = param(id.into(), &mut params);
         sql.push_str(&format!(" AND (created_at < {at} OR (created_at = {at} AND id < {id}))"));
     }
-    let limit = param(SqlParam::Int(i64::from(query.limit)), &mut params);
+    let limit = param(i64::from(query.limit).into(), &mut params);
     sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
     (sql, params)
 }
@@ -348,7 +342,7 @@ mod listing_tests {
             listing_sql(&all),
             (
                 "SELECT * FROM verifications WHERE TRUE ORDER BY created_at DESC, id DESC LIMIT $1".to_string(),
-                vec![SqlParam::Int(5)]
+                vec![Param::Int(Some(5))]
             )
         );
         let hostile = "x' OR '1'='1";
@@ -369,12 +363,12 @@ mod listing_tests {
         assert_eq!(
             params,
             [
-                SqlParam::Text(hostile.into()),
-                SqlParam::Text("alice".into()),
-                SqlParam::Text("queued".into()),
-                SqlParam::Int(7),
-                SqlParam::Text("v_1".into()),
-                SqlParam::Int(2),
+                Param::Text(Some(hostile)),
+                Param::Text(Some("alice")),
+                Param::Text(Some("queued")),
+                Param::Int(Some(7)),
+                Param::Text(Some("v_1")),
+                Param::Int(Some(2)),
             ]
         );
     }

@@ -1,9 +1,12 @@
 //! The registration store: verification requests, call attempts, outcomes,
 //! the phones registered per user, API keys and the webhook outbox.
 //!
-//! [`Store`] is the contract; [`sqlite`] is the embedded default (one
-//! process), [`postgres`] is how several nodes share work. Times are Unix
-//! milliseconds everywhere, so both backends store plain integers.
+//! [`Store`] is the contract; SQLite (`sqlite`) is the embedded default (one
+//! process), PostgreSQL ([`postgres`]) is how several nodes share work. One
+//! implementation serves both (`sql`): plain functions per job
+//! (`verifications`, `leases`, `keys`, `outbox`) over a small database
+//! interface (`db`) whose dialect holds the few fragments that differ. Times
+//! are Unix milliseconds everywhere, so both backends store plain integers.
 //!
 //! Work is handed out with leases: [`Store::claim`] gives a node the
 //! verifications that are due and not leased by a live node, the node renews
@@ -14,14 +17,21 @@
 
 mod admission;
 mod common;
+mod db;
+mod keys;
+mod leases;
+mod outbox;
 pub mod postgres;
 mod queries;
-mod shared;
-pub mod sqlite;
+mod sql;
+mod sqlite;
 #[cfg(test)]
 mod tests;
 pub mod velocity;
+mod verifications;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -495,7 +505,21 @@ pub trait Store: Send + Sync + 'static {
     /// active, unleased or with an expired lease) and webhooks neither
     /// delivered nor given up.
     async fn backlog(&self, now: i64) -> Result<Backlog, StoreError>;
+
+    // Waking other nodes (issue 9).
+
+    /// A task that notifies `wake` whenever any node sharing the store makes
+    /// a verification due now (creates one, or requeues one for now), for
+    /// the caller to spawn and stop; it runs until stopped, riding out
+    /// database outages. `None` when the store is not shared (SQLite: the
+    /// node's own API wakes its engine). Claims must still poll, less
+    /// often: a wake-up can be lost (during an outage), and nothing signals
+    /// a lease that runs out or a retry whose time comes.
+    fn work_signals(&self, wake: Arc<tokio::sync::Notify>) -> Option<WorkSignals>;
 }
+
+/// What [`Store::work_signals`] returns: a future to spawn.
+pub type WorkSignals = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The work waiting in the store, for `/metrics` (issue 11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -508,9 +532,9 @@ pub struct Backlog {
 /// `sqlite://FILE` (the file is created) or `postgres://…`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        Ok(Arc::new(sql::SqlStore::new(db::Pool::Sqlite(sqlite::open(url).await?))))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+        Ok(Arc::new(sql::SqlStore::new(db::Pool::Postgres(postgres::open(url).await?))))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

@@ -8,43 +8,89 @@
 //! AND lease_owner = $2`, which re-checks the owner on the row's newest
 //! version under READ COMMITTED. Multi-statement writes (`complete`,
 //! `start_attempt`, `cancel`, `claim`) are one transaction each.
+//!
+//! Nodes wake each other through `LISTEN/NOTIFY`: a transaction that makes
+//! a verification due now notifies the work channel, and every node's
+//! [`relay_work_signals`] listens on it, so another node's engine claims at
+//! once instead of at its next poll.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
 
 use super::StoreError;
+use super::db::WORK_CHANNEL;
 
-/// The registration store in a PostgreSQL database shared by every node.
-pub struct PostgresStore {
-    pub(super) pool: PgPool,
+/// Connects to the database at `url` (`postgres://…`) and migrates it.
+/// Nodes starting together are safe: the migrator holds an advisory lock.
+pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
+    // While the server is down, sqlx retries refused connections until the
+    // acquire timeout (30 s by default): every API request would hang that
+    // long before its 503. Five seconds covers a busy pool.
+    let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    Ok(pool)
 }
 
-impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://…`) and migrates it.
-    /// Nodes starting together are safe: the migrator holds an advisory lock.
-    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        // While the server is down, sqlx retries refused connections until
-        // the acquire timeout (30 s by default): every API request would hang
-        // that long before its 503. Five seconds covers a busy pool.
-        let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(5)).connect(url).await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
-    }
+/// The `application_name` of the connection that listens for work, which
+/// tells it apart in `pg_stat_activity`.
+pub const LISTENER_APPLICATION: &str = "pound-work-listener";
 
-    /// Starts a write transaction: READ COMMITTED, the row locks below do the rest.
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
+/// The first wait before listening again after the connection failed; it
+/// doubles up to [`RELISTEN_MAX`] while the database stays unreachable.
+const RELISTEN_MIN: Duration = Duration::from_millis(100);
+const RELISTEN_MAX: Duration = Duration::from_secs(5);
+
+/// Listens on the work channel of `store`'s database for as long as it runs,
+/// and notifies `wake` for each notification. Listens again whenever the
+/// connection drops (an outage, a restart, a terminated backend), and wakes
+/// once each time it does: what was notified while nobody listened is lost,
+/// and the engine's poll is only the slow fallback.
+pub(super) async fn relay_work_signals(store: PgPool, wake: Arc<Notify>) {
+    // A connection of its own, so the listener never holds one of the
+    // store's while it waits.
+    let options = store.connect_options().as_ref().clone().application_name(LISTENER_APPLICATION);
+    let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+    let mut wait = RELISTEN_MIN;
+    loop {
+        match listen(&pool).await {
+            Ok(mut listener) => {
+                wake.notify_one();
+                let listened = Instant::now();
+                let error = relay(&mut listener, &wake).await;
+                tracing::warn!(%error, "listening for new work failed; listening again");
+                // Only a connection that held up restarts the backoff: one
+                // that fails as soon as it listens must not spin.
+                if listened.elapsed() >= RELISTEN_MAX {
+                    wait = RELISTEN_MIN;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = wait.as_millis(), "cannot listen for new work; polling meanwhile");
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RELISTEN_MAX);
     }
 }
 
-/// [`Store`](super::Store) for [`PostgresStore`], the same code as for SQLite.
-mod store_impl {
-    crate::store::shared::impl_store! {
-        store: super::PostgresStore,
-        connection: sqlx::postgres::PgConnection,
-        lock_row: " FOR UPDATE",
-        lock_due: " FOR UPDATE SKIP LOCKED",
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(WORK_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Wakes `wake` for every notification until the listener fails.
+async fn relay(listener: &mut PgListener, wake: &Notify) -> sqlx::Error {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(_)) => wake.notify_one(),
+            // The connection dropped and sqlx listens again on a new one;
+            // whatever was notified in between is lost.
+            Ok(None) => wake.notify_one(),
+            Err(error) => return error,
+        }
     }
 }

@@ -14,55 +14,30 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Connection, Sqlite, Transaction};
 
 use super::StoreError;
 
-/// The registration store in a SQLite file.
-pub struct SqliteStore {
-    pub(super) pool: SqlitePool,
-}
-
-impl SqliteStore {
-    /// Opens (creating if missing) and migrates the database at `url`
-    /// (`sqlite://path/to/file.db`).
-    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            // A transaction whose COMMIT or statement failed with SQLITE_FULL
-            // or SQLITE_IOERR may already have been rolled back by SQLite
-            // itself; the ROLLBACK sqlx then queues fails, and sqlx's own
-            // count of open transactions stays at one. Such a connection
-            // refuses every later `begin_with` ("non-zero transaction
-            // depth"), so it is closed instead of handed out again: the
-            // engine and the outbox recover once the disk has room.
-            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
-    }
-
-    /// Starts a write transaction holding the write lock (see the module docs).
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-}
-
-/// [`Store`](super::Store) for [`SqliteStore`], the same code as for PostgreSQL.
-mod store_impl {
-    crate::store::shared::impl_store! {
-        store: super::SqliteStore,
-        connection: sqlx::sqlite::SqliteConnection,
-        // No row locks in SQLite (nor `FOR UPDATE` syntax): `begin_write`'s
-        // `BEGIN IMMEDIATE` already holds the database's write lock while
-        // these transactions read the rows they decide on.
-        lock_row: "",
-        lock_due: "",
-    }
+/// Opens (creating if missing) and migrates the database at `url`
+/// (`sqlite://path/to/file.db`).
+pub(super) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        // A transaction whose COMMIT or statement failed with SQLITE_FULL or
+        // SQLITE_IOERR may already have been rolled back by SQLite itself;
+        // the ROLLBACK sqlx then queues fails, and sqlx's own count of open
+        // transactions stays at one. Such a connection refuses every later
+        // `begin_with` ("non-zero transaction depth"), so it is closed
+        // instead of handed out again: the engine and the outbox recover
+        // once the disk has room.
+        .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    Ok(pool)
 }
