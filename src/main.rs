@@ -128,6 +128,9 @@ struct BenchCommon {
     /// `postgres://…` for the node's store; a fresh SQLite file otherwise.
     #[arg(long)]
     store: Option<String>,
+    /// Run this pound binary as the node instead of this one (to compare two builds on one machine).
+    #[arg(long, value_name = "PATH")]
+    node_binary: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -435,6 +438,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             callee: common.callee,
             submit_rate,
             store: common.store,
+            node: common.node_binary,
         })),
         BenchCommand::Rate { cps, seconds: offer, via, hold, common } => runtime().block_on(rate(RateArgs {
             cps,
@@ -443,6 +447,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             callee: common.callee,
             hold: seconds(hold),
             store: common.store,
+            node: common.node_binary,
         })),
     };
     match result {

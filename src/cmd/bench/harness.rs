@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -64,9 +64,30 @@ impl Node {
     /// `max_calls` calls at once and start `cps` per second, with every
     /// per-number and per-key limit opened: the benchmark dials many numbers
     /// of one fictional prefix from one key.
-    pub fn start(trunk: &str, cps: f64, max_calls: usize, store: Option<&str>) -> Result<Node, BenchError> {
+    /// Its dialplan waits for the key as long as the callee holds: the
+    /// compiled-in one gives up (`no_input`) after three prompts.
+    pub fn start(
+        trunk: &str,
+        cps: f64,
+        max_calls: usize,
+        hold: Duration,
+        store: Option<&str>,
+        binary: Option<&Path>,
+    ) -> Result<Node, BenchError> {
         let folder = std::env::temp_dir().join(format!("pound-bench-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&folder)?;
+        let dialplans = folder.join("dialplans");
+        std::fs::create_dir_all(&dialplans)?;
+        // Waits for the key of at most a minute each (the dialplan's limit),
+        // repeated past the hold.
+        let repeats = hold.as_secs() / 60 + 2;
+        std::fs::write(
+            dialplans.join("press-pound.toml"),
+            format!(
+                "prompt = \"builtin:en/press-pound.wav\"\nconfirmation_prompt = \"builtin:en/confirmed.wav\"\n\
+                 prompt_repeats = {repeats}\ninput_timeout_ms = 60000\nmax_duration_ms = {}\n",
+                (repeats + 1) * 70_000
+            ),
+        )?;
         let config = format!(
             "[trunk]\ncalls_per_second = {cps}\noptions_interval_s = 0\n\
              [engine]\nmax_concurrent_calls = {max_calls}\n\
@@ -78,12 +99,17 @@ impl Node {
         let file = folder.join("pound.toml");
         std::fs::write(&file, config)?;
         let store = store.map_or_else(|| format!("sqlite://{}", folder.join("pound.db").display()), str::to_string);
-        let mut command = Command::new(std::env::current_exe()?);
+        let binary = match binary {
+            Some(binary) => binary.to_path_buf(),
+            None => std::env::current_exe()?,
+        };
+        let mut command = Command::new(binary);
         command
             .args(["serve", "--config"])
             .arg(&file)
             .args(["--store", &store, "--trunk", trunk, "--api-bind", "127.0.0.1:0"])
-            .args(["--sip-bind", "127.0.0.1:0", "--api-key", KEY])
+            .args(["--sip-bind", "127.0.0.1:0", "--api-key", KEY, "--dialplans"])
+            .arg(&dialplans)
             .env("RUST_LOG", "warn");
         let (child, ready) = start_ready(command, "pound serve")?;
         let api = ready["api"].as_str().ok_or_else(|| BenchError::Start("pound serve: no API address".into()))?;

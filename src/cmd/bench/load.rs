@@ -21,6 +21,8 @@ pub struct LoadArgs {
     pub submit_rate: f64,
     /// `postgres://…`; a fresh SQLite file otherwise.
     pub store: Option<String>,
+    /// Another pound binary to run as the node (A/B against a build of another commit).
+    pub node: Option<std::path::PathBuf>,
 }
 
 /// The measuring window ends this long before the first call may end.
@@ -32,7 +34,8 @@ pub async fn load(args: LoadArgs) -> Result<Value, BenchError> {
         return Err(BenchError::Measure("--calls and --submit-rate must be positive".into()));
     }
     let callee = Callee::start(args.callee, args.via, args.hold)?;
-    let node = Node::start(&callee.uri, args.submit_rate, args.calls, args.store.as_deref())?;
+    let node =
+        Node::start(&callee.uri, args.submit_rate, args.calls, args.hold, args.store.as_deref(), args.node.as_deref())?;
     let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = node.usage()?;
@@ -85,6 +88,12 @@ pub async fn load(args: LoadArgs) -> Result<Value, BenchError> {
     tokio::time::sleep_until(window_end.into()).await;
     let (to, at_to) = (node.usage()?, Instant::now());
     let held = metric(&metrics(&client, &node).await?, "pound_calls_in_progress") as usize;
+    if held < accepted {
+        return Err(BenchError::Measure(format!(
+            "{} of {accepted} calls ended before the window did: the measurement would not be per held call",
+            accepted - held
+        )));
+    }
 
     let finished_by = Instant::now() + args.hold + Duration::from_secs(120);
     let outcome_counts = loop {
