@@ -90,6 +90,12 @@ pub enum CallEvent {
     /// A key was accepted. `latency`: from the start of its tone to its
     /// detection (in-band, RFC 4733); `None` for SIP INFO, which has no tone.
     Digit { digit: char, source: DtmfSource, latency: Option<Duration> },
+    /// The call's outcome is settled, at the moment it is: the key that
+    /// verified, the silence that ran out, the refusal. Nothing the rest of
+    /// the call does (a closing prompt, BYE) changes it, so whoever records
+    /// outcomes need not wait for [`CallEvent::Finished`]. Comes once, before
+    /// `Finished`, with the outcome `Finished`'s report carries.
+    Decided { outcome: Outcome },
     /// The call is over; the machine does nothing more.
     Finished(CallReport),
 }
@@ -868,6 +874,7 @@ impl Call {
                 self.dtmf_source = Some(source);
                 self.digit_at = Some(at);
             }
+            self.events.push_back(CallEvent::Decided { outcome });
         }
     }
 
@@ -914,6 +921,9 @@ impl Call {
         if self.phase == Phase::Done {
             return;
         }
+        // Every path decides before it ends; one that did not is a failure,
+        // announced like any other decision.
+        self.decide(Outcome::Failed, None);
         self.phase = Phase::Done;
         let since_start = |t: Instant| t.saturating_duration_since(self.started).as_millis() as u64;
         let report = CallReport {

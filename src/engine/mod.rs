@@ -10,6 +10,7 @@
 mod expiry;
 mod ledger;
 mod pacing;
+mod placed;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -29,13 +30,14 @@ use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::metrics::Metrics;
-use crate::net::{CallSetup, NetError, resolve, run_call, run_trunk_watch};
+use crate::net::{CallSetup, NetError, resolve, run_trunk_watch};
 use crate::policy::NumberRules;
 use crate::sip::trunk::{TrunkHealth, TrunkWatchConfig};
 use crate::sip::{Credentials, Timers};
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
 use crate::vocab::{Outcome, Transport};
 use ledger::{Ledger, Then, Unrecorded};
+use placed::PlacedCall;
 
 /// A dialplan with its prompts loaded.
 #[derive(Debug, Clone)]
@@ -124,6 +126,9 @@ pub struct EngineConfig {
     pub expire_after: Duration,
     /// Written by the trunk watch, read before claiming work (and by `/readyz`).
     pub trunk_health: Arc<TrunkHealth>,
+    /// Notified when a completion (and so perhaps a webhook) is stored: the
+    /// webhook outbox sends it at once rather than at its next poll.
+    pub webhook_queued: Arc<tokio::sync::Notify>,
 }
 
 /// Runs until `shutdown` turns true, then drains as described above.
@@ -140,7 +145,8 @@ pub async fn run_engine(
         spawn_trunk_watch(&config, config.trunk_health.clone(), shutdown.clone()).await;
     }
     let (stop_calls, calls_stopped) = watch::channel(false);
-    let ledger = Arc::new(Ledger::default());
+    let (calls_alive, mut all_calls_over) = mpsc::channel::<()>(1);
+    let ledger = Arc::new(Ledger::new(config.webhook_queued.clone()));
     let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
     let mut running = JoinSet::new();
     loop {
@@ -150,7 +156,9 @@ pub async fn run_engine(
         // Whether or not the trunk is up: what cannot be dialled expires too.
         // Before the claim, with the same clock, so that nothing overdue is dialled.
         let now = unix_ms();
-        expiry::sweep(store.as_ref(), config.expire_after, now).await;
+        if expiry::sweep(store.as_ref(), config.expire_after, now).await > 0 {
+            config.webhook_queued.notify_one();
+        }
         if caught_up && free > 0 && config.trunk_health.may_dial() {
             match store.claim(&config.node_id, now, lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
@@ -162,6 +170,7 @@ pub async fn run_engine(
                             pacer: pacer.clone(),
                             stop: calls_stopped.clone(),
                             ledger: ledger.clone(),
+                            calls_alive: calls_alive.clone(),
                         };
                         let span = tracing::info_span!("verification", id = %work.verification.id);
                         running.spawn(task.run(work).instrument(span));
@@ -186,6 +195,10 @@ pub async fn run_engine(
         let _ = stop_calls.send(true);
         while running.join_next().await.is_some() {}
     }
+    // A verification task that failed left its call to end by itself (see
+    // `placed`): every call is over on the wire before the engine is.
+    drop(calls_alive);
+    let _ = all_calls_over.recv().await;
     if !ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await {
         tracing::error!(
             results = ledger.unrecorded(),
@@ -244,6 +257,8 @@ struct Verification {
     stop: watch::Receiver<bool>,
     /// Running work and call results the store has not taken yet.
     ledger: Arc<Ledger>,
+    /// Held by every call task, so that the engine can wait for them all.
+    calls_alive: mpsc::Sender<()>,
 }
 
 impl Verification {
@@ -302,8 +317,7 @@ impl Verification {
         };
         self.pacer.wait().await;
         self.store.set_status(id, node, Status::Dialing, unix_ms()).await?;
-        let (cancel_call, cancel) = watch::channel(false);
-        let setup = match self.setup(&verification.phone, &dialplan, cancel).await {
+        let setup = match self.setup(&verification.phone, &dialplan).await {
             Ok(setup) => setup,
             Err(detail) => {
                 tracing::warn!(verification = id, %detail, "cannot place the call");
@@ -311,48 +325,47 @@ impl Verification {
             }
         };
         tracing::info!(verification = id, phone = %mask_phone(&verification.phone), "dialing");
-        let (events, mut progress) = tokio::sync::mpsc::unbounded_channel();
-        let call_span = tracing::info_span!("call", call_id = tracing::field::Empty);
-        let recorder = call_span.clone();
-        let mut call = AbortOnDrop(tokio::spawn(
-            run_call(setup, move |event| {
-                if let CallEvent::Calling { call_id } = event {
-                    recorder.record("call_id", call_id.as_str());
-                }
-                let _ = events.send(event.clone());
-            })
-            .instrument(call_span),
-        ));
+        let (mut call, mut progress) = PlacedCall::place(setup, self.calls_alive.clone());
         let mut renew = tokio::time::interval(self.config.lease / 3);
         renew.tick().await;
         let mut stop = self.stop.clone();
         let started = std::time::Instant::now();
         self.metrics.call_started();
-        let mut state = Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started };
-        let mut lease_lost = false;
+        let mut state = Progress {
+            attempt: None,
+            call_id: String::new(),
+            started_at: unix_ms(),
+            started,
+            may_retry: verification.attempt_count + 1 < verification.max_attempts,
+            plan: dialplan.plan.clone(),
+            completion: Completion::NotYet,
+            lease_lost: false,
+        };
         let report = loop {
             tokio::select! {
                 Some(event) = progress.recv() => self.on_event(id, &mut state, event).await,
-                joined = &mut call.0 => break joined,
-                _ = renew.tick() => {
-                    let until = unix_ms().saturating_add(i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX));
+                joined = call.finished() => break joined,
+                // Once completed, the verification is no longer leased: the
+                // call only plays out.
+                _ = renew.tick(), if state.holds_lease() => {
+                    self.store_decision(id, &mut state).await;
+                    if !state.holds_lease() {
+                        continue;
+                    }
+                    let until = unix_ms().saturating_add(millis(self.config.lease));
                     match self.tolerate(id, "lease renewal", self.store.renew_lease(id, node, until).await) {
                         None | Some(LeaseState::Held) => {}
-                        Some(LeaseState::CancelRequested) => {
-                            let _ = cancel_call.send(true);
-                        }
+                        Some(LeaseState::CancelRequested) => call.end(),
                         Some(LeaseState::Lost) => {
                             // The call is ended properly (CANCEL or BYE) before
                             // the task lets go of it.
                             tracing::warn!(verification = id, "lost the lease: ending the call, leaving the record alone");
-                            let _ = cancel_call.send(true);
-                            lease_lost = true;
+                            state.lease_lost = true;
+                            call.end();
                         }
                     }
                 }
-                _ = stopped(&mut stop) => {
-                    let _ = cancel_call.send(true);
-                }
+                _ = stopped(&mut stop) => call.end(),
             }
         };
         // Events the call sent just before it ended.
@@ -360,10 +373,9 @@ impl Verification {
             self.on_event(id, &mut state, event).await;
         }
         self.metrics.call_ended();
-        if lease_lost {
+        if state.lease_lost {
             return Ok(());
         }
-        let stopping = *self.stop.borrow();
         let report = match report {
             Ok(Ok(report)) => report,
             Ok(Err(err)) if out_of_resources(&err) => {
@@ -379,7 +391,11 @@ impl Verification {
             }
             Err(err) => {
                 tracing::error!(verification = id, error = %err, "the call task failed");
-                return self.finish(id, Outcome::Failed).await;
+                return match state.completion {
+                    Completion::Stored => Ok(()),
+                    Completion::Unstored(outcome) => self.finish(id, outcome).await,
+                    Completion::NotYet => self.finish(id, Outcome::Failed).await,
+                };
             }
         };
         self.metrics.foreign_traffic(report.foreign_rtp_packets, report.foreign_sip_messages);
@@ -387,18 +403,14 @@ impl Verification {
         if let (Some(answered), Some(key)) = (report.answered_ms, report.digit_ms) {
             self.metrics.answer_to_key(key.saturating_sub(answered) as f64 / 1000.0);
         }
-        let then = if stopping && report.outcome == Outcome::Canceled {
-            // Our own shutdown ended the call, not the requester: release it.
-            Then::Requeue { next_attempt_at: unix_ms() }
-        } else if verification.attempt_count + 1 < verification.max_attempts
-            && dialplan.plan.retry_outcomes.contains(&report.outcome)
-        {
-            tracing::info!(verification = id, outcome = report.outcome.as_str(), "will call again");
-            let retry_after = i64::try_from(dialplan.plan.retry_after.as_millis()).unwrap_or(i64::MAX);
-            Then::Requeue { next_attempt_at: unix_ms().saturating_add(retry_after) }
-        } else {
-            Then::Complete(report.outcome)
+        let then = match state.completion {
+            Completion::Stored => Then::AttemptOnly,
+            Completion::Unstored(outcome) => Then::Complete(outcome),
+            Completion::NotYet => self.then(report.outcome, &state),
         };
+        if let Then::Requeue { .. } = then {
+            tracing::info!(verification = id, outcome = report.outcome.as_str(), "will call again");
+        }
         let unrecorded = Unrecorded {
             verification_id: id.to_string(),
             call_id: state.call_id,
@@ -409,10 +421,48 @@ impl Verification {
         };
         self.ledger.record(self.store.as_ref(), node, unix_ms(), unrecorded).await;
         if let Then::Complete(outcome) = then {
-            self.metrics.verification_finished(outcome);
-            tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
+            self.completed(id, outcome);
         }
         Ok(())
+    }
+
+    /// What the call's outcome means for the verification: the engine's
+    /// retry policy. A dialplan's retry outcomes call again while attempts
+    /// remain, and a call our own shutdown canceled is released for another
+    /// node; anything else is final.
+    fn then(&self, outcome: Outcome, state: &Progress) -> Then {
+        if outcome == Outcome::Canceled && *self.stop.borrow() {
+            Then::Requeue { next_attempt_at: unix_ms() }
+        } else if state.may_retry && state.plan.retry_outcomes.contains(&outcome) {
+            Then::Requeue { next_attempt_at: unix_ms().saturating_add(millis(state.plan.retry_after)) }
+        } else {
+            Then::Complete(outcome)
+        }
+    }
+
+    /// Stores a final decision the store has not taken yet: the outcome,
+    /// the registration and the webhook in one transaction, while the call
+    /// still plays its closing prompt. A store that is down keeps the call
+    /// going; the decision is tried again at the next lease renewal and, if
+    /// need be, kept by the ledger when the call ends.
+    async fn store_decision(&self, id: &str, state: &mut Progress) {
+        let Completion::Unstored(outcome) = state.completion else { return };
+        match self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await {
+            Ok(_) => {
+                state.completion = Completion::Stored;
+                self.completed(id, outcome);
+            }
+            Err(StoreError::Database(error)) => {
+                tracing::warn!(verification = id, %error, "the store failed at the decision; the call goes on");
+                self.ledger.store_failed();
+            }
+            Err(error) => {
+                // Another node took the verification over (our lease ran out
+                // while the store was away): its record wins.
+                tracing::error!(verification = id, %error, "the decision cannot be stored; leaving the record alone");
+                state.lease_lost = true;
+            }
+        }
     }
 
     async fn on_event(&self, id: &str, state: &mut Progress, event: CallEvent) {
@@ -440,23 +490,34 @@ impl Verification {
                     self.metrics.dtmf_detection_latency(source, latency);
                 }
             }
+            CallEvent::Decided { outcome } => {
+                if state.lease_lost {
+                    return;
+                }
+                // A decision the retry policy turns into another attempt is
+                // recorded when the call is over: the lease is kept until then.
+                if let Then::Complete(outcome) = self.then(outcome, state) {
+                    state.completion = Completion::Unstored(outcome);
+                    self.store_decision(id, state).await;
+                }
+            }
             CallEvent::Finished(_) => {}
         }
     }
 
     async fn finish(&self, id: &str, outcome: Outcome) -> Result<(), StoreError> {
         self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await?;
-        self.metrics.verification_finished(outcome);
-        tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
+        self.completed(id, outcome);
         Ok(())
     }
 
-    async fn setup(
-        &self,
-        phone: &str,
-        dialplan: &LoadedDialplan,
-        cancel: watch::Receiver<bool>,
-    ) -> Result<CallSetup, String> {
+    /// A completion was written: its webhook (if any) goes out now.
+    fn completed(&self, id: &str, outcome: Outcome) {
+        self.config.webhook_queued.notify_one();
+        self.metrics.verification_finished(outcome);
+        tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
+    }
+    async fn setup(&self, phone: &str, dialplan: &LoadedDialplan) -> Result<CallSetup, String> {
         let trunk = &self.config.trunk;
         let (target, hop) = crate::sip::route::route(phone, Some(&trunk.uri)).map_err(|e| e.to_string())?;
         let next_hop = resolve(&hop).await.map_err(|e| e.to_string())?;
@@ -474,7 +535,8 @@ impl Verification {
             prompts: dialplan.prompts.clone(),
             timers: Timers::default(),
             rtp_ports: self.config.rtp_ports.clone(),
-            cancel: Some(cancel),
+            // Set by `PlacedCall::place`.
+            cancel: None,
             rtp_learning_packets: self.config.rtp_learning_packets,
         })
     }
@@ -497,16 +559,6 @@ fn out_of_resources(err: &NetError) -> bool {
         || matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-/// A call task that must not outlive the code following it: if recording
-/// fails midway, the call is torn down rather than left running unobserved.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// What the engine has learnt about the running call.
 struct Progress {
     /// The attempt's number, if the store recorded its start.
@@ -515,6 +567,31 @@ struct Progress {
     /// When the INVITE went out, Unix ms.
     started_at: i64,
     started: std::time::Instant,
+    /// Attempts remain after this one (for the retry policy).
+    may_retry: bool,
+    plan: Arc<Dialplan>,
+    completion: Completion,
+    /// Another node has the verification: nothing more is written to it.
+    lease_lost: bool,
+}
+
+impl Progress {
+    /// Whether the verification is still leased to this node: not completed
+    /// yet, nor taken over by another node.
+    fn holds_lease(&self) -> bool {
+        !self.lease_lost && !matches!(self.completion, Completion::Stored)
+    }
+}
+
+/// Where the verification's completion stands while its call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Completion {
+    /// No final decision yet (none made, or one the retry policy calls again after).
+    NotYet,
+    /// A final decision the store has not taken yet.
+    Unstored(Outcome),
+    /// Stored: the verification is completed and its webhook queued.
+    Stored,
 }
 
 fn attempt_result(report: &CallReport) -> AttemptResult {
