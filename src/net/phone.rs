@@ -52,8 +52,9 @@ pub async fn run_phone(
         }
         while let Some(event) = phone.poll_event() {
             on_event(&event);
-            let PhoneEvent::CallEnded { .. } = event;
-            ended += 1;
+            if let PhoneEvent::CallEnded { .. } = event {
+                ended += 1;
+            }
         }
         if setup.calls.is_some_and(|limit| ended >= limit) && phone.active_calls() == 0 {
             return Ok(());
