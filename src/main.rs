@@ -43,6 +43,9 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Measure the whole service on loopback (in this process); one JSON line per benchmark.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Validate a configuration file without starting anything; exit 0 when it is valid.
     CheckConfig {
         #[arg(long, env = "POUND_CONFIG")]
@@ -82,6 +85,20 @@ struct DemoCommand {
     /// How the simulated phone presses #.
     #[arg(long, value_enum, default_value = "rfc4733")]
     dtmf: ViaArg,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// POST answered -> INVITE at the trunk, and # pressed -> outcome visible through the API and webhook
+    /// received: p50, p99 and max in milliseconds.
+    Latency {
+        /// Verifications measured (after one unmeasured warm-up).
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        /// Requesters submitting at once, each waiting for its outcome and webhook before the next.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +314,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Demo(cmd) => demo(cmd),
         Command::Keys(command) => keys(command),
+        Command::Bench(command) => bench(command),
         Command::CheckConfig { config } => check_config(&config),
     }
 }
@@ -378,6 +396,21 @@ fn demo(cmd: DemoCommand) -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("pound demo: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn bench(command: BenchCommand) -> ExitCode {
+    let BenchCommand::Latency { calls, concurrency } = command;
+    let args = pound::cmd::bench::latency::LatencyArgs { calls, concurrency };
+    match runtime().block_on(pound::cmd::bench::latency::run(args)) {
+        Ok(result) => {
+            println!("{result}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pound bench latency: {e}");
             ExitCode::from(2)
         }
     }
