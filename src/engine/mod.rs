@@ -3,7 +3,15 @@
 //! status along, records every attempt, retries by dialplan, and completes
 //! them (registration and webhook included, in the store's transaction).
 //!
-//! Each call runs as a tokio task (no thread per call). On shutdown the engine
+//! A verification is completed the moment its call decides
+//! ([`CallEvent::Decided`]), not when the call hangs up: the person who
+//! pressed `#` is registered, the webhook goes out, and a node that dies
+//! during the confirmation prompt leaves nothing to call again. The rest of
+//! the call is recorded on its attempt when it ends. Outcomes the dialplan
+//! retries are not final, and wait for the call's end like before.
+//!
+//! Each call runs as a tokio task (no thread per call), never aborted
+//! (see `placed`). On shutdown the engine
 //! stops claiming, lets running calls finish until a deadline, then ends the
 //! rest and releases their verifications for another node.
 
@@ -368,9 +376,13 @@ impl Verification {
                 _ = stopped(&mut stop) => call.end(),
             }
         };
-        // Events the call sent just before it ended.
+        // Events the call sent just before it ended. A decision not taken
+        // yet is recorded below with the whole report, attempt first, so the
+        // webhook's record carries the finished attempt.
         while let Ok(event) = progress.try_recv() {
-            self.on_event(id, &mut state, event).await;
+            if !matches!(event, CallEvent::Decided { .. }) {
+                self.on_event(id, &mut state, event).await;
+            }
         }
         self.metrics.call_ended();
         if state.lease_lost {
