@@ -73,6 +73,11 @@ async fn the_decision_is_stored_while_the_confirmation_prompt_still_plays() {
     assert_eq!(record["outcome"], "verified", "{record}");
     assert_eq!(log.count("call_ended"), 0, "the call ended before the decision was visible: {record}");
     assert!(stored_after < CONFIRMATION, "stored {stored_after:?} after the key: after the prompt");
+    // The attempt shows what decided it, and that its call still runs.
+    let attempt = &record["attempts"][0];
+    assert_eq!((&attempt["outcome"], &attempt["digits"]), (&Value::from("verified"), &Value::from("#")), "{record}");
+    assert_eq!(attempt["dtmf_source"], "rfc4733", "{record}");
+    assert!(attempt["digit_at"].is_i64() && attempt["ended_at"].is_null(), "{record}");
     let registrations =
         get_json(&reqwest::Client::new(), &format!("{api}/v1/registrations/bob@example.com"), KEY).await;
     assert_eq!(registrations["phones"][0]["phone"], "+14155550150", "{registrations}");

@@ -94,8 +94,9 @@ pub enum CallEvent {
     /// verified, the silence that ran out, the refusal. Nothing the rest of
     /// the call does (a closing prompt, BYE) changes it, so whoever records
     /// outcomes need not wait for [`CallEvent::Finished`]. Comes once, before
-    /// `Finished`, with the outcome `Finished`'s report carries.
-    Decided { outcome: Outcome },
+    /// `Finished`, with the outcome `Finished`'s report carries. `key`: where
+    /// the deciding key came from, when a key decided.
+    Decided { outcome: Outcome, key: Option<DtmfSource> },
     /// The call is over; the machine does nothing more.
     Finished(CallReport),
 }
@@ -874,7 +875,7 @@ impl Call {
                 self.dtmf_source = Some(source);
                 self.digit_at = Some(at);
             }
-            self.events.push_back(CallEvent::Decided { outcome });
+            self.events.push_back(CallEvent::Decided { outcome, key: digit.map(|(source, _)| source) });
         }
     }
 

@@ -348,6 +348,10 @@ impl Verification {
             plan: dialplan.plan.clone(),
             completion: Completion::NotYet,
             lease_lost: false,
+            answered_at: None,
+            sip_status: None,
+            digits: String::new(),
+            decided: None,
         };
         let report = loop {
             tokio::select! {
@@ -459,7 +463,17 @@ impl Verification {
     /// need be, kept by the ledger when the call ends.
     async fn store_decision(&self, id: &str, state: &mut Progress) {
         let Completion::Unstored(outcome) = state.completion else { return };
-        match self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await {
+        // The attempt first, so that the completed record (and its webhook)
+        // shows what decided it.
+        let attempt = match (state.attempt, &state.decided) {
+            (Some(number), Some(decided)) => self.store.decide_attempt(id, number, decided).await,
+            _ => Ok(()),
+        };
+        let completed = match attempt {
+            Ok(()) => self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await.map(drop),
+            Err(error) => Err(error),
+        };
+        match completed {
             Ok(_) => {
                 state.completion = Completion::Stored;
                 self.completed(id, outcome);
@@ -486,26 +500,42 @@ impl Verification {
                 state.attempt = self.tolerate(id, "attempt start", started);
                 state.call_id = call_id;
             }
-            CallEvent::Response { status } => self.metrics.sip_response(status),
+            CallEvent::Response { status } => {
+                self.metrics.sip_response(status);
+                state.sip_status = Some(status);
+            }
             CallEvent::Ringing => {
                 let written = self.store.set_status(id, node, Status::Ringing, unix_ms()).await;
                 self.tolerate(id, "status", written);
             }
             CallEvent::Answered => {
+                state.answered_at = Some(unix_ms());
                 self.metrics.call_setup(state.started.elapsed().as_secs_f64());
                 let written = self.store.set_status(id, node, Status::Answered, unix_ms()).await;
                 self.tolerate(id, "status", written);
             }
-            CallEvent::Digit { source, latency, .. } => {
+            CallEvent::Digit { digit, source, latency } => {
+                state.digits.push(digit);
                 self.metrics.digit(source);
                 if let Some(latency) = latency {
                     self.metrics.dtmf_detection_latency(source, latency);
                 }
             }
-            CallEvent::Decided { outcome } => {
+            CallEvent::Decided { outcome, key } => {
                 if state.lease_lost {
                     return;
                 }
+                let now = unix_ms();
+                state.decided = Some(AttemptResult {
+                    ended_at: now,
+                    answered_at: state.answered_at,
+                    digit_at: key.map(|_| now),
+                    sip_status: state.sip_status,
+                    dtmf_source: key,
+                    digits: state.digits.clone(),
+                    outcome,
+                    detail: None,
+                });
                 // A decision the retry policy turns into another attempt is
                 // recorded when the call is over: the lease is kept until then.
                 if let Then::Complete(outcome) = self.then(outcome, state) {
@@ -585,6 +615,13 @@ struct Progress {
     completion: Completion,
     /// Another node has the verification: nothing more is written to it.
     lease_lost: bool,
+    // What the call's events said so far, Unix ms for times.
+    answered_at: Option<i64>,
+    sip_status: Option<u16>,
+    digits: String,
+    /// The attempt as the call decided it, from its events (the call's own
+    /// report replaces it when the call ends).
+    decided: Option<AttemptResult>,
 }
 
 impl Progress {

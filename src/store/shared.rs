@@ -290,6 +290,25 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn decide_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE attempts SET answered_at = $3, digit_at = $4, sip_status = $5, dtmf_source = $6, \
+                     digits = $7, outcome = $8 \
+                     WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL",
+                )
+                .bind(id)
+                .bind(i64::from(number))
+                .bind(result.answered_at)
+                .bind(result.digit_at)
+                .bind(result.sip_status.map(i64::from))
+                .bind(result.dtmf_source.map(|source| source.as_str()))
+                .bind(&result.digits)
+                .bind(result.outcome.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             async fn complete(
                 &self,
                 id: &str,
