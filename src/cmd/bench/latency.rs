@@ -4,7 +4,7 @@
 //! - `post_to_invite_ms`: the API answered the POST → the INVITE reached
 //!   the simulated phone (the trunk);
 //! - `key_to_outcome_ms`: the phone began pressing `#` → a GET of the
-//!   record shows it completed (polled every [`OUTCOME_POLL`]);
+//!   record shows it completed (polled every 2 ms, `OUTCOME_POLL`);
 //! - `key_to_webhook_ms`: the same press → the `verification.completed`
 //!   webhook reached the receiver.
 //!
