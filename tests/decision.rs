@@ -67,7 +67,7 @@ async fn the_decision_is_stored_while_the_confirmation_prompt_still_plays() {
     let (_serve, api) = serve_with_config(dir.path(), &trunk, &config, KEY);
     let id = submit(&reqwest::Client::new(), &api, KEY, "+14155550150").await;
 
-    let pressed = log.wait_for("key", Duration::from_secs(20)).expect("the phone pressed #");
+    let pressed = log.wait_for("key", Duration::from_secs(20)).await.expect("the phone pressed #");
     let record = wait_until(&api, &id, Duration::from_secs(5), |r| r["status"] == "completed").await;
     let stored_after = pressed.elapsed();
     assert_eq!(record["outcome"], "verified", "{record}");
@@ -83,7 +83,7 @@ async fn the_decision_is_stored_while_the_confirmation_prompt_still_plays() {
     assert_eq!(registrations["phones"][0]["phone"], "+14155550150", "{registrations}");
 
     // The rest of the call is recorded on the attempt once it is over.
-    assert!(log.wait_for("call_ended", CONFIRMATION + Duration::from_secs(10)).is_some(), "no BYE");
+    assert!(log.wait_for("call_ended", CONFIRMATION + Duration::from_secs(10)).await.is_some(), "no BYE");
     let record = wait_until(&api, &id, Duration::from_secs(5), |r| !r["attempts"][0]["ended_at"].is_null()).await;
     let attempt = &record["attempts"][0];
     assert_eq!(attempt["outcome"], "verified", "{record}");
@@ -101,10 +101,10 @@ async fn a_node_killed_right_after_the_decision_calls_nobody_again() {
     let (mut first, api) = serve_with_config(dir.path(), &trunk, &config, KEY);
     let id = submit(&reqwest::Client::new(), &api, KEY, "+14155550151").await;
 
-    log.wait_for("key", Duration::from_secs(20)).expect("the phone pressed #");
+    log.wait_for("key", Duration::from_secs(20)).await.expect("the phone pressed #");
     // Well past the decision (stored within 100 ms), well before the
     // confirmation prompt and BYE: the node dies holding a live call.
-    std::thread::sleep(Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(500)).await;
     first.0.kill().unwrap();
     first.0.wait().unwrap();
 

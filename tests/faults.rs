@@ -216,8 +216,8 @@ async fn a_store_error_at_the_decision_still_ends_the_call_with_bye() {
 
     // The key decides while nothing can be written: the call still plays
     // its confirmation and hangs up properly.
-    assert!(log.wait_for("key", Duration::from_secs(10)).is_some(), "the phone never pressed #");
-    assert!(log.wait_for("call_ended", Duration::from_secs(15)).is_some(), "the callee never got a BYE");
+    assert!(log.wait_for("key", Duration::from_secs(10)).await.is_some(), "the phone never pressed #");
+    assert!(log.wait_for("call_ended", Duration::from_secs(15)).await.is_some(), "the callee never got a BYE");
 
     std::fs::remove_file(filler).unwrap();
     let record = wait_until(&client, &api, &id, Duration::from_secs(30), |r| r["status"] == "completed").await;

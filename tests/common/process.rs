@@ -88,7 +88,7 @@ impl PhoneLog {
     }
 
     /// Waits up to `within` for the first line of this `event` kind.
-    pub fn wait_for(&self, event: &str, within: std::time::Duration) -> Option<std::time::Instant> {
+    pub async fn wait_for(&self, event: &str, within: std::time::Duration) -> Option<std::time::Instant> {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(at) = self.first(event) {
@@ -97,7 +97,7 @@ impl PhoneLog {
             if std::time::Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 }
