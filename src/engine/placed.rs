@@ -70,3 +70,92 @@ impl Drop for PlacedCall {
         self.end();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::call::Prompts;
+    use crate::dialplan::Dialplan;
+    use crate::media::codec::Codec;
+    use crate::net::{PhoneSetup, run_phone};
+    use crate::phone::{PhoneConfig, PhoneEvent, PressVia};
+    use crate::sip::Timers;
+    use crate::vocab::Transport;
+
+    /// A phone that rings forever; its events on the returned receiver.
+    async fn ringing_phone() -> (SocketAddr, mpsc::UnboundedReceiver<PhoneEvent>) {
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = PhoneConfig {
+            local_sip: loopback,
+            transport: Transport::Udp,
+            local_rtp: loopback,
+            press: String::new(),
+            via: PressVia::Rfc4733,
+            press_after: Duration::ZERO,
+            answer_after: Duration::ZERO,
+            reject: None,
+            never_answer: true,
+            hangup_after: None,
+            silent: false,
+            codecs: vec![Codec::Pcmu],
+            timers: Timers::default(),
+        };
+        let (ready, address) = tokio::sync::oneshot::channel();
+        let (events, received) = mpsc::unbounded_channel();
+        let setup = PhoneSetup { listen: loopback, calls: None, config };
+        tokio::spawn(run_phone(
+            setup,
+            move |address| {
+                let _ = ready.send(address);
+            },
+            move |event| {
+                let _ = events.send(event.clone());
+            },
+        ));
+        (address.await.unwrap(), received)
+    }
+
+    fn setup(phone: SocketAddr) -> CallSetup {
+        let plan = Dialplan::builtin("press-pound").unwrap().unwrap();
+        let prompts = Prompts::load(&plan).unwrap();
+        CallSetup {
+            target: format!("sip:verify@{phone}"),
+            next_hop: phone,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            transport: Transport::Udp,
+            from_user: "pound".into(),
+            from_display: None,
+            asserted_identity: None,
+            credentials: None,
+            codecs: vec![Codec::Pcmu],
+            dialplan: Arc::new(plan),
+            prompts: Arc::new(prompts),
+            timers: Timers::default(),
+            rtp_ports: None,
+            cancel: None,
+            rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
+        }
+    }
+
+    async fn next(events: &mut mpsc::UnboundedReceiver<PhoneEvent>) -> PhoneEvent {
+        tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("in time").expect("the phone runs")
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_still_ends_on_the_wire_and_the_engine_can_wait_for_it() {
+        let (phone, mut heard) = ringing_phone().await;
+        let (alive, mut all_over) = mpsc::channel::<()>(1);
+        let (call, _progress) = PlacedCall::place(setup(phone), alive);
+        assert!(matches!(next(&mut heard).await, PhoneEvent::Invited { .. }));
+        // What a panicking or torn-down watcher does: let go of the call.
+        drop(call);
+        // The phone hears the CANCEL, and the call task ends after it.
+        assert!(matches!(next(&mut heard).await, PhoneEvent::CallEnded { .. }));
+        let over = tokio::time::timeout(Duration::from_secs(5), all_over.recv()).await;
+        assert_eq!(over, Ok(None), "the call task still holds its token");
+    }
+}
