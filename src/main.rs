@@ -43,7 +43,7 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Benchmarks of a whole node on loopback (`pound serve` and a callee as child processes); one JSON line each.
+    /// Measure the whole service on loopback; one JSON line per benchmark.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Validate a configuration file without starting anything; exit 0 when it is valid.
@@ -89,6 +89,16 @@ struct DemoCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// POST answered -> INVITE at the trunk, and # pressed -> outcome visible through the API and webhook
+    /// received: p50, p99 and max in milliseconds.
+    Latency {
+        /// Verifications measured (after one unmeasured warm-up).
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        /// Requesters submitting at once, each waiting for its outcome and webhook before the next.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Hold N calls at once; the node's CPU per concurrent call and memory per call.
     Load {
         #[arg(long, default_value_t = 200)]
@@ -431,6 +441,8 @@ fn bench(command: BenchCommand) -> ExitCode {
     use pound::cmd::bench::{LoadArgs, RateArgs, load, rate};
     let seconds = |s: f64| Duration::try_from_secs_f64(s).unwrap_or_default();
     let result = match command {
+        BenchCommand::Latency { calls, concurrency } => runtime()
+            .block_on(pound::cmd::bench::latency::run(pound::cmd::bench::latency::LatencyArgs { calls, concurrency })),
         BenchCommand::Load { calls, hold, via, submit_rate, common } => runtime().block_on(load(LoadArgs {
             calls,
             hold: seconds(hold),

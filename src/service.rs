@@ -124,6 +124,7 @@ impl Service {
             Endpoint::bind(config.sip.bind, sip_transport == Transport::Tcp).await.map_err(ServiceError::SipBind)?;
         let sip = endpoint.local_addr();
         let new_work = Arc::new(tokio::sync::Notify::new());
+        let webhook_queued = Arc::new(tokio::sync::Notify::new());
         let api_state = ApiState {
             new_work: new_work.clone(),
             store: store.clone(),
@@ -185,6 +186,7 @@ impl Service {
             numbers: config.policy.number_rules(),
             expire_after: Duration::from_secs(config.policy.expire_after_s),
             trunk_health,
+            webhook_queued: webhook_queued.clone(),
         };
         let (engine_store, engine_metrics) = (store.clone(), metrics.clone());
         let engine = tokio::spawn(async move {
@@ -195,6 +197,7 @@ impl Service {
         let webhooks = WebhookConfig {
             max_attempts: config.webhooks.max_attempts,
             targets: config.webhooks.targets(),
+            queued: webhook_queued,
             ..WebhookConfig::default()
         };
         // Each webhook is signed with the secret of the key that created it.

@@ -542,6 +542,7 @@ fn fast_webhooks(max_attempts: u32) -> WebhookConfig {
         poll_interval: Duration::from_millis(10),
         batch: 8,
         targets: loopback_allowed(),
+        queued: Default::default(),
     }
 }
 

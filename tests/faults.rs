@@ -5,6 +5,9 @@
 //!   space comes back. The disk is a small tmpfs the test mounts (root, as
 //!   here and in CI); where mounting is not allowed the test says why and
 //!   does not run.
+//! - the store fails just as a call decides (the disk is full): the call
+//!   plays out and ends with BYE, and its decision is stored once the disk
+//!   has room again.
 //! - another node takes a running call's verification over (its lease was
 //!   lost): the call is ended with BYE, not dropped without one.
 //! - PostgreSQL goes away while calls are running (a TCP proxy the test
@@ -28,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use common::http::get_json;
-use common::process::{Running, phone, pound, start};
+use common::process::{PhoneLog, Running, phone, pound, start};
 use serde_json::{Value, json};
 
 const KEY: &str = "faults-test-key";
@@ -190,6 +193,39 @@ async fn a_full_disk_is_refused_with_503_and_the_node_recovers_without_restart()
     })
     .await;
     assert_eq!(record["outcome"], "verified", "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_error_at_the_decision_still_ends_the_call_with_bye() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = match Tmpfs::mount(&dir.path().join("disk"), "8m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("cannot mount a tmpfs ({why}): the store-error test did not run");
+            return;
+        }
+    };
+    let (mut phone, trunk) = phone(&["--answer-after", "100", "--after", "1500"]);
+    let log = PhoneLog::follow(&mut phone);
+    let store = format!("sqlite://{}", disk.0.join("pound.db").display());
+    let (_serve, api) = serve(dir.path(), &store, &trunk);
+    let client = reqwest::Client::new();
+    let id = created(&client, &api, "+14155550132").await;
+    wait_until(&client, &api, &id, Duration::from_secs(20), |r| r["status"] == "answered").await;
+    let filler = disk.fill();
+
+    // The key decides while nothing can be written: the call still plays
+    // its confirmation and hangs up properly.
+    assert!(log.wait_for("key", Duration::from_secs(10)).await.is_some(), "the phone never pressed #");
+    assert!(log.wait_for("call_ended", Duration::from_secs(15)).await.is_some(), "the callee never got a BYE");
+
+    std::fs::remove_file(filler).unwrap();
+    let record = wait_until(&client, &api, &id, Duration::from_secs(30), |r| r["status"] == "completed").await;
+    assert_eq!(record["outcome"], "verified", "{record}");
+    let attempts = record["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{record}");
+    assert_eq!(attempts[0]["outcome"], "verified", "{record}");
+    assert_eq!(log.count("invite"), 1, "called again: {record}");
 }
 
 /// Every call `phone` took, counted from its `call_ended` lines: a call

@@ -67,6 +67,12 @@ async fn metrics_after_a_verified_call() {
         assert!(Instant::now() < deadline, "the webhook was never delivered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The outcome is stored at the key; the call's own figures (answer to
+    // key) once it has hung up after the confirmation prompt.
+    while get_json(&client, &format!("{api}/v1/verifications/{id}"), KEY).await["attempts"][0]["ended_at"].is_null() {
+        assert!(Instant::now() < deadline, "the call never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(client.get(format!("{api}/no/such/{id}")).send().await.unwrap().status(), 404);
     // The backlog is read at most once a second: let any earlier reading age.
     tokio::time::sleep(Duration::from_millis(1100)).await;

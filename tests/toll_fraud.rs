@@ -384,6 +384,7 @@ async fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         rtp_learning_packets: pound::rtp::DEFAULT_LEARNING_PACKETS,
         expire_after: Duration::from_secs(600),
         trunk_health: Default::default(),
+        webhook_queued: Default::default(),
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::KeyRing;
@@ -98,7 +98,7 @@ pub fn verify(secret: &[u8], header: &str, body: &str, now_unix: i64, tolerance_
 }
 
 /// How webhooks are delivered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// Tries before giving up for good (the last failure stays visible).
     pub max_attempts: u32,
@@ -114,6 +114,10 @@ pub struct WebhookConfig {
     pub batch: u32,
     /// Which addresses webhooks may be sent to.
     pub targets: TargetPolicy,
+    /// Notified by whoever queues a webhook on this node (the engine, as a
+    /// call decides): the outbox is read at once, not at the next poll.
+    /// Other nodes' webhooks are found by polling.
+    pub queued: Arc<Notify>,
 }
 
 impl Default for WebhookConfig {
@@ -126,6 +130,7 @@ impl Default for WebhookConfig {
             poll_interval: Duration::from_secs(1),
             batch: 32,
             targets: TargetPolicy::default(),
+            queued: Arc::default(),
         }
     }
 }
@@ -266,6 +271,7 @@ pub async fn deliver_webhooks(
                 }
             }
             () = tokio::time::sleep(config.poll_interval) => {}
+            () = config.queued.notified() => {}
         }
     }
 }

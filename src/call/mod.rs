@@ -101,6 +101,13 @@ pub enum CallEvent {
     /// A key was accepted. `latency`: from the start of its tone to its
     /// detection (in-band, RFC 4733); `None` for SIP INFO, which has no tone.
     Digit { digit: char, source: DtmfSource, latency: Option<Duration> },
+    /// The call's outcome is settled, at the moment it is: the key that
+    /// verified, the silence that ran out, the refusal. Nothing the rest of
+    /// the call does (a closing prompt, BYE) changes it, so whoever records
+    /// outcomes need not wait for [`CallEvent::Finished`]. Comes once, before
+    /// `Finished`, with the outcome `Finished`'s report carries. `key`: where
+    /// the deciding key came from, when a key decided.
+    Decided { outcome: Outcome, key: Option<DtmfSource> },
     /// The call is over; the machine does nothing more.
     Finished(CallReport),
 }
@@ -878,6 +885,7 @@ impl Call {
                 self.dtmf_source = Some(source);
                 self.digit_at = Some(at);
             }
+            self.events.push_back(CallEvent::Decided { outcome, key: digit.map(|(source, _)| source) });
         }
     }
 
@@ -923,6 +931,9 @@ impl Call {
         if self.phase == Phase::Done {
             return;
         }
+        // Every path decides before it ends; one that did not is a failure,
+        // announced like any other decision.
+        self.decide(Outcome::Failed, None);
         self.phase = Phase::Done;
         let since_start = |t: Instant| t.saturating_duration_since(self.started).as_millis() as u64;
         let report = CallReport {

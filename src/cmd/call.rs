@@ -107,7 +107,8 @@ pub fn progress_line(event: &CallEvent) -> Option<String> {
         CallEvent::Digit { digit, source, .. } => Some(format!("key {digit} ({})", source.as_str())),
         CallEvent::Response { status } if *status >= 300 => Some(format!("refused: {status}")),
         CallEvent::Finished(report) => Some(format!("ended: {}", report.outcome.as_str())),
-        CallEvent::Response { .. } => None,
+        // `ended:` follows with the same outcome once the call hangs up.
+        CallEvent::Response { .. } | CallEvent::Decided { .. } => None,
     }
 }
 

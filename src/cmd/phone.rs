@@ -1,5 +1,6 @@
-//! `pound phone`: the simulated callee; one JSON line when ready and one per
-//! call that ends.
+//! `pound phone`: the simulated callee; one JSON line when ready, and one
+//! for each INVITE of a new call, each key press as it begins and each call
+//! that ends.
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,10 @@ pub async fn run(setup: PhoneSetup) -> Result<(), NetError> {
         setup,
         |address: SocketAddr| print(json!({"event": "ready", "sip": address.to_string()})),
         |event| match event {
+            PhoneEvent::Invited { call_id } => print(json!({"event": "invite", "call_id": call_id})),
+            PhoneEvent::KeyPressed { call_id, key } => {
+                print(json!({"event": "key", "call_id": call_id, "key": key.to_string()}))
+            }
             PhoneEvent::CallEnded { call_id, rtp_received } => {
                 print(json!({"event": "call_ended", "call_id": call_id, "rtp_received": rtp_received}))
             }

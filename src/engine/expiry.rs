@@ -14,14 +14,17 @@ use crate::store::Store;
 /// claims on other nodes do not wait behind a long backlog.
 const BATCH: u32 = 100;
 
-/// Expires everything overdue at `now` (Unix ms). A store failure is logged
-/// and left for the next sweep: expiry is late then, never lost.
-pub(super) async fn sweep(store: &dyn Store, expire_after: Duration, now: i64) {
+/// Expires everything overdue at `now` (Unix ms) and returns how many
+/// verifications it expired. A store failure is logged and left for the next
+/// sweep: expiry is late then, never lost.
+pub(super) async fn sweep(store: &dyn Store, expire_after: Duration, now: i64) -> usize {
     let age = i64::try_from(expire_after.as_millis()).unwrap_or(i64::MAX);
     let created_before = now.saturating_sub(age);
+    let mut count = 0;
     loop {
         match store.expire_overdue(created_before, now, BATCH).await {
             Ok(expired) => {
+                count += expired.len();
                 for verification in &expired {
                     tracing::info!(
                         verification = %verification.id,
@@ -31,12 +34,12 @@ pub(super) async fn sweep(store: &dyn Store, expire_after: Duration, now: i64) {
                     );
                 }
                 if expired.len() < BATCH as usize {
-                    return;
+                    return count;
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "expiring overdue verifications failed; retrying at the next sweep");
-                return;
+                return count;
             }
         }
     }

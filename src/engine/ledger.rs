@@ -11,8 +11,10 @@
 //! limit.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use crate::store::{AttemptResult, Store, StoreError};
 use crate::vocab::Outcome;
@@ -24,6 +26,9 @@ pub(super) enum Then {
     Complete(Outcome),
     /// Another attempt later (a retry, or our own shutdown ended the call).
     Requeue { next_attempt_at: i64 },
+    /// The verification was completed when the call decided; only the
+    /// attempt (the rest of the call) is left to record.
+    AttemptOnly,
 }
 
 /// A finished call, not yet (entirely) in the store.
@@ -43,7 +48,8 @@ impl Unrecorded {
     /// number so that a retry after a partial failure does not start a
     /// second attempt row. `finish_attempt` is idempotent (it only closes an
     /// open attempt); `complete` and `requeue` are guarded by the lease.
-    async fn write(&mut self, store: &dyn Store, node: &str, now: i64) -> Result<(), StoreError> {
+    /// Returns whether a completion (and so perhaps a webhook) was written.
+    async fn write(&mut self, store: &dyn Store, node: &str, now: i64) -> Result<bool, StoreError> {
         let id = self.verification_id.as_str();
         let number = match self.attempt {
             Some(number) => number,
@@ -55,23 +61,34 @@ impl Unrecorded {
         };
         store.finish_attempt(id, number, &self.result).await?;
         match self.then {
-            Then::Complete(outcome) => store.complete(id, node, outcome, now).await.map(drop),
-            Then::Requeue { next_attempt_at } => store.requeue(id, node, next_attempt_at, now).await,
+            Then::Complete(outcome) => store.complete(id, node, outcome, now).await.map(|_| true),
+            Then::Requeue { next_attempt_at } => store.requeue(id, node, next_attempt_at, now).await.map(|()| false),
+            Then::AttemptOnly => Ok(false),
         }
     }
 }
 
 /// The node's running verifications and unrecorded results.
-#[derive(Default)]
 pub(super) struct Ledger {
     running: Mutex<HashSet<String>>,
     unrecorded: Mutex<Vec<Unrecorded>>,
     /// A store call failed since the leases were last confirmed: a lease may
     /// have run out, and the next claim could return our own running work.
     leases_doubtful: AtomicBool,
+    /// Woken when a completion is written: its webhook is in the outbox.
+    webhook_queued: Arc<Notify>,
 }
 
 impl Ledger {
+    pub(super) fn new(webhook_queued: Arc<Notify>) -> Ledger {
+        Ledger {
+            running: Mutex::default(),
+            unrecorded: Mutex::default(),
+            leases_doubtful: AtomicBool::new(false),
+            webhook_queued,
+        }
+    }
+
     pub(super) fn started(&self, id: &str) {
         lock(&self.running).insert(id.to_string());
     }
@@ -92,8 +109,15 @@ impl Ledger {
 
     /// Records a finished call now, or keeps it for [`Ledger::catch_up`].
     pub(super) async fn record(&self, store: &dyn Store, node: &str, now: i64, mut call: Unrecorded) {
-        if let Err(error) = call.write(store, node, now).await {
-            self.keep(error, call);
+        match call.write(store, node, now).await {
+            Ok(completed) => self.written(completed),
+            Err(error) => self.keep(error, call),
+        }
+    }
+
+    fn written(&self, completed: bool) {
+        if completed {
+            self.webhook_queued.notify_one();
         }
     }
 
@@ -134,7 +158,10 @@ impl Ledger {
         let count = waiting.len();
         for mut call in waiting {
             match call.write(store, node, now).await {
-                Ok(()) => tracing::info!(verification = %call.verification_id, "a kept call result was recorded"),
+                Ok(completed) => {
+                    self.written(completed);
+                    tracing::info!(verification = %call.verification_id, "a kept call result was recorded");
+                }
                 Err(error) => self.keep(error, call),
             }
         }

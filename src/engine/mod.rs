@@ -3,38 +3,49 @@
 //! status along, records every attempt, retries by dialplan, and completes
 //! them (registration and webhook included, in the store's transaction).
 //!
-//! Each call runs as a tokio task (no thread per call). On shutdown the engine
-//! stops claiming, lets running calls finish until a deadline, then ends the
-//! rest and releases their verifications for another node.
+//! A verification is completed the moment its call decides
+//! ([`CallEvent::Decided`](crate::call::CallEvent::Decided)), not when the
+//! call hangs up: the person who pressed `#` is registered, the webhook goes
+//! out, and a node that dies during the confirmation prompt leaves nothing to
+//! call again. The rest of the call is recorded on its attempt when it ends.
+//! Outcomes the dialplan retries are not final, and wait for the call's end
+//! like before (`verification`).
+//!
+//! Each call runs as a tokio task (no thread per call), never aborted (see
+//! `placed`). On shutdown the engine stops claiming, lets running calls
+//! finish until a deadline, then ends the rest and releases their
+//! verifications for another node.
 
 mod expiry;
 mod ledger;
 mod pacing;
+mod placed;
+mod verification;
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use pacing::Pacer;
 
-use crate::call::{CallEvent, CallReport, Prompts};
+use crate::call::Prompts;
 use crate::clock::unix_ms;
 use crate::dialplan::Dialplan;
-use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::metrics::Metrics;
-use crate::net::{CallSetup, Endpoint, NetError, resolve, run_call, run_trunk_watch};
+use crate::net::{Endpoint, resolve, run_trunk_watch};
 use crate::policy::NumberRules;
 use crate::sip::trunk::{TrunkHealth, TrunkWatchConfig};
 use crate::sip::{Credentials, Timers};
-use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
-use crate::vocab::{Outcome, Transport};
-use ledger::{Ledger, Then, Unrecorded};
+use crate::store::{Store, StoreError};
+use crate::vocab::Transport;
+use ledger::Ledger;
+use verification::Verification;
 
 /// A dialplan with its prompts loaded.
 #[derive(Debug, Clone)]
@@ -125,6 +136,9 @@ pub struct EngineConfig {
     pub expire_after: Duration,
     /// Written by the trunk watch, read before claiming work (and by `/readyz`).
     pub trunk_health: Arc<TrunkHealth>,
+    /// Notified when a completion (and so perhaps a webhook) is stored: the
+    /// webhook outbox sends it at once rather than at its next poll.
+    pub webhook_queued: Arc<tokio::sync::Notify>,
 }
 
 /// Runs until `shutdown` turns true, then drains as described above.
@@ -141,7 +155,8 @@ pub async fn run_engine(
         spawn_trunk_watch(&config, config.trunk_health.clone(), shutdown.clone()).await;
     }
     let (stop_calls, calls_stopped) = watch::channel(false);
-    let ledger = Arc::new(Ledger::default());
+    let (calls_alive, mut all_calls_over) = mpsc::channel::<()>(1);
+    let ledger = Arc::new(Ledger::new(config.webhook_queued.clone()));
     let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
     let mut running = JoinSet::new();
     loop {
@@ -151,7 +166,9 @@ pub async fn run_engine(
         // Whether or not the trunk is up: what cannot be dialled expires too.
         // Before the claim, with the same clock, so that nothing overdue is dialled.
         let now = unix_ms();
-        expiry::sweep(store.as_ref(), config.expire_after, now).await;
+        if expiry::sweep(store.as_ref(), config.expire_after, now).await > 0 {
+            config.webhook_queued.notify_one();
+        }
         if caught_up && free > 0 && config.trunk_health.may_dial() {
             match store.claim(&config.node_id, now, lease_ms, u32::try_from(free).unwrap_or(u32::MAX)).await {
                 Ok(claimed) => {
@@ -163,6 +180,7 @@ pub async fn run_engine(
                             pacer: pacer.clone(),
                             stop: calls_stopped.clone(),
                             ledger: ledger.clone(),
+                            calls_alive: calls_alive.clone(),
                         };
                         let span = tracing::info_span!("verification", id = %work.verification.id);
                         running.spawn(task.run(work).instrument(span));
@@ -187,6 +205,10 @@ pub async fn run_engine(
         let _ = stop_calls.send(true);
         while running.join_next().await.is_some() {}
     }
+    // A verification task that failed left its call to end by itself (see
+    // `placed`): every call is over on the wire before the engine is.
+    drop(calls_alive);
+    let _ = all_calls_over.recv().await;
     if !ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await {
         tracing::error!(
             results = ledger.unrecorded(),
@@ -233,331 +255,5 @@ async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shut
 async fn stopped(signal: &mut watch::Receiver<bool>) {
     if signal.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// One claimed verification, carried to its next state.
-struct Verification {
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    config: Arc<EngineConfig>,
-    pacer: Arc<Pacer>,
-    /// The node is stopping: end the call and release the verification.
-    stop: watch::Receiver<bool>,
-    /// Running work and call results the store has not taken yet.
-    ledger: Arc<Ledger>,
-}
-
-impl Verification {
-    async fn run(self, claimed: Claimed) {
-        let id = claimed.verification.id.clone();
-        let ledger = self.ledger.clone();
-        ledger.started(&id);
-        if let Err(e) = self.attempt(claimed).await {
-            // Only before a call is placed: nobody was called, so the lease
-            // expiring and another claim carrying on is safe.
-            tracing::warn!(verification = %id, error = %e, "store failed before the call; it will be claimed again");
-            ledger.store_failed();
-        }
-        ledger.ended(&id);
-    }
-
-    /// A store write during the call: a failure is logged and remembered,
-    /// never allowed to end the call (the callee would get no BYE or CANCEL),
-    /// since the call's result is recorded afterwards anyway.
-    fn tolerate<T>(&self, id: &str, what: &str, written: Result<T, StoreError>) -> Option<T> {
-        written
-            .inspect_err(|error| {
-                tracing::warn!(verification = id, %error, "the store failed during the call ({what}); the call goes on");
-                self.ledger.store_failed();
-            })
-            .ok()
-    }
-
-    async fn attempt(self, claimed: Claimed) -> Result<(), StoreError> {
-        let verification = claimed.verification;
-        let node = self.config.node_id.as_str();
-        let id = verification.id.as_str();
-        if let Some(number) = claimed.interrupted_attempt {
-            tracing::info!(verification = id, attempt = number, "took over a verification whose node stopped");
-        }
-        if verification.cancel_requested {
-            return self.finish(id, Outcome::Canceled).await;
-        }
-        if verification.attempt_count >= verification.max_attempts {
-            // The last allowed attempt was interrupted by a dying node.
-            return self.finish(id, Outcome::Failed).await;
-        }
-        if let Err(refusal) = self.config.numbers.check(&verification.phone) {
-            self.metrics.policy_refused(refusal.code());
-            tracing::warn!(
-                verification = id,
-                phone = %mask_phone(&verification.phone),
-                reason = refusal.code(),
-                "the number is refused by policy; not dialling"
-            );
-            return self.finish(id, Outcome::Blocked).await;
-        }
-        let Some(dialplan) = self.config.dialplans.get(&verification.dialplan) else {
-            tracing::warn!(verification = id, dialplan = %verification.dialplan, "dialplan no longer configured");
-            return self.finish(id, Outcome::Failed).await;
-        };
-        self.pacer.wait().await;
-        self.store.set_status(id, node, Status::Dialing, unix_ms()).await?;
-        let (cancel_call, cancel) = watch::channel(false);
-        let setup = match self.setup(&verification.phone, &dialplan, cancel).await {
-            Ok(setup) => setup,
-            Err(detail) => {
-                tracing::warn!(verification = id, %detail, "cannot place the call");
-                return self.finish(id, Outcome::Failed).await;
-            }
-        };
-        tracing::info!(verification = id, phone = %mask_phone(&verification.phone), "dialing");
-        let (events, mut progress) = tokio::sync::mpsc::unbounded_channel();
-        let call_span = tracing::info_span!("call", call_id = tracing::field::Empty);
-        let recorder = call_span.clone();
-        let endpoint = self.config.endpoint.clone();
-        let mut call = AbortOnDrop(tokio::spawn(
-            async move {
-                run_call(&endpoint, setup, move |event| {
-                    if let CallEvent::Calling { call_id } = event {
-                        recorder.record("call_id", call_id.as_str());
-                    }
-                    let _ = events.send(event.clone());
-                })
-                .await
-            }
-            .instrument(call_span),
-        ));
-        let mut renew = tokio::time::interval(self.config.lease / 3);
-        renew.tick().await;
-        let mut stop = self.stop.clone();
-        let started = std::time::Instant::now();
-        self.metrics.call_started();
-        let mut state = Progress { attempt: None, call_id: String::new(), started_at: unix_ms(), started };
-        let mut lease_lost = false;
-        let report = loop {
-            tokio::select! {
-                Some(event) = progress.recv() => self.on_event(id, &mut state, event).await,
-                joined = &mut call.0 => break joined,
-                _ = renew.tick() => {
-                    let until = unix_ms().saturating_add(i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX));
-                    match self.tolerate(id, "lease renewal", self.store.renew_lease(id, node, until).await) {
-                        None | Some(LeaseState::Held) => {}
-                        Some(LeaseState::CancelRequested) => {
-                            let _ = cancel_call.send(true);
-                        }
-                        Some(LeaseState::Lost) => {
-                            // The call is ended properly (CANCEL or BYE) before
-                            // the task lets go of it.
-                            tracing::warn!(verification = id, "lost the lease: ending the call, leaving the record alone");
-                            let _ = cancel_call.send(true);
-                            lease_lost = true;
-                        }
-                    }
-                }
-                _ = stopped(&mut stop) => {
-                    let _ = cancel_call.send(true);
-                }
-            }
-        };
-        // Events the call sent just before it ended.
-        while let Ok(event) = progress.try_recv() {
-            self.on_event(id, &mut state, event).await;
-        }
-        self.metrics.call_ended();
-        if lease_lost {
-            return Ok(());
-        }
-        let stopping = *self.stop.borrow();
-        let report = match report {
-            Ok(Ok(report)) => report,
-            Ok(Err(err)) if out_of_resources(&err) => {
-                // Nothing was sent: the person was not called, and no
-                // attempt was used. Not our caller's fault, not a failure.
-                tracing::warn!(verification = id, error = %err, "no sockets for the call; will try again");
-                let now = unix_ms();
-                return self.store.requeue(id, node, now.saturating_add(millis(RESOURCE_RETRY)), now).await;
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(verification = id, error = %err, "the call could not be placed");
-                return self.finish(id, Outcome::Failed).await;
-            }
-            Err(err) => {
-                tracing::error!(verification = id, error = %err, "the call task failed");
-                return self.finish(id, Outcome::Failed).await;
-            }
-        };
-        self.metrics.foreign_traffic(report.foreign_rtp_packets, report.foreign_sip_messages);
-        // The call machine's own clock: the answer and the deciding key.
-        if let (Some(answered), Some(key)) = (report.answered_ms, report.digit_ms) {
-            self.metrics.answer_to_key(key.saturating_sub(answered) as f64 / 1000.0);
-        }
-        let then = if stopping && report.outcome == Outcome::Canceled {
-            // Our own shutdown ended the call, not the requester: release it.
-            Then::Requeue { next_attempt_at: unix_ms() }
-        } else if verification.attempt_count + 1 < verification.max_attempts
-            && dialplan.plan.retry_outcomes.contains(&report.outcome)
-        {
-            tracing::info!(verification = id, outcome = report.outcome.as_str(), "will call again");
-            let retry_after = i64::try_from(dialplan.plan.retry_after.as_millis()).unwrap_or(i64::MAX);
-            Then::Requeue { next_attempt_at: unix_ms().saturating_add(retry_after) }
-        } else {
-            Then::Complete(report.outcome)
-        };
-        let unrecorded = Unrecorded {
-            verification_id: id.to_string(),
-            call_id: state.call_id,
-            started_at: state.started_at,
-            attempt: state.attempt,
-            result: attempt_result(&report),
-            then,
-        };
-        self.ledger.record(self.store.as_ref(), node, unix_ms(), unrecorded).await;
-        if let Then::Complete(outcome) = then {
-            self.metrics.verification_finished(outcome);
-            tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
-        }
-        Ok(())
-    }
-
-    async fn on_event(&self, id: &str, state: &mut Progress, event: CallEvent) {
-        let node = self.config.node_id.as_str();
-        match event {
-            CallEvent::Calling { call_id } => {
-                state.started_at = unix_ms();
-                let started = self.store.start_attempt(id, node, &call_id, state.started_at).await;
-                state.attempt = self.tolerate(id, "attempt start", started);
-                state.call_id = call_id;
-            }
-            CallEvent::Response { status } => self.metrics.sip_response(status),
-            CallEvent::Ringing => {
-                let written = self.store.set_status(id, node, Status::Ringing, unix_ms()).await;
-                self.tolerate(id, "status", written);
-            }
-            CallEvent::Answered => {
-                self.metrics.call_setup(state.started.elapsed().as_secs_f64());
-                let written = self.store.set_status(id, node, Status::Answered, unix_ms()).await;
-                self.tolerate(id, "status", written);
-            }
-            CallEvent::Digit { source, latency, .. } => {
-                self.metrics.digit(source);
-                if let Some(latency) = latency {
-                    self.metrics.dtmf_detection_latency(source, latency);
-                }
-            }
-            CallEvent::Finished(_) => {}
-        }
-    }
-
-    async fn finish(&self, id: &str, outcome: Outcome) -> Result<(), StoreError> {
-        self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await?;
-        self.metrics.verification_finished(outcome);
-        tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
-        Ok(())
-    }
-
-    async fn setup(
-        &self,
-        phone: &str,
-        dialplan: &LoadedDialplan,
-        cancel: watch::Receiver<bool>,
-    ) -> Result<CallSetup, String> {
-        let trunk = &self.config.trunk;
-        let (target, hop) = crate::sip::route::route(phone, Some(&trunk.uri)).map_err(|e| e.to_string())?;
-        let next_hop = resolve(&hop).await.map_err(|e| e.to_string())?;
-        Ok(CallSetup {
-            target,
-            next_hop,
-            transport: trunk.transport,
-            from_user: trunk.from_user.clone(),
-            from_display: trunk.from_display.clone(),
-            asserted_identity: trunk.asserted_identity.clone(),
-            credentials: trunk.credentials.clone(),
-            codecs: self.config.codecs.clone(),
-            dialplan: dialplan.plan.clone(),
-            prompts: dialplan.prompts.clone(),
-            timers: Timers::default(),
-            rtp_ports: self.config.rtp_ports.clone(),
-            cancel: Some(cancel),
-            rtp_learning_packets: self.config.rtp_learning_packets,
-        })
-    }
-}
-
-/// How long a verification waits when its call could not get sockets.
-const RESOURCE_RETRY: Duration = Duration::from_secs(2);
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Whether the call could not start for want of local resources that come
-/// back by themselves: descriptors (EMFILE, ENFILE; e.g. while the API is
-/// flooded), buffers or memory, or every port of the RTP range in use.
-/// Such a verification is queued again rather than failed.
-fn out_of_resources(err: &NetError) -> bool {
-    let NetError::Io { source, .. } = err else { return false };
-    matches!(source.kind(), std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::AddrInUse)
-        || matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-}
-
-/// A call task that must not outlive the code following it: if recording
-/// fails midway, the call is torn down rather than left running unobserved.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// What the engine has learnt about the running call.
-struct Progress {
-    /// The attempt's number, if the store recorded its start.
-    attempt: Option<u32>,
-    call_id: String,
-    /// When the INVITE went out, Unix ms.
-    started_at: i64,
-    started: std::time::Instant,
-}
-
-fn attempt_result(report: &CallReport) -> AttemptResult {
-    let now = unix_ms();
-    let ms = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
-    let started = now.saturating_sub(ms(report.duration_ms));
-    let at = |offset: Option<u64>| offset.map(|offset| started.saturating_add(ms(offset)));
-    AttemptResult {
-        ended_at: now,
-        answered_at: at(report.answered_ms),
-        digit_at: at(report.digit_ms),
-        sip_status: report.sip_status,
-        dtmf_source: report.dtmf_source,
-        digits: report.digits.clone(),
-        outcome: report.outcome,
-        detail: report.detail.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::{Error, ErrorKind};
-
-    use super::*;
-
-    fn io(source: Error) -> NetError {
-        NetError::Io { context: "SIP socket".into(), source }
-    }
-
-    #[test]
-    fn running_out_of_sockets_is_retried_and_other_errors_are_not() {
-        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM, libc::EADDRINUSE] {
-            assert!(out_of_resources(&io(Error::from_raw_os_error(errno))), "errno {errno}");
-        }
-        for errno in [libc::EACCES, libc::EADDRNOTAVAIL, libc::EINVAL, libc::ENETUNREACH] {
-            assert!(!out_of_resources(&io(Error::from_raw_os_error(errno))), "errno {errno}");
-        }
-        assert!(!out_of_resources(&io(Error::from(ErrorKind::PermissionDenied))));
-        assert!(!out_of_resources(&NetError::Resolve("trunk.example:5060".into())));
     }
 }

@@ -94,8 +94,9 @@ impl Machine for PhoneMachine {
 
     fn poll_event(&mut self) -> Option<Turn> {
         if let Some(event) = self.phone.poll_event() {
-            let PhoneEvent::CallEnded { .. } = event;
-            self.ended += 1;
+            if let PhoneEvent::CallEnded { .. } = event {
+                self.ended += 1;
+            }
             return Some(Turn::Event(event));
         }
         let done = self.limit.is_some_and(|limit| self.ended >= limit) && self.phone.active_calls() == 0;

@@ -69,6 +69,13 @@ const INBAND_DBM0: f64 = -8.0;
 /// What the phone reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhoneEvent {
+    /// An INVITE for a new call arrived (retransmissions and re-INVITEs
+    /// are not new calls).
+    Invited { call_id: String },
+    /// A key press began on the wire: its first RFC 4733 packet or tone
+    /// frame was handed out by [`Phone::poll_rtp`], or its SIP INFO by
+    /// [`Phone::poll_sip`]. What latency measurements start from.
+    KeyPressed { call_id: String, key: char },
     /// A call ended (BYE either way, CANCEL, or a rejected INVITE acknowledged).
     CallEnded { call_id: String, rtp_received: u64 },
 }
@@ -90,6 +97,8 @@ struct Keys {
     tone: Option<(ToneGenerator, Instant)>,
     event: Option<EventSender>,
     event_timestamp: u32,
+    /// A press that has begun, announced with its first packet.
+    unannounced: Option<char>,
 }
 
 struct PhoneMedia {
@@ -168,7 +177,10 @@ impl Phone {
         let call_id = message.call_id().unwrap_or_default().to_string();
         match method {
             Method::Invite => match self.calls.get(&call_id) {
-                None => self.on_invite(now, from, message),
+                None => {
+                    self.events.push_back(PhoneEvent::Invited { call_id });
+                    self.on_invite(now, from, message);
+                }
                 Some(call) if call.invite.cseq() == message.cseq() => {
                     // A retransmitted INVITE: repeat where we are.
                     let response =
@@ -321,6 +333,7 @@ impl Phone {
             tone: None,
             event: None,
             event_timestamp: 0,
+            unannounced: None,
         });
         call.hangup_at = config.hangup_after.map(|d| now + d);
         call.final_response = Some(response.clone());
@@ -375,6 +388,9 @@ impl Phone {
                         && let Some(key) = keys.queue.pop_front()
                     {
                         keys.next_at = now + PRESS + BETWEEN_PRESSES;
+                        if self.config.via != PressVia::Info {
+                            keys.unannounced = Some(key);
+                        }
                         match self.config.via {
                             PressVia::Inband => {
                                 keys.tone = ToneGenerator::dtmf(key, INBAND_DBM0).map(|t| (t, now + PRESS));
@@ -427,6 +443,7 @@ impl Phone {
     fn send_info(&mut self, now: Instant, call_id: &str, key: char) {
         let body = format!("Signal={key}\r\nDuration=160\r\n").into_bytes();
         self.in_dialog_request(now, call_id, Method::Info, Some(("application/dtmf-relay", body)));
+        announce(&mut self.events, call_id, Some(key));
     }
 
     fn send_bye(&mut self, now: Instant, call_id: &str) {
@@ -473,7 +490,7 @@ impl Phone {
     /// The next RTP packet due by `now`, over all calls.
     pub fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
         let (packet, payload) = (&mut self.packet, &mut self.payload);
-        for call in self.calls.values_mut() {
+        for (call_id, call) in &mut self.calls {
             if !matches!(call.stage, Stage::Talking | Stage::Answering) {
                 continue;
             }
@@ -487,6 +504,7 @@ impl Phone {
                     Some((marker, data)) => {
                         media.sender.event_packet(PayloadType(event_pt), keys.event_timestamp, marker, &data, packet);
                         media.sender.skip_frame();
+                        announce(&mut self.events, call_id, keys.unannounced.take());
                         return Some((packet, media.remote));
                     }
                     None => {
@@ -500,6 +518,7 @@ impl Phone {
                 continue;
             }
             let mut frame = [0i16; FRAME_SAMPLES];
+            let toning = keys.tone.is_some();
             if let Some((tone, until)) = keys.tone.as_mut() {
                 tone.fill(&mut frame);
                 if now + FRAME > *until {
@@ -508,6 +527,9 @@ impl Phone {
             }
             if media.encoder.encode(&frame, payload).is_ok() {
                 media.sender.audio_frame(payload, packet);
+                if toning {
+                    announce(&mut self.events, call_id, keys.unannounced.take());
+                }
                 return Some((packet, media.remote));
             }
             media.sender.skip_frame();
@@ -539,6 +561,13 @@ impl Phone {
             })
             .flatten()
             .min()
+    }
+}
+
+/// Reports a press that just began, if there is one.
+fn announce(events: &mut VecDeque<PhoneEvent>, call_id: &str, key: Option<char>) {
+    if let Some(key) = key {
+        events.push_back(PhoneEvent::KeyPressed { call_id: call_id.to_string(), key });
     }
 }
 

@@ -171,6 +171,33 @@ pub(super) async fn finish_attempt(
     Ok(())
 }
 
+pub(super) async fn decide_attempt(
+    pool: &Pool,
+    id: &str,
+    number: u32,
+    result: &AttemptResult,
+) -> Result<(), StoreError> {
+    pool.acquire()
+        .await?
+        .exec()
+        .execute(
+            "UPDATE attempts SET answered_at = $3, digit_at = $4, sip_status = $5, dtmf_source = $6, \
+             digits = $7, outcome = $8 WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL",
+            &[
+                id.into(),
+                i64::from(number).into(),
+                result.answered_at.into(),
+                result.digit_at.into(),
+                result.sip_status.map(i64::from).into(),
+                result.dtmf_source.map(|source| source.as_str()).into(),
+                (&result.digits).into(),
+                result.outcome.as_str().into(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 pub(super) async fn complete(
     pool: &Pool,
     id: &str,

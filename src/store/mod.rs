@@ -425,6 +425,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn finish_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError>;
 
+    /// Records on an open attempt what decided it (everything in `result`
+    /// but `ended_at` and `detail`) while its call still runs, so that the
+    /// record completed next shows them; [`Store::finish_attempt`] closes
+    /// the attempt when the call is over. An attempt already closed is left
+    /// alone.
+    async fn decide_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError>;
+
     /// Ends the verification in one transaction: status `completed` (or
     /// `canceled` for [`Outcome::Canceled`]), the outcome, the registration
     /// when verified, the webhook in the outbox when there is a callback URL,

@@ -70,6 +70,10 @@ impl Store for SqlStore {
         leases::finish_attempt(&self.pool, id, number, result).await
     }
 
+    async fn decide_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError> {
+        leases::decide_attempt(&self.pool, id, number, result).await
+    }
+
     async fn complete(&self, id: &str, node: &str, outcome: Outcome, now: i64) -> Result<Verification, StoreError> {
         leases::complete(&self.pool, id, node, outcome, now).await
     }

@@ -55,3 +55,49 @@ pub fn serve_with_config(dir: &std::path::Path, trunk: &str, config: &str, key: 
     let (child, ready) = start(command);
     (child, format!("http://{}", ready["api"].as_str().expect("an API address")))
 }
+
+/// What a `pound phone` child reported, line by line, each with the time it
+/// was read (within a millisecond or so of the event on loopback).
+#[derive(Clone, Default)]
+pub struct PhoneLog(std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, Value)>>>);
+
+impl PhoneLog {
+    /// Reads `phone`'s stdout from now on (its ready line already read).
+    pub fn follow(phone: &mut Running) -> PhoneLog {
+        let log = PhoneLog::default();
+        let lines = log.0.clone();
+        let stdout = phone.0.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    lines.lock().unwrap().push((std::time::Instant::now(), value));
+                }
+            }
+        });
+        log
+    }
+
+    /// How many lines of this `event` kind came (`invite`, `key`, `call_ended`).
+    pub fn count(&self, event: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|(_, line)| line["event"] == event).count()
+    }
+
+    /// When the first line of this `event` kind came.
+    pub fn first(&self, event: &str) -> Option<std::time::Instant> {
+        self.0.lock().unwrap().iter().find(|(_, line)| line["event"] == event).map(|(at, _)| *at)
+    }
+
+    /// Waits up to `within` for the first line of this `event` kind.
+    pub async fn wait_for(&self, event: &str, within: std::time::Duration) -> Option<std::time::Instant> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(at) = self.first(event) {
+                return Some(at);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}

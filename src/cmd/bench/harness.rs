@@ -307,19 +307,6 @@ pub fn number(i: usize) -> String {
     format!("+1415{}{:04}", 200 + i / 10_000 % 800, i % 10_000)
 }
 
-/// p50, p99 and max of `samples`, in milliseconds, as JSON.
-pub fn summary(samples: &mut [Duration]) -> Value {
-    if samples.is_empty() {
-        return Value::Null;
-    }
-    samples.sort_unstable();
-    let at = |q: f64| {
-        let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        round(samples[index].as_secs_f64() * 1000.0)
-    };
-    serde_json::json!({"p50": at(0.50), "p99": at(0.99), "max": at(1.0)})
-}
-
 /// Three decimals: enough for a report, stable to read.
 pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0

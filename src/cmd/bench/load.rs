@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::BenchError;
-use super::harness::{Callee, CalleeKind, Node, machine, metric, metrics, number, outcomes, round, submit, summary};
+use super::harness::{Callee, CalleeKind, Node, machine, metric, metrics, number, outcomes, round, submit};
+use super::summary;
 use crate::phone::PressVia;
 
 /// What `pound bench load` was asked to do.
@@ -125,7 +126,7 @@ pub async fn load(args: LoadArgs) -> Result<Value, BenchError> {
         "rss_kb_per_call": round(to.rss_kb.saturating_sub(idle.rss_kb) as f64 / calls),
         "submitted_in_s": round(submitted_in.as_secs_f64()),
         "post_status": super::harness::status_counts(statuses),
-        "post_ms": summary(&mut latencies),
+        "post_ms": summary(&latencies),
         "outcomes": outcome_counts,
         "machine": machine(),
     }))

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::BenchError;
-use super::harness::{Callee, CalleeKind, Node, machine, metrics, number, outcomes, round, submit, summary};
+use super::harness::{Callee, CalleeKind, Node, machine, metrics, number, outcomes, round, submit};
 use super::load::via_name;
+use super::summary;
 use crate::phone::PressVia;
 
 /// What `pound bench rate` was asked to do.
@@ -84,7 +85,7 @@ pub async fn rate(args: RateArgs) -> Result<Value, BenchError> {
         "accepted_percent": round(100.0 * accepted as f64 / offered.max(1) as f64),
         "accepted_per_s": round(accepted as f64 / offer_s),
         "post_status": super::harness::status_counts(statuses),
-        "post_ms": summary(&mut accepted_latencies),
+        "post_ms": summary(&accepted_latencies),
         "outcomes": outcome_counts,
         "drained_s": round(drained_s),
         "cpu_ms_per_call": round((after.cpu_s - before.cpu_s) * 1000.0 / accepted.max(1) as f64),

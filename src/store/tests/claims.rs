@@ -347,6 +347,48 @@ async fn verified_call_registers_phone_and_queues_webhook() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decided_attempt_shows_its_decision_until_the_call_ends() {
+    on_each_backend(|h| async move {
+        let store = &h.store;
+        create(store, request("v1", 1_000)).await;
+        store.claim("a", 1_000, 60_000, 1).await.unwrap();
+        assert_eq!(store.start_attempt("v1", "a", "call-1@pound", 1_002).await.unwrap(), 1);
+        let decided = AttemptResult {
+            answered_at: Some(3_000),
+            digit_at: Some(4_000),
+            sip_status: Some(200),
+            dtmf_source: Some(DtmfSource::Rfc4733),
+            digits: "#".to_string(),
+            detail: Some("not written yet".to_string()),
+            ..ended(4_000, Outcome::Verified)
+        };
+        store.decide_attempt("v1", 1, &decided).await.unwrap();
+        store.complete("v1", "a", Outcome::Verified, 4_010).await.unwrap();
+        let attempt = store.attempts("v1").await.unwrap().remove(0);
+        assert_eq!(
+            (attempt.answered_at, attempt.digit_at, attempt.sip_status, attempt.dtmf_source),
+            (Some(3_000), Some(4_000), Some(200), Some(DtmfSource::Rfc4733))
+        );
+        assert_eq!((attempt.digits.as_str(), attempt.outcome.as_deref()), ("#", Some("verified")));
+        assert_eq!((attempt.ended_at, attempt.detail), (None, None), "the call still runs");
+        // The webhook queued by the completion carries the decided attempt.
+        let hooks = store.webhooks_for("v1").await.unwrap();
+        let body: Value = serde_json::from_str(&hooks[0].payload).unwrap();
+        assert_eq!(body["verification"]["attempts"][0]["outcome"], "verified", "{body}");
+
+        // The call's end closes it, on the completed verification.
+        let result = AttemptResult { detail: Some("confirmed".to_string()), ..decided.clone() };
+        store.finish_attempt("v1", 1, &AttemptResult { ended_at: 9_000, ..result }).await.unwrap();
+        let attempt = store.attempts("v1").await.unwrap().remove(0);
+        assert_eq!((attempt.ended_at, attempt.detail.as_deref()), (Some(9_000), Some("confirmed")));
+        // A closed attempt is not decided again.
+        store.decide_attempt("v1", 1, &AttemptResult { digits: "1#".to_string(), ..decided }).await.unwrap();
+        assert_eq!(store.attempts("v1").await.unwrap()[0].digits, "#");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requeue_schedules_and_releases() {
     on_each_backend(|h| async move {
         let store = &h.store;
