@@ -1,0 +1,172 @@
+//! The conversation once answered: keys, prompts, the deadlines that end a
+//! silent call, the decision and the end of the call. One `impl Call` split
+//! from `mod.rs` by job; the module shares the call's state and imports.
+
+use super::*;
+
+impl Call {
+    pub(super) fn on_digit(&mut self, now: Instant, key: MediaKey) {
+        let MediaKey { digit, source, latency } = key;
+        if self.phase != Phase::Talking || !self.config.dialplan.accepts(source) {
+            return;
+        }
+        let Some(verdict) = self.digits.press(now, digit, source) else { return };
+        tracing::info!(call_id = self.call_id(), digit = %digit, source = source.as_str(), "key");
+        self.events.push_back(CallEvent::Digit { digit, source, latency });
+        if let Some(media) = self.media.as_mut() {
+            media.stop();
+        }
+        self.timers.stop(Timer::Input);
+        match verdict {
+            Verdict::Pending => self.timers.set(Timer::Input, now + self.config.dialplan.input_timeout),
+            Verdict::Expected => {
+                self.decide(Outcome::Verified, Some((source, now)));
+                self.close(now, self.config.prompts.confirmation.clone());
+            }
+            Verdict::Fraud => {
+                self.decide(Outcome::FraudReported, Some((source, now)));
+                self.close(now, self.config.prompts.fraud.clone());
+            }
+            Verdict::Wrong => {
+                self.wrong_entries += 1;
+                if self.wrong_entries >= self.config.dialplan.max_attempts {
+                    self.decide(Outcome::WrongInput, Some((source, now)));
+                    self.hang_up(now);
+                } else {
+                    if let (Some(notice), Some(media)) = (self.config.prompts.wrong_key.clone(), self.media.as_mut()) {
+                        media.play(notice);
+                    }
+                    self.prompt_plays = 0;
+                    self.play_main_prompt();
+                }
+            }
+        }
+    }
+
+    pub(super) fn play_main_prompt(&mut self) {
+        if let Some(media) = self.media.as_mut() {
+            media.play(self.config.prompts.main.clone());
+            self.prompt_plays += 1;
+        }
+    }
+
+    pub(super) fn on_prompt_finished(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Talking => self.timers.set(Timer::Input, now + self.config.dialplan.input_timeout),
+            Phase::Closing => self.hang_up(now),
+            _ => {}
+        }
+    }
+
+    pub(super) fn check_deadlines(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Inviting if self.timers.is_expired(Timer::Ring, now) => {
+                tracing::info!(call_id = self.call_id(), "ring timeout");
+                self.decide(Outcome::NoAnswer, None);
+                self.send_cancel(now);
+            }
+            Phase::Canceling if self.timers.is_expired(Timer::CancelGiveUp, now) => {
+                self.detail = Some("no final response after CANCEL".into());
+                self.finish(now);
+            }
+            Phase::Talking | Phase::Closing => {
+                if self.media_silence_deadline().is_some_and(|t| now >= t) {
+                    self.probe_liveness(now);
+                } else if self.timers.is_expired(Timer::Talk, now) {
+                    self.decide(Outcome::NoInput, None);
+                    self.detail.get_or_insert_with(|| "maximum call duration".into());
+                    self.hang_up(now);
+                } else if self.timers.is_expired(Timer::Closing, now) {
+                    self.hang_up(now);
+                } else if self.timers.is_expired(Timer::Input, now) {
+                    self.timers.stop(Timer::Input);
+                    self.digits.clear_entry();
+                    if self.prompt_plays < self.config.dialplan.prompt_repeats {
+                        self.play_main_prompt();
+                    } else {
+                        // A wrong key followed by silence is the callee's
+                        // answer, not an absent one.
+                        let outcome = if self.wrong_entries > 0 { Outcome::WrongInput } else { Outcome::NoInput };
+                        self.decide(outcome, None);
+                        self.hang_up(now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Silence is what a listening callee with VAD or DTX sends, so it
+    /// decides nothing by itself: only a dialog that no longer answers ends
+    /// the call early. The deadline is off by default (dialplan
+    /// `media_timeout_ms = 0`) and fires once per call.
+    pub(super) fn media_silence_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.dialplan.media_timeout?;
+        if self.phase != Phase::Talking || self.liveness_tx.is_some() {
+            return None;
+        }
+        let media = self.media.as_ref()?;
+        if media.description().direction != Direction::SendRecv {
+            // On hold the callee legitimately sends nothing.
+            return None;
+        }
+        let last = media.last_packet_at().max(self.answered_at)?;
+        Some(last + timeout)
+    }
+
+    pub(super) fn decide(&mut self, outcome: Outcome, digit: Option<(DtmfSource, Instant)>) {
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+            if let Some((source, at)) = digit {
+                self.dtmf_source = Some(source);
+                self.digit_at = Some(at);
+            }
+            self.events.push_back(CallEvent::Decided { outcome, key: digit.map(|(source, _)| source) });
+        }
+    }
+
+    pub(super) fn close(&mut self, now: Instant, prompt: Option<Arc<Prompt>>) {
+        match (prompt, self.media.as_mut()) {
+            (Some(prompt), Some(media)) => {
+                media.play(prompt);
+                self.phase = Phase::Closing;
+                self.timers.stop(Timer::Input);
+                self.timers.set(Timer::Closing, now + CLOSING_LIMIT);
+            }
+            _ => self.hang_up(now),
+        }
+    }
+
+    pub(super) fn fail(&mut self, now: Instant, detail: String) {
+        tracing::warn!(call_id = self.call_id(), %detail, "call failed");
+        self.detail.get_or_insert(detail);
+        self.decide(Outcome::Failed, None);
+        self.hang_up(now);
+    }
+
+    pub(super) fn finish(&mut self, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        // Every path decides before it ends; one that did not is a failure,
+        // announced like any other decision.
+        self.decide(Outcome::Failed, None);
+        self.phase = Phase::Done;
+        let since_start = |t: Instant| t.saturating_duration_since(self.started).as_millis() as u64;
+        let report = CallReport {
+            outcome: self.outcome.unwrap_or(Outcome::Failed),
+            sip_status: self.sip_status,
+            dtmf_source: self.dtmf_source,
+            digits: self.digits.digits().to_string(),
+            duration_ms: since_start(now),
+            call_id: self.call_id().to_string(),
+            answered_ms: self.answered_at.map(since_start),
+            digit_ms: self.digit_at.map(since_start),
+            detail: self.detail.clone(),
+            foreign_rtp_packets: self.early_rtp + self.media.as_ref().map_or(0, |m| m.rtp_stats().foreign),
+            foreign_sip_messages: self.foreign_sip,
+        };
+        tracing::info!(call_id = self.call_id(), outcome = report.outcome.as_str(), "call finished");
+        self.events.push_back(CallEvent::Finished(report));
+    }
+}
