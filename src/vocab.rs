@@ -3,7 +3,17 @@
 //! store, the API, metrics and config can speak of outcomes without reaching
 //! into the call machine.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
+
+/// What a socket-free machine asks to put on the wire: `contents` (a SIP
+/// message, an RTP datagram) for `destination`. Every machine's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit<T> {
+    pub destination: SocketAddr,
+    pub contents: T,
+}
 
 /// The outcome of a verification (stable names, snake_case in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use pound::phone::{Phone, PhoneConfig, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::{Credentials, Message, Timers, auth};
 use pound::vocab::DtmfSource;
-use pound::vocab::{Outcome, Transport};
+use pound::vocab::{Outcome, Transmit, Transport};
 
 const CALLER_SIP: &str = "10.0.0.1:5060";
 const CALLER_RTP: &str = "10.0.0.1:40000";
@@ -174,21 +174,21 @@ impl Sim {
     fn exchange(&mut self) -> Option<CallReport> {
         loop {
             let mut moved = false;
-            while let Some((message, _)) = self.call.poll_sip() {
+            while let Some(Transmit { contents: message, .. }) = self.call.poll_sip() {
                 moved = true;
                 self.trace("pound ->", &message);
                 let message = over_the_wire(&message, &mut self.wire);
                 self.from_pound.push(message.clone());
                 self.deliver_to_phone(message);
             }
-            while let Some((message, _)) = self.phone.poll_sip() {
+            while let Some(Transmit { contents: message, .. }) = self.phone.poll_sip() {
                 moved = true;
                 self.trace("phone ->", &message);
                 let message = over_the_wire(&message, &mut self.wire);
                 self.from_phone.push(message.clone());
                 self.call.handle_sip(self.now, self.phone_signalling(), message);
             }
-            while let Some((packet, to)) = self.call.poll_rtp(self.now) {
+            while let Some(Transmit { destination: to, contents: packet }) = self.call.poll_rtp(self.now) {
                 assert_eq!(to, addr(PHONE_RTP));
                 let packet = packet.to_vec();
                 self.wire.push(packet.clone());
@@ -196,7 +196,7 @@ impl Sim {
                 self.phone_rtp_received += 1;
                 moved = true;
             }
-            while let Some((packet, to)) = self.phone.poll_rtp(self.now) {
+            while let Some(Transmit { destination: to, contents: packet }) = self.phone.poll_rtp(self.now) {
                 assert_eq!(to, addr(CALLER_RTP));
                 self.callee_rtp_sent += 1;
                 let mut packet = packet.to_vec();

@@ -14,7 +14,7 @@ use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
 use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
 use crate::sdp::{Direction, MediaDescription};
-use crate::vocab::DtmfSource;
+use crate::vocab::{DtmfSource, Transmit};
 
 /// The telephone-event payload types pound offers (8 kHz and 48 kHz). Events
 /// on them are accepted even when the answer names another type, because
@@ -198,7 +198,7 @@ impl MediaSession {
     }
 
     /// The next RTP packet that is due by `now`, and where it goes.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
         if self.sender.next_due()? > now {
             return None;
         }
@@ -231,7 +231,7 @@ impl MediaSession {
             return None;
         }
         self.sender.audio_frame(&self.payload, &mut self.packet);
-        Some((&self.packet, self.remote))
+        Some(Transmit { destination: self.remote, contents: &self.packet })
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -47,7 +47,7 @@ use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, Dialog, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
 use crate::timer::TimerTable;
-use crate::vocab::{DtmfSource, Outcome, Transport};
+use crate::vocab::{DtmfSource, Outcome, Transmit, Transport};
 use origin::Origins;
 use server::{Replies, answer_in_dialog};
 
@@ -72,7 +72,7 @@ pub struct CallConfig {
     pub dialplan: Arc<Dialplan>,
     pub prompts: Arc<Prompts>,
     pub timers: Timers,
-    /// Strict origins: where [`Destination::NextHop`] is (the trunk, or the
+    /// Strict origins: where requests go (the trunk, or the
     /// callee's host). Only it and the dialog's remote target are listened to.
     pub next_hop: SocketAddr,
     /// Packets that must continue the callee's RTP stream from a new address
@@ -80,9 +80,9 @@ pub struct CallConfig {
     pub rtp_learning_packets: u16,
 }
 
-/// Where a SIP message goes.
+/// Where a SIP message goes, until [`Call::poll_sip`] names the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination {
+enum Destination {
     /// The configured next hop (the target's host, or the trunk).
     NextHop,
     /// Back to where a request came from (responses).
@@ -431,12 +431,17 @@ impl Call {
     }
 
     /// The next SIP message to send.
-    pub fn poll_sip(&mut self) -> Option<(Message, Destination)> {
-        self.outbox.pop_front()
+    pub fn poll_sip(&mut self) -> Option<Transmit<Message>> {
+        let (contents, destination) = self.outbox.pop_front()?;
+        let destination = match destination {
+            Destination::NextHop => self.config.next_hop,
+            Destination::Reply(to) => to,
+        };
+        Some(Transmit { destination, contents })
     }
 
     /// The next RTP packet due by `now`.
-    pub fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+    pub fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
         if !matches!(self.phase, Phase::Talking | Phase::Closing) {
             return None;
         }

@@ -239,12 +239,13 @@ async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shut
         options_interval: trunk.options_interval,
         // Set by the watch from the endpoint and the route to the trunk.
         local_sip: config.endpoint.local_addr(),
+        next_hop,
         transport: trunk.transport,
         timers: Timers::default(),
     };
     let endpoint = config.endpoint.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_trunk_watch(&endpoint, watch_config, next_hop, health, shutdown).await {
+        if let Err(e) = run_trunk_watch(&endpoint, watch_config, health, shutdown).await {
             tracing::warn!(error = %e, "trunk watch stopped");
         }
     });

@@ -13,11 +13,11 @@ use tokio::sync::watch;
 use super::driver::{Machine, drive};
 use super::endpoint::Endpoint;
 use super::{NetError, io, local_ip_towards};
-use crate::call::{Call, CallConfig, CallEvent, CallReport, Destination, Prompts};
+use crate::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::sip::{Credentials, Message, Timers};
-use crate::vocab::Transport;
+use crate::vocab::{Transmit, Transport};
 
 /// What running a call needs besides the call itself.
 #[derive(Debug, Clone)]
@@ -119,14 +119,11 @@ impl Machine for CallMachine {
         self.call.cancel(now);
     }
 
-    fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
-        self.call.poll_sip().map(|(message, destination)| match destination {
-            Destination::NextHop => (message, self.next_hop),
-            Destination::Reply(to) => (message, to),
-        })
+    fn poll_sip(&mut self) -> Option<Transmit<Message>> {
+        self.call.poll_sip()
     }
 
-    fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+    fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
         self.call.poll_rtp(now)
     }
 

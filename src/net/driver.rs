@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::endpoint::SipHandle;
 use crate::sip::Message;
+use crate::vocab::Transmit;
 
 /// A machine as the driver sees it: inputs with the current time, outputs polled.
 pub(super) trait Machine {
@@ -26,8 +27,8 @@ pub(super) trait Machine {
     /// event says it is over).
     fn handle_stop(&mut self, now: Instant);
 
-    fn poll_sip(&mut self) -> Option<(Message, SocketAddr)>;
-    fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)>;
+    fn poll_sip(&mut self) -> Option<Transmit<Message>>;
+    fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>>;
     fn poll_event(&mut self) -> Option<Self::Event>;
     fn poll_timeout(&self) -> Option<Instant>;
 }
@@ -47,14 +48,14 @@ pub(super) async fn drive<M: Machine, R>(
     let mut endpoint_open = true;
     loop {
         let now = Instant::now();
-        while let Some((message, to)) = machine.poll_sip() {
+        while let Some(Transmit { destination: to, contents: message }) = machine.poll_sip() {
             if let Err(e) = sip.send(&message, to).await {
                 tracing::warn!(%to, error = %e, "SIP send failed");
                 machine.handle_transport_error(Instant::now(), Some(to));
             }
         }
         if let Some(rtp) = rtp {
-            while let Some((packet, to)) = machine.poll_rtp(now) {
+            while let Some(Transmit { destination: to, contents: packet }) = machine.poll_rtp(now) {
                 // Media is best effort: a lost packet is a lost 20 ms, nothing more.
                 let _ = rtp.send_to(packet, to).await;
             }

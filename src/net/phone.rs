@@ -12,7 +12,7 @@ use super::endpoint::Endpoint;
 use super::{NetError, io};
 use crate::phone::{Phone, PhoneConfig, PhoneEvent};
 use crate::sip::Message;
-use crate::vocab::Transport;
+use crate::vocab::{Transmit, Transport};
 
 /// Where the phone listens and how many calls it takes.
 #[derive(Debug, Clone)]
@@ -84,11 +84,11 @@ impl Machine for PhoneMachine {
     /// Nothing stops the phone but its call limit.
     fn handle_stop(&mut self, _now: Instant) {}
 
-    fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
+    fn poll_sip(&mut self) -> Option<Transmit<Message>> {
         self.phone.poll_sip()
     }
 
-    fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+    fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
         self.phone.poll_rtp(now)
     }
 

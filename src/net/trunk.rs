@@ -13,24 +13,24 @@ use super::endpoint::Endpoint;
 use super::{NetError, io, local_ip_towards};
 use crate::sip::Message;
 use crate::sip::trunk::{TrunkHealth, TrunkWatch, TrunkWatchConfig};
+use crate::vocab::Transmit;
 
-/// Watches the trunk at `next_hop` until `shutdown`, keeping `health` current.
+/// Watches the trunk (at `config.next_hop`) until `shutdown`, keeping `health` current.
 pub async fn run_trunk_watch(
     endpoint: &Endpoint,
     mut config: TrunkWatchConfig,
-    next_hop: SocketAddr,
     health: Arc<TrunkHealth>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
     let ip: IpAddr = match endpoint.local_addr().ip() {
-        ip if ip.is_unspecified() => local_ip_towards(next_hop).map_err(io("local address"))?,
+        ip if ip.is_unspecified() => local_ip_towards(config.next_hop).map_err(io("local address"))?,
         ip => ip,
     };
     let mut sip = endpoint.handle(config.transport)?;
     config.local_sip = SocketAddr::new(ip, endpoint.local_addr().port());
     let watch = TrunkWatch::new(config, Instant::now());
     health.update(&watch);
-    let mut machine = WatchMachine { watch, next_hop, health, stopped: false };
+    let mut machine = WatchMachine { watch, health, stopped: false };
     drive(&mut machine, &mut sip, None, Some(shutdown), |()| ControlFlow::Break(())).await;
     Ok(())
 }
@@ -39,7 +39,6 @@ pub async fn run_trunk_watch(
 /// every input, and its one event is "stopped".
 struct WatchMachine {
     watch: TrunkWatch,
-    next_hop: SocketAddr,
     health: Arc<TrunkHealth>,
     stopped: bool,
 }
@@ -69,11 +68,11 @@ impl Machine for WatchMachine {
         self.stopped = true;
     }
 
-    fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
-        self.watch.poll_transmit().map(|request| (request, self.next_hop))
+    fn poll_sip(&mut self) -> Option<Transmit<Message>> {
+        self.watch.poll_transmit()
     }
 
-    fn poll_rtp(&mut self, _now: Instant) -> Option<(&[u8], SocketAddr)> {
+    fn poll_rtp(&mut self, _now: Instant) -> Option<Transmit<&[u8]>> {
         None
     }
 

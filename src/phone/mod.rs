@@ -19,7 +19,7 @@ use crate::rtp::{EventSender, PayloadType, RtpSender};
 use crate::sdp::{MediaDescription, answer, parse_offer};
 use crate::sip::dialog::{self, Dialog, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
-use crate::vocab::Transport;
+use crate::vocab::{Transmit, Transport};
 
 /// How the simulated phone presses its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,7 +488,7 @@ impl Phone {
     }
 
     /// The next RTP packet due by `now`, over all calls.
-    pub fn poll_rtp(&mut self, now: Instant) -> Option<(&[u8], SocketAddr)> {
+    pub fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
         let (packet, payload) = (&mut self.packet, &mut self.payload);
         for (call_id, call) in &mut self.calls {
             if !matches!(call.stage, Stage::Talking | Stage::Answering) {
@@ -505,7 +505,7 @@ impl Phone {
                         media.sender.event_packet(PayloadType(event_pt), keys.event_timestamp, marker, &data, packet);
                         media.sender.skip_frame();
                         announce(&mut self.events, call_id, keys.unannounced.take());
-                        return Some((packet, media.remote));
+                        return Some(Transmit { destination: media.remote, contents: packet });
                     }
                     None => {
                         keys.event = None;
@@ -530,7 +530,7 @@ impl Phone {
                 if toning {
                     announce(&mut self.events, call_id, keys.unannounced.take());
                 }
-                return Some((packet, media.remote));
+                return Some(Transmit { destination: media.remote, contents: packet });
             }
             media.sender.skip_frame();
         }
@@ -538,8 +538,9 @@ impl Phone {
     }
 
     /// The next SIP message and where it goes.
-    pub fn poll_sip(&mut self) -> Option<(Message, SocketAddr)> {
-        self.outbox.pop_front()
+    pub fn poll_sip(&mut self) -> Option<Transmit<Message>> {
+        let (contents, destination) = self.outbox.pop_front()?;
+        Some(Transmit { destination, contents })
     }
 
     pub fn poll_event(&mut self) -> Option<PhoneEvent> {

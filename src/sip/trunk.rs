@@ -14,7 +14,7 @@ use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
 use crate::timer::TimerTable;
-use crate::vocab::Transport;
+use crate::vocab::{Transmit, Transport};
 
 /// What to do towards the trunk.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct TrunkWatchConfig {
     /// Time between OPTIONS pings; `None` sends none.
     pub options_interval: Option<Duration>,
     pub local_sip: SocketAddr,
+    /// Where its requests go: the trunk's address.
+    pub next_hop: SocketAddr,
     pub transport: Transport,
     pub timers: Timers,
 }
@@ -264,10 +266,10 @@ impl TrunkWatch {
     }
 
     /// The next request to send to the trunk.
-    pub fn poll_transmit(&mut self) -> Option<Message> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit<Message>> {
         for tx in [&mut self.register, &mut self.options].into_iter().flatten() {
-            if let Some(message) = tx.poll_transmit() {
-                return Some(message);
+            if let Some(contents) = tx.poll_transmit() {
+                return Some(Transmit { destination: self.config.next_hop, contents });
             }
         }
         self.reap();
@@ -365,6 +367,11 @@ fn granted_expiry(response: &Message) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// The next request the watch sends.
+    fn sent(watch: &mut TrunkWatch) -> Option<Message> {
+        watch.poll_transmit().map(|transmit| transmit.contents)
+    }
+
     fn config(register: bool, options: bool) -> TrunkWatchConfig {
         TrunkWatchConfig {
             trunk_uri: "sip:trunk.example.com:5060".into(),
@@ -373,6 +380,7 @@ mod tests {
             expires: Duration::from_secs(600),
             options_interval: options.then(|| Duration::from_secs(30)),
             local_sip: "10.0.0.1:5060".parse().unwrap(),
+            next_hop: "10.0.0.2:5060".parse().unwrap(),
             transport: Transport::Udp,
             timers: Timers::default(),
         }
@@ -389,13 +397,13 @@ mod tests {
         assert!(!watch.is_up(), "not registered yet");
         let health = TrunkHealth::new(false, true);
         assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
-        let register = watch.poll_transmit().unwrap();
+        let register = sent(&mut watch).unwrap();
         assert_eq!(register.method(), Some(&Method::Register));
         assert_eq!(register.header("Expires"), Some("600"));
         let challenge =
             reply(&register, 401).with_header("WWW-Authenticate", "Digest realm=\"t\", nonce=\"n1\", qop=\"auth\"");
         watch.handle_response(t0, challenge);
-        let ack_or_register = std::iter::from_fn(|| watch.poll_transmit()).collect::<Vec<_>>();
+        let ack_or_register = std::iter::from_fn(|| sent(&mut watch)).collect::<Vec<_>>();
         let authorized =
             ack_or_register.iter().find(|m| m.header("Authorization").is_some()).expect("an authorized REGISTER");
         assert_eq!(authorized.cseq().unwrap().0, 2);
@@ -409,7 +417,7 @@ mod tests {
         // Refreshed at 80 % of the 300 s granted.
         assert_eq!(watch.timers.get(Timer::Register), Some(t0 + Duration::from_secs(240)));
         watch.handle_timeout(t0 + Duration::from_secs(240));
-        assert_eq!(watch.poll_transmit().unwrap().method(), Some(&Method::Register));
+        assert_eq!(sent(&mut watch).unwrap().method(), Some(&Method::Register));
     }
 
     #[test]
@@ -421,7 +429,7 @@ mod tests {
         ] {
             let t0 = Instant::now();
             let mut watch = TrunkWatch::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
-            let register = watch.poll_transmit().unwrap();
+            let register = sent(&mut watch).unwrap();
             watch.handle_response(t0, reply(&register, 200).with_header(granted.0, granted.1.clone()));
             assert!(watch.is_up(), "{granted:?}");
             // A registrar may shorten the lifetime asked for, never lengthen it:
@@ -429,7 +437,7 @@ mod tests {
             let mut refreshed = false;
             while let Some(at) = watch.poll_timeout().filter(|at| *at <= t0 + Duration::from_secs(600)) {
                 watch.handle_timeout(at);
-                if std::iter::from_fn(|| watch.poll_transmit()).any(|m| m.method() == Some(&Method::Register)) {
+                if std::iter::from_fn(|| sent(&mut watch)).any(|m| m.method() == Some(&Method::Register)) {
                     refreshed = true;
                     break;
                 }
@@ -442,14 +450,13 @@ mod tests {
     fn wrong_credentials_are_not_retried_in_a_loop() {
         let t0 = Instant::now();
         let mut watch = TrunkWatch::new(config(true, false), t0);
-        let register = watch.poll_transmit().unwrap();
+        let register = sent(&mut watch).unwrap();
         let challenge =
             |r: &Message| reply(r, 401).with_header("WWW-Authenticate", "Digest realm=\"t\", nonce=\"same\"");
         watch.handle_response(t0, challenge(&register));
-        let retry =
-            std::iter::from_fn(|| watch.poll_transmit()).find(|m| m.method() == Some(&Method::Register)).unwrap();
+        let retry = std::iter::from_fn(|| sent(&mut watch)).find(|m| m.method() == Some(&Method::Register)).unwrap();
         watch.handle_response(t0, challenge(&retry));
-        assert!(std::iter::from_fn(|| watch.poll_transmit()).all(|m| m.method() != Some(&Method::Register)));
+        assert!(std::iter::from_fn(|| sent(&mut watch)).all(|m| m.method() != Some(&Method::Register)));
         assert!(!watch.is_up());
         assert_eq!(watch.timers.get(Timer::Register), Some(t0 + RETRY));
     }
@@ -461,7 +468,7 @@ mod tests {
         let mut watch = TrunkWatch::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
         health.update(&watch);
         assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
-        let register = watch.poll_transmit().unwrap();
+        let register = sent(&mut watch).unwrap();
         watch.handle_response(t0, reply(&register, 200));
         health.update(&watch);
         assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(true), true));
@@ -478,7 +485,7 @@ mod tests {
         let health = TrunkHealth::new(true, false);
         health.update(&watch);
         assert!(!watch.is_up() && !health.is_up(), "down until the trunk first answers");
-        let options = watch.poll_transmit().unwrap();
+        let options = sent(&mut watch).unwrap();
         assert_eq!(options.method(), Some(&Method::Options));
         watch.handle_response(t0, reply(&options, 405));
         assert!(watch.is_up(), "any final response means alive");
@@ -494,14 +501,14 @@ mod tests {
             }
             now = deadline;
             watch.handle_timeout(now);
-            while watch.poll_transmit().is_some() {}
+            while sent(&mut watch).is_some() {}
         }
         assert!(!watch.is_up());
         health.update(&watch);
         assert!(!health.is_up() && !health.may_dial());
         now = watch.poll_timeout().unwrap();
         watch.handle_timeout(now);
-        let ping = std::iter::from_fn(|| watch.poll_transmit()).find(|m| m.method() == Some(&Method::Options)).unwrap();
+        let ping = std::iter::from_fn(|| sent(&mut watch)).find(|m| m.method() == Some(&Method::Options)).unwrap();
         watch.handle_response(now, reply(&ping, 200));
         assert!(watch.is_up());
     }
