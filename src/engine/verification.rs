@@ -19,8 +19,21 @@ use crate::mask::mask_phone;
 use crate::metrics::Metrics;
 use crate::net::{CallSetup, NetError, resolve};
 use crate::sip::Timers;
+use crate::sip::route::RouteError;
 use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
 use crate::vocab::Outcome;
+
+/// Why a claimed verification's call could not even be set up: it ends
+/// `failed`, with nobody called.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    /// The number and the trunk make no Request-URI.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The trunk's host does not resolve.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
 
 /// One claimed verification, carried to its next state.
 pub(super) struct Verification {
@@ -94,8 +107,8 @@ impl Verification {
         self.store.set_status(id, node, Status::Dialing, unix_ms()).await?;
         let setup = match self.setup(&verification.phone, &dialplan).await {
             Ok(setup) => setup,
-            Err(detail) => {
-                tracing::warn!(verification = id, %detail, "cannot place the call");
+            Err(error) => {
+                tracing::warn!(verification = id, %error, "cannot place the call");
                 return self.finish(id, Outcome::Failed).await;
             }
         };
@@ -332,10 +345,10 @@ impl Verification {
         tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
     }
 
-    async fn setup(&self, phone: &str, dialplan: &LoadedDialplan) -> Result<CallSetup, String> {
+    async fn setup(&self, phone: &str, dialplan: &LoadedDialplan) -> Result<CallSetup, SetupError> {
         let trunk = &self.config.trunk;
-        let (target, hop) = crate::sip::route::route(phone, Some(&trunk.uri)).map_err(|e| e.to_string())?;
-        let next_hop = resolve(&hop).await.map_err(|e| e.to_string())?;
+        let (target, hop) = crate::sip::route::route(phone, Some(&trunk.uri))?;
+        let next_hop = resolve(&hop).await?;
         Ok(CallSetup {
             target,
             next_hop,
