@@ -63,7 +63,8 @@ impl Node {
     /// `pound serve` (this very binary) towards `trunk`, able to run
     /// `max_calls` calls at once and start `cps` per second, with every
     /// per-number and per-key limit opened: the benchmark dials many numbers
-    /// of one fictional prefix from one key.
+    /// of one prefix from one key, and from one client address (so the
+    /// per-client connection cap is off, as behind a reverse proxy).
     /// Its dialplan waits for the key as long as the callee holds: the
     /// compiled-in one gives up (`no_input`) after three prompts.
     pub fn start(
@@ -89,7 +90,7 @@ impl Node {
             ),
         )?;
         let config = format!(
-            "[trunk]\ncalls_per_second = {cps}\noptions_interval_s = 0\n\
+            "[api]\nmax_connections_per_client = 0\n[trunk]\ncalls_per_second = {cps}\noptions_interval_s = 0\n\
              [engine]\nmax_concurrent_calls = {max_calls}\n\
              [policy]\ncooldown_s = 0\nallow_prefixes = [\"+1415\"]\nallowed_countries = []\n\
              max_per_key_per_hour = {max}\nmax_per_country_per_hour = {max}\nmax_per_prefix_per_hour = {max}\n\

@@ -1,0 +1,48 @@
+//! `pound bench load` and `pound bench rate` end to end with `pound phone`
+//! as the callee (sipp is not needed): each prints one JSON line whose
+//! figures come from a node that really held and verified the calls. The
+//! figures themselves are not asserted (timing claims live in the README).
+
+mod common;
+
+use common::process::pound;
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let output = pound().arg("bench").args(args).output().expect("pound bench runs");
+    assert!(output.status.success(), "pound bench {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn load_holds_every_call_and_reports_the_nodes_own_cost() {
+    let line = bench(&["load", "--calls", "8", "--hold", "5", "--submit-rate", "20", "--callee", "phone"]);
+    assert_eq!(line["bench"], "load", "{line}");
+    assert_eq!(line["callee"], "pound phone", "{line}");
+    assert_eq!(line["calls_held_in_window"], 8, "every call was up while measured: {line}");
+    assert_eq!(line["outcomes"]["verified"], 8, "{line}");
+    assert!(line["cpu_percent_per_call"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["rss_kb_loaded"].as_u64().unwrap() >= line["rss_kb_idle"].as_u64().unwrap(), "{line}");
+    assert!(line["post_ms"]["p99"].as_f64().is_some(), "{line}");
+}
+
+#[test]
+fn rate_offers_open_loop_and_counts_what_was_accepted_and_how_it_ended() {
+    let line = bench(&["rate", "--cps", "10", "--seconds", "2", "--hold", "0.5", "--callee", "phone"]);
+    assert_eq!((line["bench"].as_str(), line["offered"].as_u64()), (Some("rate"), Some(20)), "{line}");
+    let accepted = line["accepted"].as_u64().unwrap();
+    assert_eq!(accepted, 20, "{line}");
+    assert_eq!(line["outcomes"]["verified"].as_u64(), Some(accepted), "{line}");
+}
+
+#[test]
+fn a_hold_too_short_for_the_calls_is_refused_not_misreported() {
+    let output = pound()
+        .args(["bench", "load", "--calls", "40", "--hold", "1", "--submit-rate", "10", "--callee", "phone"])
+        .output()
+        .expect("pound bench runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--hold"), "{stderr}");
+}
