@@ -266,13 +266,17 @@ impl Verification {
         }
     }
 
-    /// The attempt first, so that the completed record (and its webhook)
-    /// shows what decided it; both writes may be repeated.
+    /// The attempt's decision and the completion in one transaction, so that
+    /// the completed record (and its webhook) shows what decided it; it may
+    /// be repeated.
     async fn write_decision(&self, id: &str, outcome: Outcome, state: &Progress) -> Result<(), StoreError> {
-        if let (Some(number), Some(decided)) = (state.attempt, &state.decided) {
-            self.store.decide_attempt(id, number, decided).await?;
-        }
-        self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await?;
+        let node = &self.config.node_id;
+        match (state.attempt, &state.decided) {
+            (Some(number), Some(decided)) => {
+                self.store.complete_decided(id, node, outcome, unix_ms(), number, decided).await?
+            }
+            _ => self.store.complete(id, node, outcome, unix_ms()).await?,
+        };
         Ok(())
     }
 

@@ -171,16 +171,21 @@ pub(super) async fn finish_attempt(
     Ok(())
 }
 
-pub(super) async fn decide_attempt(
+/// Completes the verification; with `decided`, the open attempt's decision
+/// is written first in the same transaction (see `Store::complete_decided`).
+pub(super) async fn complete(
     pool: &Pool,
     id: &str,
-    number: u32,
-    result: &AttemptResult,
-) -> Result<(), StoreError> {
-    pool.acquire()
-        .await?
-        .exec()
-        .execute(
+    node: &str,
+    outcome: Outcome,
+    now: i64,
+    decided: Option<(u32, &AttemptResult)>,
+) -> Result<Verification, StoreError> {
+    let status = if outcome == Outcome::Canceled { Status::Canceled } else { Status::Completed };
+    let mut tx = pool.begin_write().await?;
+    let mut db = tx.exec();
+    if let Some((number, result)) = decided {
+        db.execute(
             "UPDATE attempts SET answered_at = $3, digit_at = $4, sip_status = $5, dtmf_source = $6, \
              digits = $7, outcome = $8 WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL",
             &[
@@ -195,19 +200,7 @@ pub(super) async fn decide_attempt(
             ],
         )
         .await?;
-    Ok(())
-}
-
-pub(super) async fn complete(
-    pool: &Pool,
-    id: &str,
-    node: &str,
-    outcome: Outcome,
-    now: i64,
-) -> Result<Verification, StoreError> {
-    let status = if outcome == Outcome::Canceled { Status::Canceled } else { Status::Completed };
-    let mut tx = pool.begin_write().await?;
-    let mut db = tx.exec();
+    }
     let row: Option<VerificationRow> = db
         .fetch_optional(
             &format!(

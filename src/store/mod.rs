@@ -425,18 +425,27 @@ pub trait Store: Send + Sync + 'static {
 
     async fn finish_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError>;
 
-    /// Records on an open attempt what decided it (everything in `result`
-    /// but `ended_at` and `detail`) while its call still runs, so that the
-    /// record completed next shows them; [`Store::finish_attempt`] closes
-    /// the attempt when the call is over. An attempt already closed is left
-    /// alone.
-    async fn decide_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError>;
-
     /// Ends the verification in one transaction: status `completed` (or
     /// `canceled` for [`Outcome::Canceled`]), the outcome, the registration
     /// when verified, the webhook in the outbox when there is a callback URL,
     /// and the lease released. Returns the final record.
     async fn complete(&self, id: &str, node: &str, outcome: Outcome, now: i64) -> Result<Verification, StoreError>;
+
+    /// [`Store::complete`] for a decision made while its call still runs:
+    /// what decided the open attempt `number` (everything in `decided` but
+    /// `ended_at` and `detail`) is written first in the same transaction, so
+    /// that the completed record and its webhook show it, with one commit.
+    /// [`Store::finish_attempt`] closes the attempt when the call is over; an
+    /// attempt already closed is left alone.
+    async fn complete_decided(
+        &self,
+        id: &str,
+        node: &str,
+        outcome: Outcome,
+        now: i64,
+        number: u32,
+        decided: &AttemptResult,
+    ) -> Result<Verification, StoreError>;
 
     /// Releases the lease and schedules another attempt at `next_attempt_at`.
     async fn requeue(&self, id: &str, node: &str, next_attempt_at: i64, now: i64) -> Result<(), StoreError>;

@@ -70,12 +70,20 @@ impl Store for SqlStore {
         leases::finish_attempt(&self.pool, id, number, result).await
     }
 
-    async fn decide_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError> {
-        leases::decide_attempt(&self.pool, id, number, result).await
+    async fn complete(&self, id: &str, node: &str, outcome: Outcome, now: i64) -> Result<Verification, StoreError> {
+        leases::complete(&self.pool, id, node, outcome, now, None).await
     }
 
-    async fn complete(&self, id: &str, node: &str, outcome: Outcome, now: i64) -> Result<Verification, StoreError> {
-        leases::complete(&self.pool, id, node, outcome, now).await
+    async fn complete_decided(
+        &self,
+        id: &str,
+        node: &str,
+        outcome: Outcome,
+        now: i64,
+        number: u32,
+        decided: &AttemptResult,
+    ) -> Result<Verification, StoreError> {
+        leases::complete(&self.pool, id, node, outcome, now, Some((number, decided))).await
     }
 
     async fn requeue(&self, id: &str, node: &str, next_attempt_at: i64, now: i64) -> Result<(), StoreError> {

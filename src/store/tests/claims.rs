@@ -362,8 +362,10 @@ async fn a_decided_attempt_shows_its_decision_until_the_call_ends() {
             detail: Some("not written yet".to_string()),
             ..ended(4_000, Outcome::Verified)
         };
-        store.decide_attempt("v1", 1, &decided).await.unwrap();
-        store.complete("v1", "a", Outcome::Verified, 4_010).await.unwrap();
+        // Not this node's lease: nothing is written, the attempt included.
+        assert!(store.complete_decided("v1", "b", Outcome::Verified, 4_010, 1, &decided).await.is_err());
+        assert_eq!(store.attempts("v1").await.unwrap()[0].outcome, None, "rolled back with the completion");
+        store.complete_decided("v1", "a", Outcome::Verified, 4_010, 1, &decided).await.unwrap();
         let attempt = store.attempts("v1").await.unwrap().remove(0);
         assert_eq!(
             (attempt.answered_at, attempt.digit_at, attempt.sip_status, attempt.dtmf_source),
@@ -381,9 +383,6 @@ async fn a_decided_attempt_shows_its_decision_until_the_call_ends() {
         store.finish_attempt("v1", 1, &AttemptResult { ended_at: 9_000, ..result }).await.unwrap();
         let attempt = store.attempts("v1").await.unwrap().remove(0);
         assert_eq!((attempt.ended_at, attempt.detail.as_deref()), (Some(9_000), Some("confirmed")));
-        // A closed attempt is not decided again.
-        store.decide_attempt("v1", 1, &AttemptResult { digits: "1#".to_string(), ..decided }).await.unwrap();
-        assert_eq!(store.attempts("v1").await.unwrap()[0].digits, "#");
     })
     .await;
 }
