@@ -66,7 +66,8 @@ for pin in "${packages[@]}"; do
 done
 
 # One line per source: class, source name, package, directory inside the
-# package, and how deep to look (1: that directory only, 9: everything below).
+# package, how deep to look (1: that directory only, 9: everything below), and
+# a file name to leave out (a clip that repeats others), if any.
 sources() {
     local klettres=usr/share/klettres ktuberling=usr/share/ktuberling/sounds
     local hedgewars=usr/share/games/hedgewars/Data/Sounds
@@ -79,6 +80,8 @@ sources() {
     done
     for lang in "$tree/ktuberling-data/$ktuberling"/*/; do
         lang=$(basename "$lang")
+        # sr@latin and the like repeat sr's recordings.
+        case $lang in *@*) continue ;; esac
         echo "speech ktuberling-$lang ktuberling-data $ktuberling/$lang 9"
     done
     for voice in "$tree/hedgewars-data/$hedgewars/voices"/*/; do
@@ -86,7 +89,7 @@ sources() {
         echo "speech hedgewars-$voice hedgewars-data $hedgewars/voices/$voice 9"
     done
     echo "speech warmux-voices warmux-data usr/share/games/warmux/sound/default/voices 9"
-    echo "speech codec2-speakers codec2-examples usr/share/codec2/wav 9"
+    echo "speech codec2-speakers codec2-examples usr/share/codec2/wav 9 all.wav"
     echo "speech supertux-speech supertux-data usr/share/games/supertux2/speech 9"
     echo "speech freedroidrpg-voices freedroidrpg-data usr/share/freedroidrpg/data/sound/effects/bot_sounds/voice_samples 9"
     echo "music wesnoth wesnoth-1.16-music usr/share/games/wesnoth/1.16/data/core/music 9"
@@ -103,7 +106,7 @@ sources() {
 # Converts one source's clips into one WAV; silent clips (sox reports no
 # length) are skipped.
 convert() {
-    local class=$1 source=$2 package=$3 path=$4 depth=$5
+    local class=$1 source=$2 package=$3 path=$4 depth=$5 skip=${6:-}
     local out=$dir/$class/$source.wav
     [ -e "$out" ] && return 0
     mkdir -p "$dir/$class"
@@ -112,10 +115,10 @@ convert() {
     gap=$(mktemp)
     head -c 4000 /dev/zero >"$gap"
     find "$tree/$package/$path" -maxdepth "$depth" -type f \
-        \( -iname '*.ogg' -o -iname '*.wav' -o -iname '*.flac' -o -iname '*.mp3' \) -print0 |
+        \( -iname '*.ogg' -o -iname '*.wav' -o -iname '*.flac' -o -iname '*.mp3' \) ! -name "${skip:-/}" -print0 |
         sort -z |
         while IFS= read -r -d '' clip; do
-            sox -D -R -G "$clip" -t raw -e signed -b 16 -c 1 - remix - rate -v 8000 sinc 300-3400 2>/dev/null >>"$raw" || true
+            sox -D -R "$clip" -t raw -e signed -b 16 -c 1 - remix - gain -3 rate -v 8000 sinc 300-3400 2>/dev/null >>"$raw" || true
             cat "$gap" >>"$raw"
         done
     rm -f "$gap"

@@ -68,17 +68,50 @@ pub enum Kernel {
     Avx512Vnni,
 }
 
+/// Why `POUND_DSP_KERNEL` cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("POUND_DSP_KERNEL={0:?} names no kernel; known: portable, avx2, avx512vnni")]
+    Unknown(String),
+    #[error("POUND_DSP_KERNEL={0}: this CPU lacks the instructions it needs; available: {1}")]
+    Unavailable(&'static str, String),
+}
+
+/// The environment variable that forces a kernel (for benchmarks and tests).
+pub const KERNEL_ENV: &str = "POUND_DSP_KERNEL";
+
+static SELECTED: LazyLock<Result<Kernel, KernelError>> =
+    LazyLock::new(|| Kernel::select_from(std::env::var(KERNEL_ENV).ok().as_deref()));
+
 impl Kernel {
-    /// The fastest kernel this CPU runs, unless `POUND_DSP_KERNEL` names another
-    /// available one (for benchmarks and tests).
-    pub fn best() -> Self {
+    const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512Vnni];
+
+    /// The kernel `POUND_DSP_KERNEL` names, or the fastest this CPU runs when
+    /// it is unset or empty. Naming an unknown kernel, or one the CPU cannot
+    /// run, is an error rather than a quiet fallback: a benchmark must measure
+    /// what it says it measures. Read once per process.
+    pub fn select() -> Result<Self, KernelError> {
+        SELECTED.clone()
+    }
+
+    fn select_from(name: Option<&str>) -> Result<Self, KernelError> {
         let available = Self::available();
-        if let Ok(name) = std::env::var("POUND_DSP_KERNEL")
-            && let Some(kernel) = available.iter().copied().find(|k| k.name() == name)
-        {
-            return kernel;
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Ok(Self::best());
+        };
+        let kernel =
+            Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| KernelError::Unknown(name.into()))?;
+        if available.contains(&kernel) {
+            Ok(kernel)
+        } else {
+            let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+            Err(KernelError::Unavailable(kernel.name(), names.join(", ")))
         }
-        *available.last().expect("the portable kernel is always available")
+    }
+
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Self {
+        *Self::available().last().expect("the portable kernel is always available")
     }
 
     /// Every kernel this CPU runs, slowest first.
@@ -260,6 +293,22 @@ mod tests {
                 (state >> 48) as i16
             })
             .collect()
+    }
+
+    #[test]
+    fn a_kernel_is_chosen_by_name_and_a_wrong_name_is_an_error() {
+        assert_eq!(Kernel::select_from(None), Ok(Kernel::best()));
+        assert_eq!(Kernel::select_from(Some("")), Ok(Kernel::best()));
+        assert_eq!(Kernel::select_from(Some("portable")), Ok(Kernel::Portable));
+        assert_eq!(Kernel::select_from(Some("sse9")), Err(KernelError::Unknown("sse9".into())));
+        for kernel in Kernel::ALL {
+            let chosen = Kernel::select_from(Some(kernel.name()));
+            if Kernel::available().contains(&kernel) {
+                assert_eq!(chosen, Ok(kernel));
+            } else {
+                assert!(matches!(chosen, Err(KernelError::Unavailable(name, _)) if name == kernel.name()));
+            }
+        }
     }
 
     #[test]

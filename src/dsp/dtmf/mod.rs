@@ -12,7 +12,7 @@
 mod kernel;
 mod window;
 
-pub use kernel::{BLOCK, BlockSums, Kernel};
+pub use kernel::{BLOCK, BlockSums, KERNEL_ENV, Kernel, KernelError};
 
 use crate::dsp::tone::{KEYPAD, SAMPLE_RATE, dbm0_to_power};
 use window::{Hit, Phasors, Thresholds, WINDOW_BLOCKS, Window};
@@ -127,9 +127,14 @@ pub struct DtmfDetector {
 const BATCH: usize = 16;
 
 impl DtmfDetector {
-    /// A detector using the fastest kernel for this CPU.
+    /// A detector using the kernel [`Kernel::select`] chooses: the fastest for
+    /// this CPU unless `POUND_DSP_KERNEL` names another.
+    ///
+    /// # Panics
+    /// If `POUND_DSP_KERNEL` names an unknown kernel or one this CPU cannot
+    /// run. The binary checks that at startup, before any detector exists.
     pub fn new(config: &DtmfConfig) -> Self {
-        Self::with_kernel(config, Kernel::best())
+        Self::with_kernel(config, Kernel::select().unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// A detector using a given kernel; all kernels give identical results.
