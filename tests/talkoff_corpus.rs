@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use pound::dsp::dtmf::{BLOCK, DtmfConfig};
-use pound::dsp::tone::dbm0_to_power;
+use pound::dsp::tone::{dbm0_to_power, saturate};
 
 const LEVELS_DBM0: [f64; 3] = [-10.0, -20.0, -30.0];
 /// The 20 ms frames whose power is within this of the loudest count as active:
@@ -69,27 +69,28 @@ fn active_power(samples: &[i16]) -> f64 {
     active.iter().sum::<f64>() / active.len().max(1) as f64
 }
 
-/// One source at one level through one codec, as the detector hears it.
+/// One source at one level through one codec.
 struct Variant<'a> {
     source: &'a Source,
     dbm0: f64,
     codec: Codec,
-    audio: Vec<i16>,
+}
+
+impl Variant<'_> {
+    /// The audio as the detector hears it; made when needed, so that only
+    /// one variant per thread is in memory.
+    fn audio(&self) -> Vec<i16> {
+        let gain = (dbm0_to_power(self.dbm0) / active_power(&self.source.samples).max(1.0)).sqrt();
+        self.source.samples.iter().map(|&x| self.codec.round_trip(saturate(x as f64 * gain))).collect()
+    }
 }
 
 fn variants(sources: &[Source]) -> Vec<Variant<'_>> {
     let mut out = Vec::new();
     for source in sources {
-        let own = active_power(&source.samples);
         for dbm0 in LEVELS_DBM0 {
-            let gain = (dbm0_to_power(dbm0) / own.max(1.0)).sqrt();
             for codec in CODECS {
-                let audio = source
-                    .samples
-                    .iter()
-                    .map(|&x| codec.round_trip(pound::dsp::tone::saturate(x as f64 * gain)))
-                    .collect();
-                out.push(Variant { source, dbm0, codec, audio });
+                out.push(Variant { source, dbm0, codec });
             }
         }
     }
@@ -121,8 +122,9 @@ fn false_digits(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(v) = variants.get(i) else { break };
+                    let audio = v.audio();
                     for &shift in shifts {
-                        for (digit, at) in detector(&v.audio[shift.min(v.audio.len())..]) {
+                        for (digit, at) in detector(&audio[shift.min(audio.len())..]) {
                             found.lock().unwrap().push(FalseDigit {
                                 class: v.source.class.clone(),
                                 source: v.source.name.clone(),

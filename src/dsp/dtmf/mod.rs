@@ -23,6 +23,14 @@ const WINDOW_SAMPLES: u64 = (WINDOW_BLOCKS * BLOCK) as u64;
 /// Consecutive agreeing windows that declare a key: 16 ms + 4 × 4 ms = 32 ms of
 /// tone, between the 20 ms that must be ignored and the 40 ms that must count.
 pub const HITS_TO_START: u8 = 5;
+/// Agreeing windows that declare a key when any of them was impure (its tones
+/// carrying less than [`CONFIRM_SHARE`] of the energy): speech and music reach
+/// a key's tones only now and then, and rarely for 16 ms + 8 × 4 ms = 48 ms.
+/// A key over speech as loud as itself is still long enough (at least 40 ms of
+/// it must count, and presses last longer than that).
+const IMPURE_HITS_TO_START: u8 = 9;
+/// Below this share of the window's energy a window's tones are impure.
+const CONFIRM_SHARE: f32 = 0.7;
 /// Windows without the key that a key not yet declared survives: speech over
 /// a key breaks the run of agreeing windows now and then. A 20 ms tone still
 /// gives at most three hits, so this does not let short tones through.
@@ -93,13 +101,15 @@ impl DtmfEvent {
 #[derive(Debug, Clone, Copy)]
 enum State {
     Idle,
-    /// `since`: the stream position where the first agreeing window began.
+    /// `since`: the stream position where the first agreeing window began;
+    /// `impure`: whether any window of the run was impure.
     Pending {
         row: u8,
         col: u8,
         hits: u8,
         misses: u8,
         since: u64,
+        impure: bool,
     },
     On {
         row: u8,
@@ -207,21 +217,21 @@ impl DtmfDetector {
             let block = self.pending;
             block_sums(&block, &mut sums);
             self.pending_len = 0;
-            self.on_block(&sums[0], on_event);
+            self.on_block(&block, &sums[0], on_event);
         }
         let mut sums = [BlockSums::default(); BATCH];
         let mut batches = samples.chunks_exact(BLOCK * BATCH);
         for batch in &mut batches {
             block_sums(batch, &mut sums);
-            for block in &sums {
-                self.on_block(block, on_event);
+            for (block, sums) in batch.chunks_exact(BLOCK).zip(&sums) {
+                self.on_block(block, sums, on_event);
             }
         }
         let rest = batches.remainder();
         let whole = rest.len() / BLOCK;
         block_sums(&rest[..whole * BLOCK], &mut sums[..whole]);
-        for block in &sums[..whole] {
-            self.on_block(block, on_event);
+        for (block, sums) in rest.chunks_exact(BLOCK).zip(&sums[..whole]) {
+            self.on_block(block, sums, on_event);
         }
         let tail = &rest[whole * BLOCK..];
         self.pending[..tail.len()].copy_from_slice(tail);
@@ -237,8 +247,8 @@ impl DtmfDetector {
     }
 
     #[inline(always)]
-    fn on_block(&mut self, sums: &BlockSums, on_event: &mut impl FnMut(DtmfEvent)) {
-        self.window.push(self.phasors.align(sums));
+    fn on_block(&mut self, samples: &[i16], sums: &BlockSums, on_event: &mut impl FnMut(DtmfEvent)) {
+        self.window.push(self.phasors.align(sums), samples);
         self.position += BLOCK as u64;
         if !self.window.is_full() {
             return;
@@ -255,18 +265,20 @@ impl DtmfDetector {
                     State::On { row, col, misses: misses + 1, row_power, col_power }
                 }
             }
-            (State::Pending { row, col, hits, misses, since }, None) if misses < PENDING_MISSES => {
-                State::Pending { row, col, hits, misses: misses + 1, since }
+            (State::Pending { row, col, hits, misses, since, impure }, None) if misses < PENDING_MISSES => {
+                State::Pending { row, col, hits, misses: misses + 1, since, impure }
             }
             (_, None) => State::Idle,
-            (State::Pending { row, col, hits, misses, since }, Some(h))
+            (State::Pending { row, col, hits, misses, since, impure }, Some(h))
                 if (h.row, h.col) == (row as usize, col as usize) =>
             {
-                if hits + 1 >= HITS_TO_START {
+                let impure = impure || h.share < CONFIRM_SHARE;
+                let needed = if impure { IMPURE_HITS_TO_START } else { HITS_TO_START };
+                if hits + 1 >= needed {
                     on_event(DtmfEvent::On { digit: digit(row, col), sample: self.position, tone_start: since });
                     State::On { row, col, misses: 0, row_power: h.row_power, col_power: h.col_power }
                 } else {
-                    State::Pending { row, col, hits: hits + 1, misses, since }
+                    State::Pending { row, col, hits: hits + 1, misses, since, impure }
                 }
             }
             (_, Some(h)) => State::Pending {
@@ -275,6 +287,7 @@ impl DtmfDetector {
                 hits: 1,
                 misses: 0,
                 since: self.position.saturating_sub(WINDOW_SAMPLES),
+                impure: h.share < CONFIRM_SHARE,
             },
         };
     }

@@ -26,7 +26,8 @@ pub struct Block {
 }
 
 /// Where the continuous reference stands at the next block: `e^{-jωn}` at its
-/// first sample is `REFERENCE[phase]`.
+/// first sample is `REFERENCE[phase]` (times `1 / TABLE_SCALE`, which undoes
+/// the kernel's integer scaling in the same multiplication).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phasors {
     phase: u8,
@@ -41,8 +42,9 @@ static REFERENCE: std::sync::LazyLock<[[f32; 2 * TONES]; PHASOR_PERIOD as usize]
         for (k, hz) in ROW_HZ.iter().chain(COL_HZ.iter()).enumerate() {
             let cycles = hz * (m * BLOCK) as f64 / SAMPLE_RATE as f64;
             let angle = std::f64::consts::TAU * cycles.fract();
-            phasors[k] = angle.cos() as f32;
-            phasors[TONES + k] = -angle.sin() as f32;
+            let unscale = 1.0 / TABLE_SCALE as f64;
+            phasors[k] = (unscale * angle.cos()) as f32;
+            phasors[TONES + k] = (-unscale * angle.sin()) as f32;
         }
     }
     table
@@ -52,11 +54,10 @@ impl Phasors {
     /// Aligns one block's sums to the continuous reference and advances it.
     #[inline(always)]
     pub fn align(&mut self, sums: &BlockSums) -> Block {
-        const UNSCALE: f32 = 1.0 / TABLE_SCALE;
         let reference = &REFERENCE[self.phase as usize];
         let mut block = Block { energy: sums.energy as f32, ..Block::default() };
         for k in 0..TONES {
-            let (re, im) = (sums.dot[k] as f32 * UNSCALE, sums.dot[TONES + k] as f32 * UNSCALE);
+            let (re, im) = (sums.dot[k] as f32, sums.dot[TONES + k] as f32);
             let (pr, pi) = (reference[k], reference[TONES + k]);
             block.z[k] = re * pr - im * pi;
             block.z[TONES + k] = re * pi + im * pr;
@@ -92,6 +93,11 @@ const CLEAN_SHARE: f32 = 0.7;
 /// Frequency tolerance for tones that carry less than [`CLEAN_SHARE`] of the
 /// energy, still above the ±1.5 % that must be accepted.
 const TIGHT_FREQUENCY_TOLERANCE: f32 = 0.017;
+/// Largest power at twice a tone's frequency, relative to the tone: a key's
+/// tones are pure sines (symmetric clipping and G.711 add odd harmonics only),
+/// while a voice or an instrument whose partials sit on a key's frequencies has
+/// strong even ones too.
+const HARMONIC: f32 = 0.1; // -10 dB
 /// Largest power ratio between the two halves of the window for either tone:
 /// a steady tone has equal halves, a starting or stopping one does not.
 const BALANCE: f32 = 2.0; // 3 dB
@@ -103,21 +109,46 @@ pub struct Hit {
     pub col: usize,
     pub row_power: f32,
     pub col_power: f32,
+    /// Share of the window's energy the two tones carry.
+    pub share: f32,
 }
 
-/// The last [`WINDOW_BLOCKS`] blocks, oldest first once full.
+/// The last [`WINDOW_BLOCKS`] blocks, kept as what the tests need: sums of
+/// consecutive block pairs (the window's halves), each block's energy, and each
+/// block's power per tone. Adding one block updates them in a few vector
+/// operations instead of re-adding the whole window every 4 ms.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Window {
-    blocks: [Block; WINDOW_BLOCKS],
-    next: u8,
+    /// The newest block's correlations.
+    last: [f32; 2 * TONES],
+    /// `pairs[i]`: the block pushed at ring position `i` plus the one before
+    /// it. The newest pair is the window's second half; the pair two positions
+    /// back is its first.
+    pairs: [[f32; 2 * TONES]; WINDOW_BLOCKS],
+    /// Per block, each tone's power, for [`Window::incoherent_power`].
+    tone_power: [[f32; TONES]; WINDOW_BLOCKS],
+    energy: [f32; WINDOW_BLOCKS],
+    /// The blocks' samples, for the harmonic test of a window that holds a key.
+    samples: [[i16; BLOCK]; WINDOW_BLOCKS],
+    /// Ring position of the newest block.
+    newest: u8,
     filled: u8,
 }
 
 impl Window {
     #[inline(always)]
-    pub fn push(&mut self, block: Block) {
-        self.blocks[self.next as usize] = block;
-        self.next = (self.next + 1) % WINDOW_BLOCKS as u8;
+    pub fn push(&mut self, block: Block, samples: &[i16]) {
+        let i = (self.newest as usize + 1) % WINDOW_BLOCKS;
+        for l in 0..2 * TONES {
+            self.pairs[i][l] = self.last[l] + block.z[l];
+        }
+        for k in 0..TONES {
+            self.tone_power[i][k] = block.z[k] * block.z[k] + block.z[TONES + k] * block.z[TONES + k];
+        }
+        self.last = block.z;
+        self.energy[i] = block.energy;
+        self.samples[i].copy_from_slice(samples);
+        self.newest = i as u8;
         self.filled = (self.filled + 1).min(WINDOW_BLOCKS as u8);
     }
 
@@ -126,17 +157,18 @@ impl Window {
         self.filled as usize == WINDOW_BLOCKS
     }
 
-    /// The blocks, oldest first.
+    /// The window's halves, oldest first.
     #[inline(always)]
-    fn ordered(&self) -> [&Block; WINDOW_BLOCKS] {
-        let start = self.next as usize;
-        std::array::from_fn(|i| &self.blocks[(start + i) % WINDOW_BLOCKS])
+    fn halves(&self) -> (&[f32; 2 * TONES], &[f32; 2 * TONES]) {
+        let newest = self.newest as usize;
+        (&self.pairs[(newest + 2) % WINDOW_BLOCKS], &self.pairs[newest])
     }
 
     /// Mean power of the whole window.
     #[inline(always)]
     fn mean_power(&self) -> f32 {
-        self.blocks.iter().map(|b| b.energy).sum::<f32>() / WINDOW
+        let [a, b, c, d] = self.energy;
+        ((a + b) + (c + d)) / WINDOW
     }
 
     /// The key sounding steadily through the whole window, if any.
@@ -146,17 +178,11 @@ impl Window {
         if energy < thresholds.min_power {
             return None;
         }
-        let [a, b, c, d] = self.ordered();
-        let mut first = Halves::default();
-        let mut second = Halves::default();
-        for l in 0..2 * TONES {
-            first.z[l] = a.z[l] + b.z[l];
-            second.z[l] = c.z[l] + d.z[l];
-        }
+        let (first, second) = self.halves();
         let mut power = [0.0f32; TONES];
         for (k, p) in power.iter_mut().enumerate() {
-            let re = first.z[k] + second.z[k];
-            let im = first.z[TONES + k] + second.z[TONES + k];
+            let re = first[k] + second[k];
+            let im = first[TONES + k] + second[TONES + k];
             *p = (re * re + im * im) * (2.0 / (WINDOW * WINDOW));
         }
         // Cheap test first: most windows of speech and music end here.
@@ -166,17 +192,36 @@ impl Window {
         if row_max + col_max < PURITY * 0.5 * energy {
             return None;
         }
-        examine(&first, &second, &power, energy, thresholds)
+        let hit = examine(&Halves { z: *first }, &Halves { z: *second }, &power, energy, thresholds)?;
+        (self.second_harmonic(COL_HZ[hit.col]) <= HARMONIC * hit.col_power).then_some(hit)
+    }
+
+    /// Mean power at twice `hz` over the window (Goertzel over its samples,
+    /// oldest first). Only the column tone is tested: a row tone's second
+    /// harmonic (1394 to 1882 Hz) lies within 100 Hz of a column frequency, too
+    /// close for a 16 ms window to tell it from that tone's leakage, while a
+    /// column tone's (2418 to 3266 Hz) is far from every key frequency.
+    #[inline(never)]
+    fn second_harmonic(&self, hz: f64) -> f32 {
+        let coeff = (2.0 * (std::f64::consts::TAU * 2.0 * hz / SAMPLE_RATE as f64).cos()) as f32;
+        let (mut s1, mut s2) = (0.0f32, 0.0f32);
+        for b in 1..=WINDOW_BLOCKS {
+            for &x in &self.samples[(self.newest as usize + b) % WINDOW_BLOCKS] {
+                let s0 = x as f32 + coeff * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+        }
+        (s1 * s1 + s2 * s2 - coeff * s1 * s2) * (2.0 / (WINDOW * WINDOW))
     }
 
     /// Mean power of a row and a column tone over the window, block by block:
     /// insensitive to phase jumps, for telling whether a key already on still sounds.
     pub fn incoherent_power(&self, row: usize, col: usize) -> (f32, f32) {
         let mut sums = (0.0, 0.0);
-        let col = 4 + col;
-        for block in &self.blocks {
-            sums.0 += block.z[row] * block.z[row] + block.z[TONES + row] * block.z[TONES + row];
-            sums.1 += block.z[col] * block.z[col] + block.z[TONES + col] * block.z[TONES + col];
+        for block in &self.tone_power {
+            sums.0 += block[row];
+            sums.1 += block[4 + col];
         }
         let scale = 2.0 / (BLOCK * BLOCK) as f32 / WINDOW_BLOCKS as f32;
         (sums.0 * scale, sums.1 * scale)
@@ -244,7 +289,13 @@ fn examine(first: &Halves, second: &Halves, power: &[f32; TONES], energy: f32, t
     let level_ok = row_power >= thresholds.min_power && col_power >= thresholds.min_power;
     let twist_ok =
         row_power <= thresholds.normal_twist * col_power && col_power <= thresholds.reverse_twist * row_power;
-    (on_frequency && share >= PURITY && level_ok && twist_ok).then_some(Hit { row, col: col - 4, row_power, col_power })
+    (on_frequency && share >= PURITY && level_ok && twist_ok).then_some(Hit {
+        row,
+        col: col - 4,
+        row_power,
+        col_power,
+        share,
+    })
 }
 
 /// Power response of the rectangular window to a tone `offset_hz` from the bin centre.
