@@ -23,14 +23,6 @@ const WINDOW_SAMPLES: u64 = (WINDOW_BLOCKS * BLOCK) as u64;
 /// Consecutive agreeing windows that declare a key: 16 ms + 4 × 4 ms = 32 ms of
 /// tone, between the 20 ms that must be ignored and the 40 ms that must count.
 pub const HITS_TO_START: u8 = 5;
-/// Agreeing windows that declare a key when any of them was impure (its tones
-/// carrying less than [`CONFIRM_SHARE`] of the energy): speech and music reach
-/// a key's tones only now and then, and rarely for 16 ms + 8 × 4 ms = 48 ms.
-/// A key over speech as loud as itself is still long enough (at least 40 ms of
-/// it must count, and presses last longer than that).
-const IMPURE_HITS_TO_START: u8 = 9;
-/// Below this share of the window's energy a window's tones are impure.
-const CONFIRM_SHARE: f32 = 0.7;
 /// Windows without the key that a key not yet declared survives: speech over
 /// a key breaks the run of agreeing windows now and then. A 20 ms tone still
 /// gives at most three hits, so this does not let short tones through.
@@ -101,15 +93,13 @@ impl DtmfEvent {
 #[derive(Debug, Clone, Copy)]
 enum State {
     Idle,
-    /// `since`: the stream position where the first agreeing window began;
-    /// `impure`: whether any window of the run was impure.
+    /// `since`: the stream position where the first agreeing window began.
     Pending {
         row: u8,
         col: u8,
         hits: u8,
         misses: u8,
         since: u64,
-        impure: bool,
     },
     On {
         row: u8,
@@ -265,20 +255,18 @@ impl DtmfDetector {
                     State::On { row, col, misses: misses + 1, row_power, col_power }
                 }
             }
-            (State::Pending { row, col, hits, misses, since, impure }, None) if misses < PENDING_MISSES => {
-                State::Pending { row, col, hits, misses: misses + 1, since, impure }
+            (State::Pending { row, col, hits, misses, since }, None) if misses < PENDING_MISSES => {
+                State::Pending { row, col, hits, misses: misses + 1, since }
             }
             (_, None) => State::Idle,
-            (State::Pending { row, col, hits, misses, since, impure }, Some(h))
+            (State::Pending { row, col, hits, misses, since }, Some(h))
                 if (h.row, h.col) == (row as usize, col as usize) =>
             {
-                let impure = impure || h.share < CONFIRM_SHARE;
-                let needed = if impure { IMPURE_HITS_TO_START } else { HITS_TO_START };
-                if hits + 1 >= needed {
+                if hits + 1 >= HITS_TO_START {
                     on_event(DtmfEvent::On { digit: digit(row, col), sample: self.position, tone_start: since });
                     State::On { row, col, misses: 0, row_power: h.row_power, col_power: h.col_power }
                 } else {
-                    State::Pending { row, col, hits: hits + 1, misses, since, impure }
+                    State::Pending { row, col, hits: hits + 1, misses, since }
                 }
             }
             (_, Some(h)) => State::Pending {
@@ -287,7 +275,6 @@ impl DtmfDetector {
                 hits: 1,
                 misses: 0,
                 since: self.position.saturating_sub(WINDOW_SAMPLES),
-                impure: h.share < CONFIRM_SHARE,
             },
         };
     }
