@@ -20,6 +20,7 @@ pub const TABLE_SCALE: f32 = 2047.0;
 
 const QUADRATURES: usize = 2 * TONES;
 const PAIRS: usize = BLOCK / 2;
+const _: () = assert!(PAIRS % 2 == 0, "the AVX2 kernel takes two pairs per step");
 
 /// What the kernel measured over one block.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -208,18 +209,32 @@ pub mod x86 {
         let rows = table.rows.as_ptr() as *const __m256i;
         let clamp = _mm256_set1_epi16(-i16::MAX);
         for (block, sums) in samples.chunks_exact(BLOCK).zip(out.iter_mut()) {
-            let mut acc = [_mm256_setzero_si256(); 4];
-            for p in 0..PAIRS {
-                let x = _mm256_set1_epi32(pair(block, p));
+            // Four named accumulators (two sample pairs per step, low and high
+            // half of each row): with an indexed array the compiler kept them
+            // on the stack, and every add waited for a store.
+            let (mut lo0, mut hi0, mut lo1, mut hi1) =
+                (_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256());
+            for p in (0..PAIRS).step_by(2) {
+                let x0 = _mm256_set1_epi32(pair(block, p));
+                let x1 = _mm256_set1_epi32(pair(block, p + 1));
                 // SAFETY: `rows` points at PAIRS rows of 64 bytes, 64-byte aligned;
-                // 2p and 2p+1 index the two 32-byte halves of row p.
-                let (lo, hi) = unsafe { (_mm256_load_si256(rows.add(2 * p)), _mm256_load_si256(rows.add(2 * p + 1))) };
-                let even = 2 * (p & 1);
-                acc[even] = _mm256_add_epi32(acc[even], _mm256_madd_epi16(x, lo));
-                acc[even + 1] = _mm256_add_epi32(acc[even + 1], _mm256_madd_epi16(x, hi));
+                // 2q and 2q+1 index the two 32-byte halves of row q, and q = p + 1
+                // is at most PAIRS - 1 because PAIRS is even.
+                let (r0, r1, r2, r3) = unsafe {
+                    (
+                        _mm256_load_si256(rows.add(2 * p)),
+                        _mm256_load_si256(rows.add(2 * p + 1)),
+                        _mm256_load_si256(rows.add(2 * p + 2)),
+                        _mm256_load_si256(rows.add(2 * p + 3)),
+                    )
+                };
+                lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(x0, r0));
+                hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(x0, r1));
+                lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(x1, r2));
+                hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(x1, r3));
             }
-            let lo = _mm256_add_epi32(acc[0], acc[2]);
-            let hi = _mm256_add_epi32(acc[1], acc[3]);
+            let lo = _mm256_add_epi32(lo0, lo1);
+            let hi = _mm256_add_epi32(hi0, hi1);
             let dot = sums.dot.as_mut_ptr() as *mut __m256i;
             // SAFETY: `block` holds BLOCK = 32 samples (two 32-byte loads) and
             // `dot` 16 i32 (two 32-byte stores); unaligned access is allowed.

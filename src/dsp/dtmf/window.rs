@@ -134,7 +134,11 @@ pub struct Window {
     pairs: [[f32; 2 * TONES]; WINDOW_BLOCKS],
     /// Per block, each tone's power, for [`Window::incoherent_power`].
     tone_power: [[f32; TONES]; WINDOW_BLOCKS],
-    energy: [f32; WINDOW_BLOCKS],
+    /// The newest block's energy, and energies of block pairs as in `pairs`.
+    /// (Summing a ring of four block energies read them with one wide load
+    /// just after a narrow store, which the CPU cannot forward: a stall per block.)
+    last_energy: f32,
+    pair_energy: [f32; WINDOW_BLOCKS],
     /// The blocks' samples, for the harmonic test of a window that holds a key.
     samples: [[i16; BLOCK]; WINDOW_BLOCKS],
     /// Ring position of the newest block.
@@ -153,7 +157,8 @@ impl Window {
             self.tone_power[i][k] = block.z[k] * block.z[k] + block.z[TONES + k] * block.z[TONES + k];
         }
         self.last = block.z;
-        self.energy[i] = block.energy;
+        self.pair_energy[i] = self.last_energy + block.energy;
+        self.last_energy = block.energy;
         self.samples[i].copy_from_slice(samples);
         self.newest = i as u8;
         self.filled = (self.filled + 1).min(WINDOW_BLOCKS as u8);
@@ -174,8 +179,8 @@ impl Window {
     /// Mean power of the whole window.
     #[inline(always)]
     fn mean_power(&self) -> f32 {
-        let [a, b, c, d] = self.energy;
-        ((a + b) + (c + d)) / WINDOW
+        let newest = self.newest as usize;
+        (self.pair_energy[(newest + 2) % WINDOW_BLOCKS] + self.pair_energy[newest]) / WINDOW
     }
 
     /// The key sounding steadily through the whole window, if any.
