@@ -79,9 +79,10 @@ pub struct Thresholds {
 }
 
 /// Largest frequency error accepted, as a fraction of the nominal frequency:
-/// halfway between the ±1.5 % that must be accepted and the 3.5 % that must
-/// be rejected.
-const FREQUENCY_TOLERANCE: f32 = 0.025;
+/// the ±1.5 % that must be accepted plus the estimator's error, and no more,
+/// because musical notes sit within 2.5 % of several key frequencies (a
+/// chord's C7 at +2.1 % of 1633 Hz was an 'A' at 2.5 %).
+const FREQUENCY_TOLERANCE: f32 = 0.02;
 /// The strongest tone of a group must beat the others of its group by this.
 const GROUP_PEAK: f32 = 6.3; // 8 dB
 /// Share of the window's energy the two tones must carry. High: a key over
