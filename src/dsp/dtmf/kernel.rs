@@ -58,22 +58,6 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
     Table { rows }
 });
 
-/// The same coefficients, one row of `BLOCK` per quadrature, for the portable
-/// kernel.
-#[repr(C, align(64))]
-struct Transposed([[i16; BLOCK]; QUADRATURES]);
-
-static TRANSPOSED: LazyLock<Transposed> = LazyLock::new(|| {
-    let mut rows = [[0i16; BLOCK]; QUADRATURES];
-    for (pair, row) in TABLE.rows.iter().enumerate() {
-        for (q, coefficients) in rows.iter_mut().enumerate() {
-            coefficients[2 * pair] = row[2 * q];
-            coefficients[2 * pair + 1] = row[2 * q + 1];
-        }
-    }
-    Transposed(rows)
-});
-
 /// An implementation of the block sums for one instruction set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -180,13 +164,16 @@ impl Kernel {
 /// The kernel in plain Rust; `samples` holds `out.len()` whole blocks.
 #[inline(always)]
 pub fn portable(samples: &[i16], out: &mut [BlockSums]) {
-    let table = &*TRANSPOSED;
+    let table = &*TABLE;
     for (block, sums) in samples.chunks_exact(BLOCK).zip(out) {
-        // One 32-term dot product per quadrature: the shape compilers turn
-        // into multiply-add instructions (pmaddwd on any x86-64, smlal on Arm).
-        for (acc, coefficients) in sums.dot.iter_mut().zip(&table.0) {
-            *acc = block.iter().zip(coefficients).map(|(&x, &c)| x as i32 * c as i32).sum();
+        let mut dot = [0i32; QUADRATURES];
+        for (pair, row) in block.chunks_exact(2).zip(&table.rows) {
+            let (x0, x1) = (pair[0] as i32, pair[1] as i32);
+            for (q, acc) in dot.iter_mut().enumerate() {
+                *acc += x0 * row[2 * q] as i32 + x1 * row[2 * q + 1] as i32;
+            }
         }
+        sums.dot = dot;
         sums.energy = energy(block);
     }
 }
@@ -208,10 +195,15 @@ pub mod x86 {
     use super::{BLOCK, BlockSums, PAIRS, TABLE};
 
     /// The sample pair `2p, 2p+1` as one 32-bit lane, low sample first, as
-    /// `vpmaddwd` expects.
+    /// `vpmaddwd` expects: x86 is little-endian, so that is simply the 32 bits
+    /// at sample `2p`, one load the broadcast can take straight from memory
+    /// (assembling it from two 16-bit loads cost more than the multiply-adds).
     #[inline(always)]
     fn pair(block: &[i16], p: usize) -> i32 {
-        (block[2 * p] as u16 as u32 | (block[2 * p + 1] as u16 as u32) << 16) as i32
+        assert!(2 * p + 1 < block.len());
+        // SAFETY: the assertion keeps both samples, 4 bytes, inside `block`;
+        // `read_unaligned` accepts the 2-byte alignment of an `i16` slice.
+        unsafe { block.as_ptr().add(2 * p).cast::<i32>().read_unaligned() }
     }
 
     /// The kernel for AVX2; `samples` holds `out.len()` whole blocks.
