@@ -20,7 +20,7 @@ pub const TABLE_SCALE: f32 = 2047.0;
 
 const QUADRATURES: usize = 2 * TONES;
 const PAIRS: usize = BLOCK / 2;
-const _: () = assert!(PAIRS % 2 == 0, "the AVX2 kernel takes two pairs per step");
+const _: () = assert!(PAIRS.is_multiple_of(2), "the AVX2 kernel takes two pairs per step");
 
 /// What the kernel measured over one block.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
