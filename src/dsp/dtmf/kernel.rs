@@ -251,17 +251,12 @@ pub mod x86 {
             };
             let sq0 = _mm256_madd_epi16(_mm256_max_epi16(x0, clamp), _mm256_max_epi16(x0, clamp));
             let sq1 = _mm256_madd_epi16(_mm256_max_epi16(x1, clamp), _mm256_max_epi16(x1, clamp));
-            // Each lane is at most 2 * 32767², which fits; their sum may not,
-            // so widen to 64 bits before adding.
+            // Each lane is at most 2 * 32767² < 2^31, so two lanes added are
+            // below 2^32: exact as unsigned 32-bit. Only then widen to 64 bits.
+            let sq = _mm256_add_epi32(sq0, sq1);
             let wide = _mm256_add_epi64(
-                _mm256_add_epi64(
-                    _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sq0)),
-                    _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(sq0)),
-                ),
-                _mm256_add_epi64(
-                    _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sq1)),
-                    _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(sq1)),
-                ),
+                _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sq)),
+                _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sq)),
             );
             let halves = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide));
             sums.energy = _mm_cvtsi128_si64(halves) + _mm_extract_epi64::<1>(halves);

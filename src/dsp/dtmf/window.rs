@@ -127,14 +127,12 @@ pub struct Hit {
 /// operations instead of re-adding the whole window every 4 ms.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Window {
-    /// The newest block's correlations.
-    last: [f32; 2 * TONES],
+    /// Each block's correlations, by ring position.
+    blocks: [[f32; 2 * TONES]; WINDOW_BLOCKS],
     /// `pairs[i]`: the block pushed at ring position `i` plus the one before
     /// it. The newest pair is the window's second half; the pair two positions
     /// back is its first.
     pairs: [[f32; 2 * TONES]; WINDOW_BLOCKS],
-    /// Per block, each tone's power, for [`Window::incoherent_power`].
-    tone_power: [[f32; TONES]; WINDOW_BLOCKS],
     /// The newest block's energy, and energies of block pairs as in `pairs`.
     /// (Summing a ring of four block energies read them with one wide load
     /// just after a narrow store, which the CPU cannot forward: a stall per block.)
@@ -150,14 +148,12 @@ pub struct Window {
 impl Window {
     #[inline(always)]
     pub fn push(&mut self, block: Block, samples: &[i16]) {
-        let i = (self.newest as usize + 1) % WINDOW_BLOCKS;
+        let previous = self.newest as usize;
+        let i = (previous + 1) % WINDOW_BLOCKS;
         for l in 0..2 * TONES {
-            self.pairs[i][l] = self.last[l] + block.z[l];
+            self.pairs[i][l] = self.blocks[previous][l] + block.z[l];
         }
-        for k in 0..TONES {
-            self.tone_power[i][k] = block.z[k] * block.z[k] + block.z[TONES + k] * block.z[TONES + k];
-        }
-        self.last = block.z;
+        self.blocks[i] = block.z;
         self.pair_energy[i] = self.last_energy + block.energy;
         self.last_energy = block.energy;
         self.samples[i].copy_from_slice(samples);
@@ -232,9 +228,10 @@ impl Window {
     /// insensitive to phase jumps, for telling whether a key already on still sounds.
     pub fn incoherent_power(&self, row: usize, col: usize) -> (f32, f32) {
         let mut sums = (0.0, 0.0);
-        for block in &self.tone_power {
-            sums.0 += block[row];
-            sums.1 += block[4 + col];
+        let col = 4 + col;
+        for z in &self.blocks {
+            sums.0 += z[row] * z[row] + z[TONES + row] * z[TONES + row];
+            sums.1 += z[col] * z[col] + z[TONES + col] * z[TONES + col];
         }
         let scale = 2.0 / (BLOCK * BLOCK) as f32 / WINDOW_BLOCKS as f32;
         (sums.0 * scale, sums.1 * scale)
