@@ -15,7 +15,7 @@
 # scales every source to -10, -20 and -30 dBm0 itself.
 #
 # Needs apt-get (with a reachable Debian 12 mirror), dpkg-deb and sox with
-# libsox-fmt-all. Downloads about 0.9 GB once (kept in $POUND_CORPUS_DIR/debs);
+# libsox-fmt-all. Downloads about 1.1 GB once (kept in $POUND_CORPUS_DIR/debs);
 # converting takes a few minutes on two cores.
 set -euo pipefail
 

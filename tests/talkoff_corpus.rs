@@ -4,7 +4,7 @@
 //! -10, -20 and -30 dBm0 (active level), sent through linear, µ-law and A-law,
 //! and run at every one of the 32 alignments to the detector's blocks.
 //!
-//! Opt-in, because the corpus must be downloaded (about 0.9 GB of packages):
+//! Opt-in, because the corpus must be downloaded (about 1.1 GB of packages):
 //!
 //!     bash benches/talkoff-corpus.sh
 //!     cargo test --release --test talkoff_corpus -- --ignored --nocapture
