@@ -344,6 +344,12 @@ struct DtmfCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command may run the in-band detector: a kernel forced by
+    // POUND_DSP_KERNEL that cannot run here stops it before anything starts.
+    if let Err(e) = pound::dsp::dtmf::Kernel::select() {
+        eprintln!("pound: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Command::Serve(cmd) = cli.command {
         // The config file may choose the log format, so it is read first.
         return serve(cmd, cli.log_format);

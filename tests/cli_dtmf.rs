@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use pound::dsp::dtmf::{KERNEL_ENV, Kernel};
 use pound::media::wav::{Encoding, write_file};
 
 fn pound() -> Command {
@@ -76,6 +77,30 @@ fn bench_prints_throughput_and_no_digits() {
     assert_eq!(report["samples_per_pass"].as_u64().unwrap() as usize, ms(200.0 + 2.0 * 200.0));
     assert!(report["samples_per_cpu_s"].as_f64().unwrap() > 0.0);
     assert!(report["realtime_factor_per_core"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["kernel"], Kernel::best().name());
+
+    let forced = pound().args(["dtmf", "--bench", "1"]).arg(&path).env(KERNEL_ENV, "portable").output().unwrap();
+    assert!(forced.status.success());
+    assert_eq!(json_lines(&forced.stdout)[0]["kernel"], "portable");
+}
+
+#[test]
+fn a_kernel_that_is_unknown_or_missing_from_the_cpu_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = keys_file(dir.path(), "k.wav", "#", Encoding::Pcm16);
+    let run = |name: &str| pound().args(["dtmf", "--bench", "1"]).arg(&path).env(KERNEL_ENV, name).output().unwrap();
+    let unknown = run("sse9");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(unknown.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("POUND_DSP_KERNEL=\"sse9\" names no kernel"));
+    let missing = ["avx2", "avx512vnni"].into_iter().find(|k| Kernel::available().iter().all(|a| a.name() != *k));
+    if let Some(missing) = missing {
+        let output = run(missing);
+        assert_eq!(output.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("this CPU lacks"), "{missing}");
+    } else {
+        println!("this CPU runs every kernel: the missing-instructions error is covered by the unit tests");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent, Kernel};
+use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent, Kernel, KernelError};
 use crate::dsp::tone::SAMPLE_RATE;
 use crate::media::wav::{WavError, WavReader, read_file};
 
@@ -45,30 +45,39 @@ pub struct BenchReport {
     pub kernel: &'static str,
 }
 
-/// Why a file could not be processed.
+/// Why a file, or the whole command, could not be processed.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
-pub struct DtmfError {
-    path: String,
-    #[source]
-    source: WavError,
+pub enum DtmfError {
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: WavError,
+    },
+    /// `POUND_DSP_KERNEL` names a kernel that cannot run here: nothing is processed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
 }
 
 /// Runs the command, writing JSON lines to `out`. Files that fail are
 /// reported through the returned errors; the others are still processed.
 pub fn run(args: &DtmfArgs, out: &mut impl Write) -> Result<Vec<DtmfError>, std::io::Error> {
     let chunk = args.chunk.max(1);
+    let kernel = match Kernel::select() {
+        Ok(kernel) => kernel,
+        Err(e) => return Ok(vec![e.into()]),
+    };
     let mut errors = Vec::new();
     for path in &args.files {
-        let wrap = |source| DtmfError { path: path.display().to_string(), source };
+        let wrap = |source| DtmfError::File { path: path.display().to_string(), source };
         match args.bench {
             Some(passes) => match read_file(path) {
-                Ok(samples) => writeln!(out, "{}", json(&bench(&samples, &args.config, chunk, passes)))?,
+                Ok(samples) => writeln!(out, "{}", json(&bench(&samples, &args.config, kernel, chunk, passes)))?,
                 Err(e) => errors.push(wrap(e)),
             },
             None => {
                 let label = (args.files.len() > 1).then(|| path.display().to_string());
-                match detect_file(path, &args.config, chunk) {
+                match detect_file(path, &args.config, kernel, chunk) {
                     Ok(digits) => {
                         for mut digit in digits {
                             digit.file = label.clone();
@@ -88,9 +97,9 @@ fn json(value: &impl Serialize) -> String {
 }
 
 /// Streams a file through a detector in `chunk`-sample pieces.
-pub fn detect_file(path: &Path, config: &DtmfConfig, chunk: usize) -> Result<Vec<Digit>, WavError> {
+pub fn detect_file(path: &Path, config: &DtmfConfig, kernel: Kernel, chunk: usize) -> Result<Vec<Digit>, WavError> {
     let mut reader = WavReader::open(path)?;
-    let mut detector = DtmfDetector::new(config);
+    let mut detector = DtmfDetector::with_kernel(config, kernel);
     let mut digits = Digits::default();
     let mut buffer = vec![0i16; chunk];
     loop {
@@ -124,13 +133,13 @@ impl Digits {
 }
 
 /// Runs the detector over `samples` `passes` times, timing the process's CPU.
-pub fn bench(samples: &[i16], config: &DtmfConfig, chunk: usize, passes: u32) -> BenchReport {
+pub fn bench(samples: &[i16], config: &DtmfConfig, kernel: Kernel, chunk: usize, passes: u32) -> BenchReport {
     let passes = passes.max(1);
     let cpu_start = cpu_time::ProcessTime::now();
     let wall_start = Instant::now();
     let mut digits_per_pass = None;
     for _ in 0..passes {
-        let mut detector = DtmfDetector::new(config);
+        let mut detector = DtmfDetector::with_kernel(config, kernel);
         let mut digits = 0u64;
         let mut count = |e| digits += matches!(e, DtmfEvent::On { .. }) as u64;
         for piece in samples.chunks(chunk) {
@@ -150,6 +159,6 @@ pub fn bench(samples: &[i16], config: &DtmfConfig, chunk: usize, passes: u32) ->
         wall_s,
         samples_per_cpu_s: (total / cpu_s).round(),
         realtime_factor_per_core: ((total / SAMPLE_RATE as f64 / cpu_s) * 10.0).round() / 10.0,
-        kernel: Kernel::best().name(),
+        kernel: kernel.name(),
     }
 }

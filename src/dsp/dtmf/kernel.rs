@@ -20,6 +20,7 @@ pub const TABLE_SCALE: f32 = 2047.0;
 
 const QUADRATURES: usize = 2 * TONES;
 const PAIRS: usize = BLOCK / 2;
+const _: () = assert!(PAIRS.is_multiple_of(2), "the AVX2 kernel takes two pairs per step");
 
 /// What the kernel measured over one block.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,17 +69,50 @@ pub enum Kernel {
     Avx512Vnni,
 }
 
+/// Why `POUND_DSP_KERNEL` cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("POUND_DSP_KERNEL={0:?} names no kernel; known: portable, avx2, avx512vnni")]
+    Unknown(String),
+    #[error("POUND_DSP_KERNEL={0}: this CPU lacks the instructions it needs; available: {1}")]
+    Unavailable(&'static str, String),
+}
+
+/// The environment variable that forces a kernel (for benchmarks and tests).
+pub const KERNEL_ENV: &str = "POUND_DSP_KERNEL";
+
+static SELECTED: LazyLock<Result<Kernel, KernelError>> =
+    LazyLock::new(|| Kernel::select_from(std::env::var(KERNEL_ENV).ok().as_deref()));
+
 impl Kernel {
-    /// The fastest kernel this CPU runs, unless `POUND_DSP_KERNEL` names another
-    /// available one (for benchmarks and tests).
-    pub fn best() -> Self {
+    const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512Vnni];
+
+    /// The kernel `POUND_DSP_KERNEL` names, or the fastest this CPU runs when
+    /// it is unset or empty. Naming an unknown kernel, or one the CPU cannot
+    /// run, is an error rather than a quiet fallback: a benchmark must measure
+    /// what it says it measures. Read once per process.
+    pub fn select() -> Result<Self, KernelError> {
+        SELECTED.clone()
+    }
+
+    fn select_from(name: Option<&str>) -> Result<Self, KernelError> {
         let available = Self::available();
-        if let Ok(name) = std::env::var("POUND_DSP_KERNEL")
-            && let Some(kernel) = available.iter().copied().find(|k| k.name() == name)
-        {
-            return kernel;
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Ok(Self::best());
+        };
+        let kernel =
+            Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| KernelError::Unknown(name.into()))?;
+        if available.contains(&kernel) {
+            Ok(kernel)
+        } else {
+            let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+            Err(KernelError::Unavailable(kernel.name(), names.join(", ")))
         }
-        *available.last().expect("the portable kernel is always available")
+    }
+
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Self {
+        *Self::available().last().expect("the portable kernel is always available")
     }
 
     /// Every kernel this CPU runs, slowest first.
@@ -161,10 +195,15 @@ pub mod x86 {
     use super::{BLOCK, BlockSums, PAIRS, TABLE};
 
     /// The sample pair `2p, 2p+1` as one 32-bit lane, low sample first, as
-    /// `vpmaddwd` expects.
+    /// `vpmaddwd` expects: x86 is little-endian, so that is simply the 32 bits
+    /// at sample `2p`, one load the broadcast can take straight from memory
+    /// (assembling it from two 16-bit loads cost more than the multiply-adds).
     #[inline(always)]
     fn pair(block: &[i16], p: usize) -> i32 {
-        (block[2 * p] as u16 as u32 | (block[2 * p + 1] as u16 as u32) << 16) as i32
+        assert!(2 * p + 1 < block.len());
+        // SAFETY: the assertion keeps both samples, 4 bytes, inside `block`;
+        // `read_unaligned` accepts the 2-byte alignment of an `i16` slice.
+        unsafe { block.as_ptr().add(2 * p).cast::<i32>().read_unaligned() }
     }
 
     /// The kernel for AVX2; `samples` holds `out.len()` whole blocks.
@@ -175,18 +214,32 @@ pub mod x86 {
         let rows = table.rows.as_ptr() as *const __m256i;
         let clamp = _mm256_set1_epi16(-i16::MAX);
         for (block, sums) in samples.chunks_exact(BLOCK).zip(out.iter_mut()) {
-            let mut acc = [_mm256_setzero_si256(); 4];
-            for p in 0..PAIRS {
-                let x = _mm256_set1_epi32(pair(block, p));
+            // Four named accumulators (two sample pairs per step, low and high
+            // half of each row): with an indexed array the compiler kept them
+            // on the stack, and every add waited for a store.
+            let (mut lo0, mut hi0, mut lo1, mut hi1) =
+                (_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256());
+            for p in (0..PAIRS).step_by(2) {
+                let x0 = _mm256_set1_epi32(pair(block, p));
+                let x1 = _mm256_set1_epi32(pair(block, p + 1));
                 // SAFETY: `rows` points at PAIRS rows of 64 bytes, 64-byte aligned;
-                // 2p and 2p+1 index the two 32-byte halves of row p.
-                let (lo, hi) = unsafe { (_mm256_load_si256(rows.add(2 * p)), _mm256_load_si256(rows.add(2 * p + 1))) };
-                let even = 2 * (p & 1);
-                acc[even] = _mm256_add_epi32(acc[even], _mm256_madd_epi16(x, lo));
-                acc[even + 1] = _mm256_add_epi32(acc[even + 1], _mm256_madd_epi16(x, hi));
+                // 2q and 2q+1 index the two 32-byte halves of row q, and q = p + 1
+                // is at most PAIRS - 1 because PAIRS is even.
+                let (r0, r1, r2, r3) = unsafe {
+                    (
+                        _mm256_load_si256(rows.add(2 * p)),
+                        _mm256_load_si256(rows.add(2 * p + 1)),
+                        _mm256_load_si256(rows.add(2 * p + 2)),
+                        _mm256_load_si256(rows.add(2 * p + 3)),
+                    )
+                };
+                lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(x0, r0));
+                hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(x0, r1));
+                lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(x1, r2));
+                hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(x1, r3));
             }
-            let lo = _mm256_add_epi32(acc[0], acc[2]);
-            let hi = _mm256_add_epi32(acc[1], acc[3]);
+            let lo = _mm256_add_epi32(lo0, lo1);
+            let hi = _mm256_add_epi32(hi0, hi1);
             let dot = sums.dot.as_mut_ptr() as *mut __m256i;
             // SAFETY: `block` holds BLOCK = 32 samples (two 32-byte loads) and
             // `dot` 16 i32 (two 32-byte stores); unaligned access is allowed.
@@ -198,17 +251,12 @@ pub mod x86 {
             };
             let sq0 = _mm256_madd_epi16(_mm256_max_epi16(x0, clamp), _mm256_max_epi16(x0, clamp));
             let sq1 = _mm256_madd_epi16(_mm256_max_epi16(x1, clamp), _mm256_max_epi16(x1, clamp));
-            // Each lane is at most 2 * 32767², which fits; their sum may not,
-            // so widen to 64 bits before adding.
+            // Each lane is at most 2 * 32767² < 2^31, so two lanes added are
+            // below 2^32: exact as unsigned 32-bit. Only then widen to 64 bits.
+            let sq = _mm256_add_epi32(sq0, sq1);
             let wide = _mm256_add_epi64(
-                _mm256_add_epi64(
-                    _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sq0)),
-                    _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(sq0)),
-                ),
-                _mm256_add_epi64(
-                    _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sq1)),
-                    _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(sq1)),
-                ),
+                _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sq)),
+                _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sq)),
             );
             let halves = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide));
             sums.energy = _mm_cvtsi128_si64(halves) + _mm_extract_epi64::<1>(halves);
@@ -260,6 +308,22 @@ mod tests {
                 (state >> 48) as i16
             })
             .collect()
+    }
+
+    #[test]
+    fn a_kernel_is_chosen_by_name_and_a_wrong_name_is_an_error() {
+        assert_eq!(Kernel::select_from(None), Ok(Kernel::best()));
+        assert_eq!(Kernel::select_from(Some("")), Ok(Kernel::best()));
+        assert_eq!(Kernel::select_from(Some("portable")), Ok(Kernel::Portable));
+        assert_eq!(Kernel::select_from(Some("sse9")), Err(KernelError::Unknown("sse9".into())));
+        for kernel in Kernel::ALL {
+            let chosen = Kernel::select_from(Some(kernel.name()));
+            if Kernel::available().contains(&kernel) {
+                assert_eq!(chosen, Ok(kernel));
+            } else {
+                assert!(matches!(chosen, Err(KernelError::Unavailable(name, _)) if name == kernel.name()));
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 mod kernel;
 mod window;
 
-pub use kernel::{BLOCK, BlockSums, Kernel};
+pub use kernel::{BLOCK, BlockSums, KERNEL_ENV, Kernel, KernelError};
 
 use crate::dsp::tone::{KEYPAD, SAMPLE_RATE, dbm0_to_power};
 use window::{Hit, Phasors, Thresholds, WINDOW_BLOCKS, Window};
@@ -127,9 +127,14 @@ pub struct DtmfDetector {
 const BATCH: usize = 16;
 
 impl DtmfDetector {
-    /// A detector using the fastest kernel for this CPU.
+    /// A detector using the kernel [`Kernel::select`] chooses: the fastest for
+    /// this CPU unless `POUND_DSP_KERNEL` names another.
+    ///
+    /// # Panics
+    /// If `POUND_DSP_KERNEL` names an unknown kernel or one this CPU cannot
+    /// run. The binary checks that at startup, before any detector exists.
     pub fn new(config: &DtmfConfig) -> Self {
-        Self::with_kernel(config, Kernel::best())
+        Self::with_kernel(config, Kernel::select().unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// A detector using a given kernel; all kernels give identical results.
@@ -202,21 +207,21 @@ impl DtmfDetector {
             let block = self.pending;
             block_sums(&block, &mut sums);
             self.pending_len = 0;
-            self.on_block(&sums[0], on_event);
+            self.on_block(&block, &sums[0], on_event);
         }
         let mut sums = [BlockSums::default(); BATCH];
         let mut batches = samples.chunks_exact(BLOCK * BATCH);
         for batch in &mut batches {
             block_sums(batch, &mut sums);
-            for block in &sums {
-                self.on_block(block, on_event);
+            for (block, sums) in batch.chunks_exact(BLOCK).zip(&sums) {
+                self.on_block(block, sums, on_event);
             }
         }
         let rest = batches.remainder();
         let whole = rest.len() / BLOCK;
         block_sums(&rest[..whole * BLOCK], &mut sums[..whole]);
-        for block in &sums[..whole] {
-            self.on_block(block, on_event);
+        for (block, sums) in rest.chunks_exact(BLOCK).zip(&sums[..whole]) {
+            self.on_block(block, sums, on_event);
         }
         let tail = &rest[whole * BLOCK..];
         self.pending[..tail.len()].copy_from_slice(tail);
@@ -232,8 +237,8 @@ impl DtmfDetector {
     }
 
     #[inline(always)]
-    fn on_block(&mut self, sums: &BlockSums, on_event: &mut impl FnMut(DtmfEvent)) {
-        self.window.push(self.phasors.align(sums));
+    fn on_block(&mut self, samples: &[i16], sums: &BlockSums, on_event: &mut impl FnMut(DtmfEvent)) {
+        self.window.push(self.phasors.align(sums), samples);
         self.position += BLOCK as u64;
         if !self.window.is_full() {
             return;

@@ -26,7 +26,8 @@ pub struct Block {
 }
 
 /// Where the continuous reference stands at the next block: `e^{-jωn}` at its
-/// first sample is `REFERENCE[phase]`.
+/// first sample is `REFERENCE[phase]` (times `1 / TABLE_SCALE`, which undoes
+/// the kernel's integer scaling in the same multiplication).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phasors {
     phase: u8,
@@ -41,8 +42,9 @@ static REFERENCE: std::sync::LazyLock<[[f32; 2 * TONES]; PHASOR_PERIOD as usize]
         for (k, hz) in ROW_HZ.iter().chain(COL_HZ.iter()).enumerate() {
             let cycles = hz * (m * BLOCK) as f64 / SAMPLE_RATE as f64;
             let angle = std::f64::consts::TAU * cycles.fract();
-            phasors[k] = angle.cos() as f32;
-            phasors[TONES + k] = -angle.sin() as f32;
+            let unscale = 1.0 / TABLE_SCALE as f64;
+            phasors[k] = (unscale * angle.cos()) as f32;
+            phasors[TONES + k] = (-unscale * angle.sin()) as f32;
         }
     }
     table
@@ -52,11 +54,10 @@ impl Phasors {
     /// Aligns one block's sums to the continuous reference and advances it.
     #[inline(always)]
     pub fn align(&mut self, sums: &BlockSums) -> Block {
-        const UNSCALE: f32 = 1.0 / TABLE_SCALE;
         let reference = &REFERENCE[self.phase as usize];
         let mut block = Block { energy: sums.energy as f32, ..Block::default() };
         for k in 0..TONES {
-            let (re, im) = (sums.dot[k] as f32 * UNSCALE, sums.dot[TONES + k] as f32 * UNSCALE);
+            let (re, im) = (sums.dot[k] as f32, sums.dot[TONES + k] as f32);
             let (pr, pi) = (reference[k], reference[TONES + k]);
             block.z[k] = re * pr - im * pi;
             block.z[TONES + k] = re * pi + im * pr;
@@ -78,20 +79,35 @@ pub struct Thresholds {
 }
 
 /// Largest frequency error accepted, as a fraction of the nominal frequency:
-/// halfway between the ±1.5 % that must be accepted and the 3.5 % that must
-/// be rejected.
-const FREQUENCY_TOLERANCE: f32 = 0.025;
+/// the ±1.5 % that must be accepted plus the estimator's error, and no more,
+/// because musical notes sit within 2.5 % of several key frequencies (a
+/// chord's C7 at +2.1 % of 1633 Hz was an 'A' at 2.5 %).
+const FREQUENCY_TOLERANCE: f32 = 0.02;
 /// The strongest tone of a group must beat the others of its group by this.
 const GROUP_PEAK: f32 = 6.3; // 8 dB
-/// Share of the window's energy the two tones must carry.
-const PURITY: f32 = 0.6;
+/// Share of the window's energy the two tones must carry. High: a key over
+/// speech as loud as itself is still found in the windows where the speech
+/// pauses or dips, while a voice or an instrument rarely puts 90 % of its
+/// energy into two partials that sit on a key's frequencies.
+const PURITY: f32 = 0.9;
 /// Above this share the tones clearly dominate; below it they might be speech
 /// harmonics that happen to sit near a key's frequencies, so they must sit
 /// nearer: within [`TIGHT_FREQUENCY_TOLERANCE`].
-const CLEAN_SHARE: f32 = 0.7;
+const CLEAN_SHARE: f32 = 0.97;
 /// Frequency tolerance for tones that carry less than [`CLEAN_SHARE`] of the
 /// energy, still above the ±1.5 % that must be accepted.
 const TIGHT_FREQUENCY_TOLERANCE: f32 = 0.017;
+/// Largest power at twice a tone's frequency, relative to the tone: a key's
+/// tones are pure sines (symmetric clipping and G.711 add odd harmonics only),
+/// while a voice or an instrument whose partials sit on a key's frequencies has
+/// strong even ones too.
+const HARMONIC: f32 = 0.1; // -10 dB
+/// Keys 2, 6 and C have a column tone 4.3 % below twice their row tone; within
+/// the frequency tolerance a voice or an instrument can put a partial and its
+/// octave there, the second harmonic that cannot be measured directly (see
+/// [`Window::second_harmonic`]). Tones this close to an exact octave are no
+/// key; a real key at the ±1.5 % that must be accepted stays 1.2 % away.
+const OCTAVE: f32 = 0.008;
 /// Largest power ratio between the two halves of the window for either tone:
 /// a steady tone has equal halves, a starting or stopping one does not.
 const BALANCE: f32 = 2.0; // 3 dB
@@ -105,19 +121,43 @@ pub struct Hit {
     pub col_power: f32,
 }
 
-/// The last [`WINDOW_BLOCKS`] blocks, oldest first once full.
+/// The last [`WINDOW_BLOCKS`] blocks, kept as what the tests need: sums of
+/// consecutive block pairs (the window's halves), each block's energy, and each
+/// block's power per tone. Adding one block updates them in a few vector
+/// operations instead of re-adding the whole window every 4 ms.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Window {
-    blocks: [Block; WINDOW_BLOCKS],
-    next: u8,
+    /// Each block's correlations, by ring position.
+    blocks: [[f32; 2 * TONES]; WINDOW_BLOCKS],
+    /// `pairs[i]`: the block pushed at ring position `i` plus the one before
+    /// it. The newest pair is the window's second half; the pair two positions
+    /// back is its first.
+    pairs: [[f32; 2 * TONES]; WINDOW_BLOCKS],
+    /// The newest block's energy, and energies of block pairs as in `pairs`.
+    /// (Summing a ring of four block energies read them with one wide load
+    /// just after a narrow store, which the CPU cannot forward: a stall per block.)
+    last_energy: f32,
+    pair_energy: [f32; WINDOW_BLOCKS],
+    /// The blocks' samples, for the harmonic test of a window that holds a key.
+    samples: [[i16; BLOCK]; WINDOW_BLOCKS],
+    /// Ring position of the newest block.
+    newest: u8,
     filled: u8,
 }
 
 impl Window {
     #[inline(always)]
-    pub fn push(&mut self, block: Block) {
-        self.blocks[self.next as usize] = block;
-        self.next = (self.next + 1) % WINDOW_BLOCKS as u8;
+    pub fn push(&mut self, block: Block, samples: &[i16]) {
+        let previous = self.newest as usize;
+        let i = (previous + 1) % WINDOW_BLOCKS;
+        for l in 0..2 * TONES {
+            self.pairs[i][l] = self.blocks[previous][l] + block.z[l];
+        }
+        self.blocks[i] = block.z;
+        self.pair_energy[i] = self.last_energy + block.energy;
+        self.last_energy = block.energy;
+        self.samples[i].copy_from_slice(samples);
+        self.newest = i as u8;
         self.filled = (self.filled + 1).min(WINDOW_BLOCKS as u8);
     }
 
@@ -126,17 +166,18 @@ impl Window {
         self.filled as usize == WINDOW_BLOCKS
     }
 
-    /// The blocks, oldest first.
+    /// The window's halves, oldest first.
     #[inline(always)]
-    fn ordered(&self) -> [&Block; WINDOW_BLOCKS] {
-        let start = self.next as usize;
-        std::array::from_fn(|i| &self.blocks[(start + i) % WINDOW_BLOCKS])
+    fn halves(&self) -> (&[f32; 2 * TONES], &[f32; 2 * TONES]) {
+        let newest = self.newest as usize;
+        (&self.pairs[(newest + 2) % WINDOW_BLOCKS], &self.pairs[newest])
     }
 
     /// Mean power of the whole window.
     #[inline(always)]
     fn mean_power(&self) -> f32 {
-        self.blocks.iter().map(|b| b.energy).sum::<f32>() / WINDOW
+        let newest = self.newest as usize;
+        (self.pair_energy[(newest + 2) % WINDOW_BLOCKS] + self.pair_energy[newest]) / WINDOW
     }
 
     /// The key sounding steadily through the whole window, if any.
@@ -146,17 +187,11 @@ impl Window {
         if energy < thresholds.min_power {
             return None;
         }
-        let [a, b, c, d] = self.ordered();
-        let mut first = Halves::default();
-        let mut second = Halves::default();
-        for l in 0..2 * TONES {
-            first.z[l] = a.z[l] + b.z[l];
-            second.z[l] = c.z[l] + d.z[l];
-        }
+        let (first, second) = self.halves();
         let mut power = [0.0f32; TONES];
         for (k, p) in power.iter_mut().enumerate() {
-            let re = first.z[k] + second.z[k];
-            let im = first.z[TONES + k] + second.z[TONES + k];
+            let re = first[k] + second[k];
+            let im = first[TONES + k] + second[TONES + k];
             *p = (re * re + im * im) * (2.0 / (WINDOW * WINDOW));
         }
         // Cheap test first: most windows of speech and music end here.
@@ -166,7 +201,27 @@ impl Window {
         if row_max + col_max < PURITY * 0.5 * energy {
             return None;
         }
-        examine(&first, &second, &power, energy, thresholds)
+        let hit = examine(&Halves { z: *first }, &Halves { z: *second }, &power, energy, thresholds)?;
+        (self.second_harmonic(COL_HZ[hit.col]) <= HARMONIC * hit.col_power).then_some(hit)
+    }
+
+    /// Mean power at twice `hz` over the window (Goertzel over its samples,
+    /// oldest first). Only the column tone is tested: a row tone's second
+    /// harmonic (1394 to 1882 Hz) lies within 100 Hz of a column frequency, too
+    /// close for a 16 ms window to tell it from that tone's leakage, while a
+    /// column tone's (2418 to 3266 Hz) is far from every key frequency.
+    #[inline(never)]
+    fn second_harmonic(&self, hz: f64) -> f32 {
+        let coeff = (2.0 * (std::f64::consts::TAU * 2.0 * hz / SAMPLE_RATE as f64).cos()) as f32;
+        let (mut s1, mut s2) = (0.0f32, 0.0f32);
+        for b in 1..=WINDOW_BLOCKS {
+            for &x in &self.samples[(self.newest as usize + b) % WINDOW_BLOCKS] {
+                let s0 = x as f32 + coeff * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+        }
+        (s1 * s1 + s2 * s2 - coeff * s1 * s2) * (2.0 / (WINDOW * WINDOW))
     }
 
     /// Mean power of a row and a column tone over the window, block by block:
@@ -174,9 +229,9 @@ impl Window {
     pub fn incoherent_power(&self, row: usize, col: usize) -> (f32, f32) {
         let mut sums = (0.0, 0.0);
         let col = 4 + col;
-        for block in &self.blocks {
-            sums.0 += block.z[row] * block.z[row] + block.z[TONES + row] * block.z[TONES + row];
-            sums.1 += block.z[col] * block.z[col] + block.z[TONES + col] * block.z[TONES + col];
+        for z in &self.blocks {
+            sums.0 += z[row] * z[row] + z[TONES + row] * z[TONES + row];
+            sums.1 += z[col] * z[col] + z[TONES + col] * z[TONES + col];
         }
         let scale = 2.0 / (BLOCK * BLOCK) as f32 / WINDOW_BLOCKS as f32;
         (sums.0 * scale, sums.1 * scale)
@@ -241,6 +296,10 @@ fn examine(first: &Halves, second: &Halves, power: &[f32; TONES], energy: f32, t
     let share = (row_power + col_power) / energy;
     let tolerance = if share >= CLEAN_SHARE { FREQUENCY_TOLERANCE } else { TIGHT_FREQUENCY_TOLERANCE };
     let on_frequency = row_error.abs() <= tolerance && col_error.abs() <= tolerance;
+    let octave = (COL_HZ[col - 4] as f32 * (1.0 + col_error)) / (2.0 * ROW_HZ[row] as f32 * (1.0 + row_error));
+    if (octave - 1.0).abs() < OCTAVE {
+        return None;
+    }
     let level_ok = row_power >= thresholds.min_power && col_power >= thresholds.min_power;
     let twist_ok =
         row_power <= thresholds.normal_twist * col_power && col_power <= thresholds.reverse_twist * row_power;
