@@ -127,6 +127,7 @@ impl Service {
         let webhook_queued = Arc::new(tokio::sync::Notify::new());
         let api_state = ApiState {
             new_work: new_work.clone(),
+            webhook_queued: webhook_queued.clone(),
             store: store.clone(),
             config: api_config(&config, dialplan_names(&dialplans.current())),
             metrics: metrics.clone(),

@@ -60,6 +60,7 @@ async fn start(config: ApiConfig) -> Server {
         metrics: metrics.clone(),
         ready: ready.clone(),
         new_work: Default::default(),
+        webhook_queued: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -202,6 +202,7 @@ fn api_requests_never_panic_and_every_answer_is_well_formed() {
         metrics: Arc::new(Metrics::new()),
         ready: Arc::new(AtomicBool::new(true)),
         new_work: Default::default(),
+        webhook_queued: Default::default(),
     });
     let seeds: Vec<Vec<u8>> = [
         json!({"phone": "+14155550100", "user": "alice@contoso.com"}),

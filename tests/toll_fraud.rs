@@ -76,6 +76,7 @@ async fn serve(store: Arc<dyn Store>, config: ApiConfig) -> Node {
         metrics: metrics.clone(),
         ready,
         new_work: Default::default(),
+        webhook_queued: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

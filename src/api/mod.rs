@@ -75,6 +75,9 @@ pub struct ApiState {
     /// Woken when a verification is stored, so the local engine claims it
     /// at once instead of at its next poll.
     pub new_work: Arc<tokio::sync::Notify>,
+    /// Woken when a webhook is queued here (a verification canceled before
+    /// any node claimed it), so the outbox sends it at once.
+    pub webhook_queued: Arc<tokio::sync::Notify>,
 }
 
 /// The API's part of the config file.
@@ -422,6 +425,7 @@ async fn cancel_verification(
         Some(CancelResult::Canceled(v)) => {
             // Never claimed, so no engine will report it.
             shared.state.metrics.verification_finished(Outcome::Canceled);
+            shared.state.webhook_queued.notify_one();
             tracing::info!(verification_id = %v.id, "verification canceled");
             v
         }
