@@ -64,10 +64,18 @@ impl Shared {
 
     /// Hands `incoming` to its handler, or answers it.
     async fn dispatch(&self, incoming: Incoming) {
-        let route = self.table().router.route(&incoming.message, || new_tag(&mut rand::rng()));
+        // One look at the table: the route and, for a delivery, its inbox.
+        let (route, inbox) = {
+            let table = self.table();
+            let route = table.router.route(&incoming.message, || new_tag(&mut rand::rng()));
+            let inbox = match &route {
+                Route::Deliver(handler) => table.inboxes.get(handler).cloned(),
+                _ => None,
+            };
+            (route, inbox)
+        };
         match route {
-            Route::Deliver(handler) => {
-                let inbox = self.table().inboxes.get(&handler).cloned();
+            Route::Deliver(_) => {
                 // Never waits: a stuck handler must not hold up everybody else's messages.
                 if let Some(inbox) = inbox
                     && let Err(mpsc::error::TrySendError::Full(dropped)) = inbox.try_send(incoming)

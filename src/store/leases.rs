@@ -5,7 +5,7 @@
 //! back run in a transaction.
 
 use super::common::{VerificationRow, attempt_number, lease_not_held, read_error};
-use super::db::Pool;
+use super::db::{Exec, Param, Pool};
 use super::queries::{close_open_attempt, notify_work, queue_completion_webhook};
 use super::{AttemptResult, Backlog, Claimed, LeaseState, Status, StoreError, Verification};
 use crate::vocab::Outcome;
@@ -135,6 +135,39 @@ pub(super) async fn start_attempt(
     attempt_number(id, number)
 }
 
+/// Writes `result` on the open attempt `number` of `id`: what decided it,
+/// and with `closing` its end too (`ended_at`, `detail`). An attempt that
+/// has ended is left alone. Returns the rows changed.
+async fn write_open_attempt(
+    db: &mut Exec<'_>,
+    id: &str,
+    number: u32,
+    result: &AttemptResult,
+    closing: bool,
+) -> Result<u64, StoreError> {
+    let mut params: Vec<Param<'_>> = vec![
+        id.into(),
+        i64::from(number).into(),
+        result.answered_at.into(),
+        result.digit_at.into(),
+        result.sip_status.map(i64::from).into(),
+        result.dtmf_source.map(|source| source.as_str()).into(),
+        (&result.digits).into(),
+        result.outcome.as_str().into(),
+    ];
+    let ending = if closing {
+        params.extend::<[Param<'_>; 2]>([result.ended_at.into(), (&result.detail).into()]);
+        ", ended_at = $9, detail = $10"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE attempts SET answered_at = $3, digit_at = $4, sip_status = $5, dtmf_source = $6, \
+         digits = $7, outcome = $8{ending} WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL"
+    );
+    Ok(db.execute(&sql, &params).await?)
+}
+
 pub(super) async fn finish_attempt(
     pool: &Pool,
     id: &str,
@@ -143,28 +176,7 @@ pub(super) async fn finish_attempt(
 ) -> Result<(), StoreError> {
     // An attempt ends once: if a claimer already closed it as interrupted
     // (its node was presumed dead), the late report does not rewrite it.
-    let changed = pool
-        .acquire()
-        .await?
-        .exec()
-        .execute(
-            "UPDATE attempts SET ended_at = $3, answered_at = $4, digit_at = $5, sip_status = $6, \
-             dtmf_source = $7, digits = $8, outcome = $9, detail = $10 \
-             WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL",
-            &[
-                id.into(),
-                i64::from(number).into(),
-                result.ended_at.into(),
-                result.answered_at.into(),
-                result.digit_at.into(),
-                result.sip_status.map(i64::from).into(),
-                result.dtmf_source.map(|source| source.as_str()).into(),
-                (&result.digits).into(),
-                result.outcome.as_str().into(),
-                (&result.detail).into(),
-            ],
-        )
-        .await?;
+    let changed = write_open_attempt(&mut pool.acquire().await?.exec(), id, number, result, true).await?;
     if changed == 0 {
         tracing::warn!(verification_id = id, attempt = number, "finish_attempt found no open attempt");
     }
@@ -185,21 +197,7 @@ pub(super) async fn complete(
     let mut tx = pool.begin_write().await?;
     let mut db = tx.exec();
     if let Some((number, result)) = decided {
-        db.execute(
-            "UPDATE attempts SET answered_at = $3, digit_at = $4, sip_status = $5, dtmf_source = $6, \
-             digits = $7, outcome = $8 WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL",
-            &[
-                id.into(),
-                i64::from(number).into(),
-                result.answered_at.into(),
-                result.digit_at.into(),
-                result.sip_status.map(i64::from).into(),
-                result.dtmf_source.map(|source| source.as_str()).into(),
-                (&result.digits).into(),
-                result.outcome.as_str().into(),
-            ],
-        )
-        .await?;
+        write_open_attempt(&mut db, id, number, result, false).await?;
     }
     let row: Option<VerificationRow> = db
         .fetch_optional(
