@@ -13,6 +13,7 @@ use crate::api::ssrf::{Cidr, TargetPolicy};
 use crate::media::codec::Codec;
 use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
 use crate::policy::{NumberRules, VelocityLimits};
+use crate::stir::{Attestation, Signer, caller_number};
 use crate::vocab::Transport;
 
 /// Expiry (issue 11): thirty days; a verification older than that is no
@@ -155,6 +156,27 @@ pub struct TrunkSection {
     pub register_expires_s: u64,
     /// Seconds between OPTIONS pings to the trunk; 0 sends none.
     pub options_interval_s: u64,
+    /// `[trunk.stir]`: sign every INVITE (STIR/SHAKEN); none: calls go unsigned.
+    pub stir: Option<StirSection>,
+}
+
+/// `[trunk.stir]`: the trunk's STIR/SHAKEN signing identity. All three keys are required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StirSection {
+    /// The P-256 private key, PEM (PKCS#8 or SEC1). Read at start; never logged.
+    pub key: PathBuf,
+    /// The https URL of the certificate that verifiers fetch.
+    pub x5u: String,
+    /// `A`, `B` or `C`.
+    pub attest: Attestation,
+}
+
+impl StirSection {
+    /// Reads the key: a file that is missing or not a P-256 key, or a bad x5u, is refused here.
+    pub fn signer(&self) -> Result<Signer, ConfigError> {
+        Signer::load(&self.key, &self.x5u, self.attest).map_err(|e| ConfigError::Invalid(format!("trunk.stir: {e}")))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -347,6 +369,7 @@ impl Default for TrunkSection {
             register_as: None,
             register_expires_s: 3600,
             options_interval_s: 30,
+            stir: None,
         }
     }
 }
@@ -507,6 +530,20 @@ impl Config {
             ));
         }
         validate_trunk_uri(&self.trunk.uri)?;
+        self.validate_stir()?;
+        Ok(())
+    }
+
+    /// A signing trunk has a working key and a caller number to sign: the P-Asserted-Identity's
+    /// when set, the From user's otherwise. (Callees are E.164 numbers, checked per verification.)
+    fn validate_stir(&self) -> Result<(), ConfigError> {
+        let Some(stir) = &self.trunk.stir else { return Ok(()) };
+        stir.signer()?;
+        caller_number(self.trunk.asserted_identity.as_deref(), &self.trunk.from_user).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "trunk.stir needs trunk.from_user or trunk.asserted_identity to be a number: {e}"
+            ))
+        })?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pound::cmd::call::{CallArgs, exit_code};
+use pound::cmd::call::{CallArgs, StirArgs, exit_code};
 use pound::cmd::dtmf::{DtmfArgs, run};
 use pound::config::Config;
 use pound::dsp::dtmf::DtmfConfig;
@@ -16,6 +16,7 @@ use pound::media::codec::Codec;
 use pound::net::PhoneSetup;
 use pound::phone::{PhoneConfig, PressVia};
 use pound::sip::Timers;
+use pound::stir::Attestation;
 use pound::vocab::Transport;
 
 #[derive(Parser)]
@@ -272,6 +273,16 @@ struct CallCommand {
     /// Codecs offered, in order of preference.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
     codecs: Vec<CodecArg>,
+    /// STIR/SHAKEN: sign the INVITE with this P-256 private key (PEM; never logged). Needs
+    /// --stir-x5u and --stir-attest, and a telephone number in --from or --pai.
+    #[arg(long, value_name = "FILE", requires_all = ["stir_x5u", "stir_attest"])]
+    stir_key: Option<PathBuf>,
+    /// STIR/SHAKEN: the https URL of the signing certificate.
+    #[arg(long, value_name = "URL", requires = "stir_key")]
+    stir_x5u: Option<String>,
+    /// STIR/SHAKEN attestation: A (full), B (partial) or C (gateway).
+    #[arg(long, value_name = "A|B|C", requires = "stir_key")]
+    stir_attest: Option<Attestation>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -556,6 +567,10 @@ fn call(cmd: CallCommand) -> ExitCode {
         bind: cmd.bind,
         transport: cmd.transport.into(),
         codecs: codecs(&cmd.codecs),
+        stir: match (cmd.stir_key, cmd.stir_x5u, cmd.stir_attest) {
+            (Some(key), Some(x5u), Some(attest)) => Some(StirArgs { key, x5u, attest }),
+            _ => None,
+        },
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
         Ok(report) => {

@@ -173,6 +173,7 @@ impl Service {
                 register_expires: Duration::from_secs(config.trunk.register_expires_s),
                 options_interval: (config.trunk.options_interval_s > 0)
                     .then(|| Duration::from_secs(config.trunk.options_interval_s)),
+                stir: config.trunk.stir.as_ref().map(|stir| stir.signer().map(Arc::new)).transpose()?,
             },
             endpoint,
             rtp_ports: config.rtp_ports()?,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -15,6 +15,7 @@ use pound::media::codec::Codec;
 use pound::phone::{Phone, PhoneConfig, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::{Credentials, Message, Timers, auth};
+use pound::stir::{Attestation, Signer};
 use pound::vocab::DtmfSource;
 use pound::vocab::{Outcome, Transmit, Transport};
 
@@ -26,6 +27,8 @@ const PHONE_RTP: &str = "10.0.0.2:50000";
 const PHONE_RTP_REBOUND: &str = "10.0.0.2:61000";
 /// A proxy between pound and the phone that does not record-route.
 const PROXY_SIP: &str = "10.0.0.3:5060";
+/// The wall clock when a simulated call starts, in Unix seconds (2025-11-30 00:00 UTC).
+const WALL_CLOCK_S: u64 = 1_764_460_800;
 /// Someone else on the network.
 const STRANGER_SIP: &str = "10.0.0.66:5070";
 
@@ -120,6 +123,18 @@ impl Sim {
 
     /// Both sides draw their identifiers from RNGs seeded with `seed`.
     fn seeded(plan: Arc<Dialplan>, phone: PhoneConfig, network: Network, codecs: Vec<Codec>, seed: u64) -> Sim {
+        Sim::configured(plan, phone, network, codecs, seed, |_| {})
+    }
+
+    /// [`Sim::seeded`] with the call's configuration changed by `edit`.
+    fn configured(
+        plan: Arc<Dialplan>,
+        phone: PhoneConfig,
+        network: Network,
+        codecs: Vec<Codec>,
+        seed: u64,
+        edit: impl FnOnce(&mut CallConfig),
+    ) -> Sim {
         let now = Instant::now();
         let prompts = Arc::new(Prompts::load(&plan).unwrap());
         let config = CallConfig {
@@ -137,7 +152,11 @@ impl Sim {
             timers: Timers::default(),
             next_hop: addr(if network.via_proxy { PROXY_SIP } else { PHONE_SIP }),
             rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
+            stir: None,
+            wall_clock: UNIX_EPOCH + Duration::from_secs(WALL_CLOCK_S),
         };
+        let mut config = config;
+        edit(&mut config);
         Sim {
             start: now,
             now,
@@ -437,6 +456,64 @@ fn digest_challenges_are_answered_once() {
         let challenged = sim.challenged.expect("the first INVITE was challenged");
         assert!(challenged.header("Authorization").is_none() && challenged.header("Proxy-Authorization").is_none());
     }
+}
+
+/// A signing trunk's call, the caller's number in P-Asserted-Identity.
+fn signed(network: Network, asserted_identity: &str) -> Sim {
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stir/pkcs8.key.pem");
+    let signer = Arc::new(Signer::load(&key, "https://cert.example.org/pound.pem", Attestation::A).unwrap());
+    let identity = asserted_identity.to_string();
+    Sim::configured(dialplan(""), phone_config(), network, vec![Codec::Pcmu], 1, move |config| {
+        config.stir = Some(signer);
+        config.asserted_identity = Some(identity);
+    })
+}
+
+/// The claims of an `Identity` header, unverified (the `stir` unit tests verify signatures).
+fn passport_claims(identity: &str) -> serde_json::Value {
+    use base64::Engine;
+    let claims = identity.split(['.', ';']).nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+}
+
+#[test]
+fn every_invite_is_signed_retransmissions_repeat_it_and_a_challenge_answer_is_signed_afresh() {
+    // The first two INVITEs are lost (resent at 0.5 s and 1.5 s); the third is challenged, and
+    // the answer to the challenge leaves at 1.5 s, one wall-clock second after the first.
+    let network = Network { lose_invites: 2, challenge: Some(407), ..Network::default() };
+    let mut sim = signed(network, "sip:+1-415-555-0000@example.com");
+    let report = sim.run(Duration::from_secs(600)).unwrap();
+    assert_eq!(report.outcome, Outcome::Verified, "{report:?}");
+    let invites: Vec<&Message> =
+        sim.from_pound.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == "INVITE")).collect();
+    assert_eq!(invites.len(), 4, "three sends of the first INVITE and the authenticated one");
+    let identities: Vec<&str> = invites.iter().map(|m| m.header("Identity").expect("every INVITE is signed")).collect();
+    assert!(identities[..3].iter().all(|i| *i == identities[0]), "a retransmission repeats the bytes");
+    assert!(identities[3] != identities[0] && invites[3].header("Proxy-Authorization").is_some());
+    let (first, retry) = (passport_claims(identities[0]), passport_claims(identities[3]));
+    assert_eq!((first["iat"].as_u64(), retry["iat"].as_u64()), (Some(WALL_CLOCK_S), Some(WALL_CLOCK_S + 1)));
+    assert_eq!(first["origid"], retry["origid"], "one origid per call");
+    assert_eq!(first["orig"], serde_json::json!({"tn": "14155550000"}), "the P-Asserted-Identity's number");
+    assert_eq!(first["dest"], serde_json::json!({"tn": ["14155550100"]}), "the Request-URI's number");
+    for identity in identities {
+        assert!(identity.ends_with(";info=<https://cert.example.org/pound.pem>;alg=ES256;ppt=shaken"), "{identity}");
+    }
+    // Nothing else the call sends is signed.
+    assert!(
+        sim.from_pound
+            .iter()
+            .filter(|m| !invites.iter().any(|i| std::ptr::eq(*i, *m)))
+            .all(|m| m.header("Identity").is_none())
+    );
+}
+
+#[test]
+fn a_signing_trunk_without_a_caller_number_sends_nothing() {
+    let mut sim = signed(Network::default(), "sip:operator@example.com");
+    let report = sim.run(Duration::from_secs(60)).unwrap();
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.detail.as_deref().is_some_and(|d| d.contains("STIR/SHAKEN") && d.contains("caller")), "{report:?}");
+    assert!(sim.from_pound.is_empty(), "an unsigned INVITE left: {:?}", sim.from_pound.first());
 }
 
 #[test]

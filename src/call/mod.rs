@@ -26,7 +26,7 @@ mod signalling;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -46,6 +46,7 @@ use crate::sip::Credentials;
 use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, Dialog, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::stir::{CallSigner, Parties, Signer};
 use crate::timer::TimerTable;
 use crate::vocab::{DtmfSource, Outcome, Transmit, Transport};
 use origin::Origins;
@@ -78,6 +79,10 @@ pub struct CallConfig {
     /// Packets that must continue the callee's RTP stream from a new address
     /// before it is heard there (`rtp.learning_packets`).
     pub rtp_learning_packets: u16,
+    /// STIR/SHAKEN: every INVITE of the call carries an `Identity` signed with it.
+    pub stir: Option<Arc<Signer>>,
+    /// The wall clock at the `now` the call starts with: the PASSporT's `iat` counts from it.
+    pub wall_clock: SystemTime,
 }
 
 /// Where a SIP message goes, until [`Call::poll_sip`] names the address.
@@ -202,6 +207,8 @@ pub struct Call {
     foreign_sip: u64,
     /// RTP datagrams before the answer's SDP was known, dropped.
     early_rtp: u64,
+    /// Signs each INVITE transaction (`config.stir`).
+    signing: Option<CallSigner>,
 }
 
 impl Call {
@@ -241,6 +248,12 @@ impl Call {
             invite.add_header("P-Asserted-Identity", format!("<{identity}>"));
         }
         invite.set_body("application/sdp", offer.to_sdp().into_bytes());
+        let signing = config.stir.clone().map(|signer| {
+            let parties = Parties::new(config.asserted_identity.as_deref(), &config.from_uri, &config.target)?;
+            let mut origid = [0; 16];
+            rng.fill_bytes(&mut origid);
+            Ok::<_, crate::stir::StirError>(CallSigner::new(signer, parties, origid))
+        });
         let digits = DigitCollector::new(&config.dialplan.expect, config.dialplan.fraud_code.as_deref());
         let mut timers = TimerTable::default();
         timers.set(Timer::Ring, now + config.dialplan.ring_timeout);
@@ -282,10 +295,18 @@ impl Call {
             origins,
             foreign_sip: 0,
             early_rtp: 0,
+            signing: None,
         };
-        call.send_invite(now, invite);
-        let call_id = call.call_id().to_string();
-        call.events.push_back(CallEvent::Calling { call_id });
+        match signing.transpose() {
+            Ok(signing) => {
+                call.signing = signing;
+                call.send_invite(now, invite);
+                let call_id = call.call_id().to_string();
+                call.events.push_back(CallEvent::Calling { call_id });
+            }
+            // Never dialled: a trunk that signs must not send an unsigned call.
+            Err(e) => call.fail(now, e.to_string()),
+        }
         call.flush(now);
         call
     }
@@ -328,9 +349,24 @@ impl Call {
             self.retired.push(previous);
         }
         invite.set_header("Via", self.via());
+        // Each INVITE transaction (the first, and each answer to a challenge) is signed afresh
+        // with the time it leaves: the verifier judges iat against the moment the request
+        // reaches it (RFC 8224 §6.2.1, 60 s is the recommended freshness), and a challenge
+        // round trip must not eat into that. The transaction's retransmissions repeat the
+        // same bytes, as RFC 3261 §17.1.1 requires. The origid stays the call's.
+        if let Some(signing) = &self.signing {
+            invite.set_header("Identity", signing.identity(self.unix_seconds(now)));
+        }
         self.invite = invite.clone();
         self.invite_tx =
             Some(ClientTransaction::new(invite, self.config.transport.is_reliable(), self.config.timers, now));
+    }
+
+    /// `now` on the wall clock, in Unix seconds.
+    fn unix_seconds(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.started);
+        let wall = self.config.wall_clock.checked_add(elapsed).unwrap_or(self.config.wall_clock);
+        wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 
     /// A SIP message from the network; `from` is its source address.

@@ -12,6 +12,7 @@ use crate::net::{CallSetup, Endpoint, bind_towards, resolve, run_call};
 use crate::policy::NumberRules;
 use crate::sip::route::{RouteError, route};
 use crate::sip::{Credentials, Timers};
+use crate::stir::{Attestation, Parties, Signer, StirError};
 use crate::vocab::{Outcome, Transport};
 
 /// What `pound call` was asked to do.
@@ -33,6 +34,16 @@ pub struct CallArgs {
     pub bind: std::net::SocketAddr,
     pub transport: Transport,
     pub codecs: Vec<Codec>,
+    /// STIR/SHAKEN signing (`--stir-key`, `--stir-x5u`, `--stir-attest`).
+    pub stir: Option<StirArgs>,
+}
+
+/// `--stir-key FILE --stir-x5u URL --stir-attest A|B|C`.
+#[derive(Debug, Clone)]
+pub struct StirArgs {
+    pub key: PathBuf,
+    pub x5u: String,
+    pub attest: Attestation,
 }
 
 /// Why the call could not even be attempted.
@@ -50,6 +61,9 @@ pub enum CallCommandError {
     /// Sockets or name resolution failed.
     #[error("{0}")]
     Net(#[from] crate::net::NetError),
+    /// The signing key or certificate URL is unusable, or a party has no number to sign.
+    #[error(transparent)]
+    Stir(#[from] StirError),
 }
 
 /// Places the call; progress goes to stderr through `tracing`. A number the
@@ -59,6 +73,14 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         return Ok(refused);
     }
     let (target, hop) = route(&args.target, args.trunk.as_deref())?;
+    // Refused before anything is sent: the key, and numbers for both parties.
+    let stir = match &args.stir {
+        Some(stir) => {
+            Parties::new(args.asserted_identity.as_deref(), &args.from_user, &target)?;
+            Some(Arc::new(Signer::load(&stir.key, &stir.x5u, stir.attest)?))
+        }
+        None => None,
+    };
     let next_hop = resolve(&hop).await?;
     let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())?;
     if let Some(timeout) = args.ring_timeout {
@@ -85,6 +107,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         rtp_ports: None,
         cancel: None,
         rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
+        stir,
     };
     // The call machine logs its own events; a person at a terminal also gets
     // one plain line per change, and scripts reading stderr get nothing extra.

@@ -100,6 +100,8 @@ pub struct TrunkConfig {
     pub register_expires: Duration,
     /// Ping the trunk with OPTIONS this often; dialling pauses while it is silent.
     pub options_interval: Option<Duration>,
+    /// STIR/SHAKEN: signs every INVITE.
+    pub stir: Option<Arc<crate::stir::Signer>>,
 }
 
 /// Everything the engine needs besides the store.

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use std::ops::ControlFlow;
 
@@ -17,6 +17,7 @@ use crate::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::sip::{Credentials, Message, Timers};
+use crate::stir::Signer;
 use crate::vocab::{Transmit, Transport};
 
 /// What running a call needs besides the call itself.
@@ -42,6 +43,8 @@ pub struct CallSetup {
     /// Packets that must continue the callee's RTP stream from a new address
     /// before it is heard there (`rtp.learning_packets`).
     pub rtp_learning_packets: u16,
+    /// STIR/SHAKEN: signs every INVITE of the call.
+    pub stir: Option<Arc<Signer>>,
 }
 
 /// Places the call through `endpoint` and drives it to its end; progress goes to `on_event`.
@@ -73,6 +76,8 @@ pub async fn run_call(
         timers: setup.timers,
         next_hop: setup.next_hop,
         rtp_learning_packets: setup.rtp_learning_packets,
+        stir: setup.stir.clone(),
+        wall_clock: SystemTime::now(),
     };
     let mut call = CallMachine { call: Call::new(config, Instant::now()), next_hop: setup.next_hop };
     let report = drive(&mut call, &mut sip, Some(&rtp), setup.cancel.clone(), |event| {
