@@ -43,9 +43,16 @@ struct Run {
     pound_status: i32,
     sipp_status: i32,
     sipp_screen: String,
+    /// What the scenario's `<log>` actions wrote.
+    sipp_log: String,
 }
 
 fn run(scenario: &str, pound_args: &[&str], prepare: impl FnOnce(&Path, String) -> String) -> Run {
+    run_to("verify", scenario, pound_args, prepare)
+}
+
+/// [`run`], calling `sip:USER@` sipp.
+fn run_to(user: &str, scenario: &str, pound_args: &[&str], prepare: impl FnOnce(&Path, String) -> String) -> Run {
     let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         Command::new("sipp").arg("-v").output().is_ok(),
@@ -57,6 +64,7 @@ fn run(scenario: &str, pound_args: &[&str], prepare: impl FnOnce(&Path, String) 
     std::fs::write(&scenario_path, prepare(dir.path(), xml)).unwrap();
     let (port, media, control) = (free_port(), free_port(), free_port());
     let screen = dir.path().join("screen.log");
+    let log = dir.path().join("actions.log");
     let sipp = Command::new("sipp")
         .args(["-sf"])
         .arg(&scenario_path)
@@ -75,12 +83,14 @@ fn run(scenario: &str, pound_args: &[&str], prepare: impl FnOnce(&Path, String) 
         ])
         .args(["-trace_screen", "-screen_file"])
         .arg(&screen)
+        .args(["-trace_logs", "-log_file"])
+        .arg(&log)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("sipp starts");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let target = format!("sip:verify@127.0.0.1:{port}");
+    let target = format!("sip:{user}@127.0.0.1:{port}");
     let pound = Command::new(env!("CARGO_BIN_EXE_pound"))
         .args(["call", &target, "--bind", "127.0.0.1:0", "--dialplans"])
         .arg(root().join("dialplans"))
@@ -101,6 +111,7 @@ fn run(scenario: &str, pound_args: &[&str], prepare: impl FnOnce(&Path, String) 
         pound_status: pound.status.code().unwrap_or(-1),
         sipp_status: sipp_output.status.code().unwrap_or(-1),
         sipp_screen,
+        sipp_log: std::fs::read_to_string(&log).unwrap_or_default(),
     }
 }
 
@@ -217,4 +228,53 @@ fn telephone_events_on_payload_type_96_count() {
     let run = run("te-pt96", &[], unchanged);
     assert_outcome(&run, "verified");
     assert_eq!(run.report["dtmf_source"], "rfc4733");
+}
+
+/// STIR/SHAKEN (issue 13): sipp, as the callee, logs the INVITE's `Identity` header (and fails
+/// the call without one); an independent JWS implementation (`jsonwebtoken`) verifies it with
+/// the public key OpenSSL derived (`fixtures/stir/README.md`).
+#[test]
+fn the_invite_carries_a_passport_that_an_independent_implementation_verifies() {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let stir = root().join("fixtures/stir");
+    let key = stir.join("sec1.key.pem");
+    let x5u = "https://cert.example.org/shaken/pound.pem";
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let args =
+        ["--from", "+1-415-555-0000", "--stir-key", key.to_str().unwrap(), "--stir-x5u", x5u, "--stir-attest", "B"];
+    let run = run_to("+14155550100", "rfc4733-pound", &args, |_, xml| {
+        let capture = r#"<recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".+" search_in="hdr" header="Identity:" check_it="true" assign_to="identity"/>
+      <log message="IDENTITY [$identity]"/>
+    </action>
+  </recv>"#;
+        xml.replacen(r#"<recv request="INVITE" crlf="true"/>"#, capture, 1)
+    });
+    let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_outcome(&run, "verified");
+    let identity = run
+        .sipp_log
+        .lines()
+        .find_map(|line| line.split_once("IDENTITY ").map(|(_, value)| value.trim()))
+        .unwrap_or_else(|| panic!("sipp logged no Identity header:\n{}", run.sipp_log));
+    let (token, params) = identity.split_once(';').unwrap();
+    assert_eq!(params, format!("info=<{x5u}>;alg=ES256;ppt=shaken"));
+    let public = std::fs::read(stir.join("public.pem")).unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    // A PASSporT has no exp: the verifier judges iat's freshness itself (RFC 8224 §6.2.1).
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let verified = jsonwebtoken::decode::<Value>(token, &DecodingKey::from_ec_pem(&public).unwrap(), &validation)
+        .unwrap_or_else(|e| panic!("{e}: {identity}"));
+    let header = verified.header;
+    assert_eq!((header.typ.as_deref(), header.x5u.as_deref()), (Some("passport"), Some(x5u)));
+    let claims = verified.claims;
+    assert_eq!(claims["attest"], "B");
+    assert_eq!(claims["orig"], serde_json::json!({"tn": "14155550000"}));
+    assert_eq!(claims["dest"], serde_json::json!({"tn": ["14155550100"]}));
+    let iat = claims["iat"].as_u64().unwrap();
+    assert!((before..=after).contains(&iat), "iat {iat} is the signing time, between {before} and {after}");
+    let origid = claims["origid"].as_str().unwrap();
+    assert!(origid.len() == 36 && origid.as_bytes()[14] == b'4', "a version 4 UUID: {origid}");
 }
