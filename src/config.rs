@@ -718,6 +718,38 @@ mod tests {
     }
 
     #[test]
+    fn a_signing_trunk_needs_a_p256_key_an_https_x5u_an_attestation_and_a_caller_number() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stir");
+        let key = fixtures.join("pkcs8.key.pem").display().to_string();
+        let config = |trunk: &str, key: &str, x5u: &str, attest: &str| {
+            Config::parse(&format!(
+                "[trunk]\n{trunk}\n[trunk.stir]\nkey = {key:?}\nx5u = {x5u:?}\nattest = {attest:?}\n"
+            ))
+        };
+        let x5u = "https://cert.example.org/pound.pem";
+        for trunk in ["from_user = \"+14155550000\"", "asserted_identity = \"sip:+14155550000@example.com\""] {
+            let good = config(trunk, &key, x5u, "B").unwrap();
+            good.validate().unwrap_or_else(|e| panic!("{trunk}: {e}"));
+            assert_eq!(good.trunk.stir.as_ref().unwrap().attest, Attestation::B);
+        }
+        let number = "from_user = \"+14155550000\"";
+        let error = config(number, &key, x5u, "D").unwrap_err();
+        assert!(error.contains("trunk.stir.attest") && error.contains("`A`, `B`, `C`"), "{error}");
+        let public = fixtures.join("public.pem").display().to_string();
+        for (trunk, key, x5u, expected) in [
+            (number, key.as_str(), "http://cert.example.org/pound.pem", "x5u"),
+            (number, public.as_str(), x5u, "P-256"),
+            (number, "/nonexistent/key.pem", x5u, "/nonexistent/key.pem"),
+            ("from_user = \"pound\"", key.as_str(), x5u, "trunk.from_user"),
+        ] {
+            let error = config(trunk, key, x5u, "A").unwrap().validate().unwrap_err().to_string();
+            assert!(error.contains("trunk.stir") && error.contains(expected), "{error}");
+        }
+        let error = Config::parse("[trunk.stir]\nkey = \"k\"\nx5u = \"https://x\"\n").unwrap_err();
+        assert!(error.contains("attest"), "all three keys are required: {error}");
+    }
+
+    #[test]
     fn api_keys_are_plain_strings_or_tables_with_grants() {
         let inline: Config = toml::from_str(
             "[api]\nkeys = [\"plain\", { key = \"ops\", admin = true, webhook_secret = \"s1\", tenant = \"t\" }]",

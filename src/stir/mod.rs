@@ -40,7 +40,7 @@ pub enum StirError {
     Key(String),
     /// The certificate URL is not an https URL that can travel in a SIP header.
     #[error(
-        "STIR/SHAKEN x5u must be an https URL (https://host/path, at most {MAX_X5U_BYTES} bytes, URI characters only), not {0:?}"
+        "STIR/SHAKEN x5u must be an https URL (https://host/path, at most {MAX_X5U_BYTES} bytes, URI characters but , and ;), not {0:?}"
     )]
     X5u(String),
     /// The attestation level is not one of ATIS-1000074's.
@@ -155,9 +155,11 @@ impl Signer {
 }
 
 /// `x5u` is an `https` URL whose every byte is a URI character (RFC 3986 §2): nothing that
-/// could end the `<…>` of `info`, a JSON string or a SIP header line.
+/// could end the `<…>` of `info`, a JSON string or a SIP header line. `,` and `;` are URI
+/// characters too, but refused: peers that split header values on them (a list of Identity
+/// headers, the header's parameters) without honouring `<…>` would cut the URL.
 fn check_x5u(x5u: &str) -> Result<(), StirError> {
-    let uri_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b);
+    let uri_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+=%".contains(&b);
     let authority = x5u.strip_prefix("https://").map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
     let host = authority.map(|a| a.rsplit_once('@').map_or(a, |(_, host)| host));
     let ok = x5u.len() <= MAX_X5U_BYTES

@@ -151,6 +151,8 @@ fn x5u_must_be_an_https_url_of_uri_characters() {
         "https://example.com/\r\nVia: x",
         "https://example.com/é",
         "https://example.com/a\\b",
+        "https://example.com/a;alg=none",
+        "https://example.com/a,b",
         long.as_str(),
     ] {
         let error = Signer::new(&key, bad, Attestation::A).unwrap_err();
