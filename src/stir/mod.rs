@@ -20,7 +20,8 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::DecodePrivateKey;
 use serde::Deserialize;
 
-pub use passport::{Passport, Tn};
+use passport::Passport;
+pub use passport::Tn;
 
 use crate::mask::mask_phone;
 
@@ -124,11 +125,6 @@ impl Signer {
             .or_else(|_| p256::SecretKey::from_sec1_pem(key_pem).map(SigningKey::from))
             .map_err(|_| StirError::Key(shown.to_string()))?;
         Ok(Signer { key, x5u: x5u.to_string(), attest })
-    }
-
-    /// The certificate URL.
-    pub fn x5u(&self) -> &str {
-        &self.x5u
     }
 
     /// The value of the `Identity` header (RFC 8224 §4.1) for `passport`'s claims: the compact
