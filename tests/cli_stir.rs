@@ -1,14 +1,17 @@
-//! `pound call --stir-*` (issue 13): an unusable key, certificate URL, attestation or caller
-//! number stops the command before anything is sent, with an error that names the problem and
-//! never quotes the key.
+//! STIR/SHAKEN (issue 13) through the binary: `pound serve` with `[trunk.stir]` signs the calls
+//! of the API's verifications; with `pound call --stir-*`, an unusable key, certificate URL,
+//! attestation or caller number stops the command before anything is sent, with an error that
+//! names the problem and never quotes the key.
+
+mod common;
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 fn stir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/stir").join(name)
+    common::stir::fixtures().join(name)
 }
 
 /// `pound call` towards a socket that records whether anything arrived.
@@ -100,4 +103,32 @@ fn unusable_signing_settings_stop_pound_call_before_it_dials() {
     let (output, _) = call(&["--stir-key", key]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--stir-x5u"));
+}
+
+/// A verification submitted to `pound serve` reaches the trunk (a bare socket here) as an
+/// INVITE whose PASSporT verifies, for the number submitted and the configured caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pound_serve_signs_the_invites_of_verifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let trunk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let x5u = "https://cert.example.org/shaken/pound.pem";
+    let key = common::stir::fixtures().join("pkcs8.key.pem");
+    let config = format!(
+        "[trunk]\noptions_interval_s = 0\nasserted_identity = \"sip:+14155550000@pound.example\"\n\
+         [trunk.stir]\nkey = {:?}\nx5u = {x5u:?}\nattest = \"A\"\n",
+        key.display().to_string()
+    );
+    let trunk_uri = format!("sip:{}", trunk.local_addr().unwrap());
+    let (_serve, api) = common::process::serve_with_config(dir.path(), &trunk_uri, &config, "k1");
+    let before = common::stir::unix_now();
+    common::http::submit(&reqwest::Client::new(), &api, "k1", "+14155550100").await;
+    let mut packet = vec![0; 8192];
+    let len = tokio::time::timeout(Duration::from_secs(20), trunk.recv(&mut packet)).await.unwrap().unwrap();
+    let invite = pound::sip::Message::parse(&packet[..len]).unwrap();
+    assert_eq!(invite.method(), Some(&pound::sip::Method::Invite));
+    let identity = invite.header("Identity").expect("the INVITE is signed");
+    let (_, claims) = common::stir::verify(identity, x5u);
+    assert_eq!(claims["orig"], serde_json::json!({"tn": "14155550000"}), "the P-Asserted-Identity's number");
+    assert_eq!(claims["dest"], serde_json::json!({"tn": ["14155550100"]}));
+    assert!((before..=common::stir::unix_now()).contains(&claims["iat"].as_u64().unwrap()), "{claims}");
 }

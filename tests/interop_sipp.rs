@@ -231,15 +231,12 @@ fn telephone_events_on_payload_type_96_count() {
 }
 
 /// STIR/SHAKEN (issue 13): sipp, as the callee, logs the INVITE's `Identity` header (and fails
-/// the call without one); an independent JWS implementation (`jsonwebtoken`) verifies it with
-/// the public key OpenSSL derived (`fixtures/stir/README.md`).
+/// the call without one); an independent JWS implementation verifies it (`common::stir`).
 #[test]
 fn the_invite_carries_a_passport_that_an_independent_implementation_verifies() {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-    let stir = root().join("fixtures/stir");
-    let key = stir.join("sec1.key.pem");
+    let key = common::stir::fixtures().join("sec1.key.pem");
     let x5u = "https://cert.example.org/shaken/pound.pem";
-    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let before = common::stir::unix_now();
     let args =
         ["--from", "+1-415-555-0000", "--stir-key", key.to_str().unwrap(), "--stir-x5u", x5u, "--stir-attest", "B"];
     let run = run_to("+14155550100", "rfc4733-pound", &args, |_, xml| {
@@ -251,25 +248,15 @@ fn the_invite_carries_a_passport_that_an_independent_implementation_verifies() {
   </recv>"#;
         xml.replacen(r#"<recv request="INVITE" crlf="true"/>"#, capture, 1)
     });
-    let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let after = common::stir::unix_now();
     assert_outcome(&run, "verified");
     let identity = run
         .sipp_log
         .lines()
         .find_map(|line| line.split_once("IDENTITY ").map(|(_, value)| value.trim()))
         .unwrap_or_else(|| panic!("sipp logged no Identity header:\n{}", run.sipp_log));
-    let (token, params) = identity.split_once(';').unwrap();
-    assert_eq!(params, format!("info=<{x5u}>;alg=ES256;ppt=shaken"));
-    let public = std::fs::read(stir.join("public.pem")).unwrap();
-    let mut validation = Validation::new(Algorithm::ES256);
-    // A PASSporT has no exp: the verifier judges iat's freshness itself (RFC 8224 §6.2.1).
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    let verified = jsonwebtoken::decode::<Value>(token, &DecodingKey::from_ec_pem(&public).unwrap(), &validation)
-        .unwrap_or_else(|e| panic!("{e}: {identity}"));
-    let header = verified.header;
+    let (header, claims) = common::stir::verify(identity, x5u);
     assert_eq!((header.typ.as_deref(), header.x5u.as_deref()), (Some("passport"), Some(x5u)));
-    let claims = verified.claims;
     assert_eq!(claims["attest"], "B");
     assert_eq!(claims["orig"], serde_json::json!({"tn": "14155550000"}));
     assert_eq!(claims["dest"], serde_json::json!({"tn": ["14155550100"]}));
