@@ -6,6 +6,7 @@
 pub mod http;
 pub mod pcap;
 pub mod process;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
