@@ -1,9 +1,10 @@
-//! SIP over TLS (issue 13) against peers nobody here wrote: sipp playing the
-//! callee behind socat's OpenSSL server (Debian's sipp is built without TLS,
-//! so `sipp -t l1` cannot run here; socat terminates TLS and hands sipp the
-//! same SIP over TCP), and `pound phone` listening on TLS. Certificates are
-//! made per test with rcgen. Each test says so and passes when sipp or
-//! socat is missing (`.ci/run` installs both).
+//! SIP over TLS (issue 13) against peers nobody here wrote: baresip as a
+//! TLS callee, sipp playing the callee behind socat's OpenSSL server
+//! (Debian's sipp is built without TLS, so `sipp -t l1` cannot run here;
+//! socat terminates TLS and hands sipp the same SIP over TCP), and
+//! `pound phone` listening on TLS. Certificates are made per test with
+//! rcgen. Each test says so and passes when baresip, sipp or socat is
+//! missing (`.ci/run` installs them).
 
 mod common;
 
@@ -15,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::baresip::Baresip;
 use common::process::{phone, pound};
 use common::tls::Pki;
 use pound::call::{CallReport, Prompts};
@@ -304,8 +306,8 @@ async fn calls(endpoint: &Endpoint, target: SocketAddr, n: usize) -> Vec<CallRep
     reports
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_share_one_tls_connection_and_reconnect_after_a_loss() {
+#[test]
+fn calls_share_one_tls_connection_and_reconnect_after_a_loss() {
     if !have("sipp", "calls_share_one_tls_connection_and_reconnect_after_a_loss")
         || !have("socat", "calls_share_one_tls_connection_and_reconnect_after_a_loss")
     {
@@ -318,17 +320,19 @@ async fn calls_share_one_tls_connection_and_reconnect_after_a_loss() {
     let (sip_port, tls_port) = (free_port(), free_port());
     let (sipp, screen) = sipp_tcp(dir.path(), "rfc4733-pound", sip_port, 3);
     let front = TlsFront::start(tls_port, &server.cert, &server.key, sip_port, None);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let tls = Tls::client(&TlsFiles { ca: Some(pki.ca_file.clone()), ..TlsFiles::default() }).unwrap();
-    let endpoint = Endpoint::bind_with_tls("127.0.0.1:0".parse().unwrap(), false, Some(tls)).await.unwrap();
+    let bind = Endpoint::bind_with_tls("127.0.0.1:0".parse().unwrap(), false, Some(tls));
+    let endpoint = runtime.block_on(bind).unwrap();
     let target: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
     // Two calls at once, one connection.
-    let reports = calls(&endpoint, target, 2).await;
+    let reports = runtime.block_on(calls(&endpoint, target, 2));
     assert!(reports.iter().all(|r| r.outcome == Outcome::Verified), "{reports:?}");
     assert_eq!(front.accepts(), 1, "two calls, one TLS connection:\n{}", front.log());
     // The connection is lost (the TLS server restarts); the next call opens a new one.
     drop(front);
     let front = TlsFront::start(tls_port, &server.cert, &server.key, sip_port, None);
-    let reports = calls(&endpoint, target, 1).await;
+    let reports = runtime.block_on(calls(&endpoint, target, 1));
     assert_eq!(reports[0].outcome, Outcome::Verified, "{reports:?}");
     assert_eq!(front.accepts(), 1, "a new connection after the loss:\n{}", front.log());
     assert_eq!(sipp_successes(sipp, &screen), 3);
@@ -357,4 +361,22 @@ fn a_trunk_that_requires_a_client_certificate_gets_one() {
     assert_eq!(report["outcome"], "verified", "report: {report}\npound stderr:\n{stderr}");
     assert_eq!(sipp_successes(sipp, &screen), 1);
     assert!(front.log().contains("accepting connection"), "{}", front.log());
+}
+
+#[test]
+fn baresip_answers_over_tls_and_its_pound_key_verifies() {
+    if !Baresip::available("baresip_answers_over_tls_and_its_pound_key_verifies") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "callee");
+    let certificate = pki.issue("baresip", &["127.0.0.1"]);
+    let baresip = Baresip::start_tls_callee(dir.path(), &certificate.combined, &pki.ca_file, "");
+    let target = baresip.sips_uri("callee");
+    let caller = std::thread::spawn(move || pound_call(&target, &["--tls-ca", arg(&pki.ca_file)]));
+    assert!(baresip.wait_for("Call established", Duration::from_secs(20)), "no call:\n{}", baresip.log());
+    baresip.press("#");
+    let (report, stderr) = caller.join().unwrap();
+    assert_eq!(report["outcome"], "verified", "report: {report}\npound stderr:\n{stderr}\nbaresip:\n{}", baresip.log());
+    assert_eq!((report["dtmf_source"].as_str(), report["sip_status"].as_u64()), (Some("rfc4733"), Some(200)));
 }
