@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::baresip::Baresip;
-use common::process::{phone, pound};
+use common::http::{submit, wait_for};
+use common::process::{phone, pound, serve_with_config};
 use common::tls::Pki;
 use pound::call::{CallReport, Prompts};
 use pound::dialplan::Dialplan;
@@ -379,4 +380,23 @@ fn baresip_answers_over_tls_and_its_pound_key_verifies() {
     let (report, stderr) = caller.join().unwrap();
     assert_eq!(report["outcome"], "verified", "report: {report}\npound stderr:\n{stderr}\nbaresip:\n{}", baresip.log());
     assert_eq!((report["dtmf_source"].as_str(), report["sip_status"].as_u64()), (Some("rfc4733"), Some(200)));
+}
+
+/// `pound serve` with `sip.transport = "tls"` and `sip.tls_ca`: the trunk
+/// watch's OPTIONS and the verification's call go over TLS to a `pound
+/// phone` listening on TLS.
+#[tokio::test]
+async fn pound_serve_verifies_through_a_tls_trunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "trunk");
+    let cert = pki.issue("trunk", &["127.0.0.1"]);
+    let (_phone, uri) = phone(&["--transport", "tls", "--tls-cert", arg(&cert.cert), "--tls-key", arg(&cert.key)]);
+    let config = format!("[sip]\ntransport = \"tls\"\ntls_ca = {:?}\n", arg(&pki.ca_file));
+    let key = "tls-serve-key";
+    let (_serve, api) = serve_with_config(dir.path(), &uri.replacen("sip:", "sips:", 1), &config, key);
+    let client = reqwest::Client::new();
+    let id = submit(&client, &api, key, "+14155550123").await;
+    let record = wait_for(&client, &api, key, &id, "completed").await;
+    assert_eq!(record["outcome"], "verified", "{record}");
+    assert_eq!(record["attempts"][0]["sip_status"], 200, "{record}");
 }
