@@ -382,9 +382,8 @@ fn baresip_answers_over_tls_and_its_pound_key_verifies() {
     assert_eq!((report["dtmf_source"].as_str(), report["sip_status"].as_u64()), (Some("rfc4733"), Some(200)));
 }
 
-/// `pound serve` with `sip.transport = "tls"` and `sip.tls_ca`: the trunk
-/// watch's OPTIONS and the verification's call go over TLS to a `pound
-/// phone` listening on TLS.
+/// `pound serve` with `sip.transport = "tls"` and `sip.tls_ca`: the
+/// verification's call goes over TLS to a `pound phone` listening on TLS.
 #[tokio::test]
 async fn pound_serve_verifies_through_a_tls_trunk() {
     let dir = tempfile::tempdir().unwrap();
