@@ -13,7 +13,7 @@ use pound::config::Config;
 use pound::dsp::dtmf::DtmfConfig;
 use pound::logging::LogFormat;
 use pound::media::codec::Codec;
-use pound::net::PhoneSetup;
+use pound::net::{PhoneSetup, TlsFiles};
 use pound::phone::{PhoneConfig, PressVia};
 use pound::sip::Timers;
 use pound::stir::Attestation;
@@ -206,6 +206,7 @@ impl StoreArgs {
 enum TransportArg {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl From<TransportArg> for Transport {
@@ -213,6 +214,7 @@ impl From<TransportArg> for Transport {
         match t {
             TransportArg::Udp => Transport::Udp,
             TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Tls => Transport::Tls,
         }
     }
 }
@@ -268,6 +270,7 @@ struct CallCommand {
     /// Local SIP address; 0.0.0.0:0 picks the interface that reaches the next hop and a free port.
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
+    /// How SIP travels; a sips: target or trunk, or one with transport=tls, means tls.
     #[arg(long, value_enum, default_value = "udp")]
     transport: TransportArg,
     /// Codecs offered, in order of preference.
@@ -283,6 +286,15 @@ struct CallCommand {
     /// STIR/SHAKEN attestation: A (full), B (partial) or C (gateway).
     #[arg(long, value_name = "A|B|C", requires = "stir_key")]
     stir_attest: Option<Attestation>,
+    /// TLS: PEM CA certificates the peer's certificate must chain to (default: the system's roots).
+    #[arg(long, value_name = "FILE", env = "POUND_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: PEM client certificate chain, for trunks that require mutual TLS (with --tls-key).
+    #[arg(long, value_name = "FILE", env = "POUND_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "POUND_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -324,11 +336,18 @@ struct PhoneCommand {
     /// Exit after this many calls have ended.
     #[arg(long)]
     calls: Option<u64>,
+    /// How SIP arrives; tls needs --tls-cert and --tls-key, and listens for TLS instead of TCP.
     #[arg(long, value_enum, default_value = "udp")]
     transport: TransportArg,
     /// Codecs accepted, in order of preference.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
     codecs: Vec<CodecArg>,
+    /// TLS: the PEM certificate chain the phone presents.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -571,6 +590,7 @@ fn call(cmd: CallCommand) -> ExitCode {
             (Some(key), Some(x5u), Some(attest)) => Some(StirArgs { key, x5u, attest }),
             _ => None,
         },
+        tls: TlsFiles { ca: cmd.tls_ca, cert: cmd.tls_cert, key: cmd.tls_key },
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
         Ok(report) => {
@@ -604,6 +624,7 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
             codecs: codecs(&cmd.codecs),
             timers: Timers::default(),
         },
+        tls: TlsFiles { ca: None, cert: cmd.tls_cert, key: cmd.tls_key },
     };
     match runtime().block_on(pound::cmd::phone::run(setup)) {
         Ok(()) => ExitCode::SUCCESS,

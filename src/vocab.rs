@@ -106,6 +106,8 @@ impl DtmfSource {
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP under TLS (RFC 3261 §26, RFC 5630).
+    Tls,
 }
 
 impl Transport {
@@ -114,11 +116,20 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
-    /// TCP delivers reliably, so transactions do not retransmit.
+    /// TCP and TLS deliver reliably, so transactions do not retransmit.
     pub fn is_reliable(self) -> bool {
-        self == Transport::Tcp
+        self != Transport::Udp
+    }
+
+    /// The port a URI without one means (RFC 3261 §19.1.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+            Transport::Tls => 5061,
+        }
     }
 }

@@ -169,6 +169,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             codecs: vec![Codec::Pcmu],
             timers: Timers::default(),
         },
+        tls: Default::default(),
     };
     let phone = tokio::spawn(run_phone(
         phone,
@@ -190,6 +191,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
         let setup = CallSetup {
             target: format!("sip:verify@{phone_sip}"),
             next_hop: phone_sip,
+            peer_name: phone_sip.ip().to_string(),
             transport: Transport::Udp,
             from_user: "pound".into(),
             from_display: None,

@@ -890,3 +890,50 @@ fn keys_sent_before_the_answer_do_not_count_even_from_the_answers_address() {
     assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
     assert_eq!((report.digits.as_str(), report.foreign_rtp_packets), ("", sent));
 }
+
+/// Over TLS to a `sips:` URI (RFC 5630): Via says TLS, both Contacts are
+/// `sips:`; to a `sip:` URI over TLS, the Contacts name the transport.
+#[test]
+fn tls_via_and_contacts() {
+    for (target, caller_contact, callee_contact) in [
+        ("sips:verify@10.0.0.2:5070", "sips:pound@10.0.0.1:5060", "sips:phone@10.0.0.2:5070"),
+        (
+            "sip:verify@10.0.0.2:5070;transport=tls",
+            "sip:pound@10.0.0.1:5060;transport=tls",
+            "sip:phone@10.0.0.2:5070;transport=tls",
+        ),
+    ] {
+        let plan = dialplan("");
+        let prompts = Arc::new(Prompts::load(&plan).unwrap());
+        let config = CallConfig {
+            target: target.into(),
+            local_sip: addr(CALLER_SIP),
+            transport: Transport::Tls,
+            from_uri: "sip:pound@10.0.0.1".into(),
+            from_display: None,
+            asserted_identity: None,
+            credentials: None,
+            local_rtp: addr(CALLER_RTP),
+            codecs: vec![Codec::Pcmu],
+            dialplan: plan,
+            prompts,
+            timers: Timers::default(),
+            next_hop: addr(PHONE_SIP),
+            rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
+            stir: None,
+            wall_clock: UNIX_EPOCH + Duration::from_secs(WALL_CLOCK_S),
+        };
+        let now = Instant::now();
+        let mut call = Call::with_rng(config, now, StdRng::seed_from_u64(7));
+        let invite = call.poll_sip().expect("the INVITE").contents;
+        assert_eq!(invite.uri(), Some(target));
+        assert!(invite.header("Via").unwrap().starts_with("SIP/2.0/TLS 10.0.0.1:5060;"), "{:?}", invite.header("Via"));
+        assert_eq!(invite.contact().unwrap().uri, caller_contact);
+        let mut phone =
+            Phone::with_rng(PhoneConfig { transport: Transport::Tls, ..phone_config() }, StdRng::seed_from_u64(8));
+        phone.handle_sip(now, addr(CALLER_SIP), invite);
+        let ringing = std::iter::from_fn(|| phone.poll_sip()).map(|t| t.contents).find(|m| m.status() == Some(180));
+        let ringing = ringing.expect("180");
+        assert_eq!(ringing.contact().unwrap().uri, callee_contact);
+    }
+}

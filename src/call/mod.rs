@@ -441,8 +441,13 @@ impl Call {
         self.flush(now);
     }
 
-    /// The transport failed to deliver to the next hop.
-    pub fn handle_transport_error(&mut self, now: Instant) {
+    /// The transport failed to deliver to the next hop; `reason` (a refused
+    /// connection, a certificate that does not verify) is the call's detail
+    /// if it ends for it.
+    pub fn handle_transport_error(&mut self, now: Instant, reason: &str) {
+        if self.phase != Phase::Done {
+            self.detail.get_or_insert_with(|| format!("transport: {reason}"));
+        }
         for tx in self.transactions() {
             tx.handle_transport_error();
         }
@@ -543,8 +548,5 @@ impl Call {
 }
 
 fn contact(config: &CallConfig) -> String {
-    match config.transport {
-        Transport::Udp => format!("<sip:pound@{}>", config.local_sip),
-        Transport::Tcp => format!("<sip:pound@{};transport=tcp>", config.local_sip),
-    }
+    dialog::contact("pound", config.local_sip, config.transport, config.target.starts_with("sips:"))
 }

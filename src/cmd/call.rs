@@ -8,7 +8,7 @@ use crate::call::{CallEvent, CallReport, Prompts};
 use crate::dialplan::{Dialplan, DialplanError};
 use crate::media::codec::Codec;
 use crate::media::prompt::PromptError;
-use crate::net::{CallSetup, Endpoint, bind_towards, resolve, run_call};
+use crate::net::{CallSetup, Endpoint, Tls, TlsFiles, bind_towards, resolve, run_call};
 use crate::policy::NumberRules;
 use crate::sip::route::{RouteError, route};
 use crate::sip::{Credentials, Timers};
@@ -32,8 +32,11 @@ pub struct CallArgs {
     /// Overrides the dialplan's ring timeout.
     pub ring_timeout: Option<Duration>,
     pub bind: std::net::SocketAddr,
+    /// The transport unless the target or trunk asks for TLS (`sips:`, `transport=tls`).
     pub transport: Transport,
     pub codecs: Vec<Codec>,
+    /// CA and client certificate for TLS (`--tls-ca`, `--tls-cert`, `--tls-key`).
+    pub tls: TlsFiles,
     /// STIR/SHAKEN signing (`--stir-key`, `--stir-x5u`, `--stir-attest`).
     pub stir: Option<StirArgs>,
 }
@@ -72,16 +75,16 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
     if let Some(refused) = refused_number(&args.target) {
         return Ok(refused);
     }
-    let (target, hop) = route(&args.target, args.trunk.as_deref())?;
+    let routed = route(&args.target, args.trunk.as_deref(), args.transport)?;
     // Refused before anything is sent: the key, and numbers for both parties.
     let stir = match &args.stir {
         Some(stir) => {
-            Parties::new(args.asserted_identity.as_deref(), &args.from_user, &target)?;
+            Parties::new(args.asserted_identity.as_deref(), &args.from_user, &routed.uri)?;
             Some(Arc::new(Signer::load(&stir.key, &stir.x5u, stir.attest)?))
         }
         None => None,
     };
-    let next_hop = resolve(&hop).await?;
+    let next_hop = resolve(&routed.hop).await?;
     let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())?;
     if let Some(timeout) = args.ring_timeout {
         plan.ring_timeout = timeout;
@@ -91,11 +94,14 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         (Some(user), password) => Some(Credentials { user, password: password.unwrap_or_default() }),
         (None, _) => None,
     };
-    let endpoint = Endpoint::bind(bind_towards(args.bind, next_hop), args.transport == Transport::Tcp).await?;
+    let tls = if routed.transport == Transport::Tls { Some(Tls::client(&args.tls)?) } else { None };
+    let endpoint =
+        Endpoint::bind_with_tls(bind_towards(args.bind, next_hop), routed.transport == Transport::Tcp, tls).await?;
     let setup = CallSetup {
-        target,
+        target: routed.uri,
         next_hop,
-        transport: args.transport,
+        peer_name: routed.host,
+        transport: routed.transport,
         from_user: args.from_user,
         from_display: args.from_name,
         asserted_identity: args.asserted_identity,

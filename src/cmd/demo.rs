@@ -66,6 +66,7 @@ async fn demo(folder: &std::path::Path, via: PressVia) -> Result<bool, DemoError
             codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
             timers: Timers::default(),
         },
+        tls: Default::default(),
     };
     let phone_task = tokio::spawn(async move {
         let _ = run_phone(

@@ -149,6 +149,7 @@ async fn start_phone(observed: Arc<Observed>) -> Result<(SocketAddr, tokio::task
             codecs: vec![Codec::Pcmu],
             timers: Timers::default(),
         },
+        tls: Default::default(),
     };
     let (ready, address) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
