@@ -202,6 +202,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             rtp_ports: Some(ports.clone()),
             cancel: None,
             rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
+            seed: None,
         };
         let endpoint = endpoint.clone();
         calls.push(tokio::spawn(async move { run_call(&endpoint, setup, |_| {}).await }));

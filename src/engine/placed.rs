@@ -138,6 +138,7 @@ mod tests {
             rtp_ports: None,
             cancel: None,
             rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
+            seed: None,
         }
     }
 

@@ -1,16 +1,17 @@
 //! The one loop every socket-free machine runs in: send what it asks (SIP,
 //! then RTP), hand its events out, sleep until its next deadline, and feed
 //! it whichever input comes first (SIP from the endpoint, RTP, the timer, a
-//! stop signal).
+//! stop signal), in a fixed order.
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use super::endpoint::SipHandle;
+use super::socket::Socket;
+use crate::clock;
 use crate::sip::Message;
 use crate::vocab::Transmit;
 
@@ -40,18 +41,18 @@ const RTP_BUFFER: usize = 2048;
 pub(super) async fn drive<M: Machine, R>(
     machine: &mut M,
     sip: &mut SipHandle,
-    rtp: Option<&UdpSocket>,
+    rtp: Option<&Socket>,
     mut stop: Option<watch::Receiver<bool>>,
     mut on_event: impl FnMut(M::Event) -> ControlFlow<R>,
 ) -> R {
     let mut datagram = vec![0u8; RTP_BUFFER];
     let mut endpoint_open = true;
     loop {
-        let now = Instant::now();
+        let now = clock::now();
         while let Some(Transmit { destination: to, contents: message }) = machine.poll_sip() {
             if let Err(e) = sip.send(&message, to).await {
                 tracing::warn!(%to, error = %e, "SIP send failed");
-                machine.handle_transport_error(Instant::now(), Some(to));
+                machine.handle_transport_error(clock::now(), Some(to));
             }
         }
         if let Some(rtp) = rtp {
@@ -66,29 +67,34 @@ pub(super) async fn drive<M: Machine, R>(
             }
         }
         let deadline = machine.poll_timeout().map(tokio::time::Instant::from_std);
+        // In a fixed order, not select!'s random one, so that inputs ready at
+        // the same instant reach the machine the same way every run (a
+        // simulation replays from its seed). The timer first: a flood of
+        // packets cannot hold back a deadline; then the stop signal, SIP, RTP.
         tokio::select! {
+            biased;
+            _ = sleep_until(deadline) => machine.handle_timeout(clock::now()),
+            _ = stopped(&mut stop) => {
+                stop = None;
+                machine.handle_stop(clock::now());
+            }
             incoming = sip.recv(), if endpoint_open => match incoming {
-                Some(incoming) => machine.handle_sip(Instant::now(), incoming.from, incoming.message),
+                Some(incoming) => machine.handle_sip(clock::now(), incoming.from, incoming.message),
                 None => {
                     endpoint_open = false;
-                    machine.handle_transport_error(Instant::now(), None);
+                    machine.handle_transport_error(clock::now(), None);
                 }
             },
             received = recv_rtp(rtp, &mut datagram) => {
                 if let Ok((n, from)) = received {
-                    machine.handle_rtp(Instant::now(), from, &datagram[..n]);
+                    machine.handle_rtp(clock::now(), from, &datagram[..n]);
                 }
-            }
-            _ = sleep_until(deadline) => machine.handle_timeout(Instant::now()),
-            _ = stopped(&mut stop) => {
-                stop = None;
-                machine.handle_stop(Instant::now());
             }
         }
     }
 }
 
-async fn recv_rtp(rtp: Option<&UdpSocket>, buffer: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+async fn recv_rtp(rtp: Option<&Socket>, buffer: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match rtp {
         Some(rtp) => rtp.recv_from(buffer).await,
         None => std::future::pending().await,

@@ -10,11 +10,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::NetError;
+use super::socket::{Network, Socket};
 use super::transport::{Connections, Incoming, parse};
+use crate::clock;
 use crate::sip::dialog::new_tag;
 use crate::sip::endpoint::{HandlerId, Route, Router};
 use crate::sip::{MAX_MESSAGE_BYTES, Message};
@@ -37,7 +39,8 @@ struct Table {
 
 struct Shared {
     local: SocketAddr,
-    udp: UdpSocket,
+    network: Network,
+    udp: Socket,
     tcp: Option<Arc<Connections>>,
     table: Mutex<Table>,
     next_id: AtomicU64,
@@ -54,7 +57,7 @@ impl Shared {
     async fn send(&self, transport: Transport, message: &Message, to: SocketAddr) -> std::io::Result<()> {
         let bytes = message.to_bytes();
         match (transport, &self.tcp) {
-            (Transport::Udp, _) => self.udp.send_to(&bytes, to).await.map(|_| ()),
+            (Transport::Udp, _) => self.udp.send_to(&bytes, to).await,
             (Transport::Tcp, Some(tcp)) => tcp.send(bytes, to, message.is_request()).await,
             (Transport::Tcp, None) => {
                 Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "this endpoint does not do TCP"))
@@ -66,8 +69,8 @@ impl Shared {
     async fn dispatch(&self, incoming: Incoming) {
         // One look at the table: the route and, for a delivery, its inbox.
         let (route, inbox) = {
-            let table = self.table();
-            let route = table.router.route(&incoming.message, || new_tag(&mut rand::rng()));
+            let mut table = self.table();
+            let route = table.router.route_at(clock::now(), &incoming.message, || new_tag(&mut rand::rng()));
             let inbox = match &route {
                 Route::Deliver(handler) => table.inboxes.get(handler).cloned(),
                 _ => None,
@@ -125,8 +128,17 @@ impl Drop for Tasks {
 impl Endpoint {
     /// Binds UDP on `bind`, and with `tcp` a TCP listener on the same port.
     pub async fn bind(bind: SocketAddr, tcp: bool) -> Result<Endpoint, NetError> {
+        Endpoint::bind_in(&Network::System, bind, tcp).await
+    }
+
+    /// [`Endpoint::bind`] on `network`; its calls' RTP sockets are opened
+    /// there too. TCP only on the system's network.
+    pub async fn bind_in(network: &Network, bind: SocketAddr, tcp: bool) -> Result<Endpoint, NetError> {
         let io = |source| NetError::Io { context: format!("SIP on {bind}"), source };
-        let udp = UdpSocket::bind(bind).await.map_err(io)?;
+        if tcp && matches!(network, Network::Memory(_)) {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP on an in-memory network")));
+        }
+        let udp = network.bind(bind).await.map_err(io)?;
         let local = udp.local_addr().map_err(io)?;
         let mut tasks = Vec::new();
         let (connections, tcp_incoming) = if tcp {
@@ -139,8 +151,14 @@ impl Endpoint {
         } else {
             (None, None)
         };
-        let shared =
-            Arc::new(Shared { local, udp, tcp: connections, table: Mutex::default(), next_id: AtomicU64::new(1) });
+        let shared = Arc::new(Shared {
+            local,
+            network: network.clone(),
+            udp,
+            tcp: connections,
+            table: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        });
         tasks.push(tokio::spawn(receive(shared.clone(), tcp_incoming)));
         tracing::info!(%local, tcp, "SIP endpoint listening");
         Ok(Endpoint { shared, _tasks: Arc::new(Tasks(tasks)) })
@@ -149,6 +167,11 @@ impl Endpoint {
     /// The bound address (UDP, and TCP when it listens).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
+    }
+
+    /// The network the endpoint's sockets are on.
+    pub(super) fn network(&self) -> &Network {
+        &self.shared.network
     }
 
     /// A handle for one call or the trunk watch, sending over `transport`.
@@ -196,10 +219,13 @@ impl SipHandle {
     }
 
     /// Sends `message` to `to`; a request teaches the endpoint to route its
-    /// responses (and an INVITE its dialog's requests) to this handle.
+    /// responses (and an INVITE its dialog's requests) to this handle, and a
+    /// final response answers its request's retransmissions from now on.
     pub async fn send(&self, message: &Message, to: SocketAddr) -> std::io::Result<()> {
         if message.is_request() {
             self.shared.table().router.sent(self.id, message);
+        } else {
+            self.shared.table().router.responded(clock::now(), message);
         }
         self.shared.send(self.transport, message, to).await
     }
