@@ -438,18 +438,28 @@ mod tests {
             panic!("not answered")
         };
         assert_eq!(again.to_bytes(), ok.to_bytes(), "the same final response, not a 481");
+        // Another peer reusing the branch is not answered with this call's response.
+        let mut forged = bye.clone();
+        forged.set_header("Via", "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKcallee");
+        assert!(matches!(router.route_at(t0, &forged, tag), Route::Reply(r) if r.status() == Some(481)));
         // After 64·T1 the transaction is over: the BYE is a stray.
         let late = router.route_at(t0 + SERVER_TRANSACTION_LIFETIME, &bye, tag);
         assert!(matches!(late, Route::Reply(r) if r.status() == Some(481)));
     }
 
-    #[test]
-    fn provisional_responses_and_2xx_to_invite_are_not_replayed() {
+    /// A UAS (catch-all) that has just been delivered an INVITE.
+    fn invited_phone() -> (Instant, Router, Message) {
         let t0 = Instant::now();
         let mut router = Router::default();
         router.add_catch_all(PHONE);
         let invite = request(Method::Invite, "in", "z9hG4bKin", "caller", None);
         assert!(matches!(router.route_at(t0, &invite, tag), Route::Deliver(PHONE)));
+        (t0, router, invite)
+    }
+
+    #[test]
+    fn provisional_responses_and_2xx_to_invite_are_not_replayed() {
+        let (t0, mut router, invite) = invited_phone();
         router.responded(t0, &Message::response_to(&invite, 180, Some("p")));
         assert!(matches!(router.route_at(t0, &invite, tag), Route::Deliver(PHONE)));
         // The UAS core retransmits its 2xx itself; the INVITE goes to it.
@@ -459,12 +469,8 @@ mod tests {
 
     #[test]
     fn a_cancel_goes_to_its_invites_handler_or_is_answered_by_the_endpoint() {
-        let t0 = Instant::now();
-        let mut router = Router::default();
-        router.add_catch_all(PHONE);
-        let invite = request(Method::Invite, "in", "z9hG4bKin", "caller", None);
+        let (t0, mut router, invite) = invited_phone();
         let cancel = request(Method::Cancel, "in", "z9hG4bKin", "caller", None);
-        assert!(matches!(router.route_at(t0, &invite, tag), Route::Deliver(PHONE)));
         // Matched by its INVITE's branch, not by whoever takes new requests.
         router.catch_all = None;
         assert!(matches!(router.route_at(t0, &cancel, tag), Route::Deliver(PHONE)));
