@@ -304,7 +304,7 @@ impl Verification {
             }
             CallEvent::Answered => {
                 state.answered_at = Some(self.config.clock.unix_ms());
-                self.metrics.call_setup(state.started.elapsed().as_secs_f64());
+                self.metrics.call_setup(crate::clock::now().saturating_duration_since(state.started).as_secs_f64());
                 let written = self.store.set_status(id, node, Status::Answered, self.config.clock.unix_ms()).await;
                 self.tolerate(id, "status", written);
             }

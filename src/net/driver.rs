@@ -1,7 +1,7 @@
 //! The one loop every socket-free machine runs in: send what it asks (SIP,
 //! then RTP), hand its events out, sleep until its next deadline, and feed
 //! it whichever input comes first (SIP from the endpoint, RTP, the timer, a
-//! stop signal), in a fixed order.
+//! stop signal), in a fixed order that alternates.
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::endpoint::SipHandle;
 use super::socket::Socket;
+use super::transport::Incoming;
 use crate::clock;
 use crate::sip::Message;
 use crate::vocab::Transmit;
@@ -47,6 +48,7 @@ pub(super) async fn drive<M: Machine, R>(
 ) -> R {
     let mut datagram = vec![0u8; RTP_BUFFER];
     let mut endpoint_open = true;
+    let mut turn = false;
     loop {
         let now = clock::now();
         while let Some(Transmit { destination: to, contents: message }) = machine.poll_sip() {
@@ -67,31 +69,52 @@ pub(super) async fn drive<M: Machine, R>(
             }
         }
         let deadline = machine.poll_timeout().map(tokio::time::Instant::from_std);
-        // In a fixed order, not select!'s random one, so that inputs ready at
-        // the same instant reach the machine the same way every run (a
-        // simulation replays from its seed). The timer first: a flood of
-        // packets cannot hold back a deadline; then the stop signal, SIP, RTP.
-        tokio::select! {
-            biased;
-            _ = sleep_until(deadline) => machine.handle_timeout(clock::now()),
-            _ = stopped(&mut stop) => {
+        // Inputs ready at once are taken in a fixed order, not select!'s
+        // random one, so that a simulation replays the same from its seed;
+        // the order alternates every turn, so that a machine whose deadline
+        // is always due (one that falls behind) still reads SIP and RTP, and
+        // a flood of packets cannot hold back its deadlines.
+        turn = !turn;
+        let input = if turn {
+            tokio::select! {
+                biased;
+                _ = sleep_until(deadline) => Input::Timeout,
+                _ = stopped(&mut stop) => Input::Stop,
+                incoming = sip.recv(), if endpoint_open => Input::Sip(incoming),
+                received = recv_rtp(rtp, &mut datagram) => Input::Rtp(received),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                incoming = sip.recv(), if endpoint_open => Input::Sip(incoming),
+                received = recv_rtp(rtp, &mut datagram) => Input::Rtp(received),
+                _ = sleep_until(deadline) => Input::Timeout,
+                _ = stopped(&mut stop) => Input::Stop,
+            }
+        };
+        match input {
+            Input::Timeout => machine.handle_timeout(clock::now()),
+            Input::Stop => {
                 stop = None;
                 machine.handle_stop(clock::now());
             }
-            incoming = sip.recv(), if endpoint_open => match incoming {
-                Some(incoming) => machine.handle_sip(clock::now(), incoming.from, incoming.message),
-                None => {
-                    endpoint_open = false;
-                    machine.handle_transport_error(clock::now(), None);
-                }
-            },
-            received = recv_rtp(rtp, &mut datagram) => {
-                if let Ok((n, from)) = received {
-                    machine.handle_rtp(clock::now(), from, &datagram[..n]);
-                }
+            Input::Sip(Some(incoming)) => machine.handle_sip(clock::now(), incoming.from, incoming.message),
+            Input::Sip(None) => {
+                endpoint_open = false;
+                machine.handle_transport_error(clock::now(), None);
             }
+            Input::Rtp(Ok((n, from))) => machine.handle_rtp(clock::now(), from, &datagram[..n]),
+            Input::Rtp(Err(_)) => {}
         }
     }
+}
+
+/// What woke the driver.
+enum Input {
+    Timeout,
+    Stop,
+    Sip(Option<Incoming>),
+    Rtp(std::io::Result<(usize, SocketAddr)>),
 }
 
 async fn recv_rtp(rtp: Option<&Socket>, buffer: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
