@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
 use crate::api::{ApiConfig, ApiReloader, ApiState, KeyRing, NodeHealth, Policy, router_with_reload};
 use crate::call::Prompts;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan, DialplanError};
 use crate::engine::{DialplanSet, EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
@@ -135,6 +136,7 @@ impl Service {
         let api_state = ApiState {
             new_work: new_work.clone(),
             webhook_queued: webhook_queued.clone(),
+            clock: Clock::System,
             store: store.clone(),
             config: api_config(&config, dialplan_names(&dialplans.current())),
             metrics: metrics.clone(),
@@ -196,6 +198,8 @@ impl Service {
             expire_after: Duration::from_secs(config.policy.expire_after_s),
             trunk_health,
             webhook_queued: webhook_queued.clone(),
+            clock: Clock::System,
+            seed: None,
         };
         let (engine_store, engine_metrics) = (store.clone(), metrics.clone());
         let engine = tokio::spawn(async move {

@@ -61,6 +61,7 @@ async fn start(config: ApiConfig) -> Server {
         ready: ready.clone(),
         new_work: Default::default(),
         webhook_queued: Default::default(),
+        clock: pound::clock::Clock::System,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -544,6 +545,7 @@ fn fast_webhooks(max_attempts: u32) -> WebhookConfig {
         batch: 8,
         targets: loopback_allowed(),
         queued: Default::default(),
+        ..WebhookConfig::default()
     }
 }
 

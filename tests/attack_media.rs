@@ -205,6 +205,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             cancel: None,
             rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
             stir: None,
+            seed: None,
         };
         let endpoint = endpoint.clone();
         calls.push(tokio::spawn(async move { run_call(&endpoint, setup, |_| {}).await }));

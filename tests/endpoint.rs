@@ -265,3 +265,56 @@ async fn calls_over_tcp_share_one_listener_and_one_connection_per_peer() {
     inbound.stream.write_all(&options_ping(7).to_bytes()).await.unwrap();
     assert_eq!(inbound.next().await.status(), Some(200));
 }
+
+/// The peer's next message, which must come.
+async fn next_from_pound(peer: &UdpSocket) -> Message {
+    receive(peer, Duration::from_secs(2)).await.expect("pound answers").0
+}
+
+#[tokio::test]
+async fn a_retransmitted_bye_gets_the_cached_200_after_the_call_is_gone() {
+    let endpoint = Endpoint::bind(addr("127.0.0.1:0"), false).await.unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut call = endpoint.handle(Transport::Udp, None).unwrap();
+    call.send(&request(Method::Invite, "call-1", "z9hG4bKinv", "ours", None), peer_addr).await.unwrap();
+    let _invite = next_from_pound(&peer).await;
+    // The callee hangs up; the call answers 200 and is over.
+    let bye = request(Method::Bye, "call-1", "z9hG4bKbye", "theirs", Some("ours"));
+    peer.send_to(&bye.to_bytes(), endpoint.local_addr()).await.unwrap();
+    let received = delivered(&mut call).await.expect("the BYE reaches its call");
+    call.send(&Message::response_to(&received, 200, None), peer_addr).await.unwrap();
+    let first = next_from_pound(&peer).await;
+    assert_eq!(first.status(), Some(200));
+    drop(call);
+    // The 200 was lost: the callee retransmits, and gets the same 200, not a 481.
+    peer.send_to(&bye.to_bytes(), endpoint.local_addr()).await.unwrap();
+    assert_eq!(next_from_pound(&peer).await.to_bytes(), first.to_bytes());
+    // A new request in the dialog that is gone is still stray.
+    let info = request(Method::Info, "call-1", "z9hG4bKinfo", "theirs", Some("ours"));
+    assert_eq!(ask(&peer, endpoint.local_addr(), &info).await, Some(481));
+}
+
+#[tokio::test]
+async fn a_cancel_is_matched_to_its_invite_and_answered_200_once_the_invite_has_its_answer() {
+    let endpoint = Endpoint::bind(addr("127.0.0.1:0"), false).await.unwrap();
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut uas = endpoint.catch_all(Transport::Udp).unwrap();
+    let invite = request(Method::Invite, "in-1", "z9hG4bKin1", "caller", None);
+    caller.send_to(&invite.to_bytes(), endpoint.local_addr()).await.unwrap();
+    let received = delivered(&mut uas).await.expect("the INVITE reaches the UAS");
+    uas.send(&Message::response_to(&received, 486, Some("uas")), caller.local_addr().unwrap()).await.unwrap();
+    let busy = next_from_pound(&caller).await;
+    assert_eq!(busy.status(), Some(486));
+    // The INVITE retransmitted and a late CANCEL: the endpoint answers both itself.
+    caller.send_to(&invite.to_bytes(), endpoint.local_addr()).await.unwrap();
+    assert_eq!(next_from_pound(&caller).await.to_bytes(), busy.to_bytes());
+    let cancel = request(Method::Cancel, "in-1", "z9hG4bKin1", "caller", None);
+    caller.send_to(&cancel.to_bytes(), endpoint.local_addr()).await.unwrap();
+    let answer = next_from_pound(&caller).await;
+    assert_eq!((answer.status(), answer.to_tag().as_deref()), (Some(200), Some("uas")));
+    assert!(delivered(&mut uas).await.is_none(), "the UAS hears neither");
+    // A CANCEL of an INVITE nobody got: 481.
+    let unknown = request(Method::Cancel, "in-2", "z9hG4bKnever", "caller", None);
+    assert_eq!(ask(&caller, endpoint.local_addr(), &unknown).await, Some(481));
+}

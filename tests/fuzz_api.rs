@@ -203,6 +203,7 @@ fn api_requests_never_panic_and_every_answer_is_well_formed() {
         ready: Arc::new(AtomicBool::new(true)),
         new_work: Default::default(),
         webhook_queued: Default::default(),
+        clock: pound::clock::Clock::System,
     });
     let seeds: Vec<Vec<u8>> = [
         json!({"phone": "+14155550100", "user": "alice@contoso.com"}),

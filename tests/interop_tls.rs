@@ -291,6 +291,7 @@ fn setup(target: SocketAddr, name: &str) -> CallSetup {
         cancel: None,
         rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
         stir: None,
+        seed: None,
     }
 }
 

@@ -244,6 +244,7 @@ async fn the_running_router_serves_exactly_the_documented_operations() {
         ready: Arc::new(AtomicBool::new(true)),
         new_work: Default::default(),
         webhook_queued: Default::default(),
+        clock: pound::clock::Clock::System,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

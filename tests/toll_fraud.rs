@@ -77,6 +77,7 @@ async fn serve(store: Arc<dyn Store>, config: ApiConfig) -> Node {
         ready,
         new_work: Default::default(),
         webhook_queued: Default::default(),
+        clock: pound::clock::Clock::System,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -387,6 +388,8 @@ async fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         expire_after: Duration::from_secs(600),
         trunk_health: Default::default(),
         webhook_queued: Default::default(),
+        clock: pound::clock::Clock::System,
+        seed: None,
     }
 }
 

@@ -46,7 +46,7 @@ pub use ready::NodeHealth;
 
 use auth::Caller;
 
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 use crate::mask::mask_phone;
 use crate::metrics::Metrics;
 use crate::policy::{NumberRules, VelocityLimits};
@@ -78,6 +78,8 @@ pub struct ApiState {
     /// Woken when a webhook is queued here (a verification canceled before
     /// any node claimed it), so the outbox sends it at once.
     pub webhook_queued: Arc<tokio::sync::Notify>,
+    /// The wall clock records and API keys are judged by.
+    pub clock: Clock,
 }
 
 /// The API's part of the config file.
@@ -241,7 +243,12 @@ fn seconds_until(until_ms: i64, now: i64) -> u64 {
 }
 
 async fn require_api_key(State(shared): State<AppState>, mut request: Request, next: Next) -> Response {
-    match shared.live().keys.authenticate(request.headers(), shared.state.store.as_ref(), unix_ms()).await {
+    match shared
+        .live()
+        .keys
+        .authenticate(request.headers(), shared.state.store.as_ref(), shared.state.clock.unix_ms())
+        .await
+    {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -341,7 +348,7 @@ async fn create_verification(
         ));
     }
     let country = admission::check_number(&config.policy, metrics, &req.phone)?;
-    let now = unix_ms();
+    let now = shared.state.clock.unix_ms();
     let id = match &idempotency_key {
         Some(key) => idempotent_id(&caller.key_hash, key),
         None => random_id(),
@@ -413,7 +420,7 @@ async fn cancel_verification(
     // A verification never changes tenant, so checking before canceling
     // leaves no window in which it could become another's.
     find(store, &id, &caller.scope()).await?;
-    let verification = match store.cancel(&id, unix_ms()).await? {
+    let verification = match store.cancel(&id, shared.state.clock.unix_ms()).await? {
         None => return Err(ApiError::not_found(format!("no verification {id:?}"))),
         Some(CancelResult::AlreadyFinal(v)) => {
             return Err(ApiError::new(
@@ -487,7 +494,7 @@ async fn list_verifications(
 }
 
 async fn metrics(State(shared): State<AppState>) -> Response {
-    shared.backlog.refresh(shared.state.store.as_ref(), &shared.state.metrics, unix_ms()).await;
+    shared.backlog.refresh(shared.state.store.as_ref(), &shared.state.metrics, shared.state.clock.unix_ms()).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], shared.state.metrics.encode()).into_response()
 }
 
@@ -500,7 +507,7 @@ async fn readyz(State(shared): State<AppState>, node: Option<Extension<Arc<NodeH
         return ready::not_ready(&[ready::Reason::new("not_ready", "the engine or the store is not up yet")]);
     }
     let mut reasons = Vec::new();
-    if !shared.write_probe.writable(shared.state.store.as_ref(), unix_ms()).await {
+    if !shared.write_probe.writable(shared.state.store.as_ref(), shared.state.clock.unix_ms()).await {
         reasons.push(ready::Reason::new("store_unavailable", "the store does not accept writes"));
     }
     if let Some(Extension(node)) = node {

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use super::KeyRing;
 use super::ssrf::{GuardedResolver, Refused, TargetPolicy, Unresolved};
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 use crate::metrics::{Metrics, WebhookResult};
 use crate::store::{Store, StoreError, WebhookDelivery};
 
@@ -118,6 +118,11 @@ pub struct WebhookConfig {
     /// call decides): the outbox is read at once, not at the next poll.
     /// Other nodes' webhooks are found by polling.
     pub queued: Arc<Notify>,
+    /// Signatures, retries and the outbox's leases are timed by this.
+    pub clock: Clock,
+    /// Every webhook is POSTed to this HTTP service in the process instead
+    /// of over the network (a simulation's receiver); `None` in a node.
+    pub in_process: Option<axum::Router>,
 }
 
 impl Default for WebhookConfig {
@@ -131,6 +136,8 @@ impl Default for WebhookConfig {
             batch: 32,
             targets: TargetPolicy::default(),
             queued: Arc::default(),
+            clock: Clock::System,
+            in_process: None,
         }
     }
 }
@@ -179,7 +186,12 @@ impl From<KeyRing> for Signer {
 
 impl Signer {
     /// The secrets that sign `delivery` now; none when its key has none.
-    async fn secrets_for(&self, store: &dyn Store, delivery: &WebhookDelivery) -> Result<Vec<Vec<u8>>, StoreError> {
+    async fn secrets_for(
+        &self,
+        store: &dyn Store,
+        delivery: &WebhookDelivery,
+        now_ms: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let keys = match self {
             Signer::Fixed(secret) => return Ok(vec![secret.to_vec()]),
             Signer::PerKey(keys) => keys,
@@ -187,7 +199,7 @@ impl Signer {
         let Some(verification) = store.verification(&delivery.verification_id).await? else {
             return Ok(Vec::new());
         };
-        let secrets = keys.webhook_secrets(store, &verification.api_key_id, unix_ms()).await?;
+        let secrets = keys.webhook_secrets(store, &verification.api_key_id, now_ms).await?;
         Ok(secrets.into_iter().map(String::into_bytes).collect())
     }
 }
@@ -234,7 +246,7 @@ pub async fn deliver_webhooks(
         if *shutdown.borrow() {
             return;
         }
-        let sent = match store.due_webhooks(unix_ms(), millis(config.lease()), config.batch.max(1)).await {
+        let sent = match store.due_webhooks(config.clock.unix_ms(), millis(config.lease()), config.batch.max(1)).await {
             Ok(due) => {
                 let count = due.len();
                 let mut round = JoinSet::new();
@@ -285,9 +297,9 @@ async fn deliver_one(
     config: Arc<WebhookConfig>,
     delivery: WebhookDelivery,
 ) {
-    let error = match signer.secrets_for(store.as_ref(), &delivery).await {
+    let error = match signer.secrets_for(store.as_ref(), &delivery, config.clock.unix_ms()).await {
         Ok(secrets) if secrets.is_empty() => Some(NO_SECRET.to_string()),
-        Ok(secrets) => match post(&client, &config.targets, &secrets, &delivery).await {
+        Ok(secrets) => match post(&client, &config, &secrets, &delivery).await {
             Ok(()) => None,
             Err(failure) => {
                 // The details are for the operator's log; the record gets the class.
@@ -305,13 +317,13 @@ async fn deliver_one(
         None => {
             metrics.webhook(WebhookResult::Delivered);
             tracing::info!(webhook = %delivery.id, verification_id = %delivery.verification_id, "webhook delivered");
-            store.webhook_delivered(&delivery.id, unix_ms()).await
+            store.webhook_delivered(&delivery.id, config.clock.unix_ms()).await
         }
         Some(error) => {
             // `attempts` counts the tries recorded before this one.
             let failures = delivery.attempts.saturating_add(1);
-            let next =
-                (failures < config.max_attempts).then(|| unix_ms().saturating_add(millis(config.backoff(failures))));
+            let next = (failures < config.max_attempts)
+                .then(|| config.clock.unix_ms().saturating_add(millis(config.backoff(failures))));
             metrics.webhook(if next.is_some() { WebhookResult::Failed } else { WebhookResult::GaveUp });
             tracing::warn!(
                 webhook = %delivery.id,
@@ -342,31 +354,56 @@ struct Failure {
 /// checked first.
 async fn post(
     client: &reqwest::Client,
-    targets: &TargetPolicy,
+    config: &WebhookConfig,
     secrets: &[Vec<u8>],
     delivery: &WebhookDelivery,
 ) -> Result<(), Failure> {
     let url = reqwest::Url::parse(&delivery.url)
         .map_err(|err| Failure { class: "invalid URL".into(), detail: err.to_string() })?;
-    // A literal address is connected to without any resolver: judge it here.
-    targets
-        .check_host(&url)
-        .map_err(|class| Failure { class: Refused(class).to_string(), detail: class.to_string() })?;
-    let response = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, sign_all(secrets, unix_ms().div_euclid(1000), &delivery.payload))
-        .body(delivery.payload.clone())
-        .send()
-        .await
-        .map_err(|err| Failure { class: error_class(&err), detail: err.without_url().to_string() })?;
-    let status = response.status();
+    let signature = sign_all(secrets, config.clock.unix_ms().div_euclid(1000), &delivery.payload);
+    let status = match &config.in_process {
+        Some(receiver) => post_in_process(receiver.clone(), &url, signature, delivery).await?,
+        None => {
+            // A literal address is connected to without any resolver: judge it here.
+            config
+                .targets
+                .check_host(&url)
+                .map_err(|class| Failure { class: Refused(class).to_string(), detail: class.to_string() })?;
+            client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(SIGNATURE_HEADER, signature)
+                .body(delivery.payload.clone())
+                .send()
+                .await
+                .map_err(|err| Failure { class: error_class(&err), detail: err.without_url().to_string() })?
+                .status()
+        }
+    };
     if status.is_success() {
         return Ok(());
     }
     // The status class only: the exact code would tell the requester what
     // kind of service answered.
     Err(Failure { class: format!("HTTP {}xx", status.as_u16() / 100), detail: status.to_string() })
+}
+
+/// The same POST handed to an HTTP service in the process.
+async fn post_in_process(
+    receiver: axum::Router,
+    url: &reqwest::Url,
+    signature: String,
+    delivery: &WebhookDelivery,
+) -> Result<reqwest::StatusCode, Failure> {
+    use tower::ServiceExt;
+    let failed = |detail: String| Failure { class: "request failed".into(), detail };
+    let request = axum::http::Request::post(url.path())
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .body(axum::body::Body::from(delivery.payload.clone()))
+        .map_err(|err| failed(err.to_string()))?;
+    let response = receiver.oneshot(request).await.map_err(|err| failed(err.to_string()))?;
+    Ok(response.status())
 }
 
 /// What a failed request means, in the fixed vocabulary of `last_error`.

@@ -114,6 +114,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         cancel: None,
         rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
         stir,
+        seed: None,
     };
     // The call machine logs its own events; a person at a terminal also gets
     // one plain line per change, and scripts reading stderr get nothing extra.

@@ -25,6 +25,7 @@ mod verification;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -34,7 +35,7 @@ use tracing::Instrument;
 pub use pacing::Pacer;
 
 use crate::call::Prompts;
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::metrics::Metrics;
@@ -141,6 +142,11 @@ pub struct EngineConfig {
     /// Notified when a completion (and so perhaps a webhook) is stored: the
     /// webhook outbox sends it at once rather than at its next poll.
     pub webhook_queued: Arc<tokio::sync::Notify>,
+    /// The wall clock leases, expiry and records are written with.
+    pub clock: Clock,
+    /// Seeds the calls' RNGs (the n-th call placed gets `seed + n`), so that
+    /// a simulated run is reproducible; `None` draws from the OS.
+    pub seed: Option<u64>,
 }
 
 /// Runs until `shutdown` turns true, then drains as described above.
@@ -161,13 +167,14 @@ pub async fn run_engine(
     let ledger = Arc::new(Ledger::new(config.webhook_queued.clone()));
     let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
     let mut running = JoinSet::new();
+    let calls_placed = Arc::new(AtomicU64::new(0));
     loop {
         while running.try_join_next().is_some() {}
         let free = config.max_concurrent_calls.saturating_sub(ledger.in_use().max(running.len()));
-        let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await;
+        let caught_up = ledger.catch_up(store.as_ref(), &config.node_id, config.clock.unix_ms(), lease_ms).await;
         // Whether or not the trunk is up: what cannot be dialled expires too.
         // Before the claim, with the same clock, so that nothing overdue is dialled.
-        let now = unix_ms();
+        let now = config.clock.unix_ms();
         if expiry::sweep(store.as_ref(), config.expire_after, now).await > 0 {
             config.webhook_queued.notify_one();
         }
@@ -183,6 +190,7 @@ pub async fn run_engine(
                             stop: calls_stopped.clone(),
                             ledger: ledger.clone(),
                             calls_alive: calls_alive.clone(),
+                            calls_placed: calls_placed.clone(),
                         };
                         let span = tracing::info_span!("verification", id = %work.verification.id);
                         running.spawn(task.run(work).instrument(span));
@@ -211,7 +219,7 @@ pub async fn run_engine(
     // `placed`): every call is over on the wire before the engine is.
     drop(calls_alive);
     let _ = all_calls_over.recv().await;
-    if !ledger.catch_up(store.as_ref(), &config.node_id, unix_ms(), lease_ms).await {
+    if !ledger.catch_up(store.as_ref(), &config.node_id, config.clock.unix_ms(), lease_ms).await {
         tracing::error!(
             results = ledger.unrecorded(),
             "stopping with call results the store never took; their leases will expire and they will be called again"

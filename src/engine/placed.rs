@@ -140,6 +140,7 @@ mod tests {
             cancel: None,
             rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
             stir: None,
+            seed: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! is down.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -13,7 +14,6 @@ use super::ledger::{Ledger, Then, Unrecorded};
 use super::placed::PlacedCall;
 use super::{EngineConfig, LoadedDialplan, Pacer, stopped};
 use crate::call::{CallEvent, CallReport};
-use crate::clock::unix_ms;
 use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::metrics::Metrics;
@@ -47,6 +47,9 @@ pub(super) struct Verification {
     pub(super) ledger: Arc<Ledger>,
     /// Held by every call task, so that the engine can wait for them all.
     pub(super) calls_alive: mpsc::Sender<()>,
+    /// Calls this engine set up so far: with a seed, each call's RNG is
+    /// seeded with the seed plus this count.
+    pub(super) calls_placed: Arc<AtomicU64>,
 }
 
 impl Verification {
@@ -104,7 +107,7 @@ impl Verification {
             return self.finish(id, Outcome::Failed).await;
         };
         self.pacer.wait().await;
-        self.store.set_status(id, node, Status::Dialing, unix_ms()).await?;
+        self.store.set_status(id, node, Status::Dialing, self.config.clock.unix_ms()).await?;
         let setup = match self.setup(&verification.phone, &dialplan).await {
             Ok(setup) => setup,
             Err(error) => {
@@ -119,12 +122,12 @@ impl Verification {
         let mut stop = self.stop.clone();
         // Stopping is signalled once: the arm would fire on every turn after.
         let mut told_to_stop = false;
-        let started = std::time::Instant::now();
+        let started = crate::clock::now();
         self.metrics.call_started();
         let mut state = Progress {
             attempt: None,
             call_id: String::new(),
-            started_at: unix_ms(),
+            started_at: self.config.clock.unix_ms(),
             started,
             may_retry: verification.attempt_count + 1 < verification.max_attempts,
             plan: dialplan.plan.clone(),
@@ -146,7 +149,7 @@ impl Verification {
                     if !state.holds_lease() {
                         continue;
                     }
-                    let until = unix_ms().saturating_add(millis(self.config.lease));
+                    let until = self.config.clock.unix_ms().saturating_add(millis(self.config.lease));
                     match self.tolerate(id, "lease renewal", self.store.renew_lease(id, node, until).await) {
                         None | Some(LeaseState::Held) => {}
                         Some(LeaseState::CancelRequested) => call.end(),
@@ -183,7 +186,7 @@ impl Verification {
                 // Nothing was sent: the person was not called, and no
                 // attempt was used. Not our caller's fault, not a failure.
                 tracing::warn!(verification = id, error = %err, "no sockets for the call; will try again");
-                let now = unix_ms();
+                let now = self.config.clock.unix_ms();
                 return self.store.requeue(id, node, now.saturating_add(millis(RESOURCE_RETRY)), now).await;
             }
             Ok(Err(err)) => {
@@ -217,10 +220,10 @@ impl Verification {
             call_id: state.call_id,
             started_at: state.started_at,
             attempt: state.attempt,
-            result: attempt_result(&report),
+            result: attempt_result(&report, self.config.clock.unix_ms()),
             then,
         };
-        self.ledger.record(self.store.as_ref(), node, unix_ms(), unrecorded).await;
+        self.ledger.record(self.store.as_ref(), node, self.config.clock.unix_ms(), unrecorded).await;
         if let Then::Complete(outcome) = then {
             self.completed(id, outcome);
         }
@@ -233,9 +236,11 @@ impl Verification {
     /// node; anything else is final.
     fn then(&self, outcome: Outcome, state: &Progress) -> Then {
         if outcome == Outcome::Canceled && *self.stop.borrow() {
-            Then::Requeue { next_attempt_at: unix_ms() }
+            Then::Requeue { next_attempt_at: self.config.clock.unix_ms() }
         } else if state.may_retry && state.plan.retry_outcomes.contains(&outcome) {
-            Then::Requeue { next_attempt_at: unix_ms().saturating_add(millis(state.plan.retry_after)) }
+            Then::Requeue {
+                next_attempt_at: self.config.clock.unix_ms().saturating_add(millis(state.plan.retry_after)),
+            }
         } else {
             Then::Complete(outcome)
         }
@@ -273,9 +278,9 @@ impl Verification {
         let node = &self.config.node_id;
         match (state.attempt, &state.decided) {
             (Some(number), Some(decided)) => {
-                self.store.complete_decided(id, node, outcome, unix_ms(), number, decided).await?
+                self.store.complete_decided(id, node, outcome, self.config.clock.unix_ms(), number, decided).await?
             }
-            _ => self.store.complete(id, node, outcome, unix_ms()).await?,
+            _ => self.store.complete(id, node, outcome, self.config.clock.unix_ms()).await?,
         };
         Ok(())
     }
@@ -284,7 +289,7 @@ impl Verification {
         let node = self.config.node_id.as_str();
         match event {
             CallEvent::Calling { call_id } => {
-                state.started_at = unix_ms();
+                state.started_at = self.config.clock.unix_ms();
                 let started = self.store.start_attempt(id, node, &call_id, state.started_at).await;
                 state.attempt = self.tolerate(id, "attempt start", started);
                 state.call_id = call_id;
@@ -294,13 +299,13 @@ impl Verification {
                 state.sip_status = Some(status);
             }
             CallEvent::Ringing => {
-                let written = self.store.set_status(id, node, Status::Ringing, unix_ms()).await;
+                let written = self.store.set_status(id, node, Status::Ringing, self.config.clock.unix_ms()).await;
                 self.tolerate(id, "status", written);
             }
             CallEvent::Answered => {
-                state.answered_at = Some(unix_ms());
-                self.metrics.call_setup(state.started.elapsed().as_secs_f64());
-                let written = self.store.set_status(id, node, Status::Answered, unix_ms()).await;
+                state.answered_at = Some(self.config.clock.unix_ms());
+                self.metrics.call_setup(crate::clock::now().saturating_duration_since(state.started).as_secs_f64());
+                let written = self.store.set_status(id, node, Status::Answered, self.config.clock.unix_ms()).await;
                 self.tolerate(id, "status", written);
             }
             CallEvent::Digit { digit, source, latency } => {
@@ -314,7 +319,7 @@ impl Verification {
                 if state.lease_lost {
                     return;
                 }
-                let now = unix_ms();
+                let now = self.config.clock.unix_ms();
                 state.decided = Some(AttemptResult {
                     ended_at: now,
                     answered_at: state.answered_at,
@@ -337,7 +342,7 @@ impl Verification {
     }
 
     async fn finish(&self, id: &str, outcome: Outcome) -> Result<(), StoreError> {
-        self.store.complete(id, &self.config.node_id, outcome, unix_ms()).await?;
+        self.store.complete(id, &self.config.node_id, outcome, self.config.clock.unix_ms()).await?;
         self.completed(id, outcome);
         Ok(())
     }
@@ -371,6 +376,7 @@ impl Verification {
             cancel: None,
             rtp_learning_packets: self.config.rtp_learning_packets,
             stir: trunk.stir.clone(),
+            seed: self.config.seed.map(|seed| seed.wrapping_add(self.calls_placed.fetch_add(1, Ordering::Relaxed))),
         })
     }
 }
@@ -434,8 +440,7 @@ enum Completion {
     Stored,
 }
 
-fn attempt_result(report: &CallReport) -> AttemptResult {
-    let now = unix_ms();
+fn attempt_result(report: &CallReport, now: i64) -> AttemptResult {
     let ms = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
     let started = now.saturating_sub(ms(report.duration_ms));
     let at = |offset: Option<u64>| offset.map(|offset| started.saturating_add(ms(offset)));

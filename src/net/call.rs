@@ -1,17 +1,18 @@
 //! Runs one [`Call`] on real sockets until it finishes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use std::ops::ControlFlow;
-
-use tokio::net::UdpSocket;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use super::driver::{Machine, drive};
 use super::endpoint::Endpoint;
+use super::socket::{Network, Socket};
 use super::{NetError, io, local_ip_towards};
 use crate::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
 use crate::dialplan::Dialplan;
@@ -47,6 +48,8 @@ pub struct CallSetup {
     pub rtp_learning_packets: u16,
     /// STIR/SHAKEN: signs every INVITE of the call.
     pub stir: Option<Arc<Signer>>,
+    /// Seeds the call's RNG (a simulation); `None` draws from the OS.
+    pub seed: Option<u64>,
 }
 
 /// Places the call through `endpoint` and drives it to its end; progress goes to `on_event`.
@@ -61,7 +64,7 @@ pub async fn run_call(
     };
     let mut sip = endpoint.handle(setup.transport, Some(setup.peer_name.clone()))?;
     let local_sip = SocketAddr::new(local_ip, endpoint.local_addr().port());
-    let rtp = bind_rtp(local_ip, setup.rtp_ports.clone()).await.map_err(io("RTP socket"))?;
+    let rtp = bind_rtp(endpoint.network(), local_ip, setup.rtp_ports.clone()).await.map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
     let config = CallConfig {
         target: setup.target.clone(),
@@ -81,7 +84,12 @@ pub async fn run_call(
         stir: setup.stir.clone(),
         wall_clock: SystemTime::now(),
     };
-    let mut call = CallMachine { call: Call::new(config, Instant::now()), next_hop: setup.next_hop };
+    let now = crate::clock::now();
+    let call = match setup.seed {
+        Some(seed) => Call::with_rng(config, now, StdRng::seed_from_u64(seed)),
+        None => Call::new(config, now),
+    };
+    let mut call = CallMachine { call, next_hop: setup.next_hop };
     let report = drive(&mut call, &mut sip, Some(&rtp), setup.cancel.clone(), |event| {
         on_event(&event);
         match event {
@@ -145,14 +153,14 @@ impl Machine for CallMachine {
 
 /// An RTP socket on `ip`, on an even port in `ports` when given (RTP on even
 /// ports, RTCP on the odd one above, RFC 3550 §11).
-async fn bind_rtp(ip: IpAddr, ports: Option<RangeInclusive<u16>>) -> std::io::Result<UdpSocket> {
-    let Some(ports) = ports else { return UdpSocket::bind(SocketAddr::new(ip, 0)).await };
+async fn bind_rtp(network: &Network, ip: IpAddr, ports: Option<RangeInclusive<u16>>) -> std::io::Result<Socket> {
+    let Some(ports) = ports else { return network.bind(SocketAddr::new(ip, 0)).await };
     let (low, high) = (*ports.start() as u32, *ports.end() as u32);
     let even_slots = ((high.saturating_sub(low)) / 2 + 1).max(1);
     let mut last_error = std::io::Error::new(std::io::ErrorKind::AddrInUse, "the RTP port range is exhausted");
     for _ in 0..64 {
         let port = (low + 2 * (rand::random::<u32>() % even_slots)).min(high) as u16;
-        match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+        match network.bind(SocketAddr::new(ip, port)).await {
             Ok(socket) => return Ok(socket),
             Err(e) => last_error = e,
         }

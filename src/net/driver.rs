@@ -1,16 +1,18 @@
 //! The one loop every socket-free machine runs in: send what it asks (SIP,
 //! then RTP), hand its events out, sleep until its next deadline, and feed
 //! it whichever input comes first (SIP from the endpoint, RTP, the timer, a
-//! stop signal).
+//! stop signal), in a fixed order that alternates.
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use super::endpoint::SipHandle;
+use super::socket::Socket;
+use super::transport::Incoming;
+use crate::clock;
 use crate::sip::Message;
 use crate::vocab::Transmit;
 
@@ -40,18 +42,19 @@ const RTP_BUFFER: usize = 2048;
 pub(super) async fn drive<M: Machine, R>(
     machine: &mut M,
     sip: &mut SipHandle,
-    rtp: Option<&UdpSocket>,
+    rtp: Option<&Socket>,
     mut stop: Option<watch::Receiver<bool>>,
     mut on_event: impl FnMut(M::Event) -> ControlFlow<R>,
 ) -> R {
     let mut datagram = vec![0u8; RTP_BUFFER];
     let mut endpoint_open = true;
+    let mut turn = false;
     loop {
-        let now = Instant::now();
+        let now = clock::now();
         while let Some(Transmit { destination: to, contents: message }) = machine.poll_sip() {
             if let Err(e) = sip.send(&message, to).await {
                 tracing::warn!(%to, error = %e, "SIP send failed");
-                machine.handle_transport_error(Instant::now(), Some(to), &e.to_string());
+                machine.handle_transport_error(clock::now(), Some(to), &e.to_string());
             }
         }
         if let Some(rtp) = rtp {
@@ -66,29 +69,55 @@ pub(super) async fn drive<M: Machine, R>(
             }
         }
         let deadline = machine.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            incoming = sip.recv(), if endpoint_open => match incoming {
-                Some(incoming) => machine.handle_sip(Instant::now(), incoming.from, incoming.message),
-                None => {
-                    endpoint_open = false;
-                    machine.handle_transport_error(Instant::now(), None, "the SIP endpoint closed");
-                }
-            },
-            received = recv_rtp(rtp, &mut datagram) => {
-                if let Ok((n, from)) = received {
-                    machine.handle_rtp(Instant::now(), from, &datagram[..n]);
-                }
+        // Inputs ready at once are taken in a fixed order, not select!'s
+        // random one, so that a simulation replays the same from its seed;
+        // the order alternates every turn, so that a machine whose deadline
+        // is always due (one that falls behind) still reads SIP and RTP, and
+        // a flood of packets cannot hold back its deadlines.
+        turn = !turn;
+        let input = if turn {
+            tokio::select! {
+                biased;
+                _ = sleep_until(deadline) => Input::Timeout,
+                _ = stopped(&mut stop) => Input::Stop,
+                incoming = sip.recv(), if endpoint_open => Input::Sip(incoming),
+                received = recv_rtp(rtp, &mut datagram) => Input::Rtp(received),
             }
-            _ = sleep_until(deadline) => machine.handle_timeout(Instant::now()),
-            _ = stopped(&mut stop) => {
+        } else {
+            tokio::select! {
+                biased;
+                incoming = sip.recv(), if endpoint_open => Input::Sip(incoming),
+                received = recv_rtp(rtp, &mut datagram) => Input::Rtp(received),
+                _ = sleep_until(deadline) => Input::Timeout,
+                _ = stopped(&mut stop) => Input::Stop,
+            }
+        };
+        match input {
+            Input::Timeout => machine.handle_timeout(clock::now()),
+            Input::Stop => {
                 stop = None;
-                machine.handle_stop(Instant::now());
+                machine.handle_stop(clock::now());
             }
+            Input::Sip(Some(incoming)) => machine.handle_sip(clock::now(), incoming.from, incoming.message),
+            Input::Sip(None) => {
+                endpoint_open = false;
+                machine.handle_transport_error(clock::now(), None, "the SIP endpoint closed");
+            }
+            Input::Rtp(Ok((n, from))) => machine.handle_rtp(clock::now(), from, &datagram[..n]),
+            Input::Rtp(Err(_)) => {}
         }
     }
 }
 
-async fn recv_rtp(rtp: Option<&UdpSocket>, buffer: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+/// What woke the driver.
+enum Input {
+    Timeout,
+    Stop,
+    Sip(Option<Incoming>),
+    Rtp(std::io::Result<(usize, SocketAddr)>),
+}
+
+async fn recv_rtp(rtp: Option<&Socket>, buffer: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match rtp {
         Some(rtp) => rtp.recv_from(buffer).await,
         None => std::future::pending().await,

@@ -10,12 +10,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::NetError;
+use super::socket::{Network, Socket};
 use super::tls::Tls;
 use super::transport::{Connections, Incoming, parse};
+use crate::clock;
 use crate::sip::dialog::new_tag;
 use crate::sip::endpoint::{HandlerId, Route, Router};
 use crate::sip::{MAX_MESSAGE_BYTES, Message};
@@ -38,7 +40,8 @@ struct Table {
 
 struct Shared {
     local: SocketAddr,
-    udp: UdpSocket,
+    network: Network,
+    udp: Socket,
     tcp: Option<Arc<Connections>>,
     tls: Option<Arc<Connections>>,
     table: Mutex<Table>,
@@ -73,7 +76,7 @@ impl Shared {
     ) -> std::io::Result<()> {
         let bytes = message.to_bytes();
         if transport == Transport::Udp {
-            return self.udp.send_to(&bytes, to).await.map(|_| ());
+            return self.udp.send_to(&bytes, to).await;
         }
         let Some(streams) = self.streams(transport) else {
             let unsupported = format!("this endpoint does not do {}", transport.via_name());
@@ -89,8 +92,8 @@ impl Shared {
     async fn dispatch(&self, incoming: Incoming) {
         // One look at the table: the route and, for a delivery, its inbox.
         let (route, inbox) = {
-            let table = self.table();
-            let route = table.router.route(&incoming.message, || new_tag(&mut rand::rng()));
+            let mut table = self.table();
+            let route = table.router.route_at(clock::now(), &incoming.message, || new_tag(&mut rand::rng()));
             let inbox = match &route {
                 Route::Deliver(handler) => table.inboxes.get(handler).cloned(),
                 _ => None,
@@ -152,15 +155,34 @@ impl Drop for Tasks {
 impl Endpoint {
     /// Binds UDP on `bind`, and with `tcp` a TCP listener on the same port.
     pub async fn bind(bind: SocketAddr, tcp: bool) -> Result<Endpoint, NetError> {
-        Endpoint::bind_with_tls(bind, tcp, None).await
+        Endpoint::bind_in(&Network::System, bind, tcp).await
+    }
+
+    /// [`Endpoint::bind`] on `network`; its calls' RTP sockets are opened
+    /// there too. TCP and TLS only on the system's network.
+    pub async fn bind_in(network: &Network, bind: SocketAddr, tcp: bool) -> Result<Endpoint, NetError> {
+        Endpoint::bind_on(network, bind, tcp, None).await
     }
 
     /// [`Endpoint::bind`], and with `tls` SIP over TLS: connections opened
     /// to peers, and, when `tls` can accept (it has a certificate), a TLS
     /// listener on the port UDP got (instead of the TCP one).
     pub async fn bind_with_tls(bind: SocketAddr, tcp: bool, tls: Option<Arc<Tls>>) -> Result<Endpoint, NetError> {
+        Endpoint::bind_on(&Network::System, bind, tcp, tls).await
+    }
+
+    /// [`Endpoint::bind_with_tls`] on `network`.
+    pub(super) async fn bind_on(
+        network: &Network,
+        bind: SocketAddr,
+        tcp: bool,
+        tls: Option<Arc<Tls>>,
+    ) -> Result<Endpoint, NetError> {
         let io = |source| NetError::Io { context: format!("SIP on {bind}"), source };
-        let udp = UdpSocket::bind(bind).await.map_err(io)?;
+        if (tcp || tls.is_some()) && matches!(network, Network::Memory(_)) {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP on an in-memory network")));
+        }
+        let udp = network.bind(bind).await.map_err(io)?;
         let local = udp.local_addr().map_err(io)?;
         let tls_listens = tls.as_ref().is_some_and(|tls| tls.acceptor.is_some());
         if tcp && tls_listens {
@@ -188,6 +210,7 @@ impl Endpoint {
         let streams = (tcp || tls_connections.is_some()).then_some(stream_incoming);
         let shared = Arc::new(Shared {
             local,
+            network: network.clone(),
             udp,
             tcp: tcp_connections,
             tls: tls_connections,
@@ -202,6 +225,11 @@ impl Endpoint {
     /// The bound address (UDP, and TCP when it listens).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
+    }
+
+    /// The network the endpoint's sockets are on.
+    pub(super) fn network(&self) -> &Network {
+        &self.shared.network
     }
 
     /// A handle for one call or the trunk watch, sending over `transport`
@@ -259,10 +287,13 @@ impl SipHandle {
     }
 
     /// Sends `message` to `to`; a request teaches the endpoint to route its
-    /// responses (and an INVITE its dialog's requests) to this handle.
+    /// responses (and an INVITE its dialog's requests) to this handle, and a
+    /// final response answers its request's retransmissions from now on.
     pub async fn send(&self, message: &Message, to: SocketAddr) -> std::io::Result<()> {
         if message.is_request() {
             self.shared.table().router.sent(self.id, message);
+        } else {
+            self.shared.table().router.responded(clock::now(), message);
         }
         self.shared.send(self.transport, message, to, self.peer_name.as_deref()).await
     }

@@ -7,13 +7,15 @@ mod call;
 mod driver;
 mod endpoint;
 mod phone;
+mod socket;
 mod tls;
 mod transport;
 mod trunk;
 
 pub use call::{CallSetup, run_call};
 pub use endpoint::{Endpoint, SipHandle};
-pub use phone::{PhoneSetup, run_phone};
+pub use phone::{PhoneSetup, run_phone, run_phone_in};
+pub use socket::{MemoryNetwork, Network, Observer};
 pub use tls::{Tls, TlsFiles};
 pub use transport::Incoming;
 pub use trunk::run_trunk_watch;

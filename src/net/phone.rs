@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use super::driver::{Machine, drive};
 use super::endpoint::Endpoint;
+use super::socket::Network;
 use super::tls::{Tls, TlsFiles};
 use super::{NetError, io};
 use crate::phone::{Phone, PhoneConfig, PhoneEvent};
@@ -31,16 +33,31 @@ pub struct PhoneSetup {
 pub async fn run_phone(
     setup: PhoneSetup,
     on_ready: impl FnOnce(SocketAddr),
+    on_event: impl FnMut(&PhoneEvent),
+) -> Result<(), NetError> {
+    run_phone_in(&Network::System, None, setup, on_ready, on_event).await
+}
+
+/// [`run_phone`] on `network`, its RNG seeded with `seed` if given (a simulation).
+pub async fn run_phone_in(
+    network: &Network,
+    seed: Option<u64>,
+    setup: PhoneSetup,
+    on_ready: impl FnOnce(SocketAddr),
     mut on_event: impl FnMut(&PhoneEvent),
 ) -> Result<(), NetError> {
     let transport = setup.config.transport;
     let tls = if transport == Transport::Tls { Some(Tls::server(&setup.tls)?) } else { None };
-    let endpoint = Endpoint::bind_with_tls(setup.listen, transport == Transport::Tcp, tls).await?;
+    let endpoint = Endpoint::bind_on(network, setup.listen, transport == Transport::Tcp, tls).await?;
     let mut sip = endpoint.catch_all(setup.config.transport)?;
     let local_sip = endpoint.local_addr();
-    let rtp = UdpSocket::bind(SocketAddr::new(local_sip.ip(), 0)).await.map_err(io("RTP socket"))?;
+    let rtp = network.bind(SocketAddr::new(local_sip.ip(), 0)).await.map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
-    let phone = Phone::new(PhoneConfig { local_sip, local_rtp, ..setup.config });
+    let config = PhoneConfig { local_sip, local_rtp, ..setup.config };
+    let phone = match seed {
+        Some(seed) => Phone::with_rng(config, StdRng::seed_from_u64(seed)),
+        None => Phone::new(config),
+    };
     let mut machine = PhoneMachine { phone, limit: setup.calls, ended: 0 };
     on_ready(local_sip);
     drive(&mut machine, &mut sip, Some(&rtp), None, |turn| match turn {

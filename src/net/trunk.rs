@@ -29,7 +29,7 @@ pub async fn run_trunk_watch(
     };
     let mut sip = endpoint.handle(config.transport, Some(peer_name))?;
     config.local_sip = SocketAddr::new(ip, endpoint.local_addr().port());
-    let watch = TrunkWatch::new(config, Instant::now());
+    let watch = TrunkWatch::new(config, crate::clock::now());
     health.update(&watch);
     let mut machine = WatchMachine { watch, health, stopped: false };
     drive(&mut machine, &mut sip, None, Some(shutdown), |()| ControlFlow::Break(())).await;

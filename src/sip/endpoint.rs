@@ -12,8 +12,17 @@
 //!   is answered 200, an ACK is dropped (it is never answered), every other
 //!   request is answered 481 (§12.2.2) — unless a catch-all handler (a UAS
 //!   such as `pound phone`) takes new requests.
+//!
+//! The table also holds the endpoint's server transactions (§17.2), so that
+//! they outlive the handler that answered: a retransmitted request is
+//! answered with the final response its handler sent, for 64·T1 after it,
+//! even once that call is over (a peer whose 200 to BYE was lost gets it
+//! again, not a 481); a CANCEL goes to the handler of the INVITE it cancels
+//! (same branch, §9.2), is answered 200 by the endpoint when that INVITE
+//! already has its final response, and 481 when no INVITE matches.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::{Message, Method};
 
@@ -41,6 +50,64 @@ pub enum Route {
 /// opens one every ping, so the oldest are forgotten rather than kept forever.
 const BRANCHES_PER_HANDLER: usize = 32;
 
+/// How long a server transaction answers retransmissions with its final
+/// response: 64·T1 with the default T1 of 500 ms (Timers H and J, RFC 3261
+/// §17.2.1 and §17.2.2).
+pub const SERVER_TRANSACTION_LIFETIME: Duration = Duration::from_secs(32);
+
+/// Final responses kept at once. Each is kept 32 s, so this is ~250
+/// transactions a second; under a flood beyond that the oldest go first, and
+/// their retransmissions are handled as before (by the handler, or 481).
+const ANSWERED_MAX: usize = 8192;
+
+/// A server transaction (§17.2.3): the top Via's branch and sent-by, and
+/// the method, so that another peer reusing a branch is not answered with
+/// a response of someone else's call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    branch: String,
+    sent_by: (String, Option<u16>),
+    method: Method,
+}
+
+/// The final responses sent, to answer retransmissions, oldest first.
+#[derive(Default)]
+struct Answered {
+    responses: HashMap<ServerKey, Message>,
+    order: VecDeque<(Instant, ServerKey)>,
+}
+
+impl Answered {
+    fn insert(&mut self, now: Instant, key: ServerKey, response: Message) {
+        self.expire(now);
+        if self.order.len() >= ANSWERED_MAX
+            && let Some((_, oldest)) = self.order.pop_front()
+        {
+            self.responses.remove(&oldest);
+        }
+        if self.responses.insert(key.clone(), response).is_none() {
+            self.order.push_back((now + SERVER_TRANSACTION_LIFETIME, key));
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((until, _)) = self.order.front()
+            && *until <= now
+        {
+            if let Some((_, key)) = self.order.pop_front() {
+                self.responses.remove(&key);
+            }
+        }
+    }
+}
+
+/// The server transaction of a request, or of the response to one with
+/// `method`; `None` without a branch.
+fn server_key(message: &Message, method: Method) -> Option<ServerKey> {
+    let via = message.top_via()?;
+    Some(ServerKey { branch: via.branch?, sent_by: (via.host, via.port), method })
+}
+
 /// What the table learnt from one handler, to forget it all when it leaves.
 #[derive(Default)]
 struct Learnt {
@@ -63,6 +130,10 @@ pub struct Router {
     /// Call-ID → the handler whose INVITE created the dialog.
     dialogs: HashMap<String, DialogOwner>,
     catch_all: Option<HandlerId>,
+    /// Final responses handlers sent, by server transaction.
+    answered: Answered,
+    /// INVITEs delivered and not answered finally yet: branch → handler.
+    invites: HashMap<String, HandlerId>,
 }
 
 impl Router {
@@ -89,6 +160,7 @@ impl Router {
         if self.catch_all == Some(handler) {
             self.catch_all = None;
         }
+        self.invites.retain(|_, owner| *owner != handler);
     }
 
     /// `handler` sends `message`: a request's branch will bring its responses
@@ -144,6 +216,50 @@ impl Router {
             ),
             _ => Route::Reply(Message::response_to(message, 481, Some(&new_tag()))),
         }
+    }
+
+    /// A handler sends `response`: a final one answers the retransmissions
+    /// of its request from now on. A 2xx to an INVITE ends the transaction
+    /// at once (§17.2.1): its retransmissions are the handler's to send.
+    pub fn responded(&mut self, now: Instant, response: &Message) {
+        let Some(status) = response.status().filter(|status| *status >= 200) else { return };
+        let Some(key) = response.cseq().and_then(|(_, method)| server_key(response, method)) else { return };
+        if key.method == Method::Invite {
+            self.invites.remove(&key.branch);
+            if status < 300 {
+                return;
+            }
+        }
+        self.answered.insert(now, key, response.clone());
+    }
+
+    /// Where `request`, arriving at `now`, goes, with the endpoint's server
+    /// transactions first (see the module docs), then [`Router::route`].
+    pub fn route_at(&mut self, now: Instant, message: &Message, new_tag: impl FnOnce() -> String) -> Route {
+        let Some(key) = message.method().and_then(|method| server_key(message, method.clone())) else {
+            return self.route(message, new_tag);
+        };
+        self.answered.expire(now);
+        if let Some(response) = self.answered.responses.get(&key) {
+            return Route::Reply(response.clone());
+        }
+        if key.method == Method::Cancel {
+            let invite = ServerKey { method: Method::Invite, ..key.clone() };
+            if let Some(final_response) = self.answered.responses.get(&invite) {
+                // Too late to cancel: the INVITE has its final answer (§9.2).
+                return Route::Reply(Message::response_to(message, 200, final_response.to_tag().as_deref()));
+            }
+            return match self.invites.get(&key.branch) {
+                Some(handler) => Route::Deliver(*handler),
+                None => Route::Reply(Message::response_to(message, 481, Some(&new_tag()))),
+            };
+        }
+        let route = self.route(message, new_tag);
+        if let (Method::Invite, Route::Deliver(handler)) = (&key.method, &route) {
+            let handler = *handler;
+            self.invites.insert(key.branch, handler);
+        }
+        route
     }
 }
 
@@ -301,5 +417,90 @@ mod tests {
         assert!(matches!(router.route(&from_callee(Method::Bye, "call-a", "tag-a"), tag), Route::Deliver(A)));
         router.remove(PHONE);
         assert!(matches!(router.route(&new_call, tag), Route::Reply(r) if r.status() == Some(481)));
+    }
+
+    /// The callee's BYE in call A, answered 200 by A at `now`.
+    fn bye_answered(router: &mut Router, now: Instant) -> (Message, Message) {
+        let bye = from_callee(Method::Bye, "call-a", "tag-a");
+        assert!(matches!(router.route_at(now, &bye, tag), Route::Deliver(A)));
+        let ok = Message::response_to(&bye, 200, None);
+        router.responded(now, &ok);
+        (bye, ok)
+    }
+
+    #[test]
+    fn a_retransmitted_request_gets_the_cached_final_response_even_after_its_call_is_gone() {
+        let t0 = Instant::now();
+        let mut router = two_calls();
+        let (bye, ok) = bye_answered(&mut router, t0);
+        router.remove(A);
+        let Route::Reply(again) = router.route_at(t0 + Duration::from_secs(31), &bye, tag) else {
+            panic!("not answered")
+        };
+        assert_eq!(again.to_bytes(), ok.to_bytes(), "the same final response, not a 481");
+        // Another peer reusing the branch is not answered with this call's response.
+        let mut forged = bye.clone();
+        forged.set_header("Via", "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKcallee");
+        assert!(matches!(router.route_at(t0, &forged, tag), Route::Reply(r) if r.status() == Some(481)));
+        // After 64·T1 the transaction is over: the BYE is a stray.
+        let late = router.route_at(t0 + SERVER_TRANSACTION_LIFETIME, &bye, tag);
+        assert!(matches!(late, Route::Reply(r) if r.status() == Some(481)));
+    }
+
+    /// A UAS (catch-all) that has just been delivered an INVITE.
+    fn invited_phone() -> (Instant, Router, Message) {
+        let t0 = Instant::now();
+        let mut router = Router::default();
+        router.add_catch_all(PHONE);
+        let invite = request(Method::Invite, "in", "z9hG4bKin", "caller", None);
+        assert!(matches!(router.route_at(t0, &invite, tag), Route::Deliver(PHONE)));
+        (t0, router, invite)
+    }
+
+    #[test]
+    fn provisional_responses_and_2xx_to_invite_are_not_replayed() {
+        let (t0, mut router, invite) = invited_phone();
+        router.responded(t0, &Message::response_to(&invite, 180, Some("p")));
+        assert!(matches!(router.route_at(t0, &invite, tag), Route::Deliver(PHONE)));
+        // The UAS core retransmits its 2xx itself; the INVITE goes to it.
+        router.responded(t0, &Message::response_to(&invite, 200, Some("p")));
+        assert!(matches!(router.route_at(t0, &invite, tag), Route::Deliver(PHONE)));
+    }
+
+    #[test]
+    fn a_cancel_goes_to_its_invites_handler_or_is_answered_by_the_endpoint() {
+        let (t0, mut router, invite) = invited_phone();
+        let cancel = request(Method::Cancel, "in", "z9hG4bKin", "caller", None);
+        // Matched by its INVITE's branch, not by whoever takes new requests.
+        router.catch_all = None;
+        assert!(matches!(router.route_at(t0, &cancel, tag), Route::Deliver(PHONE)));
+        // Once the INVITE has its final answer, the endpoint answers 200 itself.
+        router.responded(t0, &Message::response_to(&invite, 487, Some("p")));
+        let Route::Reply(ok) = router.route_at(t0, &cancel, tag) else { panic!("CANCEL not answered") };
+        assert_eq!((ok.status(), ok.to_tag().as_deref()), (Some(200), Some("p")));
+        // A CANCEL matching no INVITE: 481.
+        let unknown = request(Method::Cancel, "x", "z9hG4bKnone", "caller", None);
+        assert!(matches!(router.route_at(t0, &unknown, tag), Route::Reply(r) if r.status() == Some(481)));
+        // Nor one whose INVITE's handler left before answering.
+        let second = request(Method::Invite, "in2", "z9hG4bKin2", "caller", None);
+        router.add_catch_all(PHONE);
+        assert!(matches!(router.route_at(t0, &second, tag), Route::Deliver(PHONE)));
+        router.remove(PHONE);
+        let late = request(Method::Cancel, "in2", "z9hG4bKin2", "caller", None);
+        assert!(matches!(router.route_at(t0, &late, tag), Route::Reply(r) if r.status() == Some(481)));
+    }
+
+    #[test]
+    fn the_cache_of_final_responses_is_bounded() {
+        let t0 = Instant::now();
+        let mut router = Router::default();
+        for n in 0..ANSWERED_MAX + 10 {
+            let bye = request(Method::Bye, "c", &format!("z9hG4bK{n}"), "f", Some("t"));
+            router.responded(t0, &Message::response_to(&bye, 200, None));
+        }
+        assert_eq!(router.answered.responses.len(), ANSWERED_MAX);
+        assert_eq!(router.answered.order.len(), ANSWERED_MAX);
+        let first = request(Method::Bye, "c", "z9hG4bK0", "f", Some("t"));
+        assert!(matches!(router.route_at(t0, &first, tag), Route::Reply(r) if r.status() == Some(481)));
     }
 }

@@ -27,6 +27,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Database, Encode, FromRow, Postgres, Sqlite, Transaction, Type};
 
 use super::StoreError;
+use crate::clock::{Clock, Hold};
 
 /// Where the SQL of the two backends differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,9 +131,18 @@ impl<T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unp
 
 /// The connections of one database.
 #[derive(Clone)]
-pub(super) enum Pool {
+pub(super) enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// A database and the clock it runs under: in simulated time, the clock is
+/// held while a connection is out, so that waiting for the database's own
+/// threads is no idle time (see [`Clock::hold`]).
+#[derive(Clone)]
+pub(super) struct Pool {
+    pub(super) backend: Backend,
+    pub(super) clock: Clock,
 }
 
 impl Pool {
@@ -141,55 +151,69 @@ impl Pool {
     /// transaction decides on cannot change under it. PostgreSQL: READ
     /// COMMITTED; the [`Dialect`] row locks do the rest.
     pub(super) async fn begin_write(&self) -> Result<Tx, StoreError> {
-        Ok(match self {
-            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
+        let hold = self.clock.hold();
+        let tx = match &self.backend {
+            Backend::Sqlite(pool) => TxKind::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres(pool) => TxKind::Postgres(pool.begin().await?),
+        };
+        Ok(Tx { tx, _hold: hold })
     }
 
     /// A connection for statements that need no transaction.
     pub(super) async fn acquire(&self) -> Result<Conn, StoreError> {
-        Ok(match self {
-            Pool::Sqlite(pool) => Conn::Sqlite(pool.acquire().await?),
-            Pool::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
-        })
+        let hold = self.clock.hold();
+        let conn = match &self.backend {
+            Backend::Sqlite(pool) => ConnKind::Sqlite(pool.acquire().await?),
+            Backend::Postgres(pool) => ConnKind::Postgres(pool.acquire().await?),
+        };
+        Ok(Conn { conn, _hold: hold })
     }
 }
 
 /// A pooled connection.
-pub(super) enum Conn {
+pub(super) struct Conn {
+    conn: ConnKind,
+    _hold: Option<Hold>,
+}
+
+enum ConnKind {
     Sqlite(PoolConnection<Sqlite>),
     Postgres(PoolConnection<Postgres>),
 }
 
 impl Conn {
     pub(super) fn exec(&mut self) -> Exec<'_> {
-        match self {
-            Conn::Sqlite(conn) => Exec::Sqlite(conn),
-            Conn::Postgres(conn) => Exec::Postgres(conn),
+        match &mut self.conn {
+            ConnKind::Sqlite(conn) => Exec::Sqlite(conn),
+            ConnKind::Postgres(conn) => Exec::Postgres(conn),
         }
     }
 }
 
 /// A write transaction from [`Pool::begin_write`]; rolled back when dropped
 /// without [`Tx::commit`].
-pub(super) enum Tx {
+pub(super) struct Tx {
+    tx: TxKind,
+    _hold: Option<Hold>,
+}
+
+enum TxKind {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
 
 impl Tx {
     pub(super) fn exec(&mut self) -> Exec<'_> {
-        match self {
-            Tx::Sqlite(tx) => Exec::Sqlite(tx),
-            Tx::Postgres(tx) => Exec::Postgres(tx),
+        match &mut self.tx {
+            TxKind::Sqlite(tx) => Exec::Sqlite(tx),
+            TxKind::Postgres(tx) => Exec::Postgres(tx),
         }
     }
 
     pub(super) async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+        match self.tx {
+            TxKind::Sqlite(tx) => tx.commit().await?,
+            TxKind::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
     }

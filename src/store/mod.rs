@@ -37,6 +37,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::vocab::DtmfSource;
 use crate::vocab::Outcome;
 
@@ -547,11 +548,19 @@ pub struct Backlog {
 /// Opens the store a URL names, creating and migrating it as needed:
 /// `sqlite://FILE` (the file is created) or `postgres://…`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(sql::SqlStore::new(db::Pool::Sqlite(sqlite::open(url).await?))))
+    open_with_clock(url, Clock::System).await
+}
+
+/// [`open`] for a store running under `clock`: in simulated time the clock
+/// stands still while the database works, as if it took no time.
+pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Arc<dyn Store>, StoreError> {
+    let _opening = clock.hold();
+    let backend = if url.starts_with("sqlite:") {
+        db::Backend::Sqlite(sqlite::open(url).await?)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(sql::SqlStore::new(db::Pool::Postgres(postgres::open(url).await?))))
+        db::Backend::Postgres(postgres::open(url).await?)
     } else {
-        Err(StoreError::UnsupportedUrl(url.to_string()))
-    }
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    };
+    Ok(Arc::new(sql::SqlStore::new(db::Pool { backend, clock })))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::db::Pool;
+use super::db::{Backend, Pool};
 use super::velocity::{Admission, VelocityCheck};
 use super::{
     ApiKey, Attempt, AttemptResult, Backlog, CancelResult, Claimed, LeaseState, NewVerification, Registration, Scope,
@@ -175,10 +175,10 @@ impl Store for SqlStore {
     }
 
     fn work_signals(&self, wake: Arc<Notify>) -> Option<WorkSignals> {
-        match &self.pool {
+        match &self.pool.backend {
             // One node: its own API wakes its engine.
-            Pool::Sqlite(_) => None,
-            Pool::Postgres(pool) => Some(Box::pin(postgres::relay_work_signals(pool.clone(), wake))),
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pool) => Some(Box::pin(postgres::relay_work_signals(pool.clone(), wake))),
         }
     }
 }
