@@ -13,7 +13,7 @@ use crate::api::ssrf::{Cidr, TargetPolicy};
 use crate::media::codec::Codec;
 use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
 use crate::policy::{NumberRules, VelocityLimits};
-use crate::vocab::Transport;
+use crate::vocab::{SrtpPolicy, Transport};
 
 /// Expiry (issue 11): thirty days; a verification older than that is no
 /// longer a proof of anything the requester is waiting for.
@@ -155,6 +155,9 @@ pub struct TrunkSection {
     pub register_expires_s: u64,
     /// Seconds between OPTIONS pings to the trunk; 0 sends none.
     pub options_interval_s: u64,
+    /// SRTP with SDES keys: `mandatory`, `optional` or `off`. The keys travel
+    /// in the SDP, so anything but `off` needs SIP over TLS.
+    pub srtp: SrtpPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -347,6 +350,7 @@ impl Default for TrunkSection {
             register_as: None,
             register_expires_s: 3600,
             options_interval_s: 30,
+            srtp: SrtpPolicy::Off,
         }
     }
 }

@@ -16,7 +16,7 @@ use pound::media::codec::Codec;
 use pound::net::PhoneSetup;
 use pound::phone::{PhoneConfig, PressVia};
 use pound::sip::Timers;
-use pound::vocab::Transport;
+use pound::vocab::{SrtpPolicy, Transport};
 
 #[derive(Parser)]
 #[command(name = "pound", version = pound::VERSION, about = "Phone-call verification over SIP: call, prompt, detect the pound key.")]
@@ -216,6 +216,24 @@ impl From<TransportArg> for Transport {
     }
 }
 
+/// `--srtp`: SRTP with SDES keys, which travel in the SDP and so need `--transport tls`.
+#[derive(Clone, Copy, ValueEnum)]
+enum SrtpArg {
+    Mandatory,
+    Optional,
+    Off,
+}
+
+impl From<SrtpArg> for SrtpPolicy {
+    fn from(arg: SrtpArg) -> Self {
+        match arg {
+            SrtpArg::Mandatory => SrtpPolicy::Mandatory,
+            SrtpArg::Optional => SrtpPolicy::Optional,
+            SrtpArg::Off => SrtpPolicy::Off,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum CodecArg {
     Pcmu,
@@ -272,6 +290,9 @@ struct CallCommand {
     /// Codecs offered, in order of preference.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
     codecs: Vec<CodecArg>,
+    /// SRTP: `mandatory` offers RTP/SAVP only, `optional` offers keys on RTP/AVP (needs --transport tls).
+    #[arg(long, value_enum, default_value = "off")]
+    srtp: SrtpArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -318,6 +339,9 @@ struct PhoneCommand {
     /// Codecs accepted, in order of preference.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
     codecs: Vec<CodecArg>,
+    /// SRTP offers: `mandatory` answers only those (488 otherwise), `optional` takes keys when offered.
+    #[arg(long, value_enum, default_value = "off")]
+    srtp: SrtpArg,
 }
 
 #[derive(Args)]
@@ -556,6 +580,7 @@ fn call(cmd: CallCommand) -> ExitCode {
         bind: cmd.bind,
         transport: cmd.transport.into(),
         codecs: codecs(&cmd.codecs),
+        srtp: cmd.srtp.into(),
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
         Ok(report) => {
@@ -587,6 +612,7 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
             hangup_after: cmd.hangup_after.map(Duration::from_millis),
             silent: cmd.silent,
             codecs: codecs(&cmd.codecs),
+            srtp: cmd.srtp.into(),
             timers: Timers::default(),
         },
     };

@@ -173,6 +173,7 @@ impl Service {
                 register_expires: Duration::from_secs(config.trunk.register_expires_s),
                 options_interval: (config.trunk.options_interval_s > 0)
                     .then(|| Duration::from_secs(config.trunk.options_interval_s)),
+                srtp: config.trunk.srtp,
             },
             endpoint,
             rtp_ports: config.rtp_ports()?,

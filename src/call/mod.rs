@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
-pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, start_sender};
+pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, SrtpSession, start_sender};
 pub use outcome::CallReport;
 pub use prompts::Prompts;
 
@@ -41,13 +41,13 @@ use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::media::prompt::Prompt;
-use crate::sdp::{Direction, Offer, parse_answer};
+use crate::sdp::{Direction, Offer, offer_keys, parse_answer};
 use crate::sip::Credentials;
 use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, Dialog, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
 use crate::timer::TimerTable;
-use crate::vocab::{DtmfSource, Outcome, Transmit, Transport};
+use crate::vocab::{DtmfSource, Outcome, SrtpPolicy, Transmit, Transport};
 use origin::Origins;
 use server::{Replies, answer_in_dialog};
 
@@ -78,6 +78,9 @@ pub struct CallConfig {
     /// Packets that must continue the callee's RTP stream from a new address
     /// before it is heard there (`rtp.learning_packets`).
     pub rtp_learning_packets: u16,
+    /// SRTP with SDES keys: the keys travel in the SDP, so anything but
+    /// `Off` needs SIP over TLS (the configuration refuses it otherwise).
+    pub srtp: SrtpPolicy,
 }
 
 /// Where a SIP message goes, until [`Call::poll_sip`] names the address.
@@ -221,6 +224,9 @@ impl Call {
             port: config.local_rtp.port(),
             direction: Direction::SendRecv,
             codecs: config.codecs.clone(),
+            srtp: config.srtp,
+            // Fresh keys for every call, from the call's CSPRNG.
+            crypto: if config.srtp == SrtpPolicy::Off { Vec::new() } else { offer_keys(&mut rng) },
         };
         let from = match &config.from_display {
             Some(name) => {

@@ -12,7 +12,7 @@ use crate::net::{CallSetup, Endpoint, bind_towards, resolve, run_call};
 use crate::policy::NumberRules;
 use crate::sip::route::{RouteError, route};
 use crate::sip::{Credentials, Timers};
-use crate::vocab::{Outcome, Transport};
+use crate::vocab::{Outcome, SrtpPolicy, Transport};
 
 /// What `pound call` was asked to do.
 #[derive(Debug, Clone)]
@@ -33,6 +33,7 @@ pub struct CallArgs {
     pub bind: std::net::SocketAddr,
     pub transport: Transport,
     pub codecs: Vec<Codec>,
+    pub srtp: SrtpPolicy,
 }
 
 /// Why the call could not even be attempted.
@@ -85,6 +86,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         rtp_ports: None,
         cancel: None,
         rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
+        srtp: args.srtp,
     };
     // The call machine logs its own events; a person at a terminal also gets
     // one plain line per change, and scripts reading stderr get nothing extra.
@@ -133,6 +135,8 @@ fn refused_number(target: &str) -> Option<CallReport> {
         detail: Some(format!("{}: {refusal}", refusal.code())),
         foreign_rtp_packets: 0,
         foreign_sip_messages: 0,
+        srtp: None,
+        srtp_rejected_packets: 0,
     })
 }
 

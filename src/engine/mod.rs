@@ -43,7 +43,7 @@ use crate::policy::NumberRules;
 use crate::sip::trunk::{TrunkHealth, TrunkWatchConfig};
 use crate::sip::{Credentials, Timers};
 use crate::store::{Store, StoreError};
-use crate::vocab::Transport;
+use crate::vocab::{SrtpPolicy, Transport};
 use ledger::Ledger;
 use verification::Verification;
 
@@ -100,6 +100,8 @@ pub struct TrunkConfig {
     pub register_expires: Duration,
     /// Ping the trunk with OPTIONS this often; dialling pauses while it is silent.
     pub options_interval: Option<Duration>,
+    /// SRTP for the trunk's calls (`trunk.srtp`).
+    pub srtp: SrtpPolicy,
 }
 
 /// Everything the engine needs besides the store.

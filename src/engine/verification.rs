@@ -369,6 +369,7 @@ impl Verification {
             // Set by `PlacedCall::place`.
             cancel: None,
             rtp_learning_packets: self.config.rtp_learning_packets,
+            srtp: trunk.srtp,
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::sip::{Credentials, Message, Timers};
-use crate::vocab::{Transmit, Transport};
+use crate::vocab::{SrtpPolicy, Transmit, Transport};
 
 /// What running a call needs besides the call itself.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct CallSetup {
     /// Packets that must continue the callee's RTP stream from a new address
     /// before it is heard there (`rtp.learning_packets`).
     pub rtp_learning_packets: u16,
+    /// SRTP for the call's media; anything but `Off` needs `transport` TLS.
+    pub srtp: SrtpPolicy,
 }
 
 /// Places the call through `endpoint` and drives it to its end; progress goes to `on_event`.
@@ -73,6 +75,7 @@ pub async fn run_call(
         timers: setup.timers,
         next_hop: setup.next_hop,
         rtp_learning_packets: setup.rtp_learning_packets,
+        srtp: setup.srtp,
     };
     let mut call = CallMachine { call: Call::new(config, Instant::now()), next_hop: setup.next_hop };
     let report = drive(&mut call, &mut sip, Some(&rtp), setup.cancel.clone(), |event| {

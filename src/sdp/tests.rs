@@ -33,6 +33,8 @@ fn offer(codecs: &[Codec]) -> Offer {
         port: 40_000,
         direction: Direction::SendRecv,
         codecs: codecs.to_vec(),
+        srtp: SrtpPolicy::Off,
+        crypto: Vec::new(),
     }
 }
 
@@ -79,6 +81,8 @@ fn offer_has_every_line_and_parses_back() {
             ],
             telephone_events: vec![(101, 8000), (110, 48000)],
             direction: Direction::SendRecv,
+            secure: false,
+            crypto: vec![],
             session_id: 4_242_424_242,
             other_media: vec![],
         }
@@ -119,6 +123,7 @@ fn media(
         telephone_event: event.map(|e| e.0),
         telephone_event_rate: event.map(|e| e.1),
         direction,
+        srtp: None,
     }
 }
 
@@ -213,7 +218,7 @@ fn answering_an_offer() {
     let here = v4(192, 0, 2, 99);
     let remote = parse_offer(&offer(&ALL).to_sdp()).unwrap();
     // The offer's order wins over the order of `accept`.
-    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus, Codec::Pcma], 5, 6).unwrap();
+    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus, Codec::Pcma], 5, 6, None).unwrap();
     assert_eq!(
         media,
         MediaDescription {
@@ -224,6 +229,7 @@ fn answering_an_offer() {
             telephone_event: Some(101),
             telephone_event_rate: Some(8000),
             direction: Direction::SendRecv,
+            srtp: None,
         }
     );
     assert_eq!(
@@ -238,7 +244,7 @@ fn answering_an_offer() {
     assert_eq!((back.address, back.port, back.codec, back.telephone_event), (here, 30_000, Codec::Pcma, Some(101)));
 
     // Opus takes the telephone-event at 48 kHz.
-    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus], 5, 6).unwrap();
+    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus], 5, 6, None).unwrap();
     assert_eq!((media.payload_type, media.telephone_event, media.telephone_event_rate), (111, Some(110), Some(48000)));
     assert!(
         sdp.contains("m=audio 30000 RTP/AVP 111 110\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n")
@@ -248,13 +254,13 @@ fn answering_an_offer() {
     // No telephone-event at the codec's rate: none in the answer.
     let mut no_te = remote.clone();
     no_te.telephone_events.retain(|e| e.1 != 8000);
-    let (sdp, media) = answer(&no_te, here, 30_000, &[Codec::Pcmu], 5, 6).unwrap();
+    let (sdp, media) = answer(&no_te, here, 30_000, &[Codec::Pcmu], 5, 6, None).unwrap();
     assert_eq!(media.telephone_event, None);
     assert!(sdp.contains("m=audio 30000 RTP/AVP 0\r\n") && !sdp.contains("telephone-event"), "{sdp}");
 
-    assert_eq!(answer(&remote, here, 30_000, &[], 5, 6), Err(SdpError::NoCommonCodec));
+    assert_eq!(answer(&remote, here, 30_000, &[], 5, 6, None), Err(SdpError::NoCommonCodec));
     let g729 = parse_offer(&fixture("answer-g729-only.sdp")).unwrap();
-    assert_eq!(answer(&g729, here, 30_000, &ALL, 5, 6), Err(SdpError::NoCommonCodec));
+    assert_eq!(answer(&g729, here, 30_000, &ALL, 5, 6, None), Err(SdpError::NoCommonCodec));
 }
 
 #[test]
@@ -270,17 +276,17 @@ fn answer_mirrors_the_direction() {
         let mut ours = offer(&[Codec::Pcmu]);
         ours.direction = offered;
         let remote = parse_offer(&ours.to_sdp()).unwrap();
-        let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1).unwrap();
+        let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1, None).unwrap();
         assert!(sdp.ends_with(&format!("{answered}\r\n")), "{offered:?}: {sdp}");
         assert_eq!(media.direction, offered);
     }
     // A hold re-INVITE is answered recvonly.
     let hold = parse_offer(&fixture("reinvite-hold-sendonly.sdp")).unwrap();
-    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2).unwrap();
+    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2, None).unwrap();
     assert!(sdp.contains("a=recvonly\r\n"));
     assert_eq!((media.codec, media.direction), (Codec::Pcmu, Direction::SendOnly));
     let hold = parse_offer(&fixture("reinvite-hold-c0.sdp")).unwrap();
-    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2).unwrap();
+    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2, None).unwrap();
     assert!(sdp.contains("a=recvonly\r\n"));
     assert_eq!((media.codec, media.address), (Codec::Pcma, v4(0, 0, 0, 0)));
 }
@@ -299,17 +305,17 @@ fn other_media_are_refused_in_place() {
         [OtherMedia { index: 1, media: "video".into(), proto: "RTP/AVP".into(), format: "96".into() }]
     );
     let here = v4(192, 0, 2, 99);
-    let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1).unwrap();
+    let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1, None).unwrap();
     assert_eq!((media.codec, media.payload_type, media.telephone_event), (Codec::Opus, 96, Some(101)));
     assert!(sdp.contains("m=audio 30000 RTP/AVP 96 101\r\n"), "{sdp}");
     assert!(sdp.ends_with("a=sendonly\r\nm=video 0 RTP/AVP 96\r\n"), "{sdp}");
 
-    // An SRTP audio stream ahead of the plain one is refused in its place.
+    // An SRTP audio stream without a usable key, ahead of the plain one, is refused in its place.
     let two = fixture("offer-audio-video.sdp")
         .replace("t=0 0\r\n", "t=0 0\r\nm=audio 7076 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n");
     let remote = parse_offer(&two).unwrap();
     assert_eq!(remote.other_media.iter().map(|m| m.index).collect::<Vec<_>>(), [0, 2]);
-    let (sdp, _) = answer(&remote, here, 30_000, &[Codec::Pcmu], 1, 1).unwrap();
+    let (sdp, _) = answer(&remote, here, 30_000, &[Codec::Pcmu], 1, 1, None).unwrap();
     let m_lines: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
     assert_eq!(m_lines, ["m=audio 0 RTP/SAVP 0", "m=audio 30000 RTP/AVP 0 97", "m=video 0 RTP/AVP 96"]);
 }
@@ -378,7 +384,7 @@ fn parse_everything(bytes: &[u8]) {
     let Ok(text) = std::str::from_utf8(bytes) else { return };
     let _ = parse_answer(text, &offer(&ALL));
     if let Ok(remote) = parse_offer(text) {
-        let _ = answer(&remote, v4(192, 0, 2, 99), 30_000, &ALL, 1, 1);
+        let _ = answer(&remote, v4(192, 0, 2, 99), 30_000, &ALL, 1, 1, None);
     }
 }
 
