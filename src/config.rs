@@ -11,6 +11,7 @@ use crate::api::ApiKeyConfig;
 use crate::api::limits::HttpLimits;
 use crate::api::ssrf::{Cidr, TargetPolicy};
 use crate::media::codec::Codec;
+use crate::net::TlsFiles;
 use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
 use crate::policy::{NumberRules, VelocityLimits};
 use crate::vocab::{SrtpPolicy, Transport};
@@ -99,14 +100,28 @@ pub struct SipSection {
     pub transport: TransportName,
     /// Codecs offered, in order of preference.
     pub codecs: Vec<CodecName>,
+    /// PEM CA certificates that must sign the trunk's TLS certificate;
+    /// none: the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate chain and key for trunks that require mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
-/// `udp` or `tcp`.
+impl SipSection {
+    /// The TLS files, as the endpoint takes them.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles { ca: self.tls_ca.clone(), cert: self.tls_cert.clone(), key: self.tls_key.clone() }
+    }
+}
+
+/// `udp`, `tcp` or `tls`.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportName {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl From<TransportName> for Transport {
@@ -114,6 +129,7 @@ impl From<TransportName> for Transport {
         match name {
             TransportName::Udp => Transport::Udp,
             TransportName::Tcp => Transport::Tcp,
+            TransportName::Tls => Transport::Tls,
         }
     }
 }
@@ -333,6 +349,9 @@ impl Default for SipSection {
             bind: "0.0.0.0:5060".parse().expect("literal"),
             transport: TransportName::Udp,
             codecs: vec![CodecName::Pcmu, CodecName::Pcma, CodecName::Opus],
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -478,6 +497,9 @@ impl Config {
         if self.sip.codecs.is_empty() {
             return invalid("sip.codecs must name at least one codec".into());
         }
+        if self.sip.tls_cert.is_some() != self.sip.tls_key.is_some() {
+            return invalid("sip.tls_cert and sip.tls_key go together: give both or neither".into());
+        }
         if self.trunk.register_as.is_some() && !(60..=86_400).contains(&self.trunk.register_expires_s) {
             return invalid(format!(
                 "trunk.register_expires_s must be 60 to 86400, not {}",
@@ -511,6 +533,15 @@ impl Config {
             ));
         }
         validate_trunk_uri(&self.trunk.uri)?;
+        let trunk_transport =
+            if crate::sip::route::wants_tls(&self.trunk.uri) { Transport::Tls } else { self.sip.transport.into() };
+        if !self.trunk.srtp.allowed_over(trunk_transport) {
+            return invalid(format!(
+                "trunk.srtp = \"{}\" needs SIP over TLS (sip.transport = \"tls\" or a sips: trunk.uri): \
+                 SDES keys must not travel in clear",
+                self.trunk.srtp.as_str()
+            ));
+        }
         Ok(())
     }
 
@@ -569,7 +600,7 @@ impl Config {
 /// start a node that can never dial.
 fn validate_trunk_uri(uri: &str) -> Result<(), ConfigError> {
     let invalid = || ConfigError::Invalid(format!("trunk.uri must be a SIP URI (sip:host[:port]), not {uri:?}"));
-    let rest = uri.strip_prefix("sip:").ok_or_else(invalid)?;
+    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:")).ok_or_else(invalid)?;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     let host_port = &rest[..rest.find([';', '?']).unwrap_or(rest.len())];
     let (host, port) = match host_port.strip_prefix('[') {
@@ -617,6 +648,18 @@ mod tests {
         empty.validate().unwrap();
         assert_eq!(empty.trunk.calls_per_second, 10.0);
         assert_eq!(empty.policy.max_attempts, 3);
+    }
+
+    #[test]
+    fn sip_over_tls_keys() {
+        let config = Config::parse("[sip]\ntransport = \"tls\"\ntls_ca = \"/etc/pound/ca.pem\"\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(Transport::from(config.sip.transport), Transport::Tls);
+        assert_eq!(config.sip.tls_files().ca.as_deref(), Some(Path::new("/etc/pound/ca.pem")));
+        let half = Config::parse("[sip]\ntls_cert = \"/c.pem\"\n").unwrap();
+        assert!(half.validate().unwrap_err().to_string().contains("sip.tls_cert and sip.tls_key"));
+        let error = Config::parse("[sip]\ntransport = \"sctp\"\n").unwrap_err();
+        assert!(error.contains("sip.transport"), "{error}");
     }
 
     #[test]
@@ -674,7 +717,13 @@ mod tests {
 
     #[test]
     fn a_malformed_trunk_uri_is_refused_naming_the_value() {
-        for good in ["sip:127.0.0.1:5070", "sip:trunk.example.com", "sip:pound@[::1]:5060;transport=udp"] {
+        for good in [
+            "sip:127.0.0.1:5070",
+            "sip:trunk.example.com",
+            "sip:pound@[::1]:5060;transport=udp",
+            "sips:trunk.example.com",
+            "sip:trunk.example.com:5061;transport=tls",
+        ] {
             validate_trunk_uri(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
         for bad in ["http://x", "sip:", "sip:host:port", "sip:host:0", "sip:ho st", "sip:[::1", "x"] {

@@ -13,7 +13,7 @@ use pound::config::Config;
 use pound::dsp::dtmf::DtmfConfig;
 use pound::logging::LogFormat;
 use pound::media::codec::Codec;
-use pound::net::PhoneSetup;
+use pound::net::{PhoneSetup, TlsFiles};
 use pound::phone::{PhoneConfig, PressVia};
 use pound::sip::Timers;
 use pound::vocab::{SrtpPolicy, Transport};
@@ -205,6 +205,7 @@ impl StoreArgs {
 enum TransportArg {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl From<TransportArg> for Transport {
@@ -212,6 +213,7 @@ impl From<TransportArg> for Transport {
         match t {
             TransportArg::Udp => Transport::Udp,
             TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Tls => Transport::Tls,
         }
     }
 }
@@ -285,6 +287,7 @@ struct CallCommand {
     /// Local SIP address; 0.0.0.0:0 picks the interface that reaches the next hop and a free port.
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
+    /// How SIP travels; a sips: target or trunk, or one with transport=tls, means tls.
     #[arg(long, value_enum, default_value = "udp")]
     transport: TransportArg,
     /// Codecs offered, in order of preference.
@@ -293,6 +296,15 @@ struct CallCommand {
     /// SRTP: `mandatory` offers RTP/SAVP only, `optional` offers keys on RTP/AVP (needs --transport tls).
     #[arg(long, value_enum, default_value = "off")]
     srtp: SrtpArg,
+    /// TLS: PEM CA certificates the peer's certificate must chain to (default: the system's roots).
+    #[arg(long, value_name = "FILE", env = "POUND_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: PEM client certificate chain, for trunks that require mutual TLS (with --tls-key).
+    #[arg(long, value_name = "FILE", env = "POUND_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "POUND_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -334,6 +346,7 @@ struct PhoneCommand {
     /// Exit after this many calls have ended.
     #[arg(long)]
     calls: Option<u64>,
+    /// How SIP arrives; tls needs --tls-cert and --tls-key, and listens for TLS instead of TCP.
     #[arg(long, value_enum, default_value = "udp")]
     transport: TransportArg,
     /// Codecs accepted, in order of preference.
@@ -342,6 +355,12 @@ struct PhoneCommand {
     /// SRTP offers: `mandatory` answers only those (488 otherwise), `optional` takes keys when offered.
     #[arg(long, value_enum, default_value = "off")]
     srtp: SrtpArg,
+    /// TLS: the PEM certificate chain the phone presents.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -581,6 +600,7 @@ fn call(cmd: CallCommand) -> ExitCode {
         transport: cmd.transport.into(),
         codecs: codecs(&cmd.codecs),
         srtp: cmd.srtp.into(),
+        tls: TlsFiles { ca: cmd.tls_ca, cert: cmd.tls_cert, key: cmd.tls_key },
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
         Ok(report) => {
@@ -595,6 +615,11 @@ fn call(cmd: CallCommand) -> ExitCode {
 }
 
 fn phone(cmd: PhoneCommand) -> ExitCode {
+    let (srtp, transport): (SrtpPolicy, Transport) = (cmd.srtp.into(), cmd.transport.into());
+    if !srtp.allowed_over(transport) {
+        eprintln!("pound phone: --srtp {} needs --transport tls: SDES keys must not travel in clear", srtp.as_str());
+        return ExitCode::from(2);
+    }
     let via = cmd.via.into();
     let setup = PhoneSetup {
         listen: cmd.listen,
@@ -615,6 +640,7 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
             srtp: cmd.srtp.into(),
             timers: Timers::default(),
         },
+        tls: TlsFiles { ca: None, cert: cmd.tls_cert, key: cmd.tls_key },
     };
     match runtime().block_on(pound::cmd::phone::run(setup)) {
         Ok(()) => ExitCode::SUCCESS,

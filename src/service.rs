@@ -19,7 +19,7 @@ use crate::dialplan::{self, Dialplan, DialplanError};
 use crate::engine::{DialplanSet, EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
 use crate::media::prompt::PromptError;
 use crate::metrics::Metrics;
-use crate::net::{Endpoint, NetError};
+use crate::net::{Endpoint, NetError, Tls};
 use crate::sip::Credentials;
 use crate::sip::trunk::TrunkHealth;
 use crate::store::{Store, StoreError};
@@ -120,8 +120,15 @@ impl Service {
             .map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
         let api = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.api.bind, source })?;
         let sip_transport: Transport = config.sip.transport.into();
-        let endpoint =
-            Endpoint::bind(config.sip.bind, sip_transport == Transport::Tcp).await.map_err(ServiceError::SipBind)?;
+        // A sips: or transport=tls trunk needs TLS whatever sip.transport says.
+        let tls = if sip_transport == Transport::Tls || crate::sip::route::wants_tls(&config.trunk.uri) {
+            Some(Tls::client(&config.sip.tls_files()).map_err(ServiceError::SipBind)?)
+        } else {
+            None
+        };
+        let endpoint = Endpoint::bind_with_tls(config.sip.bind, sip_transport == Transport::Tcp, tls)
+            .await
+            .map_err(ServiceError::SipBind)?;
         let sip = endpoint.local_addr();
         let new_work = Arc::new(tokio::sync::Notify::new());
         let webhook_queued = Arc::new(tokio::sync::Notify::new());

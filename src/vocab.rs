@@ -115,6 +115,12 @@ pub enum SrtpPolicy {
 }
 
 impl SrtpPolicy {
+    /// Whether this policy may be used over `transport`: SDES keys travel
+    /// in the SDP, so SRTP needs the signalling encrypted (RFC 4568 §8.3).
+    pub fn allowed_over(self, transport: Transport) -> bool {
+        self == SrtpPolicy::Off || transport == Transport::Tls
+    }
+
     /// The name used in configuration and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,6 +136,8 @@ impl SrtpPolicy {
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP under TLS (RFC 3261 §26, RFC 5630).
+    Tls,
 }
 
 impl Transport {
@@ -138,11 +146,20 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
-    /// TCP delivers reliably, so transactions do not retransmit.
+    /// TCP and TLS deliver reliably, so transactions do not retransmit.
     pub fn is_reliable(self) -> bool {
-        self == Transport::Tcp
+        self != Transport::Udp
+    }
+
+    /// The port a URI without one means (RFC 3261 §19.1.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+            Transport::Tls => 5061,
+        }
     }
 }

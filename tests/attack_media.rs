@@ -170,6 +170,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             srtp: pound::vocab::SrtpPolicy::Off,
             timers: Timers::default(),
         },
+        tls: Default::default(),
     };
     let phone = tokio::spawn(run_phone(
         phone,
@@ -191,6 +192,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
         let setup = CallSetup {
             target: format!("sip:verify@{phone_sip}"),
             next_hop: phone_sip,
+            peer_name: phone_sip.ip().to_string(),
             transport: Transport::Udp,
             from_user: "pound".into(),
             from_display: None,

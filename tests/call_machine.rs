@@ -138,7 +138,8 @@ impl Sim {
         let config = CallConfig {
             target: "sip:+14155550100@10.0.0.2:5070;user=phone".into(),
             local_sip: addr(CALLER_SIP),
-            transport: Transport::Udp,
+            // SRTP's keys travel in the SDP: the call machine sends them only over TLS.
+            transport: if network.srtp == SrtpPolicy::Off { Transport::Udp } else { Transport::Tls },
             from_uri: "sip:pound@10.0.0.1".into(),
             from_display: Some("Contoso".into()),
             asserted_identity: None,
@@ -324,6 +325,29 @@ fn keep_crypto_of(mut invite: Message, suite: Suite) -> Message {
         .collect();
     invite.set_body("application/sdp", kept.into_bytes());
     invite
+}
+
+/// A call straight to the phone's address, PCMU only, no credentials.
+fn direct_call(target: &str, transport: Transport, srtp: SrtpPolicy) -> CallConfig {
+    let plan = dialplan("");
+    let prompts = Arc::new(Prompts::load(&plan).unwrap());
+    CallConfig {
+        target: target.into(),
+        local_sip: addr(CALLER_SIP),
+        transport,
+        from_uri: "sip:pound@10.0.0.1".into(),
+        from_display: None,
+        asserted_identity: None,
+        credentials: None,
+        local_rtp: addr(CALLER_RTP),
+        codecs: vec![Codec::Pcmu],
+        dialplan: plan,
+        prompts,
+        timers: Timers::default(),
+        next_hop: addr(PHONE_SIP),
+        rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
+        srtp,
+    }
 }
 
 fn call(plan: Arc<Dialplan>, phone: PhoneConfig) -> (CallReport, Sim) {
@@ -911,4 +935,43 @@ fn forged_and_replayed_srtp_packets_are_dropped_and_counted_never_heard() {
         assert!(sim.callee_rtp_sent > 10, "{via:?}");
         assert_eq!(report.srtp_rejected_packets, 2 * sim.callee_rtp_sent, "{via:?}: {report:?}");
     }
+}
+
+/// Over TLS to a `sips:` URI (RFC 5630): Via says TLS, both Contacts are
+/// `sips:`; to a `sip:` URI over TLS, the Contacts name the transport.
+#[test]
+fn tls_via_and_contacts() {
+    for (target, caller_contact, callee_contact) in [
+        ("sips:verify@10.0.0.2:5070", "sips:pound@10.0.0.1:5060", "sips:phone@10.0.0.2:5070"),
+        (
+            "sip:verify@10.0.0.2:5070;transport=tls",
+            "sip:pound@10.0.0.1:5060;transport=tls",
+            "sip:phone@10.0.0.2:5070;transport=tls",
+        ),
+    ] {
+        let config = direct_call(target, Transport::Tls, SrtpPolicy::Off);
+        let now = Instant::now();
+        let mut call = Call::with_rng(config, now, StdRng::seed_from_u64(7));
+        let invite = call.poll_sip().expect("the INVITE").contents;
+        assert_eq!(invite.uri(), Some(target));
+        assert!(invite.header("Via").unwrap().starts_with("SIP/2.0/TLS 10.0.0.1:5060;"), "{:?}", invite.header("Via"));
+        assert_eq!(invite.contact().unwrap().uri, caller_contact);
+        let mut phone =
+            Phone::with_rng(PhoneConfig { transport: Transport::Tls, ..phone_config() }, StdRng::seed_from_u64(8));
+        phone.handle_sip(now, addr(CALLER_SIP), invite);
+        let ringing = std::iter::from_fn(|| phone.poll_sip()).map(|t| t.contents).find(|m| m.status() == Some(180));
+        let ringing = ringing.expect("180");
+        assert_eq!(ringing.contact().unwrap().uri, callee_contact);
+    }
+}
+
+#[test]
+fn srtp_over_signalling_in_clear_sends_nothing() {
+    let config = direct_call("sip:+14155550100@10.0.0.2:5070", Transport::Udp, SrtpPolicy::Optional);
+    let mut call = Call::with_rng(config, Instant::now(), StdRng::seed_from_u64(1));
+    assert!(call.poll_sip().is_none(), "no INVITE, so no key, leaves in clear");
+    let events: Vec<CallEvent> = std::iter::from_fn(|| call.poll_event()).collect();
+    let Some(CallEvent::Finished(report)) = events.last() else { panic!("{events:?}") };
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.detail.as_deref().unwrap_or_default().contains("TLS"), "{report:?}");
 }

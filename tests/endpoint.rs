@@ -160,7 +160,8 @@ async fn strays_are_answered_481_and_nothing_leaks_between_calls() {
     let pound_sip = endpoint.local_addr();
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer_address = peer.local_addr().unwrap();
-    let (mut a, mut b) = (endpoint.handle(Transport::Udp).unwrap(), endpoint.handle(Transport::Udp).unwrap());
+    let (mut a, mut b) =
+        (endpoint.handle(Transport::Udp, None).unwrap(), endpoint.handle(Transport::Udp, None).unwrap());
     let invite_a = request(Method::Invite, "call-a", "z9hG4bKa", "tag-a", None);
     let invite_b = request(Method::Invite, "call-b", "z9hG4bKb", "tag-b", None);
     a.send(&invite_a, peer_address).await.unwrap();
@@ -225,7 +226,7 @@ async fn calls_over_tcp_share_one_listener_and_one_connection_per_peer() {
     let endpoint = Endpoint::bind(addr("127.0.0.1:0"), true).await.unwrap();
     let trunk = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trunk_address = trunk.local_addr().unwrap();
-    let mut handles: Vec<SipHandle> = (0..3).map(|_| endpoint.handle(Transport::Tcp).unwrap()).collect();
+    let mut handles: Vec<SipHandle> = (0..3).map(|_| endpoint.handle(Transport::Tcp, None).unwrap()).collect();
     let invites: Vec<Message> = (0..3)
         .map(|n| request(Method::Invite, &format!("tcp-{n}"), &format!("z9hG4bKt{n}"), &format!("t{n}"), None))
         .collect();

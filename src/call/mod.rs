@@ -289,9 +289,17 @@ impl Call {
             foreign_sip: 0,
             early_rtp: 0,
         };
-        call.send_invite(now, invite);
-        let call_id = call.call_id().to_string();
-        call.events.push_back(CallEvent::Calling { call_id });
+        if call.config.srtp.allowed_over(call.config.transport) {
+            call.send_invite(now, invite);
+            let call_id = call.call_id().to_string();
+            call.events.push_back(CallEvent::Calling { call_id });
+        } else {
+            // The configuration refuses this; should it get here, no key leaves in clear.
+            call.invite = invite;
+            call.detail = Some("SRTP needs SIP over TLS: SDES keys must not travel in clear".into());
+            call.decide(Outcome::Failed, None);
+            call.finish(now);
+        }
         call.flush(now);
         call
     }
@@ -411,8 +419,13 @@ impl Call {
         self.flush(now);
     }
 
-    /// The transport failed to deliver to the next hop.
-    pub fn handle_transport_error(&mut self, now: Instant) {
+    /// The transport failed to deliver to the next hop; `reason` (a refused
+    /// connection, a certificate that does not verify) is the call's detail
+    /// if it ends for it.
+    pub fn handle_transport_error(&mut self, now: Instant, reason: &str) {
+        if self.phase != Phase::Done {
+            self.detail.get_or_insert_with(|| format!("transport: {reason}"));
+        }
         for tx in self.transactions() {
             tx.handle_transport_error();
         }
@@ -513,8 +526,5 @@ impl Call {
 }
 
 fn contact(config: &CallConfig) -> String {
-    match config.transport {
-        Transport::Udp => format!("<sip:pound@{}>", config.local_sip),
-        Transport::Tcp => format!("<sip:pound@{};transport=tcp>", config.local_sip),
-    }
+    dialog::contact("pound", config.local_sip, config.transport, config.target.starts_with("sips:"))
 }

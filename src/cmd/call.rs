@@ -8,7 +8,7 @@ use crate::call::{CallEvent, CallReport, Prompts};
 use crate::dialplan::{Dialplan, DialplanError};
 use crate::media::codec::Codec;
 use crate::media::prompt::PromptError;
-use crate::net::{CallSetup, Endpoint, bind_towards, resolve, run_call};
+use crate::net::{CallSetup, Endpoint, Tls, TlsFiles, bind_towards, resolve, run_call};
 use crate::policy::NumberRules;
 use crate::sip::route::{RouteError, route};
 use crate::sip::{Credentials, Timers};
@@ -31,9 +31,12 @@ pub struct CallArgs {
     /// Overrides the dialplan's ring timeout.
     pub ring_timeout: Option<Duration>,
     pub bind: std::net::SocketAddr,
+    /// The transport unless the target or trunk asks for TLS (`sips:`, `transport=tls`).
     pub transport: Transport,
     pub codecs: Vec<Codec>,
     pub srtp: SrtpPolicy,
+    /// CA and client certificate for TLS (`--tls-ca`, `--tls-cert`, `--tls-key`).
+    pub tls: TlsFiles,
 }
 
 /// Why the call could not even be attempted.
@@ -51,6 +54,9 @@ pub enum CallCommandError {
     /// Sockets or name resolution failed.
     #[error("{0}")]
     Net(#[from] crate::net::NetError),
+    /// `--srtp` other than `off` without TLS: the SDES keys would travel in clear.
+    #[error("--srtp {0} needs SIP over TLS (--transport tls or a sips: target): SDES keys must not travel in clear")]
+    SrtpWithoutTls(&'static str),
 }
 
 /// Places the call; progress goes to stderr through `tracing`. A number the
@@ -59,8 +65,11 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
     if let Some(refused) = refused_number(&args.target) {
         return Ok(refused);
     }
-    let (target, hop) = route(&args.target, args.trunk.as_deref())?;
-    let next_hop = resolve(&hop).await?;
+    let routed = route(&args.target, args.trunk.as_deref(), args.transport)?;
+    if !args.srtp.allowed_over(routed.transport) {
+        return Err(CallCommandError::SrtpWithoutTls(args.srtp.as_str()));
+    }
+    let next_hop = resolve(&routed.hop).await?;
     let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())?;
     if let Some(timeout) = args.ring_timeout {
         plan.ring_timeout = timeout;
@@ -70,11 +79,14 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         (Some(user), password) => Some(Credentials { user, password: password.unwrap_or_default() }),
         (None, _) => None,
     };
-    let endpoint = Endpoint::bind(bind_towards(args.bind, next_hop), args.transport == Transport::Tcp).await?;
+    let tls = if routed.transport == Transport::Tls { Some(Tls::client(&args.tls)?) } else { None };
+    let endpoint =
+        Endpoint::bind_with_tls(bind_towards(args.bind, next_hop), routed.transport == Transport::Tcp, tls).await?;
     let setup = CallSetup {
-        target,
+        target: routed.uri,
         next_hop,
-        transport: args.transport,
+        peer_name: routed.host,
+        transport: routed.transport,
         from_user: args.from_user,
         from_display: args.from_name,
         asserted_identity: args.asserted_identity,

@@ -67,6 +67,7 @@ async fn demo(folder: &std::path::Path, via: PressVia) -> Result<bool, DemoError
             srtp: crate::vocab::SrtpPolicy::Off,
             timers: Timers::default(),
         },
+        tls: Default::default(),
     };
     let phone_task = tokio::spawn(async move {
         let _ = run_phone(

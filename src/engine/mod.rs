@@ -222,15 +222,15 @@ pub async fn run_engine(
 
 async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shutdown: watch::Receiver<bool>) {
     let trunk = &config.trunk;
-    let hop = match crate::sip::route::route(&trunk.uri, None) {
-        Ok((_, hop)) => hop,
+    let routed = match crate::sip::route::route(&trunk.uri, None, trunk.transport) {
+        Ok(routed) => routed,
         Err(e) => {
             tracing::warn!(error = %e, "trunk watch: bad trunk URI; not watching");
             return;
         }
     };
-    let Ok(next_hop) = resolve(&hop).await else {
-        tracing::warn!(%hop, "trunk watch: cannot resolve the trunk; not watching");
+    let Ok(next_hop) = resolve(&routed.hop).await else {
+        tracing::warn!(hop = %routed.hop, "trunk watch: cannot resolve the trunk; not watching");
         return;
     };
     let watch_config = TrunkWatchConfig {
@@ -242,12 +242,12 @@ async fn spawn_trunk_watch(config: &EngineConfig, health: Arc<TrunkHealth>, shut
         // Set by the watch from the endpoint and the route to the trunk.
         local_sip: config.endpoint.local_addr(),
         next_hop,
-        transport: trunk.transport,
+        transport: routed.transport,
         timers: Timers::default(),
     };
     let endpoint = config.endpoint.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_trunk_watch(&endpoint, watch_config, health, shutdown).await {
+        if let Err(e) = run_trunk_watch(&endpoint, watch_config, routed.host, health, shutdown).await {
             tracing::warn!(error = %e, "trunk watch stopped");
         }
     });

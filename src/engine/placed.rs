@@ -108,7 +108,7 @@ mod tests {
         };
         let (ready, address) = tokio::sync::oneshot::channel();
         let (events, received) = mpsc::unbounded_channel();
-        let setup = PhoneSetup { listen: loopback, calls: None, config };
+        let setup = PhoneSetup { listen: loopback, calls: None, config, tls: Default::default() };
         tokio::spawn(run_phone(
             setup,
             move |address| {
@@ -127,6 +127,7 @@ mod tests {
         CallSetup {
             target: format!("sip:verify@{phone}"),
             next_hop: phone,
+            peer_name: phone.ip().to_string(),
             transport: Transport::Udp,
             from_user: "pound".into(),
             from_display: None,

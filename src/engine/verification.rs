@@ -351,12 +351,13 @@ impl Verification {
 
     async fn setup(&self, phone: &str, dialplan: &LoadedDialplan) -> Result<CallSetup, SetupError> {
         let trunk = &self.config.trunk;
-        let (target, hop) = crate::sip::route::route(phone, Some(&trunk.uri))?;
-        let next_hop = resolve(&hop).await?;
+        let routed = crate::sip::route::route(phone, Some(&trunk.uri), trunk.transport)?;
+        let next_hop = resolve(&routed.hop).await?;
         Ok(CallSetup {
-            target,
+            target: routed.uri,
             next_hop,
-            transport: trunk.transport,
+            peer_name: routed.host,
+            transport: routed.transport,
             from_user: trunk.from_user.clone(),
             from_display: trunk.from_display.clone(),
             asserted_identity: trunk.asserted_identity.clone(),

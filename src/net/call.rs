@@ -26,6 +26,8 @@ pub struct CallSetup {
     pub target: String,
     /// Where SIP goes: the target's host, or the trunk.
     pub next_hop: SocketAddr,
+    /// The next hop's host: over TLS, the name its certificate must carry.
+    pub peer_name: String,
     pub transport: Transport,
     pub from_user: String,
     pub from_display: Option<String>,
@@ -56,7 +58,7 @@ pub async fn run_call(
         ip if ip.is_unspecified() => local_ip_towards(setup.next_hop).map_err(io("finding the local address"))?,
         ip => ip,
     };
-    let mut sip = endpoint.handle(setup.transport)?;
+    let mut sip = endpoint.handle(setup.transport, Some(setup.peer_name.clone()))?;
     let local_sip = SocketAddr::new(local_ip, endpoint.local_addr().port());
     let rtp = bind_rtp(local_ip, setup.rtp_ports.clone()).await.map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
@@ -111,10 +113,10 @@ impl Machine for CallMachine {
         self.call.handle_timeout(now);
     }
 
-    fn handle_transport_error(&mut self, now: Instant, to: Option<SocketAddr>) {
+    fn handle_transport_error(&mut self, now: Instant, to: Option<SocketAddr>, reason: &str) {
         // A response that could not go back to a request's source is that peer's loss, not the call's.
         if to.is_none_or(|to| to == self.next_hop) {
-            self.call.handle_transport_error(now);
+            self.call.handle_transport_error(now, reason);
         }
     }
 

@@ -21,8 +21,8 @@ pub(super) trait Machine {
     fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message);
     fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
     fn handle_timeout(&mut self, now: Instant);
-    /// Sending to `to` failed, or (`None`) the endpoint is gone.
-    fn handle_transport_error(&mut self, now: Instant, to: Option<SocketAddr>);
+    /// Sending to `to` failed, or (`None`) the endpoint is gone; `reason` says why.
+    fn handle_transport_error(&mut self, now: Instant, to: Option<SocketAddr>, reason: &str);
     /// The stop signal turned true: wind down (the driver goes on until an
     /// event says it is over).
     fn handle_stop(&mut self, now: Instant);
@@ -51,7 +51,7 @@ pub(super) async fn drive<M: Machine, R>(
         while let Some(Transmit { destination: to, contents: message }) = machine.poll_sip() {
             if let Err(e) = sip.send(&message, to).await {
                 tracing::warn!(%to, error = %e, "SIP send failed");
-                machine.handle_transport_error(Instant::now(), Some(to));
+                machine.handle_transport_error(Instant::now(), Some(to), &e.to_string());
             }
         }
         if let Some(rtp) = rtp {
@@ -71,7 +71,7 @@ pub(super) async fn drive<M: Machine, R>(
                 Some(incoming) => machine.handle_sip(Instant::now(), incoming.from, incoming.message),
                 None => {
                     endpoint_open = false;
-                    machine.handle_transport_error(Instant::now(), None);
+                    machine.handle_transport_error(Instant::now(), None, "the SIP endpoint closed");
                 }
             },
             received = recv_rtp(rtp, &mut datagram) => {

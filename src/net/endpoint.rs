@@ -1,5 +1,5 @@
 //! A node's one SIP endpoint (after quinn's `Endpoint`): one UDP socket, and
-//! with TCP one listener and one connection per peer, on one address.
+//! with TCP (or TLS) one listener and one connection per peer, on one address.
 //! Calls, the trunk watch and `pound phone` each hold a [`SipHandle`]: they
 //! send through the endpoint, and receive what its routing table
 //! ([`Router`]) says is theirs. One task receives for everybody, into one
@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::NetError;
+use super::tls::Tls;
 use super::transport::{Connections, Incoming, parse};
 use crate::sip::dialog::new_tag;
 use crate::sip::endpoint::{HandlerId, Route, Router};
@@ -25,7 +26,7 @@ use crate::vocab::Transport;
 /// fit is dropped, and UDP senders retransmit.
 const INBOX: usize = 64;
 
-/// Messages from all TCP connections waiting for the receive task.
+/// Messages from all TCP and TLS connections waiting for the receive task.
 const TCP_QUEUE: usize = 256;
 
 /// The routing table and where each handler's messages go.
@@ -39,6 +40,7 @@ struct Shared {
     local: SocketAddr,
     udp: UdpSocket,
     tcp: Option<Arc<Connections>>,
+    tls: Option<Arc<Connections>>,
     table: Mutex<Table>,
     next_id: AtomicU64,
 }
@@ -49,17 +51,38 @@ impl Shared {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `bytes` to `to`. Over TCP only a request opens a connection:
-    /// a response goes back on the one its request came by, or nowhere.
-    async fn send(&self, transport: Transport, message: &Message, to: SocketAddr) -> std::io::Result<()> {
-        let bytes = message.to_bytes();
-        match (transport, &self.tcp) {
-            (Transport::Udp, _) => self.udp.send_to(&bytes, to).await.map(|_| ()),
-            (Transport::Tcp, Some(tcp)) => tcp.send(bytes, to, message.is_request()).await,
-            (Transport::Tcp, None) => {
-                Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "this endpoint does not do TCP"))
-            }
+    /// The connections that carry `transport`, if this endpoint has them.
+    fn streams(&self, transport: Transport) -> Option<&Arc<Connections>> {
+        match transport {
+            Transport::Udp => None,
+            Transport::Tcp => self.tcp.as_ref(),
+            Transport::Tls => self.tls.as_ref(),
         }
+    }
+
+    /// Sends `bytes` to `to`. Over TCP and TLS only a request opens a
+    /// connection (over TLS only with `peer_name`, the name the peer's
+    /// certificate must carry): a response goes back on the one its request
+    /// came by, or nowhere.
+    async fn send(
+        &self,
+        transport: Transport,
+        message: &Message,
+        to: SocketAddr,
+        peer_name: Option<&str>,
+    ) -> std::io::Result<()> {
+        let bytes = message.to_bytes();
+        if transport == Transport::Udp {
+            return self.udp.send_to(&bytes, to).await.map(|_| ());
+        }
+        let Some(streams) = self.streams(transport) else {
+            let unsupported = format!("this endpoint does not do {}", transport.via_name());
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, unsupported));
+        };
+        // Plain TCP checks no name: the address names the connection well enough.
+        let address = to.ip().to_string();
+        let name = peer_name.or((transport == Transport::Tcp).then_some(address.as_str()));
+        streams.send(bytes, to, name.filter(|_| message.is_request())).await
     }
 
     /// Hands `incoming` to its handler, or answers it.
@@ -86,7 +109,7 @@ impl Shared {
             Route::Reply(response) => {
                 let (transport, to) = (incoming.transport, incoming.from);
                 tracing::debug!(%to, status = response.status(), method = ?incoming.message.method(), "stray SIP request answered");
-                if let Err(e) = self.send(transport, &response, to).await {
+                if let Err(e) = self.send(transport, &response, to, None).await {
                     tracing::debug!(%to, error = %e, "answering a stray SIP request failed");
                 }
             }
@@ -107,7 +130,11 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("local", &self.shared.local).field("tcp", &self.shared.tcp.is_some()).finish()
+        f.debug_struct("Endpoint")
+            .field("local", &self.shared.local)
+            .field("tcp", &self.shared.tcp.is_some())
+            .field("tls", &self.shared.tls.is_some())
+            .finish()
     }
 }
 
@@ -125,24 +152,50 @@ impl Drop for Tasks {
 impl Endpoint {
     /// Binds UDP on `bind`, and with `tcp` a TCP listener on the same port.
     pub async fn bind(bind: SocketAddr, tcp: bool) -> Result<Endpoint, NetError> {
+        Endpoint::bind_with_tls(bind, tcp, None).await
+    }
+
+    /// [`Endpoint::bind`], and with `tls` SIP over TLS: connections opened
+    /// to peers, and, when `tls` can accept (it has a certificate), a TLS
+    /// listener on the port UDP got (instead of the TCP one).
+    pub async fn bind_with_tls(bind: SocketAddr, tcp: bool, tls: Option<Arc<Tls>>) -> Result<Endpoint, NetError> {
         let io = |source| NetError::Io { context: format!("SIP on {bind}"), source };
         let udp = UdpSocket::bind(bind).await.map_err(io)?;
         let local = udp.local_addr().map_err(io)?;
+        let tls_listens = tls.as_ref().is_some_and(|tls| tls.acceptor.is_some());
+        if tcp && tls_listens {
+            return Err(NetError::Tls(format!("{local}: one port cannot listen for both TCP and TLS")));
+        }
         let mut tasks = Vec::new();
-        let (connections, tcp_incoming) = if tcp {
-            // On the port UDP got, so that one port means both (RFC 3261 §18).
-            let listener = TcpListener::bind(local).await.map_err(io)?;
-            let (sender, incoming) = mpsc::channel(TCP_QUEUE);
-            let connections = Connections::new(sender);
-            tasks.push(tokio::spawn(connections.clone().accept(listener)));
-            (Some(connections), Some(incoming))
-        } else {
-            (None, None)
+        let (sender, stream_incoming) = mpsc::channel(TCP_QUEUE);
+        // On the port UDP got, so that one port means both (RFC 3261 §18).
+        let mut listen = |connections: &Arc<Connections>| -> Result<(), NetError> {
+            let listener = std::net::TcpListener::bind(local).and_then(|listener| {
+                listener.set_nonblocking(true)?;
+                TcpListener::from_std(listener)
+            });
+            tasks.push(tokio::spawn(connections.clone().accept(listener.map_err(io)?)));
+            Ok(())
         };
-        let shared =
-            Arc::new(Shared { local, udp, tcp: connections, table: Mutex::default(), next_id: AtomicU64::new(1) });
-        tasks.push(tokio::spawn(receive(shared.clone(), tcp_incoming)));
-        tracing::info!(%local, tcp, "SIP endpoint listening");
+        let tcp_connections = tcp.then(|| Connections::new(sender.clone(), None));
+        if let Some(connections) = &tcp_connections {
+            listen(connections)?;
+        }
+        let tls_connections = tls.map(|tls| Connections::new(sender.clone(), Some(tls)));
+        if let Some(connections) = tls_connections.as_ref().filter(|_| tls_listens) {
+            listen(connections)?;
+        }
+        let streams = (tcp || tls_connections.is_some()).then_some(stream_incoming);
+        let shared = Arc::new(Shared {
+            local,
+            udp,
+            tcp: tcp_connections,
+            tls: tls_connections,
+            table: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        });
+        tasks.push(tokio::spawn(receive(shared.clone(), streams)));
+        tracing::info!(%local, tcp, tls = shared.tls.is_some(), tls_listens, "SIP endpoint listening");
         Ok(Endpoint { shared, _tasks: Arc::new(Tasks(tasks)) })
     }
 
@@ -151,21 +204,30 @@ impl Endpoint {
         self.shared.local
     }
 
-    /// A handle for one call or the trunk watch, sending over `transport`.
-    pub fn handle(&self, transport: Transport) -> Result<SipHandle, NetError> {
-        self.register(transport, false)
+    /// A handle for one call or the trunk watch, sending over `transport`
+    /// to a peer whose TLS certificate must name `peer_name` (the host of
+    /// the URI the requests go to).
+    pub fn handle(&self, transport: Transport, peer_name: Option<String>) -> Result<SipHandle, NetError> {
+        self.register(transport, false, peer_name)
     }
 
     /// A handle that also receives every request no other handler's dialog
-    /// claims: a UAS, such as `pound phone`.
+    /// claims: a UAS, such as `pound phone`. It opens no TLS connection.
     pub fn catch_all(&self, transport: Transport) -> Result<SipHandle, NetError> {
-        self.register(transport, true)
+        self.register(transport, true, None)
     }
 
-    fn register(&self, transport: Transport, catch_all: bool) -> Result<SipHandle, NetError> {
-        if transport == Transport::Tcp && self.shared.tcp.is_none() {
-            let source = std::io::Error::new(std::io::ErrorKind::Unsupported, "the endpoint was bound without TCP");
-            return Err(NetError::Io { context: format!("SIP over TCP on {}", self.shared.local), source });
+    fn register(
+        &self,
+        transport: Transport,
+        catch_all: bool,
+        peer_name: Option<String>,
+    ) -> Result<SipHandle, NetError> {
+        if transport != Transport::Udp && self.shared.streams(transport).is_none() {
+            let name = transport.via_name();
+            let source =
+                std::io::Error::new(std::io::ErrorKind::Unsupported, format!("the endpoint was bound without {name}"));
+            return Err(NetError::Io { context: format!("SIP over {name} on {}", self.shared.local), source });
         }
         let id = HandlerId(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         let (sender, inbox) = mpsc::channel(INBOX);
@@ -176,7 +238,7 @@ impl Endpoint {
             table.router.add(id);
         }
         table.inboxes.insert(id, sender);
-        Ok(SipHandle { id, shared: self.shared.clone(), inbox, transport })
+        Ok(SipHandle { id, shared: self.shared.clone(), inbox, transport, peer_name })
     }
 }
 
@@ -187,6 +249,7 @@ pub struct SipHandle {
     shared: Arc<Shared>,
     inbox: mpsc::Receiver<Incoming>,
     transport: Transport,
+    peer_name: Option<String>,
 }
 
 impl SipHandle {
@@ -201,7 +264,7 @@ impl SipHandle {
         if message.is_request() {
             self.shared.table().router.sent(self.id, message);
         }
-        self.shared.send(self.transport, message, to).await
+        self.shared.send(self.transport, message, to, self.peer_name.as_deref()).await
     }
 
     /// The next message for this handle; `None` once the endpoint is gone.
@@ -221,7 +284,7 @@ impl Drop for SipHandle {
 /// Receives on every socket of the endpoint, for ever. The UDP buffer is
 /// allocated once: `recv_from` is cancel-safe, and whatever a cancelled
 /// receive left in it is overwritten by the next.
-async fn receive(shared: Arc<Shared>, mut tcp: Option<mpsc::Receiver<Incoming>>) {
+async fn receive(shared: Arc<Shared>, mut streams: Option<mpsc::Receiver<Incoming>>) {
     let mut buffer = vec![0u8; MAX_MESSAGE_BYTES + 1].into_boxed_slice();
     loop {
         let incoming = tokio::select! {
@@ -236,16 +299,16 @@ async fn receive(shared: Arc<Shared>, mut tcp: Option<mpsc::Receiver<Incoming>>)
                     continue;
                 }
             },
-            Some(incoming) = recv_tcp(&mut tcp) => incoming,
+            Some(incoming) = recv_streams(&mut streams) => incoming,
         };
         shared.dispatch(incoming).await;
     }
 }
 
-/// The next message from the TCP connections; never without TCP.
-async fn recv_tcp(tcp: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
-    match tcp {
-        Some(tcp) => tcp.recv().await,
+/// The next message from the TCP and TLS connections; never without them.
+async fn recv_streams(streams: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
+    match streams {
+        Some(streams) => streams.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -7,12 +7,14 @@ mod call;
 mod driver;
 mod endpoint;
 mod phone;
+mod tls;
 mod transport;
 mod trunk;
 
 pub use call::{CallSetup, run_call};
 pub use endpoint::{Endpoint, SipHandle};
 pub use phone::{PhoneSetup, run_phone};
+pub use tls::{Tls, TlsFiles};
 pub use transport::Incoming;
 pub use trunk::run_trunk_watch;
 
@@ -27,6 +29,10 @@ pub enum NetError {
     /// A host name did not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),
+    /// A TLS file (CA, certificate, key) is missing or unusable, or TLS is
+    /// asked for in a way that cannot work.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {

@@ -9,6 +9,7 @@ use tokio::net::UdpSocket;
 
 use super::driver::{Machine, drive};
 use super::endpoint::Endpoint;
+use super::tls::{Tls, TlsFiles};
 use super::{NetError, io};
 use crate::phone::{Phone, PhoneConfig, PhoneEvent};
 use crate::sip::Message;
@@ -22,6 +23,8 @@ pub struct PhoneSetup {
     pub calls: Option<u64>,
     /// Everything but the addresses, which are filled in once bound.
     pub config: PhoneConfig,
+    /// With TLS: the certificate and key the phone presents.
+    pub tls: TlsFiles,
 }
 
 /// Binds the sockets, reports the SIP address through `on_ready`, and serves.
@@ -30,7 +33,9 @@ pub async fn run_phone(
     on_ready: impl FnOnce(SocketAddr),
     mut on_event: impl FnMut(&PhoneEvent),
 ) -> Result<(), NetError> {
-    let endpoint = Endpoint::bind(setup.listen, setup.config.transport == Transport::Tcp).await?;
+    let transport = setup.config.transport;
+    let tls = if transport == Transport::Tls { Some(Tls::server(&setup.tls)?) } else { None };
+    let endpoint = Endpoint::bind_with_tls(setup.listen, transport == Transport::Tcp, tls).await?;
     let mut sip = endpoint.catch_all(setup.config.transport)?;
     let local_sip = endpoint.local_addr();
     let rtp = UdpSocket::bind(SocketAddr::new(local_sip.ip(), 0)).await.map_err(io("RTP socket"))?;
@@ -79,7 +84,7 @@ impl Machine for PhoneMachine {
     }
 
     /// The phone only answers: an answer that cannot go out is the caller's loss.
-    fn handle_transport_error(&mut self, _now: Instant, _to: Option<SocketAddr>) {}
+    fn handle_transport_error(&mut self, _now: Instant, _to: Option<SocketAddr>, _reason: &str) {}
 
     /// Nothing stops the phone but its call limit.
     fn handle_stop(&mut self, _now: Instant) {}

@@ -19,6 +19,7 @@ use crate::vocab::Transmit;
 pub async fn run_trunk_watch(
     endpoint: &Endpoint,
     mut config: TrunkWatchConfig,
+    peer_name: String,
     health: Arc<TrunkHealth>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
@@ -26,7 +27,7 @@ pub async fn run_trunk_watch(
         ip if ip.is_unspecified() => local_ip_towards(config.next_hop).map_err(io("local address"))?,
         ip => ip,
     };
-    let mut sip = endpoint.handle(config.transport)?;
+    let mut sip = endpoint.handle(config.transport, Some(peer_name))?;
     config.local_sip = SocketAddr::new(ip, endpoint.local_addr().port());
     let watch = TrunkWatch::new(config, Instant::now());
     health.update(&watch);
@@ -62,7 +63,7 @@ impl Machine for WatchMachine {
     }
 
     /// A lost request is a transaction timeout, which the watch reads as an unreachable trunk.
-    fn handle_transport_error(&mut self, _now: Instant, _to: Option<SocketAddr>) {}
+    fn handle_transport_error(&mut self, _now: Instant, _to: Option<SocketAddr>, _reason: &str) {}
 
     fn handle_stop(&mut self, _now: Instant) {
         self.stopped = true;

@@ -203,7 +203,8 @@ impl Phone {
                 }
                 Some(call) => {
                     // A re-INVITE: keep the media as it is.
-                    let mut response = Message::response_to(&message, 200, None).with_header("Contact", self.contact());
+                    let contact = self.contact(&call.invite);
+                    let mut response = Message::response_to(&message, 200, None).with_header("Contact", contact);
                     if let Some(previous) = &call.final_response {
                         response.set_body("application/sdp", previous.body().to_vec());
                     }
@@ -257,14 +258,12 @@ impl Phone {
     }
 
     fn ringing(&self, invite: &Message, tag: &str) -> Message {
-        Message::response_to(invite, 180, Some(tag)).with_header("Contact", self.contact())
+        Message::response_to(invite, 180, Some(tag)).with_header("Contact", self.contact(invite))
     }
 
-    fn contact(&self) -> String {
-        match self.config.transport {
-            Transport::Udp => format!("<sip:phone@{}>", self.config.local_sip),
-            Transport::Tcp => format!("<sip:phone@{};transport=tcp>", self.config.local_sip),
-        }
+    fn contact(&self, invite: &Message) -> String {
+        let sips = invite.uri().is_some_and(|uri| uri.starts_with("sips:"));
+        dialog::contact("phone", self.config.local_sip, self.config.transport, sips)
     }
 
     fn on_invite(&mut self, now: Instant, from: SocketAddr, invite: Message) {
@@ -300,7 +299,7 @@ impl Phone {
     }
 
     fn answer(&mut self, now: Instant, call_id: &str) {
-        let contact = self.contact();
+        let Some(contact) = self.calls.get(call_id).map(|call| self.contact(&call.invite)) else { return };
         let config = &self.config;
         let Some(call) = self.calls.get_mut(call_id) else { return };
         let offer = std::str::from_utf8(call.invite.body()).ok().and_then(|sdp| parse_offer(sdp).ok());

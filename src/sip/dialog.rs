@@ -34,6 +34,19 @@ pub fn via(transport: Transport, local: SocketAddr, rng: &mut impl Rng) -> Strin
     format!("SIP/2.0/{} {local};branch={};rport", transport.via_name(), new_branch(rng))
 }
 
+/// Our Contact as `user` at `local` over `transport`: a `sips:` URI when
+/// the request it answers or goes with is `sips:` (RFC 5630 §3.1.3), else
+/// a `sip:` URI naming a stream transport, so that the peer's requests
+/// come back the way ours went.
+pub fn contact(user: &str, local: SocketAddr, transport: Transport, sips: bool) -> String {
+    match (transport, sips) {
+        (Transport::Tls, true) => format!("<sips:{user}@{local}>"),
+        (Transport::Udp, _) => format!("<sip:{user}@{local}>"),
+        (Transport::Tcp, _) => format!("<sip:{user}@{local};transport=tcp>"),
+        (Transport::Tls, false) => format!("<sip:{user}@{local};transport=tls>"),
+    }
+}
+
 /// One side of an established dialog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dialog {

@@ -141,7 +141,8 @@ impl TrunkWatch {
 
     fn request(&mut self, method: Method, to: &str) -> Message {
         self.cseq += 1;
-        let contact = format!("<sip:pound@{}>", self.config.local_sip);
+        let sips = self.config.trunk_uri.starts_with("sips:");
+        let contact = dialog::contact("pound", self.config.local_sip, self.config.transport, sips);
         Message::request(method.clone(), self.config.trunk_uri.clone())
             .with_header("Via", self.via())
             .with_header("Max-Forwards", "70")

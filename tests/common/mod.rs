@@ -3,9 +3,11 @@
 //! fixtures, and G.711 round trips.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod baresip;
 pub mod http;
 pub mod pcap;
 pub mod process;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -150,6 +150,7 @@ async fn start_phone(observed: Arc<Observed>) -> Result<(SocketAddr, tokio::task
             srtp: crate::vocab::SrtpPolicy::Off,
             timers: Timers::default(),
         },
+        tls: Default::default(),
     };
     let (ready, address) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
