@@ -663,6 +663,29 @@ mod tests {
     }
 
     #[test]
+    fn srtp_is_off_by_default_and_needs_tls_otherwise() {
+        assert_eq!(Config::default().trunk.srtp, SrtpPolicy::Off);
+        for (text, ok) in [
+            ("[trunk]\nsrtp = \"mandatory\"\n", false),
+            ("[sip]\ntransport = \"tcp\"\n[trunk]\nsrtp = \"optional\"\n", false),
+            ("[sip]\ntransport = \"tls\"\n[trunk]\nsrtp = \"mandatory\"\n", true),
+            ("[trunk]\nuri = \"sips:sip.example.com\"\nsrtp = \"optional\"\n", true),
+            ("[trunk]\nuri = \"sip:sip.example.com;transport=tls\"\nsrtp = \"mandatory\"\n", true),
+            ("[trunk]\nsrtp = \"off\"\n", true),
+        ] {
+            let result = Config::parse(text).unwrap().validate();
+            match (ok, result) {
+                (true, result) => assert!(result.is_ok(), "{text}: {result:?}"),
+                (false, Err(ConfigError::Invalid(message))) => {
+                    assert!(message.contains("trunk.srtp") && message.contains("TLS"), "{text}: {message}");
+                }
+                (false, result) => panic!("{text}: {result:?}"),
+            }
+        }
+        assert!(Config::parse("[trunk]\nsrtp = \"always\"\n").unwrap_err().contains("trunk.srtp"));
+    }
+
+    #[test]
     fn errors_name_the_key_path_and_the_line() {
         let text = "node_id = \"a\"\n[api]\nmax_body_bytes = \"big\"\n";
         let error = Config::parse(text).unwrap_err();

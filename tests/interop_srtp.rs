@@ -46,6 +46,7 @@ fn pound_call_and_pound_phone_verify_inside_srtp_over_tls() {
         assert_eq!(report["dtmf_source"], via, "{case}: {report}");
         assert_eq!(report["srtp"], "AES_CM_128_HMAC_SHA1_80", "{case}: {report}");
         assert!(report.get("srtp_rejected_packets").is_none(), "{case}: nothing was dropped: {report}");
+        assert!(!stderr.contains("inline:"), "{case}: keys are never logged:\n{stderr}");
         // The phone authenticated pound's packets: it counts only those.
         let deadline = Instant::now() + Duration::from_secs(5);
         while heard.last("call_ended").is_none() && Instant::now() < deadline {

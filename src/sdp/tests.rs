@@ -456,3 +456,84 @@ fn errors_read_well() {
         "SDP body of 20000 bytes is larger than the 16384 accepted"
     );
 }
+
+fn secure_offer(policy: SrtpPolicy) -> Offer {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    Offer { srtp: policy, crypto: offer_keys(&mut rng), ..offer(&ALL) }
+}
+
+/// RFC 4568 §5.1's example key.
+const THEIR_KEY: &str = "crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+#[test]
+fn srtp_offers_say_savp_or_avp_and_carry_one_key_per_suite() {
+    let mandatory = secure_offer(SrtpPolicy::Mandatory).to_sdp();
+    assert!(mandatory.contains("m=audio 40000 RTP/SAVP 0 8 111 101 110\r\n"), "{mandatory}");
+    let crypto: Vec<&str> = mandatory.lines().filter(|l| l.starts_with("a=crypto:")).collect();
+    assert_eq!(crypto.len(), 3, "{mandatory}");
+    for (line, prefix) in crypto.iter().zip([
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:",
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:",
+        "a=crypto:3 AEAD_AES_128_GCM inline:",
+    ]) {
+        assert!(line.starts_with(prefix), "{line}");
+    }
+    let optional = secure_offer(SrtpPolicy::Optional).to_sdp();
+    assert!(optional.contains("m=audio 40000 RTP/AVP 0 8 111 101 110\r\n"), "{optional}");
+    assert_eq!(optional.matches("a=crypto:").count(), 3);
+    let off = Offer { srtp: SrtpPolicy::Off, ..secure_offer(SrtpPolicy::Mandatory) }.to_sdp();
+    assert!(off.contains("RTP/AVP") && !off.contains("a=crypto"), "{off}");
+}
+
+#[test]
+fn srtp_answers_agree_on_one_offered_key_or_are_refused() {
+    let ours = secure_offer(SrtpPolicy::Mandatory);
+    let plain = fixture("answer-pcmu-te101.sdp");
+    let savp = |crypto: &str| format!("{}a={crypto}\r\n", plain.replace("RTP/AVP", "RTP/SAVP"));
+    let media = parse_answer(&savp(THEIR_KEY), &ours).unwrap();
+    let keys = media.srtp.expect("SRTP agreed");
+    assert_eq!(keys.local, ours.crypto[0].key);
+    assert_eq!(Some(keys.remote), crypto::parse_crypto(THEIR_KEY).map(|c| c.key));
+    // Our tag under another suite, and a tag we never offered.
+    let wrong_suite = THEIR_KEY.replace("crypto:1", "crypto:2");
+    assert_eq!(parse_answer(&savp(&wrong_suite), &ours), Err(SdpError::NoCrypto));
+    assert_eq!(parse_answer(&savp(&THEIR_KEY.replace("crypto:1", "crypto:7")), &ours), Err(SdpError::NoCrypto));
+    // No key: mandatory refuses, optional takes plain RTP, but never RTP/SAVP without a key.
+    assert_eq!(parse_answer(&plain, &ours), Err(SdpError::NoCrypto));
+    let optional = secure_offer(SrtpPolicy::Optional);
+    assert_eq!(parse_answer(&plain, &optional).unwrap().srtp, None);
+    assert_eq!(parse_answer(&plain.replace("RTP/AVP", "RTP/SAVP"), &optional), Err(SdpError::NoCrypto));
+    // Best effort: keys on RTP/AVP.
+    let avp_with_key = format!("{plain}a={THEIR_KEY}\r\n");
+    assert!(parse_answer(&avp_with_key, &optional).unwrap().srtp.is_some());
+    // SRTP off: RTP/SAVP is refused, keys on RTP/AVP ignored.
+    assert_eq!(parse_answer(&savp(THEIR_KEY), &offer(&ALL)), Err(SdpError::UnsupportedTransport("RTP/SAVP".into())));
+    assert_eq!(parse_answer(&avp_with_key, &offer(&ALL)).unwrap().srtp, None);
+}
+
+#[test]
+fn srtp_offers_are_answered_by_policy() {
+    let secure = parse_offer(&secure_offer(SrtpPolicy::Mandatory).to_sdp()).unwrap();
+    assert!(secure.secure);
+    assert_eq!(secure.crypto, secure_offer(SrtpPolicy::Mandatory).crypto);
+    assert_eq!(choose_crypto(&secure, SrtpPolicy::Off), Err(SdpError::UnsupportedTransport("RTP/SAVP".into())));
+    for policy in [SrtpPolicy::Optional, SrtpPolicy::Mandatory] {
+        assert_eq!(choose_crypto(&secure, policy).unwrap().map(|c| c.tag), Some(1), "{policy:?}");
+    }
+    let plain = parse_offer(&offer(&ALL).to_sdp()).unwrap();
+    assert_eq!(choose_crypto(&plain, SrtpPolicy::Mandatory), Err(SdpError::NoCrypto));
+    assert_eq!(choose_crypto(&plain, SrtpPolicy::Optional), Ok(None));
+    // The answer repeats the tag of the line it takes, with the answerer's own key.
+    let here = v4(192, 0, 2, 99);
+    let mine = crate::srtp::MasterKey::from_bytes(crate::srtp::Suite::AesCm128HmacSha1_32, &[9; 30]).unwrap();
+    let line = Crypto { tag: 2, key: mine.clone() };
+    let (sdp, media) = answer(&secure, here, 30_000, &ALL, 1, 1, Some(line.clone())).unwrap();
+    assert!(sdp.contains("m=audio 30000 RTP/SAVP 0 101\r\n"), "{sdp}");
+    assert!(sdp.contains(&format!("a={}\r\n", line.to_attribute())), "{sdp}");
+    assert_eq!(sdp.matches("a=crypto:").count(), 1);
+    let keys = media.srtp.unwrap();
+    assert_eq!((keys.local, keys.remote), (mine.clone(), secure.crypto[1].key.clone()));
+    assert_eq!(answer(&secure, here, 30_000, &ALL, 1, 1, None), Err(SdpError::UnsupportedTransport("RTP/SAVP".into())));
+    let unknown = Crypto { tag: 9, key: mine };
+    assert_eq!(answer(&secure, here, 30_000, &ALL, 1, 1, Some(unknown)), Err(SdpError::NoCrypto));
+}
