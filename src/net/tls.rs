@@ -107,18 +107,31 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, NetError> {
             }
         }
         None => {
-            let found = rustls_native_certs::load_native_certs();
-            for error in &found.errors {
-                tracing::warn!(%error, "a system CA certificate could not be read");
-            }
-            let (added, ignored) = roots.add_parsable_certificates(found.certs);
-            tracing::debug!(added, ignored, "system CA certificates loaded");
+            let bundle = system_bundle().ok_or_else(|| {
+                NetError::Tls("no system CA bundle found (set SSL_CERT_FILE or give --tls-ca)".into())
+            })?;
+            let (added, ignored) = roots.add_parsable_certificates(certificates(&bundle)?);
+            tracing::debug!(bundle = %bundle.display(), added, ignored, "system CA certificates loaded");
             if added == 0 {
-                return Err(NetError::Tls("no CA certificates in the system's store: give one with --tls-ca".into()));
+                return Err(NetError::Tls(format!("{}: no usable CA certificate", bundle.display())));
             }
         }
     }
     Ok(roots)
+}
+
+/// The system's CA bundle: `SSL_CERT_FILE`, else where the common Linux
+/// distributions keep it (a file, not a crate: rustls-native-certs would
+/// bring macOS-only `-sys` crates into the lock file).
+fn system_bundle() -> Option<PathBuf> {
+    let configured = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let known = [
+        "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Arch
+        "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+        "/etc/ssl/ca-bundle.pem",             // openSUSE
+        "/etc/ssl/cert.pem",                  // Alpine, macOS
+    ];
+    configured.into_iter().chain(known.iter().map(PathBuf::from)).find(|path| path.is_file())
 }
 
 /// Every certificate in a PEM file; at least one.
@@ -149,6 +162,14 @@ mod tests {
         assert!(matches!(server_name("127.0.0.1").unwrap(), ServerName::IpAddress(_)));
         assert!(matches!(server_name("[::1]").unwrap(), ServerName::IpAddress(_)));
         assert!(server_name("bad name").is_err());
+    }
+
+    #[test]
+    fn the_system_bundle_gives_a_client() {
+        // Debian's ca-certificates, on this machine and in the container image.
+        if system_bundle().is_some() {
+            Tls::client(&TlsFiles::default()).unwrap();
+        }
     }
 
     #[test]
