@@ -563,8 +563,7 @@ fn srtp_datagrams_never_panic_and_no_altered_packet_authenticates() {
                     assert!(sent.iter().any(|s| s == bytes), "{suite}: an altered packet authenticated");
                     assert_eq!(len + suite.tag_len(), bytes.len());
                 }
-                Err(SrtpError::NoRoom) => panic!("unprotect never needs room"),
-                Err(_) => {}
+                Err(SrtpError::Malformed | SrtpError::Unauthenticated | SrtpError::Replayed) => {}
             }
         }
     });

@@ -32,7 +32,7 @@ enum Transform {
 pub struct SrtpContext {
     suite: Suite,
     transform: Transform,
-    /// Newest first is not kept: the table is tiny and searched in full.
+    /// Per SSRC, in order of first arrival; tiny, so searched in full.
     streams: Vec<(u32, StreamIndex)>,
 }
 

@@ -162,9 +162,6 @@ pub enum SrtpError {
     /// A packet index already received, or older than the replay window.
     #[error("SRTP packet replayed or too old")]
     Replayed,
-    /// The buffer has no room for the tag (protect).
-    #[error("no room for the SRTP tag")]
-    NoRoom,
 }
 
 /// The RFCs' test vectors, hex with spaces.
