@@ -39,6 +39,8 @@ fn media(c: &mut Criterion) {
         port: 40000,
         direction: Direction::SendRecv,
         codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
+        srtp: pound::vocab::SrtpPolicy::Off,
+        crypto: Vec::new(),
     };
     let mut group = c.benchmark_group("media_per_packet");
     for (codec, answer) in [(Codec::Pcmu, "answer-pcmu-te101"), (Codec::Opus, "answer-opus")] {
@@ -103,5 +105,37 @@ fn media(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sip, media);
+/// SRTP's cost per 20 ms PCMU packet, each way: what a call adds to its
+/// media path when `trunk.srtp` is on.
+fn srtp(c: &mut Criterion) {
+    use pound::srtp::{MasterKey, SrtpContext, Suite};
+    let mut group = c.benchmark_group("srtp_per_packet");
+    group.throughput(Throughput::Elements(1));
+    for suite in Suite::ALL {
+        let key = MasterKey::from_bytes(suite, &[7; 30][..suite.master_len()]).unwrap();
+        let (mut sender, mut receiver) = (SrtpContext::new(&key), SrtpContext::new(&key));
+        let payload = [0xd5u8; 160];
+        let mut packet = Vec::with_capacity(1500);
+        let mut n = 0u16;
+        group.bench_function(format!("protect_and_unprotect/{}", suite.name()), |b| {
+            b.iter(|| {
+                let rtp = RtpPacket {
+                    payload_type: PayloadType(0),
+                    marker: false,
+                    sequence: n,
+                    timestamp: u32::from(n) * 160,
+                    ssrc: Ssrc(7),
+                    payload: &payload,
+                };
+                rtp.write(&mut packet);
+                sender.protect(black_box(&mut packet)).unwrap();
+                black_box(receiver.unprotect(&mut packet).unwrap());
+                n = n.wrapping_add(1);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sip, media, srtp);
 criterion_main!(benches);

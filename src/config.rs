@@ -15,7 +15,7 @@ use crate::net::TlsFiles;
 use crate::policy::numbers::{DEFAULT_ALLOWED_COUNTRIES, is_valid_prefix};
 use crate::policy::{NumberRules, VelocityLimits};
 use crate::stir::{Attestation, Signer, caller_number};
-use crate::vocab::Transport;
+use crate::vocab::{SrtpPolicy, Transport};
 
 /// Expiry (issue 11): thirty days; a verification older than that is no
 /// longer a proof of anything the requester is waiting for.
@@ -172,6 +172,9 @@ pub struct TrunkSection {
     pub register_expires_s: u64,
     /// Seconds between OPTIONS pings to the trunk; 0 sends none.
     pub options_interval_s: u64,
+    /// SRTP with SDES keys: `mandatory`, `optional` or `off`. The keys travel
+    /// in the SDP, so anything but `off` needs SIP over TLS.
+    pub srtp: SrtpPolicy,
     /// `[trunk.stir]`: sign every INVITE (STIR/SHAKEN); none: calls go unsigned.
     pub stir: Option<StirSection>,
 }
@@ -389,6 +392,7 @@ impl Default for TrunkSection {
             register_expires_s: 3600,
             options_interval_s: 30,
             stir: None,
+            srtp: SrtpPolicy::Off,
         }
     }
 }
@@ -552,6 +556,15 @@ impl Config {
             ));
         }
         validate_trunk_uri(&self.trunk.uri)?;
+        let trunk_transport =
+            if crate::sip::route::wants_tls(&self.trunk.uri) { Transport::Tls } else { self.sip.transport.into() };
+        if !self.trunk.srtp.allowed_over(trunk_transport) {
+            return invalid(format!(
+                "trunk.srtp = \"{}\" needs SIP over TLS (sip.transport = \"tls\" or a sips: trunk.uri): \
+                 SDES keys must not travel in clear",
+                self.trunk.srtp.as_str()
+            ));
+        }
         self.validate_stir()?;
         Ok(())
     }
@@ -684,6 +697,29 @@ mod tests {
         assert!(half.validate().unwrap_err().to_string().contains("sip.tls_cert and sip.tls_key"));
         let error = Config::parse("[sip]\ntransport = \"sctp\"\n").unwrap_err();
         assert!(error.contains("sip.transport"), "{error}");
+    }
+
+    #[test]
+    fn srtp_is_off_by_default_and_needs_tls_otherwise() {
+        assert_eq!(Config::default().trunk.srtp, SrtpPolicy::Off);
+        for (text, ok) in [
+            ("[trunk]\nsrtp = \"mandatory\"\n", false),
+            ("[sip]\ntransport = \"tcp\"\n[trunk]\nsrtp = \"optional\"\n", false),
+            ("[sip]\ntransport = \"tls\"\n[trunk]\nsrtp = \"mandatory\"\n", true),
+            ("[trunk]\nuri = \"sips:sip.example.com\"\nsrtp = \"optional\"\n", true),
+            ("[trunk]\nuri = \"sip:sip.example.com;transport=tls\"\nsrtp = \"mandatory\"\n", true),
+            ("[trunk]\nsrtp = \"off\"\n", true),
+        ] {
+            let result = Config::parse(text).unwrap().validate();
+            match (ok, result) {
+                (true, result) => assert!(result.is_ok(), "{text}: {result:?}"),
+                (false, Err(ConfigError::Invalid(message))) => {
+                    assert!(message.contains("trunk.srtp") && message.contains("TLS"), "{text}: {message}");
+                }
+                (false, result) => panic!("{text}: {result:?}"),
+            }
+        }
+        assert!(Config::parse("[trunk]\nsrtp = \"always\"\n").unwrap_err().contains("trunk.srtp"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `rtp`, `media`, `dsp`, `call`, `phone`); `net` drives them with tokio.
 //!
 //! Layers, lowest first; a module imports only modules below it:
-//! `vocab`, `clock`, `timer`, `mask`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `media`,
+//! `vocab`, `clock`, `timer`, `mask`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `srtp` · `media`,
 //! `sdp`, `dialplan` · `call`, `phone` · `store`, `policy`, `metrics` · `api`,
 //! `net` · `engine` · `config` · `service` · `cmd` (imported by `main.rs` only).
 
@@ -33,6 +33,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod service;
 pub mod sip;
+pub mod srtp;
 pub mod stir;
 pub mod store;
 pub mod timer;

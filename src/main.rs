@@ -17,7 +17,7 @@ use pound::net::{PhoneSetup, TlsFiles};
 use pound::phone::{PhoneConfig, PressVia};
 use pound::sip::Timers;
 use pound::stir::Attestation;
-use pound::vocab::Transport;
+use pound::vocab::{SrtpPolicy, Transport};
 
 #[derive(Parser)]
 #[command(name = "pound", version = pound::VERSION, about = "Phone-call verification over SIP: call, prompt, detect the pound key.")]
@@ -219,6 +219,24 @@ impl From<TransportArg> for Transport {
     }
 }
 
+/// `--srtp`: SRTP with SDES keys, which travel in the SDP and so need `--transport tls`.
+#[derive(Clone, Copy, ValueEnum)]
+enum SrtpArg {
+    Mandatory,
+    Optional,
+    Off,
+}
+
+impl From<SrtpArg> for SrtpPolicy {
+    fn from(arg: SrtpArg) -> Self {
+        match arg {
+            SrtpArg::Mandatory => SrtpPolicy::Mandatory,
+            SrtpArg::Optional => SrtpPolicy::Optional,
+            SrtpArg::Off => SrtpPolicy::Off,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum CodecArg {
     Pcmu,
@@ -286,6 +304,9 @@ struct CallCommand {
     /// STIR/SHAKEN attestation: A (full), B (partial) or C (gateway).
     #[arg(long, value_name = "A|B|C", requires = "stir_key")]
     stir_attest: Option<Attestation>,
+    /// SRTP: `mandatory` offers RTP/SAVP only, `optional` offers keys on RTP/AVP (needs --transport tls).
+    #[arg(long, value_enum, default_value = "off")]
+    srtp: SrtpArg,
     /// TLS: PEM CA certificates the peer's certificate must chain to (default: the system's roots).
     #[arg(long, value_name = "FILE", env = "POUND_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -342,6 +363,9 @@ struct PhoneCommand {
     /// Codecs accepted, in order of preference.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
     codecs: Vec<CodecArg>,
+    /// SRTP offers: `mandatory` answers only those (488 otherwise), `optional` takes keys when offered.
+    #[arg(long, value_enum, default_value = "off")]
+    srtp: SrtpArg,
     /// TLS: the PEM certificate chain the phone presents.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -590,6 +614,7 @@ fn call(cmd: CallCommand) -> ExitCode {
             (Some(key), Some(x5u), Some(attest)) => Some(StirArgs { key, x5u, attest }),
             _ => None,
         },
+        srtp: cmd.srtp.into(),
         tls: TlsFiles { ca: cmd.tls_ca, cert: cmd.tls_cert, key: cmd.tls_key },
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
@@ -605,6 +630,11 @@ fn call(cmd: CallCommand) -> ExitCode {
 }
 
 fn phone(cmd: PhoneCommand) -> ExitCode {
+    let (srtp, transport): (SrtpPolicy, Transport) = (cmd.srtp.into(), cmd.transport.into());
+    if !srtp.allowed_over(transport) {
+        eprintln!("pound phone: --srtp {} needs --transport tls: SDES keys must not travel in clear", srtp.as_str());
+        return ExitCode::from(2);
+    }
     let via = cmd.via.into();
     let setup = PhoneSetup {
         listen: cmd.listen,
@@ -622,6 +652,7 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
             hangup_after: cmd.hangup_after.map(Duration::from_millis),
             silent: cmd.silent,
             codecs: codecs(&cmd.codecs),
+            srtp: cmd.srtp.into(),
             timers: Timers::default(),
         },
         tls: TlsFiles { ca: None, cert: cmd.tls_cert, key: cmd.tls_key },

@@ -183,6 +183,7 @@ impl Service {
                 options_interval: (config.trunk.options_interval_s > 0)
                     .then(|| Duration::from_secs(config.trunk.options_interval_s)),
                 stir: config.trunk.stir.as_ref().map(|stir| stir.signer().map(Arc::new)).transpose()?,
+                srtp: config.trunk.srtp,
             },
             endpoint,
             rtp_ports: config.rtp_ports()?,

@@ -101,6 +101,36 @@ impl DtmfSource {
     }
 }
 
+/// Whether a trunk's media is SRTP (RFC 3711) with SDES keys (RFC 4568):
+/// `mandatory` offers RTP/SAVP and refuses a call without it, `optional`
+/// offers keys on RTP/AVP and takes whichever the peer answers, `off` speaks
+/// plain RTP only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    Mandatory,
+    Optional,
+    #[default]
+    Off,
+}
+
+impl SrtpPolicy {
+    /// Whether this policy may be used over `transport`: SDES keys travel
+    /// in the SDP, so SRTP needs the signalling encrypted (RFC 4568 §8.3).
+    pub fn allowed_over(self, transport: Transport) -> bool {
+        self == SrtpPolicy::Off || transport == Transport::Tls
+    }
+
+    /// The name used in configuration and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrtpPolicy::Mandatory => "mandatory",
+            SrtpPolicy::Optional => "optional",
+            SrtpPolicy::Off => "off",
+        }
+    }
+}
+
 /// How SIP travels to the next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

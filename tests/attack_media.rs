@@ -167,6 +167,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             hangup_after: Some(Duration::from_millis(1500)),
             silent: false,
             codecs: vec![Codec::Pcmu],
+            srtp: pound::vocab::SrtpPolicy::Off,
             timers: Timers::default(),
         },
         tls: Default::default(),
@@ -206,6 +207,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
             stir: None,
             seed: None,
+            srtp: pound::vocab::SrtpPolicy::Off,
         };
         let endpoint = endpoint.clone();
         calls.push(tokio::spawn(async move { run_call(&endpoint, setup, |_| {}).await }));

@@ -12,12 +12,13 @@ use rand::rngs::StdRng;
 use pound::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
 use pound::dialplan::Dialplan;
 use pound::media::codec::Codec;
-use pound::phone::{Phone, PhoneConfig, PressVia};
+use pound::phone::{Phone, PhoneConfig, PhoneEvent, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
 use pound::sip::{Credentials, Message, Timers, auth};
+use pound::srtp::Suite;
 use pound::stir::{Attestation, Signer};
 use pound::vocab::DtmfSource;
-use pound::vocab::{Outcome, Transmit, Transport};
+use pound::vocab::{Outcome, SrtpPolicy, Transmit, Transport};
 
 const CALLER_SIP: &str = "10.0.0.1:5060";
 const CALLER_RTP: &str = "10.0.0.1:40000";
@@ -60,6 +61,7 @@ fn phone_config() -> PhoneConfig {
         hangup_after: None,
         silent: false,
         codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
+        srtp: SrtpPolicy::Off,
         timers: Timers::default(),
     }
 }
@@ -86,6 +88,14 @@ struct Network {
     /// a BYE: requests to it are dropped, or answered with this status by the
     /// last proxy, and the phone's own messages are lost.
     callee_gone_at: Option<(Duration, Option<u16>)>,
+    /// pound's SRTP setting for the call (its keys cross this network in the SDP).
+    srtp: SrtpPolicy,
+    /// Only the offer's `a=crypto` lines of this suite reach the callee, as
+    /// if pound had offered only it.
+    offer_only: Option<Suite>,
+    /// Each of the callee's RTP packets arrives three times: first with one
+    /// payload bit flipped, then as sent, then again (a replay).
+    forge_and_replay_callee_media: bool,
 }
 
 struct Sim {
@@ -99,6 +109,9 @@ struct Sim {
     phone_rtp_received: u64,
     /// RTP datagrams the callee sent (whether or not they arrived).
     callee_rtp_sent: u64,
+    /// What the phone said when the call ended: pound's packets it
+    /// authenticated, and the SRTP suite.
+    phone_heard: Option<(u64, Option<Suite>)>,
     /// Everything pound sent, in order.
     from_pound: Vec<Message>,
     /// Everything the phone sent, in order.
@@ -140,7 +153,8 @@ impl Sim {
         let config = CallConfig {
             target: "sip:+14155550100@10.0.0.2:5070;user=phone".into(),
             local_sip: addr(CALLER_SIP),
-            transport: Transport::Udp,
+            // SRTP's keys travel in the SDP: the call machine sends them only over TLS.
+            transport: if network.srtp == SrtpPolicy::Off { Transport::Udp } else { Transport::Tls },
             from_uri: "sip:pound@10.0.0.1".into(),
             from_display: Some("Contoso".into()),
             asserted_identity: None,
@@ -154,6 +168,7 @@ impl Sim {
             rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
             stir: None,
             wall_clock: UNIX_EPOCH + Duration::from_secs(WALL_CLOCK_S),
+            srtp: network.srtp,
         };
         let mut config = config;
         edit(&mut config);
@@ -167,6 +182,7 @@ impl Sim {
             challenged: None,
             phone_rtp_received: 0,
             callee_rtp_sent: 0,
+            phone_heard: None,
             from_pound: Vec::new(),
             from_phone: Vec::new(),
             wire: Vec::new(),
@@ -229,10 +245,21 @@ impl Sim {
                 } else {
                     addr(PHONE_RTP)
                 };
+                if self.network.forge_and_replay_callee_media {
+                    let mut forged = packet.clone();
+                    forged[14] ^= 0x10;
+                    self.call.handle_rtp(self.now, from, &forged);
+                    self.call.handle_rtp(self.now, from, &packet);
+                }
                 if !self.network.lose_callee_media {
                     self.call.handle_rtp(self.now, from, &packet);
                 }
                 moved = true;
+            }
+            while let Some(event) = self.phone.poll_event() {
+                if let PhoneEvent::CallEnded { rtp_received, srtp, .. } = event {
+                    self.phone_heard = Some((rtp_received, srtp));
+                }
             }
             while let Some(event) = self.call.poll_event() {
                 if let CallEvent::Finished(report) = &event {
@@ -242,7 +269,6 @@ impl Sim {
                 }
                 self.events.push(event);
             }
-            while self.phone.poll_event().is_some() {}
             if !moved {
                 return None;
             }
@@ -301,7 +327,47 @@ impl Sim {
         {
             return;
         }
+        let message = match self.network.offer_only {
+            Some(suite) if is_invite => keep_crypto_of(message, suite),
+            _ => message,
+        };
         self.phone.handle_sip(self.now, addr(CALLER_SIP), message);
+    }
+}
+
+/// `invite` with only the `a=crypto` lines of `suite` left in its SDP.
+fn keep_crypto_of(mut invite: Message, suite: Suite) -> Message {
+    let sdp = String::from_utf8(invite.body().to_vec()).unwrap();
+    let kept: String = sdp
+        .split_inclusive("\r\n")
+        .filter(|line| !line.starts_with("a=crypto:") || line.contains(&format!(" {} ", suite.name())))
+        .collect();
+    invite.set_body("application/sdp", kept.into_bytes());
+    invite
+}
+
+/// A call straight to the phone's address, PCMU only, no credentials.
+fn direct_call(target: &str, transport: Transport, srtp: SrtpPolicy) -> CallConfig {
+    let plan = dialplan("");
+    let prompts = Arc::new(Prompts::load(&plan).unwrap());
+    CallConfig {
+        target: target.into(),
+        local_sip: addr(CALLER_SIP),
+        transport,
+        from_uri: "sip:pound@10.0.0.1".into(),
+        from_display: None,
+        asserted_identity: None,
+        credentials: None,
+        local_rtp: addr(CALLER_RTP),
+        codecs: vec![Codec::Pcmu],
+        dialplan: plan,
+        prompts,
+        timers: Timers::default(),
+        next_hop: addr(PHONE_SIP),
+        rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
+        stir: None,
+        wall_clock: UNIX_EPOCH + Duration::from_secs(WALL_CLOCK_S),
+        srtp,
     }
 }
 
@@ -891,6 +957,65 @@ fn keys_sent_before_the_answer_do_not_count_even_from_the_answers_address() {
     assert_eq!((report.digits.as_str(), report.foreign_rtp_packets), ("", sent));
 }
 
+/// SRTP between pound and the simulated phone, for each suite and each way of pressing a key
+/// inside the media: the phone authenticates pound's packets, pound decrypts the phone's.
+#[test]
+fn srtp_calls_verify_under_every_suite_by_rfc4733_and_inband() {
+    for suite in Suite::ALL {
+        for (via, source) in [(PressVia::Rfc4733, DtmfSource::Rfc4733), (PressVia::Inband, DtmfSource::Inband)] {
+            for policy in [SrtpPolicy::Mandatory, SrtpPolicy::Optional] {
+                let phone = PhoneConfig { via, srtp: SrtpPolicy::Mandatory, ..phone_config() };
+                let network = Network { srtp: policy, offer_only: Some(suite), ..Network::default() };
+                let (report, sim) = call_with(dialplan(""), phone, network, vec![Codec::Pcmu]);
+                let case = format!("{suite} {via:?} {policy:?}");
+                assert_eq!(report.outcome, Outcome::Verified, "{case}: {report:?}");
+                assert_eq!((report.dtmf_source, report.srtp), (Some(source), Some(suite)), "{case}");
+                assert_eq!(report.srtp_rejected_packets, 0, "{case}");
+                let (authentic, phone_suite) = sim.phone_heard.expect("the phone saw the call end");
+                assert_eq!(phone_suite, Some(suite), "{case}");
+                assert!(authentic > 50 && authentic == sim.phone_rtp_received, "{case}: {authentic} authentic");
+                let invite = String::from_utf8_lossy(sim.from_pound[0].body()).to_string();
+                let proto = if policy == SrtpPolicy::Mandatory { "RTP/SAVP" } else { "RTP/AVP" };
+                assert!(invite.contains(&format!("m=audio 40000 {proto} ")), "{case}: {invite}");
+            }
+        }
+    }
+}
+
+#[test]
+fn srtp_policies_meet_a_plain_callee_as_the_issue_says() {
+    let plain_phone = PhoneConfig { srtp: SrtpPolicy::Off, ..phone_config() };
+    // Mandatory: RTP/SAVP, which a callee without SRTP refuses.
+    let network = Network { srtp: SrtpPolicy::Mandatory, ..Network::default() };
+    let (report, _) = call_with(dialplan(""), plain_phone.clone(), network, vec![Codec::Pcmu]);
+    assert_eq!((report.outcome, report.sip_status), (Outcome::Unreachable, Some(488)), "{report:?}");
+    // Optional: best effort, plain RTP when the callee takes no key.
+    let network = Network { srtp: SrtpPolicy::Optional, ..Network::default() };
+    let (report, sim) = call_with(dialplan(""), plain_phone, network, vec![Codec::Pcmu]);
+    assert_eq!((report.outcome, report.srtp), (Outcome::Verified, None), "{report:?}");
+    assert_eq!(sim.phone_heard.map(|(_, suite)| suite), Some(None));
+    // A callee that insists on SRTP refuses pound's plain offer, as baresip's srtp-mand does.
+    let secure_phone = PhoneConfig { srtp: SrtpPolicy::Mandatory, ..phone_config() };
+    let (report, sim) = call_with(dialplan(""), secure_phone, Network::default(), vec![Codec::Pcmu]);
+    assert_eq!((report.outcome, report.sip_status), (Outcome::Unreachable, Some(488)), "{report:?}");
+    assert!(!String::from_utf8_lossy(sim.from_pound[0].body()).contains("a=crypto"), "SRTP off offers no keys");
+}
+
+#[test]
+fn forged_and_replayed_srtp_packets_are_dropped_and_counted_never_heard() {
+    for via in [PressVia::Inband, PressVia::Rfc4733] {
+        let phone = PhoneConfig { via, press: "#".into(), srtp: SrtpPolicy::Mandatory, ..phone_config() };
+        let network =
+            Network { srtp: SrtpPolicy::Mandatory, forge_and_replay_callee_media: true, ..Network::default() };
+        let (report, sim) = call_with(dialplan(""), phone, network, vec![Codec::Pcmu]);
+        assert_eq!((report.outcome, report.digits.as_str()), (Outcome::Verified, "#"), "{via:?}: {report:?}");
+        // Every packet the callee sent came once forged and once replayed: two drops each, and
+        // the key was heard once, from the genuine packets.
+        assert!(sim.callee_rtp_sent > 10, "{via:?}");
+        assert_eq!(report.srtp_rejected_packets, 2 * sim.callee_rtp_sent, "{via:?}: {report:?}");
+    }
+}
+
 /// Over TLS to a `sips:` URI (RFC 5630): Via says TLS, both Contacts are
 /// `sips:`; to a `sip:` URI over TLS, the Contacts name the transport.
 #[test]
@@ -903,26 +1028,7 @@ fn tls_via_and_contacts() {
             "sip:phone@10.0.0.2:5070;transport=tls",
         ),
     ] {
-        let plan = dialplan("");
-        let prompts = Arc::new(Prompts::load(&plan).unwrap());
-        let config = CallConfig {
-            target: target.into(),
-            local_sip: addr(CALLER_SIP),
-            transport: Transport::Tls,
-            from_uri: "sip:pound@10.0.0.1".into(),
-            from_display: None,
-            asserted_identity: None,
-            credentials: None,
-            local_rtp: addr(CALLER_RTP),
-            codecs: vec![Codec::Pcmu],
-            dialplan: plan,
-            prompts,
-            timers: Timers::default(),
-            next_hop: addr(PHONE_SIP),
-            rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
-            stir: None,
-            wall_clock: UNIX_EPOCH + Duration::from_secs(WALL_CLOCK_S),
-        };
+        let config = direct_call(target, Transport::Tls, SrtpPolicy::Off);
         let now = Instant::now();
         let mut call = Call::with_rng(config, now, StdRng::seed_from_u64(7));
         let invite = call.poll_sip().expect("the INVITE").contents;
@@ -936,4 +1042,15 @@ fn tls_via_and_contacts() {
         let ringing = ringing.expect("180");
         assert_eq!(ringing.contact().unwrap().uri, callee_contact);
     }
+}
+
+#[test]
+fn srtp_over_signalling_in_clear_sends_nothing() {
+    let config = direct_call("sip:+14155550100@10.0.0.2:5070", Transport::Udp, SrtpPolicy::Optional);
+    let mut call = Call::with_rng(config, Instant::now(), StdRng::seed_from_u64(1));
+    assert!(call.poll_sip().is_none(), "no INVITE, so no key, leaves in clear");
+    let events: Vec<CallEvent> = std::iter::from_fn(|| call.poll_event()).collect();
+    let Some(CallEvent::Finished(report)) = events.last() else { panic!("{events:?}") };
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.detail.as_deref().unwrap_or_default().contains("TLS"), "{report:?}");
 }

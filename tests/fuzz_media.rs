@@ -1,6 +1,6 @@
-//! Property tests of everything that reads media-side input: SDP bodies, RTP datagrams (one packet,
-//! and a receiver fed a stream of them from several sources), RFC 4733 telephone-events and WAV
-//! files. Inputs are the fixtures in `fixtures/sdp/` and `fixtures/audio/` and packets built here,
+//! Property tests of everything that reads media-side input: SDP bodies and their SDES `a=crypto`
+//! lines, RTP and SRTP datagrams (one packet, and a receiver fed a stream of them from several
+//! sources), RFC 4733 telephone-events and WAV files. Inputs are the fixtures in `fixtures/sdp/` and `fixtures/audio/` and packets built here,
 //! mutated; see `tests/fuzz_support` for the harness and its knobs.
 
 mod fuzz_support;
@@ -14,7 +14,12 @@ use pound::call::MediaSession;
 use pound::media::codec::Codec;
 use pound::media::wav::{Encoding, WavReader, write};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventReceiver, PayloadType, RtpPacket, RtpReceiver, Ssrc};
-use pound::sdp::{Direction, MediaDescription, Offer, answer, parse_answer, parse_offer};
+use pound::sdp::crypto::parse_crypto;
+use pound::sdp::{
+    Crypto, Direction, MediaDescription, Offer, answer, choose_crypto, offer_keys, parse_answer, parse_offer,
+};
+use pound::srtp::{MasterKey, SrtpContext, SrtpError, Suite};
+use pound::vocab::SrtpPolicy;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -29,13 +34,31 @@ fn our_offer(codecs: Vec<Codec>) -> Offer {
         port: 40_000,
         direction: Direction::SendRecv,
         codecs,
+        srtp: SrtpPolicy::Off,
+        crypto: Vec::new(),
     }
+}
+
+/// pound's offer with SRTP keys under `policy` (fixed keys: a run reproduces).
+fn our_secure_offer(policy: SrtpPolicy) -> Offer {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(11);
+    Offer { srtp: policy, crypto: offer_keys(&mut rng), ..our_offer(ALL_CODECS.to_vec()) }
 }
 
 fn sdp_seeds() -> Vec<Vec<u8>> {
     let mut seeds = files("fixtures/sdp", ".sdp");
     seeds.push(our_offer(ALL_CODECS.to_vec()).to_sdp().into_bytes());
+    seeds.push(our_secure_offer(SrtpPolicy::Mandatory).to_sdp().into_bytes());
+    seeds.push(our_secure_offer(SrtpPolicy::Optional).to_sdp().into_bytes());
     seeds
+}
+
+/// What every SRTP agreement must hold: pound's key is one it offered, under the suite agreed.
+fn check_agreed(media: &MediaDescription, offer: &Offer) {
+    let Some(keys) = &media.srtp else { return };
+    assert_eq!(keys.local.suite(), keys.remote.suite(), "{media:?}");
+    assert!(offer.crypto.iter().any(|c| c.key == keys.local), "{media:?}");
+    assert_eq!(keys.remote.as_bytes().len(), keys.remote.suite().master_len());
 }
 
 #[test]
@@ -50,16 +73,43 @@ fn sdp_bodies_never_panic_and_our_answers_read_back() {
             assert!(offer.codecs.contains(&media.codec), "{media:?}");
             assert!(media.payload_type <= 127 && media.telephone_event.is_none_or(|pt| pt <= 127), "{media:?}");
             assert_eq!(media.telephone_event.is_some(), media.telephone_event_rate.is_some());
+            assert_eq!(media.srtp, None, "no keys without SRTP offered");
+        }
+        for secure in [our_secure_offer(SrtpPolicy::Mandatory), our_secure_offer(SrtpPolicy::Optional)] {
+            match parse_answer(text, &secure) {
+                Ok(media) => {
+                    check_agreed(&media, &secure);
+                    assert!(media.srtp.is_some() || secure.srtp == SrtpPolicy::Optional, "{media:?}");
+                }
+                Err(_) => continue,
+            }
         }
         let Ok(remote) = parse_offer(text) else { return };
-        for accept in [&ALL_CODECS[..], &[Codec::Pcmu], &[Codec::Pcma], &[Codec::Opus]] {
+        let mut keys = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(12);
+        for (accept, policy) in [
+            (&ALL_CODECS[..], SrtpPolicy::Off),
+            (&[Codec::Pcmu], SrtpPolicy::Optional),
+            (&[Codec::Pcma], SrtpPolicy::Mandatory),
+            (&[Codec::Opus], SrtpPolicy::Off),
+        ] {
             let address = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10));
-            let Ok((sdp, media)) = answer(&remote, address, 5004, accept, 9, 2) else { continue };
+            let Ok(chosen) = choose_crypto(&remote, policy) else { continue };
+            let srtp = chosen.map(|c| Crypto { tag: c.tag, key: MasterKey::generate(c.key.suite(), &mut keys) });
+            let Ok((sdp, media)) = answer(&remote, address, 5004, accept, 9, 2, srtp.clone()) else { continue };
             assert!(accept.contains(&media.codec));
+            assert_eq!(media.srtp.as_ref().map(|k| &k.local), srtp.as_ref().map(|c| &c.key));
             // The answer pound sends is SDP pound itself reads back the same way, as an answer to
-            // an offer of exactly those codecs and as an offer.
-            let ours = our_offer(accept.to_vec());
+            // an offer of exactly those codecs (and that key) and as an offer.
+            let ours = match &srtp {
+                Some(line) => Offer {
+                    srtp: SrtpPolicy::Mandatory,
+                    crypto: vec![Crypto { tag: line.tag, key: MasterKey::generate(line.key.suite(), &mut keys) }],
+                    ..our_offer(accept.to_vec())
+                },
+                None => our_offer(accept.to_vec()),
+            };
             let back = parse_answer(&sdp, &ours).unwrap_or_else(|err| panic!("{err}: our answer {sdp:?}"));
+            assert_eq!(back.srtp.map(|k| k.remote), srtp.map(|c| c.key), "{sdp:?}");
             assert_eq!((back.address, back.port), (address, 5004));
             assert_eq!((back.codec, back.payload_type), (media.codec, media.payload_type), "{sdp:?}");
             assert_eq!(back.telephone_event, media.telephone_event, "{sdp:?}");
@@ -89,6 +139,8 @@ fn every_offer_pound_can_build_reads_back() {
             port: 1 + rng.below(65_535) as u16,
             direction: *rng.pick(&directions),
             codecs,
+            srtp: *rng.pick(&[SrtpPolicy::Off, SrtpPolicy::Optional, SrtpPolicy::Mandatory]),
+            crypto: offer_keys(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(rng.next_u64())),
         };
         let sdp = offer.to_sdp();
         let read = parse_offer(&sdp).unwrap_or_else(|err| panic!("{err}: {sdp:?}"));
@@ -98,6 +150,9 @@ fn every_offer_pound_can_build_reads_back() {
         );
         let codecs: Vec<Codec> = read.formats.iter().filter_map(|(_, codec)| *codec).collect();
         assert_eq!(codecs[0], offer.codecs[0], "{sdp:?}");
+        assert_eq!(read.secure, offer.srtp == SrtpPolicy::Mandatory, "{sdp:?}");
+        let offered = if offer.srtp == SrtpPolicy::Off { &[][..] } else { &offer.crypto[..] };
+        assert_eq!(read.crypto, offered, "{sdp:?}");
         assert!(offer.codecs.iter().all(|codec| codecs.contains(codec)), "{sdp:?}");
     }
 }
@@ -305,6 +360,7 @@ fn a_call_media_session_takes_any_stream_of_datagrams() {
                 telephone_event: Some(101),
                 telephone_event_rate: Some(8000),
                 direction: Direction::SendRecv,
+                srtp: None,
             };
             let mut session =
                 MediaSession::new(now, description, true, DEFAULT_LEARNING_PACKETS, &mut rand::rng()).unwrap();
@@ -460,4 +516,56 @@ fn every_wav_pound_writes_reads_back() {
             assert_eq!(WavReader::new(Cursor::new(&again), again.len() as u64).unwrap().read_to_end().unwrap(), back);
         }
     }
+}
+
+/// `a=crypto` values: the RFC 4568 examples and pound's own lines, mutated.
+#[test]
+fn sdes_crypto_lines_never_panic_and_what_reads_writes_back() {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let mut seeds: Vec<Vec<u8>> = offer_keys(&mut rng).iter().map(|c| c.to_attribute().into_bytes()).collect();
+    for line in [
+        "crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4",
+        "crypto:1 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj|2^20 WSH=64",
+        "crypto:2 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^31",
+    ] {
+        seeds.push(line.as_bytes().to_vec());
+    }
+    let summary = Target::new("sdes_crypto", seeds).max_heap(|len| 1024 + len * 8).run(|bytes| {
+        let Ok(text) = std::str::from_utf8(bytes) else { return };
+        let Some(crypto) = parse_crypto(text) else { return };
+        assert_eq!(crypto.key.as_bytes().len(), crypto.key.suite().master_len());
+        assert!(crypto.tag <= 999_999_999);
+        assert_eq!(parse_crypto(&crypto.to_attribute()).as_ref(), Some(&crypto), "{text:?}");
+    });
+    summary.assert_ran(1000);
+}
+
+/// SRTP packets, protected under a fixed key, then mutated: a fresh context authenticates exactly
+/// the packets that were sent, and no mutation of one.
+#[test]
+fn srtp_datagrams_never_panic_and_no_altered_packet_authenticates() {
+    let key = |suite| MasterKey::from_bytes(suite, &[0x5a; 30][..suite.master_len()]).expect("the suite's length");
+    let mut seeds = Vec::new();
+    for suite in Suite::ALL {
+        let mut context = SrtpContext::new(&key(suite));
+        for mut packet in rtp_seeds() {
+            if context.protect(&mut packet).is_ok() {
+                seeds.push(packet);
+            }
+        }
+    }
+    let sent = seeds.clone();
+    let summary = Target::new("srtp_packet", seeds).max_heap(|len| 4096 + len * 4).run(|bytes| {
+        for suite in Suite::ALL {
+            let mut packet = bytes.to_vec();
+            match SrtpContext::new(&key(suite)).unprotect(&mut packet) {
+                Ok(len) => {
+                    assert!(sent.iter().any(|s| s == bytes), "{suite}: an altered packet authenticated");
+                    assert_eq!(len + suite.tag_len(), bytes.len());
+                }
+                Err(SrtpError::Malformed | SrtpError::Unauthenticated | SrtpError::Replayed) => {}
+            }
+        }
+    });
+    summary.assert_ran(1000);
 }

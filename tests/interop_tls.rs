@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::baresip::Baresip;
 use common::http::{submit, wait_for};
-use common::process::{phone, pound, serve_with_config};
+use common::process::{call as pound_call, phone, serve_with_config};
 use common::tls::Pki;
 use pound::call::{CallReport, Prompts};
 use pound::dialplan::Dialplan;
@@ -152,18 +152,6 @@ fn sipp_successes(sipp: Child, screen: &Path) -> u64 {
 }
 
 /// `pound call TARGET ARGS…`: its JSON report and its stderr.
-fn pound_call(target: &str, args: &[&str]) -> (Value, String) {
-    let output = pound()
-        .args(["call", target, "--bind", "127.0.0.1:0"])
-        .args(args)
-        .env("POUND_LOG", "info")
-        .output()
-        .expect("pound runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report = serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
-    (report, String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
 fn arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
@@ -292,6 +280,7 @@ fn setup(target: SocketAddr, name: &str) -> CallSetup {
         rtp_learning_packets: DEFAULT_LEARNING_PACKETS,
         stir: None,
         seed: None,
+        srtp: pound::vocab::SrtpPolicy::Off,
     }
 }
 

@@ -30,7 +30,7 @@ use pound::net::{Endpoint, MemoryNetwork, Network, PhoneSetup, run_phone_in};
 use pound::phone::{PhoneConfig, PressVia};
 use pound::policy::NumberRules;
 use pound::sip::Timers;
-use pound::vocab::Transport;
+use pound::vocab::{SrtpPolicy, Transport};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -67,6 +67,7 @@ fn phone(answer: bool) -> PhoneConfig {
         silent: false,
         codecs: vec![Codec::Pcmu],
         timers: Timers::default(),
+        srtp: SrtpPolicy::Off,
     }
 }
 
@@ -169,6 +170,7 @@ fn simulate(seed: u64) -> Vec<String> {
                 register_expires: Duration::from_secs(3600),
                 options_interval: None,
                 stir: None,
+                srtp: SrtpPolicy::Off,
             },
             endpoint,
             rtp_ports: None,

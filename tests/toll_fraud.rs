@@ -373,6 +373,7 @@ async fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
             register_expires: Duration::from_secs(3600),
             options_interval: None,
             stir: None,
+            srtp: pound::vocab::SrtpPolicy::Off,
         },
         endpoint: Endpoint::bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap(),
         rtp_ports: None,

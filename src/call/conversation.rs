@@ -165,6 +165,8 @@ impl Call {
             detail: self.detail.clone(),
             foreign_rtp_packets: self.early_rtp + self.media.as_ref().map_or(0, |m| m.rtp_stats().foreign),
             foreign_sip_messages: self.foreign_sip,
+            srtp: self.media.as_ref().and_then(MediaSession::srtp_suite),
+            srtp_rejected_packets: self.media.as_ref().map_or(0, MediaSession::srtp_rejected),
         };
         tracing::info!(call_id = self.call_id(), outcome = report.outcome.as_str(), "call finished");
         self.events.push_back(CallEvent::Finished(report));

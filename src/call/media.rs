@@ -13,7 +13,8 @@ use crate::dsp::tone::SAMPLE_RATE;
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
 use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
-use crate::sdp::{Direction, MediaDescription};
+use crate::sdp::{Direction, MediaDescription, SrtpKeys};
+use crate::srtp::{MAX_TRAILER_LEN, SrtpContext, Suite};
 use crate::vocab::{DtmfSource, Transmit};
 
 /// The telephone-event payload types pound offers (8 kHz and 48 kHz). Events
@@ -67,6 +68,72 @@ pub fn start_sender(description: &MediaDescription, now: Instant, rng: &mut impl
     sender
 }
 
+/// Largest datagram handled without growing a buffer: an Ethernet MTU.
+const DATAGRAM: usize = 1500;
+
+/// SRTP for both directions of a call.
+pub struct SrtpSession {
+    outbound: SrtpContext,
+    inbound: SrtpContext,
+    /// The peer's key `inbound` was made from: a re-INVITE may change it.
+    remote: SrtpKeys,
+    /// Where a received packet is checked and decrypted: the datagram is
+    /// the driver's, and SRTP works in place.
+    clear: Vec<u8>,
+    /// Packets that failed authentication, repeated an index or were not
+    /// RTP at all: dropped before anything reads them.
+    rejected: u64,
+}
+
+impl SrtpSession {
+    pub fn new(keys: &SrtpKeys) -> SrtpSession {
+        SrtpSession {
+            outbound: SrtpContext::new(&keys.local),
+            inbound: SrtpContext::new(&keys.remote),
+            remote: keys.clone(),
+            clear: Vec::with_capacity(DATAGRAM + MAX_TRAILER_LEN),
+            rejected: 0,
+        }
+    }
+
+    pub fn suite(&self) -> Suite {
+        self.outbound.suite()
+    }
+
+    /// The RTP packet inside `datagram`, or `None` (counted) when it is not
+    /// authentic or not new.
+    pub fn unprotect(&mut self, datagram: &[u8]) -> Option<&[u8]> {
+        self.clear.clear();
+        self.clear.extend_from_slice(datagram);
+        match self.inbound.unprotect(&mut self.clear) {
+            Ok(len) => Some(&self.clear[..len]),
+            Err(_) => {
+                self.rejected += 1;
+                None
+            }
+        }
+    }
+
+    /// Encrypts `packet` in place and appends its tag; `false` if it could
+    /// not be (the packet must not leave).
+    pub fn protect(&mut self, packet: &mut Vec<u8>) -> bool {
+        self.outbound.protect(packet).is_ok()
+    }
+
+    /// A re-INVITE's answer keeps pound's key; the peer may bring a new one.
+    pub fn update(&mut self, keys: &SrtpKeys) {
+        if keys.remote != self.remote.remote {
+            self.inbound = SrtpContext::new(&keys.remote);
+            self.remote.remote = keys.remote.clone();
+        }
+    }
+
+    /// Packets dropped by SRTP so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+}
+
 /// RTP for one call.
 pub struct MediaSession {
     remote: SocketAddr,
@@ -83,6 +150,8 @@ pub struct MediaSession {
     decoded: [i16; FRAME_SAMPLES],
     packet: Vec<u8>,
     payload: Vec<u8>,
+    /// `None`: plain RTP.
+    srtp: Option<SrtpSession>,
 }
 
 impl MediaSession {
@@ -98,7 +167,9 @@ impl MediaSession {
     ) -> Result<Self, CodecError> {
         let remote = SocketAddr::new(description.address, description.port);
         let sender = start_sender(&description, now, rng);
+        let srtp = description.srtp.as_ref().map(SrtpSession::new);
         Ok(Self {
+            srtp,
             remote,
             decoder: Decoder::new(description.codec)?,
             description,
@@ -113,8 +184,8 @@ impl MediaSession {
             prompt_finished: false,
             digits: VecDeque::new(),
             decoded: [0; FRAME_SAMPLES],
-            packet: Vec::with_capacity(1500),
-            payload: Vec::with_capacity(1500),
+            packet: Vec::with_capacity(DATAGRAM + MAX_TRAILER_LEN),
+            payload: Vec::with_capacity(DATAGRAM),
         })
     }
 
@@ -134,6 +205,9 @@ impl MediaSession {
         self.description.address = description.address;
         self.description.port = description.port;
         self.description.direction = description.direction;
+        if let (Some(srtp), Some(keys)) = (self.srtp.as_mut(), description.srtp.as_ref()) {
+            srtp.update(keys);
+        }
     }
 
     /// Queues a prompt after whatever is playing.
@@ -161,8 +235,17 @@ impl MediaSession {
     }
 
     /// A datagram from the RTP socket.
+    /// Under SRTP only authentic, new packets get as far as the receiver:
+    /// the others are dropped and counted ([`MediaSession::srtp_rejected`]).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.receiver.handle_datagram(now, from, datagram);
+        let packet = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect(datagram) {
+                Some(packet) => packet,
+                None => return,
+            },
+            None => datagram,
+        };
+        self.receiver.handle_datagram(now, from, packet);
         self.drain_received(now);
     }
 
@@ -231,6 +314,11 @@ impl MediaSession {
             return None;
         }
         self.sender.audio_frame(&self.payload, &mut self.packet);
+        if let Some(srtp) = self.srtp.as_mut()
+            && !srtp.protect(&mut self.packet)
+        {
+            return None;
+        }
         Some(Transmit { destination: self.remote, contents: &self.packet })
     }
 
@@ -247,6 +335,16 @@ impl MediaSession {
     /// What the receiver counted: packets, losses, duplicates, foreign sources.
     pub fn rtp_stats(&self) -> RtpStats {
         self.receiver.stats()
+    }
+
+    /// The SRTP suite in use; `None` for plain RTP.
+    pub fn srtp_suite(&self) -> Option<Suite> {
+        self.srtp.as_ref().map(SrtpSession::suite)
+    }
+
+    /// Packets SRTP dropped: not authentic, replayed, or not RTP.
+    pub fn srtp_rejected(&self) -> u64 {
+        self.srtp.as_ref().map_or(0, SrtpSession::rejected)
     }
 
     /// When the last RTP packet arrived.
@@ -276,6 +374,7 @@ mod tests {
             telephone_event: Some(101),
             telephone_event_rate: Some(8000),
             direction: Direction::SendRecv,
+            srtp: None,
         };
         MediaSession::new(now, description, true, 0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1))
             .unwrap()

@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
-pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, start_sender};
+pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, SrtpSession, start_sender};
 pub use outcome::CallReport;
 pub use prompts::Prompts;
 
@@ -41,14 +41,14 @@ use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::media::prompt::Prompt;
-use crate::sdp::{Direction, Offer, parse_answer};
+use crate::sdp::{Direction, Offer, offer_keys, parse_answer};
 use crate::sip::Credentials;
 use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, Dialog, new_call_id, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
 use crate::stir::{CallSigner, Parties, Signer};
 use crate::timer::TimerTable;
-use crate::vocab::{DtmfSource, Outcome, Transmit, Transport};
+use crate::vocab::{DtmfSource, Outcome, SrtpPolicy, Transmit, Transport};
 use origin::Origins;
 use server::{Replies, answer_in_dialog};
 
@@ -83,6 +83,9 @@ pub struct CallConfig {
     pub stir: Option<Arc<Signer>>,
     /// The wall clock at the `now` the call starts with: the PASSporT's `iat` counts from it.
     pub wall_clock: SystemTime,
+    /// SRTP with SDES keys: the keys travel in the SDP, so anything but
+    /// `Off` needs SIP over TLS (the configuration refuses it otherwise).
+    pub srtp: SrtpPolicy,
 }
 
 /// Where a SIP message goes, until [`Call::poll_sip`] names the address.
@@ -228,6 +231,9 @@ impl Call {
             port: config.local_rtp.port(),
             direction: Direction::SendRecv,
             codecs: config.codecs.clone(),
+            srtp: config.srtp,
+            // Fresh keys for every call, from the call's CSPRNG.
+            crypto: if config.srtp == SrtpPolicy::Off { Vec::new() } else { offer_keys(&mut rng) },
         };
         let from = match &config.from_display {
             Some(name) => {
@@ -297,15 +303,23 @@ impl Call {
             early_rtp: 0,
             signing: None,
         };
-        match signing.transpose() {
-            Ok(signing) => {
-                call.signing = signing;
-                call.send_invite(now, invite);
-                let call_id = call.call_id().to_string();
-                call.events.push_back(CallEvent::Calling { call_id });
+        if !call.config.srtp.allowed_over(call.config.transport) {
+            // The configuration refuses this; should it get here, no key leaves in clear.
+            call.invite = invite;
+            call.detail = Some("SRTP needs SIP over TLS: SDES keys must not travel in clear".into());
+            call.decide(Outcome::Failed, None);
+            call.finish(now);
+        } else {
+            match signing.transpose() {
+                Ok(signing) => {
+                    call.signing = signing;
+                    call.send_invite(now, invite);
+                    let call_id = call.call_id().to_string();
+                    call.events.push_back(CallEvent::Calling { call_id });
+                }
+                // Never dialled: a trunk that signs must not send an unsigned call.
+                Err(e) => call.fail(now, e.to_string()),
             }
-            // Never dialled: a trunk that signs must not send an unsigned call.
-            Err(e) => call.fail(now, e.to_string()),
         }
         call.flush(now);
         call

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::srtp::Suite;
 use crate::vocab::{DtmfSource, Outcome};
 
 /// Everything recorded about one call attempt.
@@ -32,6 +33,12 @@ pub struct CallReport {
     /// next hop or the dialog's remote target.
     #[serde(skip_serializing_if = "is_zero")]
     pub foreign_sip_messages: u64,
+    /// The SRTP suite the media used; absent for plain RTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<Suite>,
+    /// SRTP packets dropped unread: not authentic, replayed, or not RTP.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub srtp_rejected_packets: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

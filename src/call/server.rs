@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{Destination, MediaSession};
 use crate::sdp::MediaDescription;
-use crate::sdp::{Offer, answer, parse_offer};
+use crate::sdp::{Crypto, Offer, answer, parse_offer};
 use crate::sip::{Message, Method};
 
 pub use crate::sip::endpoint::ALLOW;
@@ -112,7 +112,9 @@ impl Replies {
 }
 
 /// The answer to a re-INVITE or UPDATE: hold, resume or a media move. An
-/// offer is answered with the codec already in use; no offer (a re-INVITE
+/// offer is answered with the codec already in use, and under SRTP with
+/// pound's key in use, for the offered line of its suite (an offer without
+/// one would drop to plain RTP: refused with 488); no offer (a re-INVITE
 /// asking for one) gets pound's current offer.
 pub fn answer_in_dialog(
     request: &Message,
@@ -130,8 +132,16 @@ pub fn answer_in_dialog(
         Some(media) => vec![media.description().codec],
         None => offer.codecs.clone(),
     };
+    let in_use = media.and_then(|media| media.description().srtp.as_ref());
     let answered = std::str::from_utf8(body).ok().and_then(|sdp| parse_offer(sdp).ok()).and_then(|remote| {
-        answer(&remote, offer.address, offer.port, &codecs, offer.session_id, offer.session_version).ok()
+        let srtp = match in_use {
+            Some(keys) => {
+                let line = remote.crypto.iter().find(|c| c.key.suite() == keys.local.suite())?;
+                Some(Crypto { tag: line.tag, key: keys.local.clone() })
+            }
+            None => None,
+        };
+        answer(&remote, offer.address, offer.port, &codecs, offer.session_id, offer.session_version, srtp).ok()
     });
     match answered {
         Some((sdp, description)) => {

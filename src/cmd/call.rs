@@ -13,7 +13,7 @@ use crate::policy::NumberRules;
 use crate::sip::route::{RouteError, route};
 use crate::sip::{Credentials, Timers};
 use crate::stir::{Attestation, Parties, Signer, StirError};
-use crate::vocab::{Outcome, Transport};
+use crate::vocab::{Outcome, SrtpPolicy, Transport};
 
 /// What `pound call` was asked to do.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ pub struct CallArgs {
     /// The transport unless the target or trunk asks for TLS (`sips:`, `transport=tls`).
     pub transport: Transport,
     pub codecs: Vec<Codec>,
+    pub srtp: SrtpPolicy,
     /// CA and client certificate for TLS (`--tls-ca`, `--tls-cert`, `--tls-key`).
     pub tls: TlsFiles,
     /// STIR/SHAKEN signing (`--stir-key`, `--stir-x5u`, `--stir-attest`).
@@ -67,6 +68,9 @@ pub enum CallCommandError {
     /// The signing key or certificate URL is unusable, or a party has no number to sign.
     #[error(transparent)]
     Stir(#[from] StirError),
+    /// `--srtp` other than `off` without TLS: the SDES keys would travel in clear.
+    #[error("--srtp {0} needs SIP over TLS (--transport tls or a sips: target): SDES keys must not travel in clear")]
+    SrtpWithoutTls(&'static str),
 }
 
 /// Places the call; progress goes to stderr through `tracing`. A number the
@@ -84,6 +88,9 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         }
         None => None,
     };
+    if !args.srtp.allowed_over(routed.transport) {
+        return Err(CallCommandError::SrtpWithoutTls(args.srtp.as_str()));
+    }
     let next_hop = resolve(&routed.hop).await?;
     let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())?;
     if let Some(timeout) = args.ring_timeout {
@@ -115,6 +122,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
         stir,
         seed: None,
+        srtp: args.srtp,
     };
     // The call machine logs its own events; a person at a terminal also gets
     // one plain line per change, and scripts reading stderr get nothing extra.
@@ -163,6 +171,8 @@ fn refused_number(target: &str) -> Option<CallReport> {
         detail: Some(format!("{}: {refusal}", refusal.code())),
         foreign_rtp_packets: 0,
         foreign_sip_messages: 0,
+        srtp: None,
+        srtp_rejected_packets: 0,
     })
 }
 

@@ -64,6 +64,7 @@ async fn demo(folder: &std::path::Path, via: PressVia) -> Result<bool, DemoError
             hangup_after: None,
             silent: false,
             codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
+            srtp: crate::vocab::SrtpPolicy::Off,
             timers: Timers::default(),
         },
         tls: Default::default(),

@@ -20,9 +20,12 @@ pub async fn run(setup: PhoneSetup) -> Result<(), NetError> {
             PhoneEvent::KeyPressed { call_id, key } => {
                 print(json!({"event": "key", "call_id": call_id, "key": key.to_string()}))
             }
-            PhoneEvent::CallEnded { call_id, rtp_received } => {
-                print(json!({"event": "call_ended", "call_id": call_id, "rtp_received": rtp_received}))
-            }
+            PhoneEvent::CallEnded { call_id, rtp_received, srtp } => print(json!({
+                "event": "call_ended",
+                "call_id": call_id,
+                "rtp_received": rtp_received,
+                "srtp": srtp.map(|suite| suite.name()),
+            })),
         },
     )
     .await

@@ -44,7 +44,7 @@ use crate::policy::NumberRules;
 use crate::sip::trunk::{TrunkHealth, TrunkWatchConfig};
 use crate::sip::{Credentials, Timers};
 use crate::store::{Store, StoreError};
-use crate::vocab::Transport;
+use crate::vocab::{SrtpPolicy, Transport};
 use ledger::Ledger;
 use verification::Verification;
 
@@ -103,6 +103,8 @@ pub struct TrunkConfig {
     pub options_interval: Option<Duration>,
     /// STIR/SHAKEN: signs every INVITE.
     pub stir: Option<Arc<crate::stir::Signer>>,
+    /// SRTP for the trunk's calls (`trunk.srtp`).
+    pub srtp: SrtpPolicy,
 }
 
 /// Everything the engine needs besides the store.

@@ -103,6 +103,7 @@ mod tests {
             hangup_after: None,
             silent: false,
             codecs: vec![Codec::Pcmu],
+            srtp: crate::vocab::SrtpPolicy::Off,
             timers: Timers::default(),
         };
         let (ready, address) = tokio::sync::oneshot::channel();
@@ -141,6 +142,7 @@ mod tests {
             rtp_learning_packets: crate::rtp::DEFAULT_LEARNING_PACKETS,
             stir: None,
             seed: None,
+            srtp: crate::vocab::SrtpPolicy::Off,
         }
     }
 

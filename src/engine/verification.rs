@@ -377,6 +377,7 @@ impl Verification {
             rtp_learning_packets: self.config.rtp_learning_packets,
             stir: trunk.stir.clone(),
             seed: self.config.seed.map(|seed| seed.wrapping_add(self.calls_placed.fetch_add(1, Ordering::Relaxed))),
+            srtp: trunk.srtp,
         })
     }
 }

@@ -19,7 +19,7 @@ use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::sip::{Credentials, Message, Timers};
 use crate::stir::Signer;
-use crate::vocab::{Transmit, Transport};
+use crate::vocab::{SrtpPolicy, Transmit, Transport};
 
 /// What running a call needs besides the call itself.
 #[derive(Debug, Clone)]
@@ -50,6 +50,8 @@ pub struct CallSetup {
     pub stir: Option<Arc<Signer>>,
     /// Seeds the call's RNG (a simulation); `None` draws from the OS.
     pub seed: Option<u64>,
+    /// SRTP for the call's media; anything but `Off` needs `transport` TLS.
+    pub srtp: SrtpPolicy,
 }
 
 /// Places the call through `endpoint` and drives it to its end; progress goes to `on_event`.
@@ -83,6 +85,7 @@ pub async fn run_call(
         rtp_learning_packets: setup.rtp_learning_packets,
         stir: setup.stir.clone(),
         wall_clock: SystemTime::now(),
+        srtp: setup.srtp,
     };
     let now = crate::clock::now();
     let call = match setup.seed {

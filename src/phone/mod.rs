@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::call::start_sender;
+use crate::call::{SrtpSession, start_sender};
 use crate::dsp::tone::ToneGenerator;
 use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use crate::rtp::{EventSender, PayloadType, RtpSender};
-use crate::sdp::{MediaDescription, answer, parse_offer};
+use crate::sdp::{Crypto, MediaDescription, answer, choose_crypto, parse_offer};
 use crate::sip::dialog::{self, Dialog, new_tag};
 use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
-use crate::vocab::{Transmit, Transport};
+use crate::srtp::{MasterKey, Suite};
+use crate::vocab::{SrtpPolicy, Transmit, Transport};
 
 /// How the simulated phone presses its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,10 @@ pub struct PhoneConfig {
     pub silent: bool,
     /// Codecs accepted, in order of preference.
     pub codecs: Vec<Codec>,
+    /// SRTP offers: `Mandatory` answers only those (a plain offer gets 488,
+    /// as baresip's `mediaenc=srtp-mand` does), `Optional` takes the first
+    /// usable key offered, `Off` refuses RTP/SAVP and ignores keys.
+    pub srtp: SrtpPolicy,
     pub timers: Timers,
 }
 
@@ -76,8 +81,10 @@ pub enum PhoneEvent {
     /// frame was handed out by [`Phone::poll_rtp`], or its SIP INFO by
     /// [`Phone::poll_sip`]. What latency measurements start from.
     KeyPressed { call_id: String, key: char },
-    /// A call ended (BYE either way, CANCEL, or a rejected INVITE acknowledged).
-    CallEnded { call_id: String, rtp_received: u64 },
+    /// A call ended (BYE either way, CANCEL, or a rejected INVITE
+    /// acknowledged). `rtp_received` counts pound's packets, under SRTP only
+    /// the authentic ones; `srtp`: the suite the media used.
+    CallEnded { call_id: String, rtp_received: u64, srtp: Option<Suite> },
 }
 
 enum Stage {
@@ -106,6 +113,7 @@ struct PhoneMedia {
     description: MediaDescription,
     sender: RtpSender,
     encoder: Encoder,
+    srtp: Option<SrtpSession>,
 }
 
 struct PhoneCall {
@@ -150,7 +158,7 @@ impl Phone {
             calls: HashMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
-            packet: Vec::with_capacity(1500),
+            packet: Vec::with_capacity(1500 + crate::srtp::MAX_TRAILER_LEN),
             payload: Vec::with_capacity(1500),
         }
     }
@@ -296,6 +304,8 @@ impl Phone {
         let Some(call) = self.calls.get_mut(call_id) else { return };
         let offer = std::str::from_utf8(call.invite.body()).ok().and_then(|sdp| parse_offer(sdp).ok());
         let answered = offer.and_then(|offer| {
+            let chosen = choose_crypto(&offer, config.srtp).ok()?;
+            let srtp = chosen.map(|c| Crypto { tag: c.tag, key: MasterKey::generate(c.key.suite(), &mut self.rng) });
             answer(
                 &offer,
                 config.local_rtp.ip(),
@@ -303,6 +313,7 @@ impl Phone {
                 &config.codecs,
                 u64::from(self.rng.next_u32()),
                 1,
+                srtp,
             )
             .ok()
         });
@@ -322,6 +333,7 @@ impl Phone {
         let sender = start_sender(&description, now, &mut self.rng);
         call.media = Some(PhoneMedia {
             remote: SocketAddr::new(description.address, description.port),
+            srtp: description.srtp.as_ref().map(SrtpSession::new),
             description,
             sender,
             encoder,
@@ -341,9 +353,17 @@ impl Phone {
         self.outbox.push_back((response, call.from));
     }
 
-    /// An RTP datagram: counted for the call whose media it belongs to.
-    pub fn handle_rtp(&mut self, _now: Instant, from: SocketAddr, _datagram: &[u8]) {
-        if let Some(call) = self.calls.values_mut().find(|c| c.media.as_ref().is_some_and(|m| m.remote == from)) {
+    /// An RTP datagram: counted for the call whose media it belongs to
+    /// (under SRTP, if it is authentic and new).
+    pub fn handle_rtp(&mut self, _now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(call) = self.calls.values_mut().find(|c| c.media.as_ref().is_some_and(|m| m.remote == from)) else {
+            return;
+        };
+        let authentic = match call.media.as_mut().and_then(|m| m.srtp.as_mut()) {
+            Some(srtp) => srtp.unprotect(datagram).is_some(),
+            None => true,
+        };
+        if authentic {
             call.rtp_received += 1;
         }
     }
@@ -481,8 +501,9 @@ impl Phone {
 
     fn end(&mut self, call_id: &str) {
         if let Some(call) = self.calls.remove(call_id) {
-            self.events
-                .push_back(PhoneEvent::CallEnded { call_id: call_id.to_string(), rtp_received: call.rtp_received });
+            let srtp = call.media.as_ref().and_then(|m| m.srtp.as_ref()).map(SrtpSession::suite);
+            let call_id = call_id.to_string();
+            self.events.push_back(PhoneEvent::CallEnded { call_id, rtp_received: call.rtp_received, srtp });
         }
     }
 
@@ -503,6 +524,9 @@ impl Phone {
                     Some((marker, data)) => {
                         media.sender.event_packet(PayloadType(event_pt), keys.event_timestamp, marker, &data, packet);
                         media.sender.skip_frame();
+                        if !media.seal(packet) {
+                            continue;
+                        }
                         announce(&mut self.events, call_id, keys.unannounced.take());
                         return Some(Transmit { destination: media.remote, contents: packet });
                     }
@@ -526,6 +550,9 @@ impl Phone {
             }
             if media.encoder.encode(&frame, payload).is_ok() {
                 media.sender.audio_frame(payload, packet);
+                if !media.seal(packet) {
+                    continue;
+                }
                 if toning {
                     announce(&mut self.events, call_id, keys.unannounced.take());
                 }
@@ -561,6 +588,13 @@ impl Phone {
             })
             .flatten()
             .min()
+    }
+}
+
+impl PhoneMedia {
+    /// Protects `packet` under SRTP; `false` if it must not leave.
+    fn seal(&mut self, packet: &mut Vec<u8>) -> bool {
+        self.srtp.as_mut().is_none_or(|srtp| srtp.protect(packet))
     }
 }
 

@@ -86,6 +86,30 @@ impl<'a> RtpPacket<'a> {
     }
 }
 
+/// Length of a datagram's RTP header: the fixed 12 bytes, the CSRCs and the
+/// header extension, checked against the datagram's length. What SRTP leaves
+/// in clear; the rest (payload and padding) it encrypts, so unlike
+/// [`RtpPacket::parse`] this reads nothing past the header.
+pub fn header_len(datagram: &[u8]) -> Result<usize, RtpError> {
+    let [first, ..] = *datagram else { return Err(RtpError::TooShort { len: 0 }) };
+    if datagram.len() < 12 {
+        return Err(RtpError::TooShort { len: datagram.len() });
+    }
+    if first >> 6 != 2 {
+        return Err(RtpError::UnsupportedVersion { version: first >> 6 });
+    }
+    let mut len = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        let words =
+            datagram.get(len + 2..len + 4).ok_or(RtpError::Truncated { header_len: len + 4, len: datagram.len() })?;
+        len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    if len > datagram.len() {
+        return Err(RtpError::Truncated { header_len: len, len: datagram.len() });
+    }
+    Ok(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +185,19 @@ mod tests {
         assert_eq!(p.ssrc, Ssrc(0xaabb_ccdd));
         assert_eq!(p.payload_type, PayloadType(96));
         assert!(!p.marker);
+    }
+
+    #[test]
+    fn header_len_counts_csrcs_and_the_extension_and_checks_the_length() {
+        assert_eq!(header_len(&[0x80; 12]), Ok(12));
+        let mut d = vec![0x92, 0x60, 0, 7, 0, 0, 1, 0, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 1, 0, 0, 0, 2];
+        d.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, 0x10, 0x20, 0x30, 0x40]);
+        assert_eq!(header_len(&d), Ok(28));
+        assert!(matches!(header_len(&d[..27]), Err(RtpError::Truncated { header_len: 28, .. })));
+        assert!(matches!(header_len(&d[..22]), Err(RtpError::Truncated { .. })));
+        assert!(matches!(header_len(&[0x40; 12]), Err(RtpError::UnsupportedVersion { version: 1 })));
+        assert!(matches!(header_len(&[0x80; 5]), Err(RtpError::TooShort { len: 5 })));
+        assert!(matches!(header_len(&[]), Err(RtpError::TooShort { len: 0 })));
     }
 
     #[test]

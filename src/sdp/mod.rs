@@ -5,9 +5,11 @@
 //!
 //! The parser is pound's own, small and strict where it matters: lines are
 //! `x=value` (LF or CRLF), a body is at most [`MAX_SDP_LEN`] bytes, and nothing
-//! in it can make pound panic or allocate without bound. Only plain RTP
-//! (`RTP/AVP`) is spoken; SRTP audio is refused.
+//! in it can make pound panic or allocate without bound. Audio is plain RTP
+//! (`RTP/AVP`), or SRTP (`RTP/SAVP`, or `RTP/AVP` with keys for best-effort
+//! SRTP) with SDES keys in `a=crypto` ([`crypto`]).
 
+pub mod crypto;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -16,6 +18,9 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use crate::media::codec::Codec;
+use crate::srtp::MasterKey;
+use crate::vocab::SrtpPolicy;
+pub use crypto::{Crypto, offer_keys};
 use parse::{Line, Media, Session};
 
 /// Largest SDP body accepted, in bytes. Real offers and answers are well under
@@ -29,8 +34,10 @@ pub const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
 /// The payload type pound offers telephone-event/48000 on (with Opus).
 pub const TELEPHONE_EVENT_48K_PAYLOAD_TYPE: u8 = 110;
 
-/// The only transport pound speaks.
+/// Plain RTP, and RTP with keys for best-effort SRTP.
 const RTP_AVP: &str = "RTP/AVP";
+/// SRTP (RFC 3711 §12).
+const RTP_SAVP: &str = "RTP/SAVP";
 /// Events pound announces for telephone-event: the 16 DTMF keys and flash.
 const TELEPHONE_EVENTS: &str = "0-16";
 
@@ -103,9 +110,14 @@ pub enum SdpError {
     /// Every audio stream has port 0: the answerer refused it, or the offerer disabled it.
     #[error("the audio stream was refused (port 0)")]
     Rejected,
-    /// The audio stream uses a transport other than plain RTP (e.g. SRTP).
-    #[error("audio over {0} is not supported, only RTP/AVP")]
+    /// The audio stream uses a transport pound does not speak, or SRTP
+    /// (`RTP/SAVP`) where SRTP is off.
+    #[error("audio over {0} is not supported here")]
     UnsupportedTransport(String),
+    /// SRTP is required (by pound's policy, or by `RTP/SAVP`) but no
+    /// `a=crypto` line of the other side is one pound can use or offered.
+    #[error("no usable SRTP key (a=crypto) was agreed")]
+    NoCrypto,
     /// No payload type of the stream maps to a codec both sides accept.
     #[error("no audio codec in common")]
     NoCommonCodec,
@@ -126,6 +138,11 @@ pub struct Offer {
     pub direction: Direction,
     /// Codecs in order of preference; repeats are ignored.
     pub codecs: Vec<Codec>,
+    /// `Mandatory`: RTP/SAVP with `crypto`; `Optional`: RTP/AVP with
+    /// `crypto`; `Off`: RTP/AVP, no keys.
+    pub srtp: SrtpPolicy,
+    /// pound's keys, one line each ([`offer_keys`]); unused when SRTP is off.
+    pub crypto: Vec<Crypto>,
 }
 
 impl Offer {
@@ -146,9 +163,27 @@ impl Offer {
         let formats: Vec<(u8, Codec)> = codecs.iter().map(|&codec| (offered_payload_type(codec), codec)).collect();
         let mut sdp = String::with_capacity(512);
         write_session(&mut sdp, self.session_id, self.session_version, self.address);
-        write_audio(&mut sdp, self.port, &formats, &events, self.direction);
+        let (proto, crypto): (_, &[Crypto]) = match self.srtp {
+            SrtpPolicy::Mandatory => (RTP_SAVP, &self.crypto),
+            SrtpPolicy::Optional => (RTP_AVP, &self.crypto),
+            SrtpPolicy::Off => (RTP_AVP, &[]),
+        };
+        write_audio(
+            &mut sdp,
+            Audio { port: self.port, proto, formats: &formats, events: &events, crypto },
+            self.direction,
+        );
         sdp
     }
+}
+
+/// The SRTP keys agreed for the audio stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// pound's key: what it protects its packets with.
+    pub local: MasterKey,
+    /// The peer's key: what its packets are checked and decrypted with.
+    pub remote: MasterKey,
 }
 
 /// The payload type pound offers a codec on.
@@ -177,6 +212,8 @@ pub struct MediaDescription {
     /// to hold) taken as "does not receive": `SendOnly` or `Inactive` from the
     /// peer mean it holds the call and pound must not send.
     pub direction: Direction,
+    /// SRTP's keys when the stream is SRTP; `None`: plain RTP.
+    pub srtp: Option<SrtpKeys>,
 }
 
 /// Reads the answer to `offer`.
@@ -187,14 +224,33 @@ pub struct MediaDescription {
 /// rate) or by static type 0 or 8 without one. The telephone-event payload type
 /// is one at the codec's clock rate (any number: answerers do not always keep
 /// pound's 101), else one at another rate.
+///
+/// With SRTP offered, the answer's `a=crypto` line that repeats the tag and
+/// suite of one of the offer's gives the keys; an answer without one is
+/// plain RTP, which only `Optional` accepts, and only over RTP/AVP.
 pub fn parse_answer(sdp: &str, offer: &Offer) -> Result<MediaDescription, SdpError> {
     let session = parse::parse(sdp)?;
     let audio =
         session.media.iter().find(|m| m.kind == "audio" && m.port != 0).ok_or_else(|| missing_audio(&session))?;
-    if audio.proto != RTP_AVP {
+    let secure = audio.proto == RTP_SAVP;
+    if !(audio.proto == RTP_AVP || secure && offer.srtp != SrtpPolicy::Off) {
         return Err(SdpError::UnsupportedTransport(audio.proto.to_string()));
     }
     let stream = read_stream(&session, audio)?;
+    let srtp = match offer.srtp {
+        SrtpPolicy::Off => None,
+        policy => {
+            let agreed = stream.crypto.iter().find_map(|answered| {
+                let ours =
+                    offer.crypto.iter().find(|c| c.tag == answered.tag && c.key.suite() == answered.key.suite())?;
+                Some(SrtpKeys { local: ours.key.clone(), remote: answered.key.clone() })
+            });
+            if agreed.is_none() && (secure || policy == SrtpPolicy::Mandatory) {
+                return Err(SdpError::NoCrypto);
+            }
+            agreed
+        }
+    };
     let (payload_type, codec) = stream
         .formats
         .iter()
@@ -214,6 +270,7 @@ pub fn parse_answer(sdp: &str, offer: &Offer) -> Result<MediaDescription, SdpErr
         telephone_event: event.map(|(pt, _)| pt),
         telephone_event_rate: event.map(|(_, rate)| rate),
         direction: stream.direction,
+        srtp,
     })
 }
 
@@ -237,6 +294,10 @@ pub struct RemoteOffer {
     pub telephone_events: Vec<(u8, u32)>,
     /// The offerer's direction, as in [`MediaDescription::direction`].
     pub direction: Direction,
+    /// The stream is RTP/SAVP: it must be answered with SRTP.
+    pub secure: bool,
+    /// The offer's usable `a=crypto` lines, in its order of preference.
+    pub crypto: Vec<Crypto>,
     /// The `o=` session id.
     pub session_id: u64,
     /// The offer's other media sections (video, further or SRTP audio streams):
@@ -258,11 +319,16 @@ pub struct OtherMedia {
 }
 
 /// Reads an offer. The audio stream used is the first `m=audio` section with a
-/// port other than 0 over plain RTP; every other section goes to
-/// [`RemoteOffer::other_media`].
+/// port other than 0 over plain RTP, or over SRTP with a key pound can use;
+/// every other section goes to [`RemoteOffer::other_media`].
 pub fn parse_offer(sdp: &str) -> Result<RemoteOffer, SdpError> {
     let session = parse::parse(sdp)?;
-    let chosen = session.media.iter().position(|m| m.kind == "audio" && m.port != 0 && m.proto == RTP_AVP);
+    let usable = |m: &Media<'_>| match m.proto {
+        RTP_AVP => true,
+        RTP_SAVP => m.attributes.iter().any(|(_, value)| crypto::parse_crypto(value).is_some()),
+        _ => false,
+    };
+    let chosen = session.media.iter().position(|m| m.kind == "audio" && m.port != 0 && usable(m));
     let Some(chosen) = chosen else {
         return Err(match session.media.iter().find(|m| m.kind == "audio" && m.port != 0) {
             Some(audio) => SdpError::UnsupportedTransport(audio.proto.to_string()),
@@ -289,9 +355,28 @@ pub fn parse_offer(sdp: &str) -> Result<RemoteOffer, SdpError> {
         formats: stream.formats,
         telephone_events: stream.telephone_events,
         direction: stream.direction,
+        secure: audio.proto == RTP_SAVP,
+        crypto: stream.crypto,
         session_id: session.session_id,
         other_media,
     })
+}
+
+/// Which of `offer`'s keys an answerer with `policy` takes: the first
+/// usable one; `None` for plain RTP.
+///
+/// # Errors
+///
+/// [`SdpError::UnsupportedTransport`] for RTP/SAVP when SRTP is off, and
+/// [`SdpError::NoCrypto`] when SRTP is required (RTP/SAVP, or `Mandatory`)
+/// and no offered key is usable.
+pub fn choose_crypto(offer: &RemoteOffer, policy: SrtpPolicy) -> Result<Option<&Crypto>, SdpError> {
+    match policy {
+        SrtpPolicy::Off if offer.secure => Err(SdpError::UnsupportedTransport(RTP_SAVP.to_string())),
+        SrtpPolicy::Off => Ok(None),
+        SrtpPolicy::Optional if !offer.secure => Ok(offer.crypto.first()),
+        SrtpPolicy::Optional | SrtpPolicy::Mandatory => offer.crypto.first().map(Some).ok_or(SdpError::NoCrypto),
+    }
 }
 
 /// Answers `offer` from `address`:`port`.
@@ -302,6 +387,10 @@ pub fn parse_offer(sdp: &str) -> Result<RemoteOffer, SdpError> {
 /// offer's payload type numbers and mirrors its direction (sendonly ↔
 /// recvonly). Other media sections are refused with port 0. The returned
 /// [`MediaDescription`] describes the offerer's side.
+///
+/// `srtp`: pound's key under the tag of the offered line it answers (see
+/// [`choose_crypto`]); `None` answers plain RTP, which an RTP/SAVP offer
+/// does not allow.
 pub fn answer(
     offer: &RemoteOffer,
     address: IpAddr,
@@ -309,7 +398,20 @@ pub fn answer(
     accept: &[Codec],
     session_id: u64,
     session_version: u64,
+    srtp: Option<Crypto>,
 ) -> Result<(String, MediaDescription), SdpError> {
+    let keys = match &srtp {
+        Some(ours) => {
+            let theirs = offer
+                .crypto
+                .iter()
+                .find(|c| c.tag == ours.tag && c.key.suite() == ours.key.suite())
+                .ok_or(SdpError::NoCrypto)?;
+            Some(SrtpKeys { local: ours.key.clone(), remote: theirs.key.clone() })
+        }
+        None if offer.secure => return Err(SdpError::UnsupportedTransport(RTP_SAVP.to_string())),
+        None => None,
+    };
     let (payload_type, codec) = offer
         .formats
         .iter()
@@ -324,7 +426,10 @@ pub fn answer(
     for other in others.iter().filter(|m| m.index < audio_index) {
         write_refused(&mut sdp, other);
     }
-    write_audio(&mut sdp, port, &[(payload_type, codec)], event.as_slice(), offer.direction.reversed());
+    let proto = if offer.secure { RTP_SAVP } else { RTP_AVP };
+    let formats = [(payload_type, codec)];
+    let audio = Audio { port, proto, formats: &formats, events: event.as_slice(), crypto: srtp.as_slice() };
+    write_audio(&mut sdp, audio, offer.direction.reversed());
     for other in others.iter().filter(|m| m.index > audio_index) {
         write_refused(&mut sdp, other);
     }
@@ -336,6 +441,7 @@ pub fn answer(
         telephone_event: event.map(|(pt, _)| pt),
         telephone_event_rate: event.map(|(_, rate)| rate),
         direction: offer.direction,
+        srtp: keys,
     };
     Ok((sdp, media))
 }
@@ -346,6 +452,7 @@ struct Stream {
     formats: Vec<(u8, Option<Codec>)>,
     telephone_events: Vec<(u8, u32)>,
     direction: Direction,
+    crypto: Vec<Crypto>,
 }
 
 fn read_stream(session: &Session<'_>, audio: &Media<'_>) -> Result<Stream, SdpError> {
@@ -364,7 +471,8 @@ fn read_stream(session: &Session<'_>, audio: &Media<'_>) -> Result<Stream, SdpEr
     if address.is_unspecified() {
         direction = direction.without_receiving();
     }
-    Ok(Stream { address, formats, telephone_events, direction })
+    let crypto = audio.attributes.iter().filter_map(|(_, value)| crypto::parse_crypto(value)).collect();
+    Ok(Stream { address, formats, telephone_events, direction, crypto })
 }
 
 /// Appends one line and its CRLF.
@@ -383,9 +491,19 @@ fn write_session(sdp: &mut String, session_id: u64, session_version: u64, addres
     line(sdp, format_args!("t=0 0"));
 }
 
-fn write_audio(sdp: &mut String, port: u16, formats: &[(u8, Codec)], events: &[(u8, u32)], direction: Direction) {
+/// What an `m=audio` section says.
+struct Audio<'a> {
+    port: u16,
+    proto: &'a str,
+    formats: &'a [(u8, Codec)],
+    events: &'a [(u8, u32)],
+    crypto: &'a [Crypto],
+}
+
+fn write_audio(sdp: &mut String, audio: Audio<'_>, direction: Direction) {
+    let Audio { port, proto, formats, events, crypto } = audio;
     // As in `line`, writing to a String cannot fail.
-    let _ = write!(sdp, "m=audio {port} {RTP_AVP}");
+    let _ = write!(sdp, "m=audio {port} {proto}");
     for pt in formats.iter().map(|(pt, _)| pt).chain(events.iter().map(|(pt, _)| pt)) {
         let _ = write!(sdp, " {pt}");
     }
@@ -408,6 +526,9 @@ fn write_audio(sdp: &mut String, port: u16, formats: &[(u8, Codec)], events: &[(
     }
     line(sdp, format_args!("a=ptime:20"));
     line(sdp, format_args!("a={}", direction.attribute()));
+    for key in crypto {
+        line(sdp, format_args!("a={}", key.to_attribute()));
+    }
 }
 
 fn write_refused(sdp: &mut String, media: &OtherMedia) {

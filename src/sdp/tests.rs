@@ -33,6 +33,8 @@ fn offer(codecs: &[Codec]) -> Offer {
         port: 40_000,
         direction: Direction::SendRecv,
         codecs: codecs.to_vec(),
+        srtp: SrtpPolicy::Off,
+        crypto: Vec::new(),
     }
 }
 
@@ -79,6 +81,8 @@ fn offer_has_every_line_and_parses_back() {
             ],
             telephone_events: vec![(101, 8000), (110, 48000)],
             direction: Direction::SendRecv,
+            secure: false,
+            crypto: vec![],
             session_id: 4_242_424_242,
             other_media: vec![],
         }
@@ -119,6 +123,7 @@ fn media(
         telephone_event: event.map(|e| e.0),
         telephone_event_rate: event.map(|e| e.1),
         direction,
+        srtp: None,
     }
 }
 
@@ -213,7 +218,7 @@ fn answering_an_offer() {
     let here = v4(192, 0, 2, 99);
     let remote = parse_offer(&offer(&ALL).to_sdp()).unwrap();
     // The offer's order wins over the order of `accept`.
-    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus, Codec::Pcma], 5, 6).unwrap();
+    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus, Codec::Pcma], 5, 6, None).unwrap();
     assert_eq!(
         media,
         MediaDescription {
@@ -224,6 +229,7 @@ fn answering_an_offer() {
             telephone_event: Some(101),
             telephone_event_rate: Some(8000),
             direction: Direction::SendRecv,
+            srtp: None,
         }
     );
     assert_eq!(
@@ -238,7 +244,7 @@ fn answering_an_offer() {
     assert_eq!((back.address, back.port, back.codec, back.telephone_event), (here, 30_000, Codec::Pcma, Some(101)));
 
     // Opus takes the telephone-event at 48 kHz.
-    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus], 5, 6).unwrap();
+    let (sdp, media) = answer(&remote, here, 30_000, &[Codec::Opus], 5, 6, None).unwrap();
     assert_eq!((media.payload_type, media.telephone_event, media.telephone_event_rate), (111, Some(110), Some(48000)));
     assert!(
         sdp.contains("m=audio 30000 RTP/AVP 111 110\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n")
@@ -248,13 +254,13 @@ fn answering_an_offer() {
     // No telephone-event at the codec's rate: none in the answer.
     let mut no_te = remote.clone();
     no_te.telephone_events.retain(|e| e.1 != 8000);
-    let (sdp, media) = answer(&no_te, here, 30_000, &[Codec::Pcmu], 5, 6).unwrap();
+    let (sdp, media) = answer(&no_te, here, 30_000, &[Codec::Pcmu], 5, 6, None).unwrap();
     assert_eq!(media.telephone_event, None);
     assert!(sdp.contains("m=audio 30000 RTP/AVP 0\r\n") && !sdp.contains("telephone-event"), "{sdp}");
 
-    assert_eq!(answer(&remote, here, 30_000, &[], 5, 6), Err(SdpError::NoCommonCodec));
+    assert_eq!(answer(&remote, here, 30_000, &[], 5, 6, None), Err(SdpError::NoCommonCodec));
     let g729 = parse_offer(&fixture("answer-g729-only.sdp")).unwrap();
-    assert_eq!(answer(&g729, here, 30_000, &ALL, 5, 6), Err(SdpError::NoCommonCodec));
+    assert_eq!(answer(&g729, here, 30_000, &ALL, 5, 6, None), Err(SdpError::NoCommonCodec));
 }
 
 #[test]
@@ -270,17 +276,17 @@ fn answer_mirrors_the_direction() {
         let mut ours = offer(&[Codec::Pcmu]);
         ours.direction = offered;
         let remote = parse_offer(&ours.to_sdp()).unwrap();
-        let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1).unwrap();
+        let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1, None).unwrap();
         assert!(sdp.ends_with(&format!("{answered}\r\n")), "{offered:?}: {sdp}");
         assert_eq!(media.direction, offered);
     }
     // A hold re-INVITE is answered recvonly.
     let hold = parse_offer(&fixture("reinvite-hold-sendonly.sdp")).unwrap();
-    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2).unwrap();
+    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2, None).unwrap();
     assert!(sdp.contains("a=recvonly\r\n"));
     assert_eq!((media.codec, media.direction), (Codec::Pcmu, Direction::SendOnly));
     let hold = parse_offer(&fixture("reinvite-hold-c0.sdp")).unwrap();
-    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2).unwrap();
+    let (sdp, media) = answer(&hold, here, 30_000, &ALL, 1, 2, None).unwrap();
     assert!(sdp.contains("a=recvonly\r\n"));
     assert_eq!((media.codec, media.address), (Codec::Pcma, v4(0, 0, 0, 0)));
 }
@@ -299,17 +305,17 @@ fn other_media_are_refused_in_place() {
         [OtherMedia { index: 1, media: "video".into(), proto: "RTP/AVP".into(), format: "96".into() }]
     );
     let here = v4(192, 0, 2, 99);
-    let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1).unwrap();
+    let (sdp, media) = answer(&remote, here, 30_000, &ALL, 1, 1, None).unwrap();
     assert_eq!((media.codec, media.payload_type, media.telephone_event), (Codec::Opus, 96, Some(101)));
     assert!(sdp.contains("m=audio 30000 RTP/AVP 96 101\r\n"), "{sdp}");
     assert!(sdp.ends_with("a=sendonly\r\nm=video 0 RTP/AVP 96\r\n"), "{sdp}");
 
-    // An SRTP audio stream ahead of the plain one is refused in its place.
+    // An SRTP audio stream without a usable key, ahead of the plain one, is refused in its place.
     let two = fixture("offer-audio-video.sdp")
         .replace("t=0 0\r\n", "t=0 0\r\nm=audio 7076 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n");
     let remote = parse_offer(&two).unwrap();
     assert_eq!(remote.other_media.iter().map(|m| m.index).collect::<Vec<_>>(), [0, 2]);
-    let (sdp, _) = answer(&remote, here, 30_000, &[Codec::Pcmu], 1, 1).unwrap();
+    let (sdp, _) = answer(&remote, here, 30_000, &[Codec::Pcmu], 1, 1, None).unwrap();
     let m_lines: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
     assert_eq!(m_lines, ["m=audio 0 RTP/SAVP 0", "m=audio 30000 RTP/AVP 0 97", "m=video 0 RTP/AVP 96"]);
 }
@@ -378,7 +384,7 @@ fn parse_everything(bytes: &[u8]) {
     let Ok(text) = std::str::from_utf8(bytes) else { return };
     let _ = parse_answer(text, &offer(&ALL));
     if let Ok(remote) = parse_offer(text) {
-        let _ = answer(&remote, v4(192, 0, 2, 99), 30_000, &ALL, 1, 1);
+        let _ = answer(&remote, v4(192, 0, 2, 99), 30_000, &ALL, 1, 1, None);
     }
 }
 
@@ -449,4 +455,85 @@ fn errors_read_well() {
         SdpError::TooLarge { len: 20000 }.to_string(),
         "SDP body of 20000 bytes is larger than the 16384 accepted"
     );
+}
+
+fn secure_offer(policy: SrtpPolicy) -> Offer {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    Offer { srtp: policy, crypto: offer_keys(&mut rng), ..offer(&ALL) }
+}
+
+/// RFC 4568 §5.1's example key.
+const THEIR_KEY: &str = "crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+#[test]
+fn srtp_offers_say_savp_or_avp_and_carry_one_key_per_suite() {
+    let mandatory = secure_offer(SrtpPolicy::Mandatory).to_sdp();
+    assert!(mandatory.contains("m=audio 40000 RTP/SAVP 0 8 111 101 110\r\n"), "{mandatory}");
+    let crypto: Vec<&str> = mandatory.lines().filter(|l| l.starts_with("a=crypto:")).collect();
+    assert_eq!(crypto.len(), 3, "{mandatory}");
+    for (line, prefix) in crypto.iter().zip([
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:",
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:",
+        "a=crypto:3 AEAD_AES_128_GCM inline:",
+    ]) {
+        assert!(line.starts_with(prefix), "{line}");
+    }
+    let optional = secure_offer(SrtpPolicy::Optional).to_sdp();
+    assert!(optional.contains("m=audio 40000 RTP/AVP 0 8 111 101 110\r\n"), "{optional}");
+    assert_eq!(optional.matches("a=crypto:").count(), 3);
+    let off = Offer { srtp: SrtpPolicy::Off, ..secure_offer(SrtpPolicy::Mandatory) }.to_sdp();
+    assert!(off.contains("RTP/AVP") && !off.contains("a=crypto"), "{off}");
+}
+
+#[test]
+fn srtp_answers_agree_on_one_offered_key_or_are_refused() {
+    let ours = secure_offer(SrtpPolicy::Mandatory);
+    let plain = fixture("answer-pcmu-te101.sdp");
+    let savp = |crypto: &str| format!("{}a={crypto}\r\n", plain.replace("RTP/AVP", "RTP/SAVP"));
+    let media = parse_answer(&savp(THEIR_KEY), &ours).unwrap();
+    let keys = media.srtp.expect("SRTP agreed");
+    assert_eq!(keys.local, ours.crypto[0].key);
+    assert_eq!(Some(keys.remote), crypto::parse_crypto(THEIR_KEY).map(|c| c.key));
+    // Our tag under another suite, and a tag we never offered.
+    let wrong_suite = THEIR_KEY.replace("crypto:1", "crypto:2");
+    assert_eq!(parse_answer(&savp(&wrong_suite), &ours), Err(SdpError::NoCrypto));
+    assert_eq!(parse_answer(&savp(&THEIR_KEY.replace("crypto:1", "crypto:7")), &ours), Err(SdpError::NoCrypto));
+    // No key: mandatory refuses, optional takes plain RTP, but never RTP/SAVP without a key.
+    assert_eq!(parse_answer(&plain, &ours), Err(SdpError::NoCrypto));
+    let optional = secure_offer(SrtpPolicy::Optional);
+    assert_eq!(parse_answer(&plain, &optional).unwrap().srtp, None);
+    assert_eq!(parse_answer(&plain.replace("RTP/AVP", "RTP/SAVP"), &optional), Err(SdpError::NoCrypto));
+    // Best effort: keys on RTP/AVP.
+    let avp_with_key = format!("{plain}a={THEIR_KEY}\r\n");
+    assert!(parse_answer(&avp_with_key, &optional).unwrap().srtp.is_some());
+    // SRTP off: RTP/SAVP is refused, keys on RTP/AVP ignored.
+    assert_eq!(parse_answer(&savp(THEIR_KEY), &offer(&ALL)), Err(SdpError::UnsupportedTransport("RTP/SAVP".into())));
+    assert_eq!(parse_answer(&avp_with_key, &offer(&ALL)).unwrap().srtp, None);
+}
+
+#[test]
+fn srtp_offers_are_answered_by_policy() {
+    let secure = parse_offer(&secure_offer(SrtpPolicy::Mandatory).to_sdp()).unwrap();
+    assert!(secure.secure);
+    assert_eq!(secure.crypto, secure_offer(SrtpPolicy::Mandatory).crypto);
+    assert_eq!(choose_crypto(&secure, SrtpPolicy::Off), Err(SdpError::UnsupportedTransport("RTP/SAVP".into())));
+    for policy in [SrtpPolicy::Optional, SrtpPolicy::Mandatory] {
+        assert_eq!(choose_crypto(&secure, policy).unwrap().map(|c| c.tag), Some(1), "{policy:?}");
+    }
+    let plain = parse_offer(&offer(&ALL).to_sdp()).unwrap();
+    assert_eq!(choose_crypto(&plain, SrtpPolicy::Mandatory), Err(SdpError::NoCrypto));
+    assert_eq!(choose_crypto(&plain, SrtpPolicy::Optional), Ok(None));
+    // The answer repeats the tag of the line it takes, with the answerer's own key.
+    let here = v4(192, 0, 2, 99);
+    let mine = crate::srtp::MasterKey::from_bytes(crate::srtp::Suite::AesCm128HmacSha1_32, &[9; 30]).unwrap();
+    let line = Crypto { tag: 2, key: mine.clone() };
+    let (sdp, media) = answer(&secure, here, 30_000, &ALL, 1, 1, Some(line.clone())).unwrap();
+    assert!(sdp.contains("m=audio 30000 RTP/SAVP 0 101\r\n"), "{sdp}");
+    assert!(sdp.contains(&format!("a={}\r\n", line.to_attribute())), "{sdp}");
+    assert_eq!(sdp.matches("a=crypto:").count(), 1);
+    let keys = media.srtp.unwrap();
+    assert_eq!((keys.local, keys.remote), (mine.clone(), secure.crypto[1].key.clone()));
+    assert_eq!(answer(&secure, here, 30_000, &ALL, 1, 1, None), Err(SdpError::UnsupportedTransport("RTP/SAVP".into())));
+    let unknown = Crypto { tag: 9, key: mine };
+    assert_eq!(answer(&secure, here, 30_000, &ALL, 1, 1, Some(unknown)), Err(SdpError::NoCrypto));
 }

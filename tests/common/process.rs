@@ -13,6 +13,20 @@ pub fn pound() -> Command {
     command
 }
 
+/// `pound call TARGET` from a loopback address with `args`: its JSON report
+/// (`null` if it printed none) and what it logged.
+pub fn call(target: &str, args: &[&str]) -> (Value, String) {
+    let output = pound()
+        .args(["call", target, "--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("POUND_LOG", "info")
+        .output()
+        .expect("pound runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
+    (report, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Running(pub Child);
 
@@ -80,6 +94,11 @@ impl PhoneLog {
     /// How many lines of this `event` kind came (`invite`, `key`, `call_ended`).
     pub fn count(&self, event: &str) -> usize {
         self.0.lock().unwrap().iter().filter(|(_, line)| line["event"] == event).count()
+    }
+
+    /// The last line of this `event` kind, if one came.
+    pub fn last(&self, event: &str) -> Option<Value> {
+        self.0.lock().unwrap().iter().rev().find(|(_, line)| line["event"] == event).map(|(_, line)| line.clone())
     }
 
     /// When the first line of this `event` kind came.

@@ -147,6 +147,7 @@ async fn start_phone(observed: Arc<Observed>) -> Result<(SocketAddr, tokio::task
             hangup_after: None,
             silent: false,
             codecs: vec![Codec::Pcmu],
+            srtp: crate::vocab::SrtpPolicy::Off,
             timers: Timers::default(),
         },
         tls: Default::default(),
