@@ -37,7 +37,7 @@ pub struct BlockSums {
 /// side by side, so one broadcast sample pair times one row gives all 16 partial
 /// sums at once.
 #[repr(C, align(64))]
-struct Table {
+pub struct Table {
     rows: [[i16; 2 * QUADRATURES]; PAIRS],
 }
 
@@ -57,6 +57,12 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
     }
     Table { rows }
 });
+
+/// The correlation table, for the kernel functions. Fetched once per call of
+/// the detector, not once per block: the lazy initialisation's check is not free.
+pub fn table() -> &'static Table {
+    &TABLE
+}
 
 /// An implementation of the block sums for one instruction set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,36 +152,38 @@ impl Kernel {
     /// `out.len()` blocks.
     pub fn block_sums(self, samples: &[i16], out: &mut [BlockSums]) {
         assert_eq!(samples.len(), out.len() * BLOCK, "whole blocks only");
-        match self {
-            Kernel::Portable => portable(samples, out),
-            // SAFETY: `Avx2` and `Avx512Vnni` are only returned by `available()`
-            // after `is_x86_feature_detected!` confirmed every feature the
-            // function enables, so the CPU executes all its instructions.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { x86::avx2(samples, out) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => unsafe { x86::avx512vnni(samples, out) },
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => portable(samples, out),
+        let table = table();
+        for (block, sums) in samples.chunks_exact(BLOCK).zip(out) {
+            *sums = match self {
+                Kernel::Portable => portable(table, block),
+                // SAFETY: `Avx2` and `Avx512Vnni` are only returned by `available()`
+                // after `is_x86_feature_detected!` confirmed every feature the
+                // function enables, so the CPU executes all its instructions.
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => unsafe { x86::avx2(table, block) },
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512Vnni => unsafe { x86::avx512vnni(table, block) },
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => portable(table, block),
+            };
         }
     }
 }
 
-/// The kernel in plain Rust; `samples` holds `out.len()` whole blocks.
+/// The kernel in plain Rust: the sums of one block of [`BLOCK`] samples.
+/// One block per call, returned by value: a buffer of sums for a batch of
+/// blocks had to be zeroed first, which cost more than the arithmetic it saved.
 #[inline(always)]
-pub fn portable(samples: &[i16], out: &mut [BlockSums]) {
-    let table = &*TABLE;
-    for (block, sums) in samples.chunks_exact(BLOCK).zip(out) {
-        let mut dot = [0i32; QUADRATURES];
-        for (pair, row) in block.chunks_exact(2).zip(&table.rows) {
-            let (x0, x1) = (pair[0] as i32, pair[1] as i32);
-            for (q, acc) in dot.iter_mut().enumerate() {
-                *acc += x0 * row[2 * q] as i32 + x1 * row[2 * q + 1] as i32;
-            }
+pub fn portable(table: &Table, block: &[i16]) -> BlockSums {
+    assert_eq!(block.len(), BLOCK);
+    let mut dot = [0i32; QUADRATURES];
+    for (pair, row) in block.chunks_exact(2).zip(&table.rows) {
+        let (x0, x1) = (pair[0] as i32, pair[1] as i32);
+        for (q, acc) in dot.iter_mut().enumerate() {
+            *acc += x0 * row[2 * q] as i32 + x1 * row[2 * q + 1] as i32;
         }
-        sums.dot = dot;
-        sums.energy = energy(block);
     }
+    BlockSums { dot, energy: energy(block) }
 }
 
 fn energy(block: &[i16]) -> i64 {
@@ -192,7 +200,7 @@ fn energy(block: &[i16]) -> i64 {
 pub mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BlockSums, PAIRS, TABLE};
+    use super::{BLOCK, BlockSums, PAIRS, Table};
 
     /// The sample pair `2p, 2p+1` as one 32-bit lane, low sample first, as
     /// `vpmaddwd` expects: x86 is little-endian, so that is simply the 32 bits
@@ -206,14 +214,15 @@ pub mod x86 {
         unsafe { block.as_ptr().add(2 * p).cast::<i32>().read_unaligned() }
     }
 
-    /// The kernel for AVX2; `samples` holds `out.len()` whole blocks.
+    /// The kernel for AVX2: the sums of one block of [`BLOCK`] samples.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub fn avx2(samples: &[i16], out: &mut [BlockSums]) {
-        let table = &*TABLE;
+    pub fn avx2(table: &Table, block: &[i16]) -> BlockSums {
+        assert_eq!(block.len(), BLOCK);
         let rows = table.rows.as_ptr() as *const __m256i;
         let clamp = _mm256_set1_epi16(-i16::MAX);
-        for (block, sums) in samples.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        let mut sums = BlockSums::default();
+        {
             // Four named accumulators (two sample pairs per step, low and high
             // half of each row): with an indexed array the compiler kept them
             // on the stack, and every add waited for a store.
@@ -261,22 +270,24 @@ pub mod x86 {
             let halves = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide));
             sums.energy = _mm_cvtsi128_si64(halves) + _mm_extract_epi64::<1>(halves);
         }
+        sums
     }
 
-    /// The kernel for AVX-512 VNNI; `samples` holds `out.len()` whole blocks.
+    /// The kernel for AVX-512 VNNI: the sums of one block of [`BLOCK`] samples.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    pub fn avx512vnni(samples: &[i16], out: &mut [BlockSums]) {
-        let table = &*TABLE;
+    pub fn avx512vnni(table: &Table, block: &[i16]) -> BlockSums {
+        assert_eq!(block.len(), BLOCK);
         let row_ptr = table.rows.as_ptr() as *const __m512i;
-        // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes each,
-        // 64-byte aligned.
-        let rows: [__m512i; PAIRS] = std::array::from_fn(|p| unsafe { _mm512_load_si512(row_ptr.add(p)) });
         let clamp = _mm512_set1_epi16(-i16::MAX);
-        for (block, sums) in samples.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        let mut sums = BlockSums::default();
+        {
             let mut acc = [_mm512_setzero_si512(); 4];
-            for (p, row) in rows.iter().enumerate() {
-                acc[p & 3] = _mm512_dpwssd_epi32(acc[p & 3], _mm512_set1_epi32(pair(block, p)), *row);
+            for p in 0..PAIRS {
+                // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes
+                // each, 64-byte aligned, and p < PAIRS.
+                let row = unsafe { _mm512_load_si512(row_ptr.add(p)) };
+                acc[p & 3] = _mm512_dpwssd_epi32(acc[p & 3], _mm512_set1_epi32(pair(block, p)), row);
             }
             let dot = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
             // SAFETY: `sums.dot` is 16 i32 (64 bytes) and `block` 32 i16 (64
@@ -293,6 +304,7 @@ pub mod x86 {
             );
             sums.energy = _mm512_reduce_add_epi64(wide);
         }
+        sums
     }
 }
 

@@ -112,13 +112,18 @@ const OCTAVE: f32 = 0.008;
 /// a steady tone has equal halves, a starting or stopping one does not.
 const BALANCE: f32 = 2.0; // 3 dB
 
-/// A key found in a window, with its tones' mean powers.
+/// A key found in a window, with its tones' mean powers, frequency errors
+/// (fractions of the nominal frequencies) and window sums (re, im).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
     pub row: usize,
     pub col: usize,
     pub row_power: f32,
     pub col_power: f32,
+    pub row_error: f32,
+    pub col_error: f32,
+    pub row_phasor: (f32, f32),
+    pub col_phasor: (f32, f32),
 }
 
 /// The last [`WINDOW_BLOCKS`] blocks, kept as what the tests need: sums of
@@ -249,6 +254,11 @@ struct Halves {
 }
 
 impl Halves {
+    /// Tone `k`'s sum over the whole window.
+    fn sum(&self, second: &Halves, k: usize) -> (f32, f32) {
+        (self.z[k] + second.z[k], self.z[TONES + k] + second.z[TONES + k])
+    }
+
     /// Whether tone `k` has the same power in both halves of the window: a
     /// steady tone does, a starting or stopping one does not.
     fn balanced(&self, second: &Halves, k: usize) -> bool {
@@ -303,7 +313,16 @@ fn examine(first: &Halves, second: &Halves, power: &[f32; TONES], energy: f32, t
     let level_ok = row_power >= thresholds.min_power && col_power >= thresholds.min_power;
     let twist_ok =
         row_power <= thresholds.normal_twist * col_power && col_power <= thresholds.reverse_twist * row_power;
-    (on_frequency && share >= PURITY && level_ok && twist_ok).then_some(Hit { row, col: col - 4, row_power, col_power })
+    (on_frequency && share >= PURITY && level_ok && twist_ok).then_some(Hit {
+        row,
+        col: col - 4,
+        row_power,
+        col_power,
+        row_error,
+        col_error,
+        row_phasor: first.sum(second, row),
+        col_phasor: first.sum(second, col),
+    })
 }
 
 /// Power response of the rectangular window to a tone `offset_hz` from the bin centre.
