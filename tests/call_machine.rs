@@ -132,6 +132,13 @@ struct Sim {
 /// The call, and the phone, as handlers behind their endpoints.
 const HANDLER: HandlerId = HandlerId(1);
 
+/// One end of the simulated call.
+#[derive(Clone, Copy)]
+enum Side {
+    Pound,
+    Phone,
+}
+
 /// SIP crosses the simulated network as bytes, so that writing and parsing
 /// are inside the loop as on a real one.
 fn over_the_wire(message: &Message, wire: &mut Vec<Vec<u8>>) -> Message {
@@ -235,13 +242,11 @@ impl Sim {
 
     fn exchange(&mut self) -> Option<CallReport> {
         loop {
-            let mut moved = self.pump_pound() | self.pump_phone();
+            let mut moved = self.pump(Side::Pound) | self.pump(Side::Phone);
             while let Some(Transmit { destination, contents: message }) = self.call.poll_sip() {
                 moved = true;
                 if message.is_request() {
-                    let hop = Hop { destination, path: (), reliable: self.pound_reliable, timers: Timers::default() };
-                    self.pound_transactions.start(self.now, HANDLER, message, hop);
-                    self.pump_pound();
+                    self.start(Side::Pound, destination, message);
                 } else {
                     self.pound_sends(message);
                 }
@@ -249,9 +254,7 @@ impl Sim {
             while let Some(Transmit { destination, contents: message }) = self.phone.poll_sip() {
                 moved = true;
                 if message.is_request() {
-                    let hop = Hop { destination, path: (), reliable: self.phone_reliable, timers: Timers::default() };
-                    self.phone_transactions.start(self.now, HANDLER, message, hop);
-                    self.pump_phone();
+                    self.start(Side::Phone, destination, message);
                 } else {
                     self.phone_sends(message);
                 }
@@ -308,33 +311,44 @@ impl Sim {
         }
     }
 
-    /// Sends what pound's transactions have to send, then tells the call
-    /// their news; whether anything happened.
-    fn pump_pound(&mut self) -> bool {
-        let mut moved = false;
-        while let Some(out) = self.pound_transactions.poll_transmit() {
-            moved = true;
-            self.pound_sends(out.transmit.contents);
+    fn transactions(&mut self, side: Side) -> &mut ClientTransactions<()> {
+        match side {
+            Side::Pound => &mut self.pound_transactions,
+            Side::Phone => &mut self.phone_transactions,
         }
-        while let Some(event) = self.pound_transactions.poll_event() {
+    }
+
+    /// Sends what one side's transactions have to send, then tells its
+    /// machine their news; whether anything happened.
+    fn pump(&mut self, side: Side) -> bool {
+        let mut moved = false;
+        while let Some(out) = self.transactions(side).poll_transmit() {
             moved = true;
-            self.call.handle_transaction(self.now, &event.key, event.event);
+            match side {
+                Side::Pound => self.pound_sends(out.transmit.contents),
+                Side::Phone => self.phone_sends(out.transmit.contents),
+            }
+        }
+        while let Some(event) = self.transactions(side).poll_event() {
+            moved = true;
+            match side {
+                Side::Pound => self.call.handle_transaction(self.now, &event.key, event.event),
+                Side::Phone => self.phone.handle_transaction(self.now, &event.key, event.event),
+            }
         }
         moved
     }
 
-    /// [`Sim::pump_pound`] for the phone.
-    fn pump_phone(&mut self) -> bool {
-        let mut moved = false;
-        while let Some(out) = self.phone_transactions.poll_transmit() {
-            moved = true;
-            self.phone_sends(out.transmit.contents);
-        }
-        while let Some(event) = self.phone_transactions.poll_event() {
-            moved = true;
-            self.phone.handle_transaction(self.now, &event.key, event.event);
-        }
-        moved
+    /// `side`'s machine sends a request to `destination`: it starts a transaction.
+    fn start(&mut self, side: Side, destination: SocketAddr, request: Message) {
+        let reliable = match side {
+            Side::Pound => self.pound_reliable,
+            Side::Phone => self.phone_reliable,
+        };
+        let hop = Hop { destination, path: (), reliable, timers: Timers::default() };
+        let now = self.now;
+        self.transactions(side).start(now, HANDLER, request, hop);
+        self.pump(side);
     }
 
     fn pound_sends(&mut self, message: Message) {
@@ -360,7 +374,7 @@ impl Sim {
                 Matched::Foreign(_) => self.call.handle_sip(self.now, from, message),
                 Matched::Taken | Matched::Unknown => {}
             }
-            self.pump_pound();
+            self.pump(Side::Pound);
             return;
         }
         self.call.handle_sip(self.now, from, message);
@@ -426,7 +440,7 @@ impl Sim {
             self.phone.handle_sip(self.now, addr(CALLER_SIP), message);
         } else {
             self.phone_transactions.handle_response(self.now, addr(CALLER_SIP), message);
-            self.pump_phone();
+            self.pump(Side::Phone);
         }
     }
 }

@@ -289,6 +289,16 @@ mod tests {
             .collect()
     }
 
+    /// A table that has sent `request` (a fresh one of `method`) and nothing else yet.
+    fn started(method: Method, branch: &str, reliable: bool) -> (Instant, ClientTransactions<()>, Message) {
+        let t0 = Instant::now();
+        let mut table = ClientTransactions::default();
+        let request = request(method, branch);
+        table.start(t0, CALL, request.clone(), hop(reliable));
+        assert_eq!(drain(&mut table).0.len(), 1, "the request leaves once at the start");
+        (t0, table, request)
+    }
+
     /// Steps from deadline to deadline until `end`, counting what goes out.
     fn run_until(table: &mut ClientTransactions<()>, end: Instant) -> (usize, Vec<ClientEvent>) {
         let (mut sent, mut events) = (0, Vec::new());
@@ -303,12 +313,7 @@ mod tests {
 
     #[test]
     fn provisionals_and_2xx_to_invite_go_up_every_time_a_retransmitted_non_2xx_is_acked_here() {
-        let t0 = Instant::now();
-        let mut table = ClientTransactions::default();
-        let invite = request(Method::Invite, "z9hG4bKi1");
-        table.start(t0, CALL, invite.clone(), hop(false));
-        let (sent, _) = drain(&mut table);
-        assert_eq!(sent.len(), 1, "the INVITE leaves once at the start");
+        let (t0, mut table, invite) = started(Method::Invite, "z9hG4bKi1", false);
         for _ in 0..2 {
             assert_eq!(table.handle_response(t0, peer(), reply(&invite, 180)), Matched::Taken);
         }
@@ -333,11 +338,7 @@ mod tests {
 
     #[test]
     fn timer_b_reaches_the_handler_as_an_event() {
-        let t0 = Instant::now();
-        let mut table = ClientTransactions::default();
-        let invite = request(Method::Invite, "z9hG4bKlost");
-        table.start(t0, CALL, invite.clone(), hop(false));
-        drain(&mut table);
+        let (t0, mut table, _) = started(Method::Invite, "z9hG4bKlost", false);
         let (sent, events) = run_until(&mut table, t0 + Duration::from_secs(100));
         assert_eq!(sent, 6, "timer A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s");
         let [event] = &events[..] else { panic!("{events:?}") };
@@ -349,11 +350,7 @@ mod tests {
 
     #[test]
     fn a_dropped_handlers_bye_is_retransmitted_until_answered_and_its_events_go_nowhere() {
-        let t0 = Instant::now();
-        let mut table = ClientTransactions::default();
-        let bye = request(Method::Bye, "z9hG4bKbye");
-        table.start(t0, CALL, bye.clone(), hop(false));
-        drain(&mut table);
+        let (t0, mut table, bye) = started(Method::Bye, "z9hG4bKbye", false);
         table.forget(CALL);
         let (sent, events) = run_until(&mut table, t0 + Duration::from_secs(2));
         assert_eq!(sent, 2, "timer E goes on: 0.5 and 1.5 s");
@@ -388,11 +385,7 @@ mod tests {
 
     #[test]
     fn responses_from_elsewhere_or_of_another_call_are_not_taken() {
-        let t0 = Instant::now();
-        let mut table = ClientTransactions::default();
-        let invite = request(Method::Invite, "z9hG4bKi");
-        table.start(t0, CALL, invite.clone(), hop(false));
-        drain(&mut table);
+        let (t0, mut table, invite) = started(Method::Invite, "z9hG4bKi", false);
         let stranger: SocketAddr = "198.51.100.7:5060".parse().unwrap();
         assert_eq!(table.handle_response(t0, stranger, reply(&invite, 486)), Matched::Foreign(CALL));
         let mut other_call = reply(&invite, 486);
