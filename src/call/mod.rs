@@ -181,9 +181,9 @@ pub struct Call {
     invite: Message,
     /// The client transactions whose events the call acts on. An INVITE
     /// replaced by an authenticated retry is no longer among them: its
-    /// transaction still acknowledges retransmissions of the challenge.
+    /// transaction still acknowledges retransmissions of the challenge. Nor
+    /// is the CANCEL: the INVITE's final response decides.
     invite_tx: Option<TransactionKey>,
-    cancel_tx: Option<TransactionKey>,
     bye_tx: Option<TransactionKey>,
     /// The in-dialog OPTIONS that asks whether a silent callee is still
     /// there; asked once a call.
@@ -202,7 +202,7 @@ pub struct Call {
     rng: StdRng,
     wrong_entries: u32,
     prompt_plays: u32,
-    /// The call's own deadlines; transactions, media and replies keep theirs.
+    /// The call's own deadlines; media and replies keep theirs, and its transactions' are the endpoint's.
     timers: TimerTable<Timer, { Timer::COUNT }>,
     answered_at: Option<Instant>,
     outcome: Option<Outcome>,
@@ -280,7 +280,6 @@ impl Call {
             phase: Phase::Inviting,
             invite: Message::request(Method::Invite, ""),
             invite_tx: None,
-            cancel_tx: None,
             bye_tx: None,
             liveness_tx: None,
             dialog: None,
@@ -415,8 +414,7 @@ impl Call {
         } else if self.liveness_tx.as_ref() == key {
             self.on_liveness_event(now, event);
         }
-        // CANCEL's own outcome changes nothing: the INVITE's final response
-        // decides. A replaced INVITE's events were decided on already.
+        // A replaced INVITE's events were decided on already.
         self.flush(now);
     }
 

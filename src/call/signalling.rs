@@ -139,7 +139,7 @@ impl Call {
         cancel.add_header("Max-Forwards", "70");
         self.cancel_sent_at = Some(now);
         self.timers.set(Timer::CancelGiveUp, now + self.config.timers.t1 * CANCEL_GIVE_UP);
-        self.cancel_tx = self.send_request(cancel);
+        self.send_request(cancel);
     }
 
     pub(super) fn on_bye_event(&mut self, now: Instant, event: TransactionEvent) {

@@ -53,7 +53,7 @@ fn deadline(now: Instant, wait: Duration) -> Instant {
     now + wait.min(MAX_WAIT)
 }
 
-/// The watch's own deadlines; its transactions keep theirs.
+/// The watch's own deadlines; its transactions' are the endpoint's.
 #[derive(Debug, Clone, Copy)]
 enum Timer {
     /// Register (again): first, refresh, or retry after a failure.
