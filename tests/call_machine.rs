@@ -1,5 +1,7 @@
 //! The call machine against the simulated phone, both socket-free, in
 //! simulated time: every outcome and every timer, in microseconds of real time.
+//! Each side's requests run as client transactions of a socket-free table, as
+//! behind the SIP endpoint: the machines are its transaction users.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +16,8 @@ use pound::dialplan::Dialplan;
 use pound::media::codec::Codec;
 use pound::phone::{Phone, PhoneConfig, PhoneEvent, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
-use pound::sip::{Credentials, Message, Timers, auth};
+use pound::sip::endpoint::HandlerId;
+use pound::sip::{ClientTransactions, Credentials, Hop, Matched, Message, Timers, auth};
 use pound::srtp::Suite;
 use pound::stir::{Attestation, Signer};
 use pound::vocab::DtmfSource;
@@ -118,6 +121,22 @@ struct Sim {
     from_phone: Vec<Message>,
     /// Every SIP message and RTP packet either side sent, as bytes, in order.
     wire: Vec<Vec<u8>>,
+    /// pound's endpoint's client transactions, and the phone's.
+    pound_transactions: ClientTransactions<()>,
+    phone_transactions: ClientTransactions<()>,
+    /// Whether each side's transport is reliable (no retransmissions).
+    pound_reliable: bool,
+    phone_reliable: bool,
+}
+
+/// The call, and the phone, as handlers behind their endpoints.
+const HANDLER: HandlerId = HandlerId(1);
+
+/// One end of the simulated call.
+#[derive(Clone, Copy)]
+enum Side {
+    Pound,
+    Phone,
 }
 
 /// SIP crosses the simulated network as bytes, so that writing and parsing
@@ -172,6 +191,7 @@ impl Sim {
         };
         let mut config = config;
         edit(&mut config);
+        let (pound_reliable, phone_reliable) = (config.transport.is_reliable(), phone.transport.is_reliable());
         Sim {
             start: now,
             now,
@@ -186,6 +206,10 @@ impl Sim {
             from_pound: Vec::new(),
             from_phone: Vec::new(),
             wire: Vec::new(),
+            pound_transactions: ClientTransactions::default(),
+            phone_transactions: ClientTransactions::default(),
+            pound_reliable,
+            phone_reliable,
         }
     }
 
@@ -196,11 +220,21 @@ impl Sim {
             if let Some(report) = self.exchange() {
                 return Some(report);
             }
-            let next = [self.call.poll_timeout(), self.phone.poll_timeout()].into_iter().flatten().min()?;
+            let next = [
+                self.call.poll_timeout(),
+                self.phone.poll_timeout(),
+                self.pound_transactions.poll_timeout(),
+                self.phone_transactions.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()?;
             if next > end {
                 return None;
             }
             self.now = self.now.max(next);
+            self.pound_transactions.handle_timeout(self.now);
+            self.phone_transactions.handle_timeout(self.now);
             self.call.handle_timeout(self.now);
             self.phone.handle_timeout(self.now);
         }
@@ -208,20 +242,22 @@ impl Sim {
 
     fn exchange(&mut self) -> Option<CallReport> {
         loop {
-            let mut moved = false;
-            while let Some(Transmit { contents: message, .. }) = self.call.poll_sip() {
+            let mut moved = self.pump(Side::Pound) | self.pump(Side::Phone);
+            while let Some(Transmit { destination, contents: message }) = self.call.poll_sip() {
                 moved = true;
-                self.trace("pound ->", &message);
-                let message = over_the_wire(&message, &mut self.wire);
-                self.from_pound.push(message.clone());
-                self.deliver_to_phone(message);
+                if message.is_request() {
+                    self.start(Side::Pound, destination, message);
+                } else {
+                    self.pound_sends(message);
+                }
             }
-            while let Some(Transmit { contents: message, .. }) = self.phone.poll_sip() {
+            while let Some(Transmit { destination, contents: message }) = self.phone.poll_sip() {
                 moved = true;
-                self.trace("phone ->", &message);
-                let message = over_the_wire(&message, &mut self.wire);
-                self.from_phone.push(message.clone());
-                self.call.handle_sip(self.now, self.phone_signalling(), message);
+                if message.is_request() {
+                    self.start(Side::Phone, destination, message);
+                } else {
+                    self.phone_sends(message);
+                }
             }
             while let Some(Transmit { destination: to, contents: packet }) = self.call.poll_rtp(self.now) {
                 assert_eq!(to, addr(PHONE_RTP));
@@ -275,6 +311,75 @@ impl Sim {
         }
     }
 
+    fn transactions(&mut self, side: Side) -> &mut ClientTransactions<()> {
+        match side {
+            Side::Pound => &mut self.pound_transactions,
+            Side::Phone => &mut self.phone_transactions,
+        }
+    }
+
+    /// Sends what one side's transactions have to send, then tells its
+    /// machine their news; whether anything happened.
+    fn pump(&mut self, side: Side) -> bool {
+        let mut moved = false;
+        while let Some(out) = self.transactions(side).poll_transmit() {
+            moved = true;
+            match side {
+                Side::Pound => self.pound_sends(out.transmit.contents),
+                Side::Phone => self.phone_sends(out.transmit.contents),
+            }
+        }
+        while let Some(event) = self.transactions(side).poll_event() {
+            moved = true;
+            match side {
+                Side::Pound => self.call.handle_transaction(self.now, &event.key, event.event),
+                Side::Phone => self.phone.handle_transaction(self.now, &event.key, event.event),
+            }
+        }
+        moved
+    }
+
+    /// `side`'s machine sends a request to `destination`: it starts a transaction.
+    fn start(&mut self, side: Side, destination: SocketAddr, request: Message) {
+        let reliable = match side {
+            Side::Pound => self.pound_reliable,
+            Side::Phone => self.phone_reliable,
+        };
+        let hop = Hop { destination, path: (), reliable, timers: Timers::default() };
+        let now = self.now;
+        self.transactions(side).start(now, HANDLER, request, hop);
+        self.pump(side);
+    }
+
+    fn pound_sends(&mut self, message: Message) {
+        self.trace("pound ->", &message);
+        let message = over_the_wire(&message, &mut self.wire);
+        self.from_pound.push(message.clone());
+        self.deliver_to_phone(message);
+    }
+
+    fn phone_sends(&mut self, message: Message) {
+        self.trace("phone ->", &message);
+        let message = over_the_wire(&message, &mut self.wire);
+        self.from_phone.push(message.clone());
+        self.reach_pound(self.phone_signalling(), message);
+    }
+
+    /// A message reaches pound's endpoint from `from`: a response goes to
+    /// its transaction (or, from a foreign address, to the call), a request
+    /// to the call.
+    fn reach_pound(&mut self, from: SocketAddr, message: Message) {
+        if !message.is_request() {
+            match self.pound_transactions.handle_response(self.now, from, message.clone()) {
+                Matched::Foreign(_) => self.call.handle_sip(self.now, from, message),
+                Matched::Taken | Matched::Unknown => {}
+            }
+            self.pump(Side::Pound);
+            return;
+        }
+        self.call.handle_sip(self.now, from, message);
+    }
+
     /// `POUND_SIM_TRACE=1` prints the SIP exchange, for debugging a failing case.
     fn trace(&self, who: &str, message: &Message) {
         if std::env::var_os("POUND_SIM_TRACE").is_some() {
@@ -304,7 +409,7 @@ impl Sim {
                 answer.filter(|_| message.is_request() && message.method().is_none_or(|m| m.as_str() != "ACK"))
             {
                 let response = Message::response_to(&message, status, None);
-                self.call.handle_sip(self.now, self.phone_signalling(), response);
+                self.reach_pound(self.phone_signalling(), response);
             }
             return;
         }
@@ -318,7 +423,7 @@ impl Sim {
             let challenge = Message::response_to(&message, status, Some("proxytag"))
                 .with_header(header, "Digest realm=\"example.com\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256");
             self.challenged = Some(message);
-            self.call.handle_sip(self.now, self.phone_signalling(), challenge);
+            self.reach_pound(self.phone_signalling(), challenge);
             return;
         }
         if message.method().is_some_and(|m| m.as_str() == "ACK")
@@ -331,7 +436,12 @@ impl Sim {
             Some(suite) if is_invite => keep_crypto_of(message, suite),
             _ => message,
         };
-        self.phone.handle_sip(self.now, addr(CALLER_SIP), message);
+        if message.is_request() {
+            self.phone.handle_sip(self.now, addr(CALLER_SIP), message);
+        } else {
+            self.phone_transactions.handle_response(self.now, addr(CALLER_SIP), message);
+            self.pump(Side::Phone);
+        }
     }
 }
 
@@ -830,7 +940,7 @@ fn a_retransmitted_200_is_acknowledged_again() {
     let ok = sim.from_phone.iter().find(|m| m.status() == Some(200)).unwrap().clone();
     let acks = |sim: &Sim| sim.from_pound.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == "ACK")).count();
     assert_eq!(acks(&sim), 1);
-    sim.call.handle_sip(sim.now, addr(PHONE_SIP), ok);
+    sim.reach_pound(addr(PHONE_SIP), ok);
     assert!(sim.exchange().is_none());
     assert_eq!(acks(&sim), 2);
 }
@@ -905,7 +1015,7 @@ fn behind_a_proxy_the_proxy_and_the_remote_target_speak_for_the_callee_and_nobod
     let invite = sim.from_pound[0].clone();
     let mut forged = Message::response_to(&invite, 200, Some("forged")).with_header("Contact", "<sip:x@10.0.0.66>");
     forged.set_body("application/sdp", hold_sdp("sendrecv").replace("10.0.0.2", "10.0.0.66").into_bytes());
-    sim.call.handle_sip(sim.now, addr(STRANGER_SIP), forged);
+    sim.reach_pound(addr(STRANGER_SIP), forged);
     assert!(sim.exchange().is_none());
     assert!(!sim.events.contains(&CallEvent::Answered));
     assert!(sim.run(Duration::from_millis(2500)).is_none(), "answered by the phone, through the proxy");
@@ -1053,4 +1163,62 @@ fn srtp_over_signalling_in_clear_sends_nothing() {
     let Some(CallEvent::Finished(report)) = events.last() else { panic!("{events:?}") };
     assert_eq!(report.outcome, Outcome::Failed);
     assert!(report.detail.as_deref().unwrap_or_default().contains("TLS"), "{report:?}");
+}
+
+/// How many of pound's messages on the wire were `method` requests.
+fn sent_by_pound(sim: &Sim, method: &str) -> Vec<Vec<u8>> {
+    sim.from_pound.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == method)).map(Message::to_bytes).collect()
+}
+
+#[test]
+fn each_request_leaves_once_and_is_retransmitted_by_one_layer_only() {
+    let (report, sim) = call(dialplan(""), phone_config());
+    assert_eq!(report.outcome, Outcome::Verified);
+    for method in ["INVITE", "ACK", "BYE"] {
+        assert_eq!(sent_by_pound(&sim, method).len(), 1, "{method}");
+    }
+    // Two INVITEs lost: timer A sends the very same bytes twice more, and only the endpoint's
+    // transaction sends them.
+    let network = Network { lose_invites: 2, ..Network::default() };
+    let (report, sim) = call_with(dialplan(""), phone_config(), network, vec![Codec::Pcmu]);
+    assert_eq!(report.outcome, Outcome::Verified);
+    let invites = sent_by_pound(&sim, "INVITE");
+    assert_eq!(invites.len(), 3);
+    assert!(invites.iter().all(|bytes| *bytes == invites[0]));
+}
+
+#[test]
+fn timer_b_reaches_the_call_after_the_transaction_sent_the_invite_seven_times() {
+    let network = Network { black_hole: true, ..Network::default() };
+    let (report, sim) = call_with(dialplan(""), phone_config(), network, vec![Codec::Pcmu]);
+    assert_eq!(report.outcome, Outcome::Unreachable);
+    assert_eq!(report.detail.as_deref(), Some("no final response to the INVITE"));
+    // At 0, 0.5, 1.5, 3.5, 7.5, 15.5 and 31.5 s; timer B fires at 32 s.
+    assert_eq!(sent_by_pound(&sim, "INVITE").len(), 7);
+    assert!(sim.pound_transactions.is_empty());
+}
+
+#[test]
+fn a_retransmitted_rejection_is_acknowledged_by_the_endpoint_and_reaches_the_call_once() {
+    let phone = PhoneConfig { reject: Some(486), ..phone_config() };
+    let (report, mut sim) = call(dialplan(""), phone);
+    assert_eq!(report.outcome, Outcome::Busy);
+    let busy = sim.from_phone.iter().find(|m| m.status() == Some(486)).unwrap().clone();
+    assert_eq!(sent_by_pound(&sim, "ACK").len(), 1);
+    sim.reach_pound(addr(PHONE_SIP), busy);
+    assert!(sim.exchange().is_none());
+    assert_eq!(sent_by_pound(&sim, "ACK").len(), 2, "timer D: the 486 came again, so did the ACK");
+    let responses = sim.events.iter().filter(|e| matches!(e, CallEvent::Response { .. })).count();
+    assert_eq!(responses, 1);
+}
+
+#[test]
+fn a_retransmitted_ringing_is_passed_up_and_rings_once() {
+    let mut sim = Sim::new(dialplan(""), phone_config(), Network::default(), vec![Codec::Pcmu]);
+    assert!(sim.run(Duration::from_millis(500)).is_none());
+    let ringing = sim.from_phone.iter().find(|m| m.status() == Some(180)).unwrap().clone();
+    sim.reach_pound(addr(PHONE_SIP), ringing);
+    assert!(sim.exchange().is_none());
+    assert_eq!(sim.events.iter().filter(|e| **e == CallEvent::Ringing).count(), 1);
+    assert_eq!(sim.run(Duration::from_secs(60)).unwrap().outcome, Outcome::Verified);
 }

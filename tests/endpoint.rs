@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use common::http::{get_json, submit, wait_for};
 use common::process::{pound, start};
-use pound::net::{Endpoint, SipHandle};
+use pound::net::{Delivery, Endpoint, SipHandle};
 use pound::sip::frame::frame_len;
-use pound::sip::{Message, Method};
+use pound::sip::{Message, Method, Timers, TransactionEvent};
 use pound::vocab::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -57,9 +57,16 @@ async fn ask(socket: &UdpSocket, to: SocketAddr, message: &Message) -> Option<u1
     receive(socket, Duration::from_secs(2)).await.and_then(|(answer, _)| answer.status())
 }
 
-/// The next message for `handle`, if one comes within 300 ms.
+/// The next message for `handle`, if one comes within 300 ms: a request, or
+/// a response its transaction passed up.
 async fn delivered(handle: &mut SipHandle) -> Option<Message> {
-    tokio::time::timeout(Duration::from_millis(300), handle.recv()).await.ok().flatten().map(|i| i.message)
+    match tokio::time::timeout(Duration::from_millis(300), handle.recv()).await.ok().flatten()? {
+        Delivery::Message(incoming) => Some(incoming.message),
+        Delivery::Transaction(_, TransactionEvent::Provisional(response) | TransactionEvent::Final(response)) => {
+            Some(response)
+        }
+        Delivery::Transaction(key, event) => panic!("{key:?}: {event:?}"),
+    }
 }
 
 fn options_ping(n: usize) -> Message {
@@ -160,8 +167,10 @@ async fn strays_are_answered_481_and_nothing_leaks_between_calls() {
     let pound_sip = endpoint.local_addr();
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer_address = peer.local_addr().unwrap();
-    let (mut a, mut b) =
-        (endpoint.handle(Transport::Udp, None).unwrap(), endpoint.handle(Transport::Udp, None).unwrap());
+    let (mut a, mut b) = (
+        endpoint.handle(Transport::Udp, None, Timers::default()).unwrap(),
+        endpoint.handle(Transport::Udp, None, Timers::default()).unwrap(),
+    );
     let invite_a = request(Method::Invite, "call-a", "z9hG4bKa", "tag-a", None);
     let invite_b = request(Method::Invite, "call-b", "z9hG4bKb", "tag-b", None);
     a.send(&invite_a, peer_address).await.unwrap();
@@ -226,7 +235,8 @@ async fn calls_over_tcp_share_one_listener_and_one_connection_per_peer() {
     let endpoint = Endpoint::bind(addr("127.0.0.1:0"), true).await.unwrap();
     let trunk = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trunk_address = trunk.local_addr().unwrap();
-    let mut handles: Vec<SipHandle> = (0..3).map(|_| endpoint.handle(Transport::Tcp, None).unwrap()).collect();
+    let mut handles: Vec<SipHandle> =
+        (0..3).map(|_| endpoint.handle(Transport::Tcp, None, Timers::default()).unwrap()).collect();
     let invites: Vec<Message> = (0..3)
         .map(|n| request(Method::Invite, &format!("tcp-{n}"), &format!("z9hG4bKt{n}"), &format!("t{n}"), None))
         .collect();
@@ -276,9 +286,12 @@ async fn a_retransmitted_bye_gets_the_cached_200_after_the_call_is_gone() {
     let endpoint = Endpoint::bind(addr("127.0.0.1:0"), false).await.unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer_addr = peer.local_addr().unwrap();
-    let mut call = endpoint.handle(Transport::Udp, None).unwrap();
+    let mut call = endpoint.handle(Transport::Udp, None, Timers::default()).unwrap();
     call.send(&request(Method::Invite, "call-1", "z9hG4bKinv", "ours", None), peer_addr).await.unwrap();
-    let _invite = next_from_pound(&peer).await;
+    let invite = next_from_pound(&peer).await;
+    // Ringing: the INVITE is not retransmitted any more.
+    peer.send_to(&Message::response_to(&invite, 180, Some("theirs")).to_bytes(), endpoint.local_addr()).await.unwrap();
+    assert_eq!(delivered(&mut call).await.and_then(|m| m.status()), Some(180));
     // The callee hangs up; the call answers 200 and is over.
     let bye = request(Method::Bye, "call-1", "z9hG4bKbye", "theirs", Some("ours"));
     peer.send_to(&bye.to_bytes(), endpoint.local_addr()).await.unwrap();
@@ -299,7 +312,7 @@ async fn a_retransmitted_bye_gets_the_cached_200_after_the_call_is_gone() {
 async fn a_cancel_is_matched_to_its_invite_and_answered_200_once_the_invite_has_its_answer() {
     let endpoint = Endpoint::bind(addr("127.0.0.1:0"), false).await.unwrap();
     let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut uas = endpoint.catch_all(Transport::Udp).unwrap();
+    let mut uas = endpoint.catch_all(Transport::Udp, Timers::default()).unwrap();
     let invite = request(Method::Invite, "in-1", "z9hG4bKin1", "caller", None);
     caller.send_to(&invite.to_bytes(), endpoint.local_addr()).await.unwrap();
     let received = delivered(&mut uas).await.expect("the INVITE reaches the UAS");
@@ -317,4 +330,71 @@ async fn a_cancel_is_matched_to_its_invite_and_answered_200_once_the_invite_has_
     // A CANCEL of an INVITE nobody got: 481.
     let unknown = request(Method::Cancel, "in-2", "z9hG4bKnever", "caller", None);
     assert_eq!(ask(&caller, endpoint.local_addr(), &unknown).await, Some(481));
+}
+
+/// Timers short enough for a test on real sockets: T1 = 100 ms, so a
+/// request goes out at 0, 0.1, 0.3, 0.7 s…
+fn quick() -> Timers {
+    Timers { t1: Duration::from_millis(100), t2: Duration::from_millis(800), t4: Duration::from_millis(500) }
+}
+
+/// Every message `peer` receives within `wait`.
+async fn all_received(peer: &UdpSocket, wait: Duration) -> Vec<Message> {
+    let until = tokio::time::Instant::now() + wait;
+    let mut received = Vec::new();
+    while let Some((message, _)) = receive(peer, until.saturating_duration_since(tokio::time::Instant::now())).await {
+        received.push(message);
+    }
+    received
+}
+
+/// A handle on a fresh endpoint that has sent `request` to a fresh peer, on [`quick`] timers.
+async fn sent_to_a_peer(request: &Message) -> (Endpoint, SipHandle, UdpSocket) {
+    let endpoint = Endpoint::bind(addr("127.0.0.1:0"), false).await.unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let handle = endpoint.handle(Transport::Udp, None, quick()).unwrap();
+    handle.send(request, peer.local_addr().unwrap()).await.unwrap();
+    (endpoint, handle, peer)
+}
+
+#[tokio::test]
+async fn the_endpoint_retransmits_a_request_until_its_answer_and_the_handle_hears_the_answer_once() {
+    let options = request(Method::Options, "live-1", "z9hG4bKlive", "ours", None);
+    let (endpoint, mut call, peer) = sent_to_a_peer(&options).await;
+    // Timer E: at 0, 100 and 300 ms, the same bytes each time, and nobody else sends them.
+    let received = all_received(&peer, Duration::from_millis(500)).await;
+    assert_eq!(received.len(), 3, "{received:?}");
+    assert!(received.iter().all(|m| m.to_bytes() == options.to_bytes()));
+    let ok = Message::response_to(&options, 200, Some("theirs"));
+    for _ in 0..2 {
+        peer.send_to(&ok.to_bytes(), endpoint.local_addr()).await.unwrap();
+    }
+    assert_eq!(delivered(&mut call).await.and_then(|m| m.status()), Some(200));
+    assert!(delivered(&mut call).await.is_none(), "the retransmitted 200 is absorbed");
+    assert!(all_received(&peer, Duration::from_millis(1000)).await.is_empty(), "answered: nothing more goes out");
+}
+
+#[tokio::test]
+async fn a_dropped_calls_bye_is_retransmitted_by_the_endpoint_until_answered() {
+    let bye = request(Method::Bye, "gone-1", "z9hG4bKbye1", "ours", Some("theirs"));
+    let (endpoint, call, peer) = sent_to_a_peer(&bye).await;
+    drop(call);
+    let received = all_received(&peer, Duration::from_millis(500)).await;
+    assert_eq!(received.len(), 3, "the BYE at 0, 100 and 300 ms: {received:?}");
+    peer.send_to(&Message::response_to(&bye, 200, None).to_bytes(), endpoint.local_addr()).await.unwrap();
+    assert!(all_received(&peer, Duration::from_millis(1000)).await.is_empty(), "answered: nothing more goes out");
+}
+
+#[tokio::test]
+async fn timer_b_reaches_the_handle_as_an_event() {
+    let invite = request(Method::Invite, "lost-1", "z9hG4bKlost1", "ours", None);
+    let (_endpoint, mut call, peer) = sent_to_a_peer(&invite).await;
+    // 64·T1 = 6.4 s.
+    let event = tokio::time::timeout(Duration::from_secs(10), call.recv()).await.expect("timer B fires");
+    let Some(Delivery::Transaction(key, TransactionEvent::Timeout)) = event else { panic!("{event:?}") };
+    assert_eq!((key.branch.as_str(), key.method), ("z9hG4bKlost1", Method::Invite));
+    // At 0, 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s; on a busy machine the timer task
+    // may wake for the last only at 6.4 s, when timer B has the say.
+    let sent = all_received(&peer, Duration::from_millis(100)).await.len();
+    assert!((6..=7).contains(&sent), "{sent} INVITEs");
 }

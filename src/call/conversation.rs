@@ -71,7 +71,7 @@ impl Call {
             }
             Phase::Talking | Phase::Closing => {
                 if self.media_silence_deadline().is_some_and(|t| now >= t) {
-                    self.probe_liveness(now);
+                    self.probe_liveness();
                 } else if self.timers.is_expired(Timer::Talk, now) {
                     self.decide(Outcome::NoInput, None);
                     self.detail.get_or_insert_with(|| "maximum call duration".into());

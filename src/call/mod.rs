@@ -3,9 +3,15 @@
 //! answer, the prompt over RTP, the key press by RFC 4733, SIP INFO or in-band
 //! audio, the confirmation, BYE, and the [`CallReport`].
 //!
-//! Inputs: [`Call::handle_sip`], [`Call::handle_rtp`], [`Call::handle_timeout`],
-//! each with the current time. Outputs: [`Call::poll_sip`], [`Call::poll_rtp`],
-//! [`Call::poll_event`], and [`Call::poll_timeout`] for when to come back.
+//! Inputs: [`Call::handle_sip`], [`Call::handle_transaction`], [`Call::handle_rtp`],
+//! [`Call::handle_timeout`], each with the current time. Outputs: [`Call::poll_sip`],
+//! [`Call::poll_rtp`], [`Call::poll_event`], and [`Call::poll_timeout`] for when to come back.
+//!
+//! The call is a transaction user (RFC 3261 §17): every request it sends but
+//! an ACK runs as a client transaction of the SIP endpoint
+//! ([`crate::sip::transactions`]), which retransmits it, absorbs what the
+//! transaction absorbs and hands the call the transaction's events; the ACK
+//! for a 2xx is the call's own, resent for each 2xx that comes again.
 //!
 //! Poll order, after every input: drain `poll_sip` (a retried INVITE must
 //! leave before anything that depends on it), then `poll_rtp(now)`, then
@@ -45,7 +51,7 @@ use crate::sdp::{Direction, Offer, offer_keys, parse_answer};
 use crate::sip::Credentials;
 use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, Dialog, new_call_id, new_tag};
-use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::sip::{Message, Method, Timers, TransactionEvent, TransactionKey};
 use crate::stir::{CallSigner, Parties, Signer};
 use crate::timer::TimerTable;
 use crate::vocab::{DtmfSource, Outcome, SrtpPolicy, Transmit, Transport};
@@ -173,14 +179,15 @@ pub struct Call {
     started: Instant,
     phase: Phase,
     invite: Message,
-    invite_tx: Option<ClientTransaction>,
-    cancel_tx: Option<ClientTransaction>,
-    bye_tx: Option<ClientTransaction>,
-    /// The in-dialog OPTIONS that asks whether a silent callee is still there.
-    liveness_tx: Option<ClientTransaction>,
-    /// INVITE transactions replaced by an authenticated retry: they still
-    /// acknowledge retransmissions of their challenge until they end.
-    retired: Vec<ClientTransaction>,
+    /// The client transactions whose events the call acts on. An INVITE
+    /// replaced by an authenticated retry is no longer among them: its
+    /// transaction still acknowledges retransmissions of the challenge. Nor
+    /// is the CANCEL: the INVITE's final response decides.
+    invite_tx: Option<TransactionKey>,
+    bye_tx: Option<TransactionKey>,
+    /// The in-dialog OPTIONS that asks whether a silent callee is still
+    /// there; asked once a call.
+    liveness_tx: Option<TransactionKey>,
     dialog: Option<Dialog>,
     ack: Option<Message>,
     media: Option<MediaSession>,
@@ -195,7 +202,7 @@ pub struct Call {
     rng: StdRng,
     wrong_entries: u32,
     prompt_plays: u32,
-    /// The call's own deadlines; transactions, media and replies keep theirs.
+    /// The call's own deadlines; media and replies keep theirs, and its transactions' are the endpoint's.
     timers: TimerTable<Timer, { Timer::COUNT }>,
     answered_at: Option<Instant>,
     outcome: Option<Outcome>,
@@ -273,10 +280,8 @@ impl Call {
             phase: Phase::Inviting,
             invite: Message::request(Method::Invite, ""),
             invite_tx: None,
-            cancel_tx: None,
             bye_tx: None,
             liveness_tx: None,
-            retired: Vec::new(),
             dialog: None,
             ack: None,
             media: None,
@@ -350,18 +355,14 @@ impl Call {
         dialog::via(self.config.transport, self.config.local_sip, &mut self.rng)
     }
 
-    /// Every live transaction, retired ones first: the ACK for a challenge
-    /// must leave before the INVITE that answers it.
-    fn transactions(&mut self) -> impl Iterator<Item = &mut ClientTransaction> {
-        self.retired.iter_mut().chain(
-            [&mut self.invite_tx, &mut self.cancel_tx, &mut self.bye_tx, &mut self.liveness_tx].into_iter().flatten(),
-        )
+    /// Sends `request` to the next hop as a client transaction; returns its key.
+    fn send_request(&mut self, request: Message) -> Option<TransactionKey> {
+        let key = TransactionKey::of_request(&request);
+        self.outbox.push_back((request, Destination::NextHop));
+        key
     }
 
     fn send_invite(&mut self, now: Instant, mut invite: Message) {
-        if let Some(previous) = self.invite_tx.take() {
-            self.retired.push(previous);
-        }
         invite.set_header("Via", self.via());
         // Each INVITE transaction (the first, and each answer to a challenge) is signed afresh
         // with the time it leaves: the verifier judges iat against the moment the request
@@ -372,8 +373,7 @@ impl Call {
             invite.set_header("Identity", signing.identity(self.unix_seconds(now)));
         }
         self.invite = invite.clone();
-        self.invite_tx =
-            Some(ClientTransaction::new(invite, self.config.transport.is_reliable(), self.config.timers, now));
+        self.invite_tx = self.send_request(invite);
     }
 
     /// `now` on the wall clock, in Unix seconds.
@@ -383,7 +383,10 @@ impl Call {
         wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 
-    /// A SIP message from the network; `from` is its source address.
+    /// A SIP message from the network; `from` is its source address. A
+    /// request from the callee's side, or a response that the endpoint's
+    /// transactions did not take because it came from elsewhere than its
+    /// request went: foreign.
     pub fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
         if self.phase == Phase::Done {
             return;
@@ -394,15 +397,24 @@ impl Call {
         }
         if message.is_request() {
             self.handle_request(now, from, message);
-        } else {
-            let response = message;
-            for tx in self.transactions() {
-                if tx.matches(&response) {
-                    tx.handle_response(now, response);
-                    break;
-                }
-            }
         }
+        self.flush(now);
+    }
+
+    /// News of a client transaction the call started.
+    pub fn handle_transaction(&mut self, now: Instant, key: &TransactionKey, event: TransactionEvent) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let key = Some(key);
+        if self.invite_tx.as_ref() == key {
+            self.on_invite_event(now, event);
+        } else if self.bye_tx.as_ref() == key {
+            self.on_bye_event(now, event);
+        } else if self.liveness_tx.as_ref() == key {
+            self.on_liveness_event(now, event);
+        }
+        // A replaced INVITE's events were decided on already.
         self.flush(now);
     }
 
@@ -442,11 +454,6 @@ impl Call {
         if self.phase == Phase::Done {
             return;
         }
-        for tx in self.transactions() {
-            if tx.poll_timeout().is_some_and(|t| t <= now) {
-                tx.handle_timeout(now);
-            }
-        }
         if let Some(media) = self.media.as_mut() {
             media.handle_timeout(now);
         }
@@ -457,15 +464,12 @@ impl Call {
 
     /// The transport failed to deliver to the next hop; `reason` (a refused
     /// connection, a certificate that does not verify) is the call's detail
-    /// if it ends for it.
-    pub fn handle_transport_error(&mut self, now: Instant, reason: &str) {
+    /// if it ends for it. The transaction that could not send tells the
+    /// call so ([`TransactionEvent::TransportError`]).
+    pub fn handle_transport_error(&mut self, reason: &str) {
         if self.phase != Phase::Done {
             self.detail.get_or_insert_with(|| format!("transport: {reason}"));
         }
-        for tx in self.transactions() {
-            tx.handle_transport_error();
-        }
-        self.flush(now);
     }
 
     /// When [`Call::handle_timeout`] must be called next.
@@ -473,16 +477,9 @@ impl Call {
         if self.phase == Phase::Done {
             return None;
         }
-        let transactions = [&self.invite_tx, &self.cancel_tx, &self.bye_tx, &self.liveness_tx]
-            .into_iter()
-            .flatten()
-            .chain(&self.retired)
-            .filter_map(|tx| tx.poll_timeout());
         let media = self.media.as_ref().and_then(|m| m.poll_timeout());
         let media_silence = self.media_silence_deadline();
-        transactions
-            .chain([self.timers.next(), media, media_silence, self.replies.poll_timeout()].into_iter().flatten())
-            .min()
+        [self.timers.next(), media, media_silence, self.replies.poll_timeout()].into_iter().flatten().min()
     }
 
     /// The next SIP message to send.
@@ -507,28 +504,10 @@ impl Call {
         self.events.pop_front()
     }
 
-    /// Moves everything the transactions and the media produced along.
+    /// Moves along what the media and the replies to the callee produced.
     fn flush(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
-            while let Some(event) = self.invite_tx.as_mut().and_then(|tx| tx.poll_event()) {
-                self.on_invite_event(now, event);
-                progressed = true;
-            }
-            while let Some(event) = self.bye_tx.as_mut().and_then(|tx| tx.poll_event()) {
-                self.on_bye_event(now, event);
-                progressed = true;
-            }
-            while let Some(event) = self.liveness_tx.as_mut().and_then(|tx| tx.poll_event()) {
-                self.on_liveness_event(now, event);
-                progressed = true;
-            }
-            // CANCEL's own outcome changes nothing: the INVITE's final response
-            // decides. A retired INVITE's events were decided on already.
-            while self.cancel_tx.as_mut().and_then(|tx| tx.poll_event()).is_some() {}
-            for tx in &mut self.retired {
-                while tx.poll_event().is_some() {}
-            }
             while let Some(key) = self.media.as_mut().and_then(|m| m.poll_digit()) {
                 self.on_digit(now, key);
                 progressed = true;
@@ -541,22 +520,8 @@ impl Call {
                 break;
             }
         }
-        let mut transmits = Vec::new();
-        for tx in self.transactions() {
-            while let Some(message) = tx.poll_transmit() {
-                transmits.push((message, Destination::NextHop));
-            }
-        }
-        self.outbox.extend(transmits);
-        self.retired.retain(|tx| !tx.is_terminated());
         while let Some(reply) = self.replies.poll_transmit() {
             self.outbox.push_back(reply);
-        }
-        if self.invite_tx.as_ref().is_some_and(|tx| tx.is_terminated()) {
-            self.invite_tx = None;
-        }
-        if self.cancel_tx.as_ref().is_some_and(|tx| tx.is_terminated()) {
-            self.cancel_tx = None;
         }
     }
 }

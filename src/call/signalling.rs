@@ -139,14 +139,13 @@ impl Call {
         cancel.add_header("Max-Forwards", "70");
         self.cancel_sent_at = Some(now);
         self.timers.set(Timer::CancelGiveUp, now + self.config.timers.t1 * CANCEL_GIVE_UP);
-        self.cancel_tx =
-            Some(ClientTransaction::new(cancel, self.config.transport.is_reliable(), self.config.timers, now));
+        self.send_request(cancel);
     }
 
     pub(super) fn on_bye_event(&mut self, now: Instant, event: TransactionEvent) {
         if let TransactionEvent::Final(response) = &event
             && matches!(response.status(), Some(401 | 407))
-            && self.retry_bye_with_credentials(now, response)
+            && self.retry_bye_with_credentials(response)
         {
             return;
         }
@@ -155,7 +154,7 @@ impl Call {
         }
     }
 
-    pub(super) fn retry_bye_with_credentials(&mut self, now: Instant, response: &Message) -> bool {
+    pub(super) fn retry_bye_with_credentials(&mut self, response: &Message) -> bool {
         let Some(uri) = self.dialog.as_ref().map(|dialog| dialog.remote_target.clone()) else { return false };
         let Some(answer) = self.authenticator.answer(response, &Method::Bye, &uri, &mut self.rng) else {
             return false;
@@ -164,7 +163,7 @@ impl Call {
         let Some(dialog) = self.dialog.as_mut() else { return false };
         let mut bye = dialog.request(Method::Bye, &via);
         bye.add_header(answer.header, answer.value);
-        self.bye_tx = Some(ClientTransaction::new(bye, self.config.transport.is_reliable(), self.config.timers, now));
+        self.bye_tx = self.send_request(bye);
         true
     }
 
@@ -238,13 +237,12 @@ impl Call {
     /// Asks the callee's side, inside the dialog, whether the call still
     /// exists (RFC 3261 §11 OPTIONS; any final response but 481 or 408 means
     /// it does).
-    pub(super) fn probe_liveness(&mut self, now: Instant) {
+    pub(super) fn probe_liveness(&mut self) {
         tracing::info!(call_id = self.call_id(), "no RTP from the callee: asking whether the dialog is alive");
         let via = self.via();
         let Some(dialog) = self.dialog.as_mut() else { return };
         let options = dialog.request(Method::Options, &via);
-        self.liveness_tx =
-            Some(ClientTransaction::new(options, self.config.transport.is_reliable(), self.config.timers, now));
+        self.liveness_tx = self.send_request(options);
     }
 
     pub(super) fn on_liveness_event(&mut self, now: Instant, event: TransactionEvent) {
@@ -292,7 +290,7 @@ impl Call {
         // Only the BYE transaction's own timers matter from here on.
         self.timers.stop_all();
         let bye = dialog.request(Method::Bye, &via);
-        self.bye_tx = Some(ClientTransaction::new(bye, self.config.transport.is_reliable(), self.config.timers, now));
+        self.bye_tx = self.send_request(bye);
         self.phase = Phase::Ending;
     }
 }

@@ -17,7 +17,7 @@ use super::{NetError, io, local_ip_towards};
 use crate::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
-use crate::sip::{Credentials, Message, Timers};
+use crate::sip::{Credentials, Message, Timers, TransactionEvent, TransactionKey};
 use crate::stir::Signer;
 use crate::vocab::{SrtpPolicy, Transmit, Transport};
 
@@ -64,7 +64,7 @@ pub async fn run_call(
         ip if ip.is_unspecified() => local_ip_towards(setup.next_hop).map_err(io("finding the local address"))?,
         ip => ip,
     };
-    let mut sip = endpoint.handle(setup.transport, Some(setup.peer_name.clone()))?;
+    let mut sip = endpoint.handle(setup.transport, Some(setup.peer_name.clone()), setup.timers)?;
     let local_sip = SocketAddr::new(local_ip, endpoint.local_addr().port());
     let rtp = bind_rtp(endpoint.network(), local_ip, setup.rtp_ports.clone()).await.map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
@@ -118,6 +118,10 @@ impl Machine for CallMachine {
         self.call.handle_sip(now, from, message);
     }
 
+    fn handle_transaction(&mut self, now: Instant, key: TransactionKey, event: TransactionEvent) {
+        self.call.handle_transaction(now, &key, event);
+    }
+
     fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.call.handle_rtp(now, from, datagram);
     }
@@ -126,10 +130,10 @@ impl Machine for CallMachine {
         self.call.handle_timeout(now);
     }
 
-    fn handle_transport_error(&mut self, now: Instant, to: Option<SocketAddr>, reason: &str) {
+    fn handle_transport_error(&mut self, _now: Instant, to: Option<SocketAddr>, reason: &str) {
         // A response that could not go back to a request's source is that peer's loss, not the call's.
         if to.is_none_or(|to| to == self.next_hop) {
-            self.call.handle_transport_error(now, reason);
+            self.call.handle_transport_error(reason);
         }
     }
 

@@ -9,18 +9,20 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::endpoint::SipHandle;
+use super::endpoint::{Delivery, SipHandle};
 use super::socket::Socket;
-use super::transport::Incoming;
 use crate::clock;
-use crate::sip::Message;
+use crate::sip::{Message, TransactionEvent, TransactionKey};
 use crate::vocab::Transmit;
 
 /// A machine as the driver sees it: inputs with the current time, outputs polled.
 pub(super) trait Machine {
     type Event;
 
+    /// A request, or a response its transaction did not take (see [`Delivery::Message`]).
     fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message);
+    /// News of a client transaction the machine started by sending a request.
+    fn handle_transaction(&mut self, now: Instant, key: TransactionKey, event: TransactionEvent);
     fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
     fn handle_timeout(&mut self, now: Instant);
     /// Sending to `to` failed, or (`None`) the endpoint is gone; `reason` says why.
@@ -98,7 +100,10 @@ pub(super) async fn drive<M: Machine, R>(
                 stop = None;
                 machine.handle_stop(clock::now());
             }
-            Input::Sip(Some(incoming)) => machine.handle_sip(clock::now(), incoming.from, incoming.message),
+            Input::Sip(Some(Delivery::Message(incoming))) => {
+                machine.handle_sip(clock::now(), incoming.from, incoming.message);
+            }
+            Input::Sip(Some(Delivery::Transaction(key, event))) => machine.handle_transaction(clock::now(), key, event),
             Input::Sip(None) => {
                 endpoint_open = false;
                 machine.handle_transport_error(clock::now(), None, "the SIP endpoint closed");
@@ -113,7 +118,7 @@ pub(super) async fn drive<M: Machine, R>(
 enum Input {
     Timeout,
     Stop,
-    Sip(Option<Incoming>),
+    Sip(Option<Delivery>),
     Rtp(std::io::Result<(usize, SocketAddr)>),
 }
 
@@ -135,7 +140,7 @@ async fn stopped(signal: &mut Option<watch::Receiver<bool>>) {
     std::future::pending().await
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

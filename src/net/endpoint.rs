@@ -4,6 +4,11 @@
 //! send through the endpoint, and receive what its routing table
 //! ([`Router`]) says is theirs. One task receives for everybody, into one
 //! reused buffer, and answers strays itself.
+//!
+//! The endpoint owns every client transaction ([`ClientTransactions`]): a
+//! request a handle sends starts one, a second task retransmits and times
+//! them out, and a handle receives their events rather than the responses
+//! themselves (RFC 3261's transaction user).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,16 +16,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::NetError;
+use super::driver::sleep_until;
 use super::socket::{Network, Socket};
 use super::tls::Tls;
 use super::transport::{Connections, Incoming, parse};
 use crate::clock;
 use crate::sip::dialog::new_tag;
 use crate::sip::endpoint::{HandlerId, Route, Router};
-use crate::sip::{MAX_MESSAGE_BYTES, Message};
+use crate::sip::{ClientEvent, ClientTransactions, Hop, MAX_MESSAGE_BYTES, Matched, Message, Outgoing, Timers};
+use crate::sip::{TransactionEvent, TransactionKey};
 use crate::vocab::Transport;
 
 /// Messages waiting for one handler. A handler reads between every other
@@ -31,11 +38,41 @@ const INBOX: usize = 64;
 /// Messages from all TCP and TLS connections waiting for the receive task.
 const TCP_QUEUE: usize = 256;
 
-/// The routing table and where each handler's messages go.
+/// How a transaction's messages go besides their address: the transport,
+/// and over TLS the name the peer's certificate must carry.
+#[derive(Debug, Clone)]
+struct Path {
+    transport: Transport,
+    peer_name: Option<String>,
+}
+
+/// Where one handler's input goes. Transaction events are never dropped:
+/// each is the one answer to a request the handler sent, and there are only
+/// as many as its own requests and their responses.
+struct Inbox {
+    messages: mpsc::Sender<Incoming>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+}
+
+/// The routing table, the client transactions, and where each handler's input goes.
 #[derive(Default)]
 struct Table {
     router: Router,
-    inboxes: HashMap<HandlerId, mpsc::Sender<Incoming>>,
+    transactions: ClientTransactions<Path>,
+    inboxes: HashMap<HandlerId, Inbox>,
+}
+
+/// What the transactions have to send and to say, taken after a change to them.
+type Work = (Vec<Outgoing<Path>>, Vec<ClientEvent>);
+
+impl Table {
+    fn take(&mut self) -> Work {
+        let transactions = &mut self.transactions;
+        (
+            std::iter::from_fn(|| transactions.poll_transmit()).collect(),
+            std::iter::from_fn(|| transactions.poll_event()).collect(),
+        )
+    }
 }
 
 struct Shared {
@@ -46,6 +83,8 @@ struct Shared {
     tls: Option<Arc<Connections>>,
     table: Mutex<Table>,
     next_id: AtomicU64,
+    /// Wakes the transaction timer task: a transaction started, which may be due sooner.
+    started: Notify,
 }
 
 impl Shared {
@@ -88,14 +127,48 @@ impl Shared {
         streams.send(bytes, to, name.filter(|_| message.is_request())).await
     }
 
-    /// Hands `incoming` to its handler, or answers it.
+    /// Sends what the transactions produced, then hands their events out; a
+    /// send that fails is its transaction's transport error, whose event
+    /// follows. Returns the sends that failed.
+    async fn pump(&self, (mut outgoing, mut events): Work) -> Vec<(TransactionKey, std::io::Error)> {
+        let mut failed = Vec::new();
+        loop {
+            let first_new = failed.len();
+            for Outgoing { key, path, transmit } in outgoing.drain(..) {
+                let (to, message) = (transmit.destination, &transmit.contents);
+                if let Err(e) = self.send(path.transport, message, to, path.peer_name.as_deref()).await {
+                    failed.push((key, e));
+                }
+            }
+            let mut table = self.table();
+            for event in events.drain(..) {
+                if let Some(inbox) = table.inboxes.get(&event.handler) {
+                    // A handler that is gone has no receiver left: nothing to tell.
+                    let _ = inbox.events.send(event);
+                }
+            }
+            if failed.len() == first_new {
+                return failed;
+            }
+            for (key, _) in &failed[first_new..] {
+                table.transactions.handle_transport_error(key);
+            }
+            (outgoing, events) = table.take();
+        }
+    }
+
+    /// Hands `incoming` to its handler, or answers it. A response goes to
+    /// the client transactions.
     async fn dispatch(&self, incoming: Incoming) {
+        if !incoming.message.is_request() {
+            return self.dispatch_response(incoming).await;
+        }
         // One look at the table: the route and, for a delivery, its inbox.
         let (route, inbox) = {
             let mut table = self.table();
             let route = table.router.route_at(clock::now(), &incoming.message, || new_tag(&mut rand::rng()));
             let inbox = match &route {
-                Route::Deliver(handler) => table.inboxes.get(handler).cloned(),
+                Route::Deliver(handler) => table.inboxes.get(handler).map(|inbox| inbox.messages.clone()),
                 _ => None,
             };
             (route, inbox)
@@ -121,10 +194,37 @@ impl Shared {
             }
         }
     }
+
+    /// A response: its transaction takes it, or, from elsewhere than its
+    /// request went, its handler hears of it (and counts it foreign).
+    async fn dispatch_response(&self, incoming: Incoming) {
+        let (matched, work, inbox) = {
+            let mut table = self.table();
+            let matched = table.transactions.handle_response(clock::now(), incoming.from, incoming.message.clone());
+            let inbox = match matched {
+                Matched::Foreign(handler) => table.inboxes.get(&handler).map(|inbox| inbox.messages.clone()),
+                _ => None,
+            };
+            (matched, table.take(), inbox)
+        };
+        match matched {
+            Matched::Taken => {
+                self.pump(work).await;
+            }
+            Matched::Foreign(_) => {
+                if let Some(inbox) = inbox {
+                    let _ = inbox.try_send(incoming);
+                }
+            }
+            Matched::Unknown => {
+                tracing::debug!(from = %incoming.from, status = incoming.message.status(), "SIP response for no transaction dropped");
+            }
+        }
+    }
 }
 
-/// The node's SIP endpoint. Clones share it; the receive task stops when
-/// the last clone is dropped.
+/// The node's SIP endpoint. Clones share it; its tasks stop when the last
+/// clone and the last [`SipHandle`] are dropped.
 #[derive(Clone)]
 pub struct Endpoint {
     shared: Arc<Shared>,
@@ -216,8 +316,10 @@ impl Endpoint {
             tls: tls_connections,
             table: Mutex::default(),
             next_id: AtomicU64::new(1),
+            started: Notify::new(),
         });
         tasks.push(tokio::spawn(receive(shared.clone(), streams)));
+        tasks.push(tokio::spawn(run_transaction_timers(shared.clone())));
         tracing::info!(%local, tcp, tls = shared.tls.is_some(), tls_listens, "SIP endpoint listening");
         Ok(Endpoint { shared, _tasks: Arc::new(Tasks(tasks)) })
     }
@@ -234,23 +336,24 @@ impl Endpoint {
 
     /// A handle for one call or the trunk watch, sending over `transport`
     /// to a peer whose TLS certificate must name `peer_name` (the host of
-    /// the URI the requests go to).
-    pub fn handle(&self, transport: Transport, peer_name: Option<String>) -> Result<SipHandle, NetError> {
-        self.register(transport, false, peer_name)
+    /// the URI the requests go to); its client transactions run on `timers`.
+    pub fn handle(
+        &self,
+        transport: Transport,
+        peer_name: Option<String>,
+        timers: Timers,
+    ) -> Result<SipHandle, NetError> {
+        self.register(Path { transport, peer_name }, false, timers)
     }
 
     /// A handle that also receives every request no other handler's dialog
     /// claims: a UAS, such as `pound phone`. It opens no TLS connection.
-    pub fn catch_all(&self, transport: Transport) -> Result<SipHandle, NetError> {
-        self.register(transport, true, None)
+    pub fn catch_all(&self, transport: Transport, timers: Timers) -> Result<SipHandle, NetError> {
+        self.register(Path { transport, peer_name: None }, true, timers)
     }
 
-    fn register(
-        &self,
-        transport: Transport,
-        catch_all: bool,
-        peer_name: Option<String>,
-    ) -> Result<SipHandle, NetError> {
+    fn register(&self, path: Path, catch_all: bool, timers: Timers) -> Result<SipHandle, NetError> {
+        let transport = path.transport;
         if transport != Transport::Udp && self.shared.streams(transport).is_none() {
             let name = transport.via_name();
             let source =
@@ -258,16 +361,36 @@ impl Endpoint {
             return Err(NetError::Io { context: format!("SIP over {name} on {}", self.shared.local), source });
         }
         let id = HandlerId(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
-        let (sender, inbox) = mpsc::channel(INBOX);
+        let (messages, inbox) = mpsc::channel(INBOX);
+        let (events, transaction_events) = mpsc::unbounded_channel();
         let mut table = self.shared.table();
         if catch_all {
             table.router.add_catch_all(id);
         } else {
             table.router.add(id);
         }
-        table.inboxes.insert(id, sender);
-        Ok(SipHandle { id, shared: self.shared.clone(), inbox, transport, peer_name })
+        table.inboxes.insert(id, Inbox { messages, events });
+        let tasks = self._tasks.clone();
+        Ok(SipHandle {
+            id,
+            shared: self.shared.clone(),
+            _tasks: tasks,
+            inbox,
+            events: transaction_events,
+            path,
+            timers,
+        })
     }
+}
+
+/// What a handle receives.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A request for its dialog or (catch-all) a new one, or a response to
+    /// one of its transactions from an address its request did not go to.
+    Message(Incoming),
+    /// One of its client transactions has news.
+    Transaction(TransactionKey, TransactionEvent),
 }
 
 /// One handler's view of the endpoint. Dropping it forgets its routes: a
@@ -275,9 +398,12 @@ impl Endpoint {
 pub struct SipHandle {
     id: HandlerId,
     shared: Arc<Shared>,
+    /// A handle keeps the endpoint's tasks: its transactions need the timer task.
+    _tasks: Arc<Tasks>,
     inbox: mpsc::Receiver<Incoming>,
-    transport: Transport,
-    peer_name: Option<String>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    path: Path,
+    timers: Timers,
 }
 
 impl SipHandle {
@@ -286,21 +412,39 @@ impl SipHandle {
         self.shared.local
     }
 
-    /// Sends `message` to `to`; a request teaches the endpoint to route its
-    /// responses (and an INVITE its dialog's requests) to this handle, and a
-    /// final response answers its request's retransmissions from now on.
+    /// Sends `message` to `to`. A request but an ACK starts a client
+    /// transaction, whose events come to this handle (an INVITE also
+    /// teaches the endpoint its dialog's requests); a final response answers
+    /// its request's retransmissions from now on. The error is that of the
+    /// first transmission.
     pub async fn send(&self, message: &Message, to: SocketAddr) -> std::io::Result<()> {
-        if message.is_request() {
-            self.shared.table().router.sent(self.id, message);
-        } else {
+        if !message.is_request() {
             self.shared.table().router.responded(clock::now(), message);
+            return self.shared.send(self.path.transport, message, to, self.path.peer_name.as_deref()).await;
         }
-        self.shared.send(self.transport, message, to, self.peer_name.as_deref()).await
+        let work = {
+            let mut table = self.shared.table();
+            table.router.sent(self.id, message);
+            let reliable = self.path.transport.is_reliable();
+            let hop = Hop { destination: to, path: self.path.clone(), reliable, timers: self.timers };
+            table.transactions.start(clock::now(), self.id, message.clone(), hop);
+            table.take()
+        };
+        self.shared.started.notify_one();
+        match self.shared.pump(work).await.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
     }
 
-    /// The next message for this handle; `None` once the endpoint is gone.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        self.inbox.recv().await
+    /// The next input for this handle, its transactions' events first;
+    /// `None` once the endpoint is gone.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        tokio::select! {
+            biased;
+            Some(event) = self.events.recv() => Some(Delivery::Transaction(event.key, event.event)),
+            incoming = self.inbox.recv() => incoming.map(Delivery::Message),
+        }
     }
 }
 
@@ -308,7 +452,27 @@ impl Drop for SipHandle {
     fn drop(&mut self) {
         let mut table = self.shared.table();
         table.router.remove(self.id);
+        table.transactions.forget(self.id);
         table.inboxes.remove(&self.id);
+    }
+}
+
+/// Retransmits and times out the client transactions, for ever: sleeps until
+/// the next is due, or a new one starts.
+async fn run_transaction_timers(shared: Arc<Shared>) {
+    loop {
+        let deadline = shared.table().transactions.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            _ = sleep_until(deadline) => {}
+            _ = shared.started.notified() => continue,
+        }
+        let work = {
+            let mut table = shared.table();
+            table.transactions.handle_timeout(clock::now());
+            table.take()
+        };
+        shared.pump(work).await;
     }
 }
 

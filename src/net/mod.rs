@@ -13,7 +13,7 @@ mod transport;
 mod trunk;
 
 pub use call::{CallSetup, run_call};
-pub use endpoint::{Endpoint, SipHandle};
+pub use endpoint::{Delivery, Endpoint, SipHandle};
 pub use phone::{PhoneSetup, run_phone, run_phone_in};
 pub use socket::{MemoryNetwork, Network, Observer};
 pub use tls::{Tls, TlsFiles};

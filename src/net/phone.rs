@@ -14,7 +14,7 @@ use super::socket::Network;
 use super::tls::{Tls, TlsFiles};
 use super::{NetError, io};
 use crate::phone::{Phone, PhoneConfig, PhoneEvent};
-use crate::sip::Message;
+use crate::sip::{Message, TransactionEvent, TransactionKey};
 use crate::vocab::{Transmit, Transport};
 
 /// Where the phone listens and how many calls it takes.
@@ -49,7 +49,7 @@ pub async fn run_phone_in(
     let transport = setup.config.transport;
     let tls = if transport == Transport::Tls { Some(Tls::server(&setup.tls)?) } else { None };
     let endpoint = Endpoint::bind_on(network, setup.listen, transport == Transport::Tcp, tls).await?;
-    let mut sip = endpoint.catch_all(setup.config.transport)?;
+    let mut sip = endpoint.catch_all(setup.config.transport, setup.config.timers)?;
     let local_sip = endpoint.local_addr();
     let rtp = network.bind(SocketAddr::new(local_sip.ip(), 0)).await.map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
@@ -90,6 +90,10 @@ impl Machine for PhoneMachine {
 
     fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
         self.phone.handle_sip(now, from, message);
+    }
+
+    fn handle_transaction(&mut self, now: Instant, key: TransactionKey, event: TransactionEvent) {
+        self.phone.handle_transaction(now, &key, event);
     }
 
     fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use super::driver::{Machine, drive};
 use super::endpoint::Endpoint;
 use super::{NetError, io, local_ip_towards};
-use crate::sip::Message;
 use crate::sip::trunk::{TrunkHealth, TrunkWatch, TrunkWatchConfig};
+use crate::sip::{Message, TransactionEvent, TransactionKey};
 use crate::vocab::Transmit;
 
 /// Watches the trunk (at `config.next_hop`) until `shutdown`, keeping `health` current.
@@ -27,7 +27,7 @@ pub async fn run_trunk_watch(
         ip if ip.is_unspecified() => local_ip_towards(config.next_hop).map_err(io("local address"))?,
         ip => ip,
     };
-    let mut sip = endpoint.handle(config.transport, Some(peer_name))?;
+    let mut sip = endpoint.handle(config.transport, Some(peer_name), config.timers)?;
     config.local_sip = SocketAddr::new(ip, endpoint.local_addr().port());
     let watch = TrunkWatch::new(config, crate::clock::now());
     health.update(&watch);
@@ -47,12 +47,15 @@ struct WatchMachine {
 impl Machine for WatchMachine {
     type Event = ();
 
-    fn handle_sip(&mut self, now: Instant, _from: SocketAddr, message: Message) {
-        // The endpoint routes only responses to the watch: it opens no dialog.
-        if !message.is_request() {
-            self.watch.handle_response(now, message);
-            self.health.update(&self.watch);
-        }
+    /// The watch opens no dialog: what comes here is a response from
+    /// elsewhere than the trunk, which it does not act on.
+    fn handle_sip(&mut self, _now: Instant, from: SocketAddr, _message: Message) {
+        tracing::debug!(%from, "SIP response to the trunk watch from elsewhere than the trunk ignored");
+    }
+
+    fn handle_transaction(&mut self, now: Instant, key: TransactionKey, event: TransactionEvent) {
+        self.watch.handle_transaction(now, &key, event);
+        self.health.update(&self.watch);
     }
 
     fn handle_rtp(&mut self, _now: Instant, _from: SocketAddr, _datagram: &[u8]) {}

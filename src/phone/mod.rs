@@ -2,7 +2,9 @@
 //! pound's INVITE (or rejects it, or only rings), sends audio, presses keys by
 //! RFC 4733, in-band tones or SIP INFO, and hangs up when told to. It serves
 //! any number of calls at once; the demo, the tests and the load benchmarks
-//! drive it through `net`.
+//! drive it through `net`. The requests it sends (INFO, BYE) run as client
+//! transactions of its endpoint, which tells it of their ends
+//! ([`Phone::handle_transaction`]).
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -18,7 +20,7 @@ use crate::media::codec::{Codec, Encoder, FRAME_SAMPLES};
 use crate::rtp::{EventSender, PayloadType, RtpSender};
 use crate::sdp::{Crypto, MediaDescription, answer, choose_crypto, parse_offer};
 use crate::sip::dialog::{self, Dialog, new_tag};
-use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::sip::{Message, Method, Timers, TransactionEvent, TransactionKey};
 use crate::srtp::{MasterKey, Suite};
 use crate::vocab::{SrtpPolicy, Transmit, Transport};
 
@@ -127,7 +129,8 @@ struct PhoneCall {
     media: Option<PhoneMedia>,
     keys: Option<Keys>,
     hangup_at: Option<Instant>,
-    requests: Vec<ClientTransaction>,
+    /// The BYE the phone sent, until it is answered or times out.
+    bye: Option<TransactionKey>,
     rtp_received: u64,
 }
 
@@ -170,15 +173,8 @@ impl Phone {
 
     /// A SIP message from `from`.
     pub fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
+        // Responses are for the endpoint's transactions; one that comes here was not taken.
         if !message.is_request() {
-            let Some(call) = message.call_id().and_then(|id| self.calls.get_mut(id)) else { return };
-            for tx in &mut call.requests {
-                if tx.matches(&message) {
-                    tx.handle_response(now, message);
-                    break;
-                }
-            }
-            self.flush(now);
             return;
         }
         let Some(method) = message.method().cloned() else { return };
@@ -254,7 +250,18 @@ impl Phone {
             }
             _ => self.outbox.push_back((Message::response_to(&message, 405, None), from)),
         }
-        self.flush(now);
+    }
+
+    /// News of a request the phone sent: the call ends when its BYE is
+    /// answered, times out or cannot be sent.
+    pub fn handle_transaction(&mut self, _now: Instant, key: &TransactionKey, event: TransactionEvent) {
+        if matches!(event, TransactionEvent::Provisional(_)) {
+            return;
+        }
+        let ended = self.calls.iter().find(|(_, call)| call.bye.as_ref() == Some(key)).map(|(id, _)| id.clone());
+        if let Some(id) = ended {
+            self.end(&id);
+        }
     }
 
     fn ringing(&self, invite: &Message, tag: &str) -> Message {
@@ -281,7 +288,7 @@ impl Phone {
             media: None,
             keys: None,
             hangup_at: None,
-            requests: Vec::new(),
+            bye: None,
             rtp_received: 0,
         };
         if let Some(status) = self.config.reject {
@@ -391,11 +398,6 @@ impl Phone {
                         call.resend = Some((now + interval, interval, give_up));
                     }
                 }
-                for tx in &mut call.requests {
-                    if tx.poll_timeout().is_some_and(|t| t <= now) {
-                        tx.handle_timeout(now);
-                    }
-                }
                 if matches!(call.stage, Stage::Talking | Stage::Answering) && call.dialog.is_some() {
                     if call.hangup_at.is_some_and(|t| now >= t) {
                         hang_up = true;
@@ -431,18 +433,16 @@ impl Phone {
                 self.answer(now, &id);
             }
             if let Some(key) = info_key {
-                self.send_info(now, &id, key);
+                self.send_info(&id, key);
             }
             if hang_up {
-                self.send_bye(now, &id);
+                self.send_bye(&id);
             }
         }
-        self.flush(now);
     }
 
     fn in_dialog_request(
         &mut self,
-        now: Instant,
         call_id: &str,
         method: Method,
         body: Option<(&str, Vec<u8>)>,
@@ -451,51 +451,29 @@ impl Phone {
         let call = self.calls.get_mut(call_id)?;
         let dialog = call.dialog.as_mut()?;
         let via = dialog::via(config.transport, config.local_sip, &mut self.rng);
+        let method_is_bye = method == Method::Bye;
         let mut request = dialog.request(method, &via);
         if let Some((content_type, body)) = body {
             request.set_body(content_type, body);
         }
-        call.requests.push(ClientTransaction::new(request, config.transport.is_reliable(), config.timers, now));
+        if method_is_bye {
+            call.bye = TransactionKey::of_request(&request);
+        }
+        self.outbox.push_back((request, call.from));
         Some(call)
     }
 
-    fn send_info(&mut self, now: Instant, call_id: &str, key: char) {
+    fn send_info(&mut self, call_id: &str, key: char) {
         let body = format!("Signal={key}\r\nDuration=160\r\n").into_bytes();
-        self.in_dialog_request(now, call_id, Method::Info, Some(("application/dtmf-relay", body)));
+        self.in_dialog_request(call_id, Method::Info, Some(("application/dtmf-relay", body)));
         announce(&mut self.events, call_id, Some(key));
     }
 
-    fn send_bye(&mut self, now: Instant, call_id: &str) {
-        if let Some(call) = self.in_dialog_request(now, call_id, Method::Bye, None) {
+    fn send_bye(&mut self, call_id: &str) {
+        if let Some(call) = self.in_dialog_request(call_id, Method::Bye, None) {
             call.stage = Stage::Leaving;
             call.hangup_at = None;
             call.keys = None;
-        }
-    }
-
-    fn flush(&mut self, _now: Instant) {
-        let mut ended = Vec::new();
-        for (id, call) in &mut self.calls {
-            for tx in &mut call.requests {
-                while let Some(request) = tx.poll_transmit() {
-                    self.outbox.push_back((request, call.from));
-                }
-                while let Some(event) = tx.poll_event() {
-                    let is_bye = tx.request().method() == Some(&Method::Bye);
-                    if is_bye
-                        && matches!(
-                            event,
-                            TransactionEvent::Final(_) | TransactionEvent::Timeout | TransactionEvent::TransportError
-                        )
-                    {
-                        ended.push(id.clone());
-                    }
-                }
-            }
-            call.requests.retain(|tx| !tx.is_terminated());
-        }
-        for id in ended {
-            self.end(&id);
         }
     }
 
@@ -583,8 +561,7 @@ impl Phone {
                 };
                 let media = call.media.as_ref().and_then(|m| m.sender.next_due());
                 let keys = call.keys.as_ref().filter(|k| !k.queue.is_empty()).map(|k| k.next_at);
-                let txs = call.requests.iter().filter_map(|tx| tx.poll_timeout()).min();
-                [answer, call.resend.map(|r| r.0), media, keys, call.hangup_at, txs]
+                [answer, call.resend.map(|r| r.0), media, keys, call.hangup_at]
             })
             .flatten()
             .min()

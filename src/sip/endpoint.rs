@@ -1,11 +1,10 @@
-//! Whose SIP message is this: the routing table of a node's one SIP endpoint,
+//! Whose SIP request is this: the routing table of a node's one SIP endpoint,
 //! socket-free. Every call, the trunk watch and `pound phone` are handlers
 //! behind the same socket; the table learns from what each handler sends
-//! and says, for every message that arrives, which handler gets it or what
-//! the endpoint answers itself.
+//! and says, for every request that arrives, which handler gets it or what
+//! the endpoint answers itself. Responses belong to the endpoint's client
+//! transactions ([`super::transactions`]), which tell their handlers.
 //!
-//! - A response goes to the handler that sent the request with its top Via
-//!   branch (RFC 3261 §17.1.3), if the Call-ID agrees; any other is dropped.
 //! - A request goes to the handler whose INVITE created the dialog: same
 //!   Call-ID, and a To tag equal to that handler's From tag.
 //! - Anything else is stray: an out-of-dialog OPTIONS (a trunk's keep-alive)
@@ -44,11 +43,6 @@ pub enum Route {
     Reply(Message),
     Drop,
 }
-
-/// Branches remembered per handler. A client transaction lives at most
-/// 64·T1 (32 s) and a handler has a few at once; the long-lived trunk watch
-/// opens one every ping, so the oldest are forgotten rather than kept forever.
-const BRANCHES_PER_HANDLER: usize = 32;
 
 /// How long a server transaction answers retransmissions with its final
 /// response: 64·T1 with the default T1 of 500 ms (Timers H and J, RFC 3261
@@ -111,7 +105,6 @@ fn server_key(message: &Message, method: Method) -> Option<ServerKey> {
 /// What the table learnt from one handler, to forget it all when it leaves.
 #[derive(Default)]
 struct Learnt {
-    branches: VecDeque<String>,
     call_ids: Vec<String>,
 }
 
@@ -125,8 +118,6 @@ struct DialogOwner {
 #[derive(Default)]
 pub struct Router {
     handlers: HashMap<HandlerId, Learnt>,
-    /// Branch → (handler, Call-ID of the request).
-    branches: HashMap<String, (HandlerId, String)>,
     /// Call-ID → the handler whose INVITE created the dialog.
     dialogs: HashMap<String, DialogOwner>,
     catch_all: Option<HandlerId>,
@@ -151,9 +142,6 @@ impl Router {
     /// The handler is gone: nothing reaches it any more.
     pub fn remove(&mut self, handler: HandlerId) {
         let Some(learnt) = self.handlers.remove(&handler) else { return };
-        for branch in learnt.branches {
-            self.branches.remove(&branch);
-        }
         for call_id in learnt.call_ids {
             self.dialogs.remove(&call_id);
         }
@@ -163,22 +151,11 @@ impl Router {
         self.invites.retain(|_, owner| *owner != handler);
     }
 
-    /// `handler` sends `message`: a request's branch will bring its responses
-    /// back, and an INVITE's Call-ID and From tag the dialog's requests.
+    /// `handler` sends `message`: an INVITE's Call-ID and From tag bring
+    /// the dialog's requests to it.
     pub fn sent(&mut self, handler: HandlerId, message: &Message) {
         let Some(learnt) = self.handlers.get_mut(&handler) else { return };
         let (Some(method), Some(call_id)) = (message.method(), message.call_id()) else { return };
-        if let Some(branch) = message.top_via().and_then(|via| via.branch)
-            && !self.branches.contains_key(&branch)
-        {
-            if learnt.branches.len() == BRANCHES_PER_HANDLER
-                && let Some(oldest) = learnt.branches.pop_front()
-            {
-                self.branches.remove(&oldest);
-            }
-            learnt.branches.push_back(branch.clone());
-            self.branches.insert(branch, (handler, call_id.to_string()));
-        }
         if *method == Method::Invite
             && !self.dialogs.contains_key(call_id)
             && let Some(local_tag) = message.from_tag()
@@ -188,17 +165,12 @@ impl Router {
         }
     }
 
-    /// Where `message` goes. `new_tag` makes the To tag of a response the
-    /// endpoint sends to a request that has none.
+    /// Where the request `message` goes (a response: nowhere). `new_tag`
+    /// makes the To tag of a response the endpoint sends to a request that
+    /// has none.
     pub fn route(&self, message: &Message, new_tag: impl FnOnce() -> String) -> Route {
         let call_id = message.call_id().unwrap_or_default();
-        let Some(method) = message.method() else {
-            let branch = message.top_via().and_then(|via| via.branch).unwrap_or_default();
-            return match self.branches.get(&branch) {
-                Some((handler, sent_call_id)) if sent_call_id == call_id => Route::Deliver(*handler),
-                _ => Route::Drop,
-            };
-        };
+        let Some(method) = message.method() else { return Route::Drop };
         if let Some(owner) = self.dialogs.get(call_id)
             && message.to_tag().as_deref() == Some(owner.local_tag.as_str())
         {
@@ -308,22 +280,10 @@ mod tests {
     }
 
     #[test]
-    fn responses_go_to_the_sender_of_their_branch() {
+    fn responses_are_for_the_transactions_not_the_router() {
         let router = two_calls();
         let ringing = Message::response_to(&invite("call-a", "z9hG4bKa1", "tag-a"), 180, Some("x"));
-        assert!(matches!(router.route(&ringing, tag), Route::Deliver(A)));
-        let ok = Message::response_to(&invite("call-b", "z9hG4bKb1", "tag-b"), 200, Some("y"));
-        assert!(matches!(router.route(&ok, tag), Route::Deliver(B)));
-    }
-
-    #[test]
-    fn a_response_with_an_unknown_branch_or_a_foreign_call_id_is_dropped() {
-        let router = two_calls();
-        let unknown = Message::response_to(&invite("call-a", "z9hG4bKnever", "tag-a"), 200, Some("x"));
-        assert!(matches!(router.route(&unknown, tag), Route::Drop));
-        // A's branch, B's Call-ID: a forgery or a confused peer, for nobody.
-        let mixed = Message::response_to(&invite("call-b", "z9hG4bKa1", "tag-b"), 200, Some("x"));
-        assert!(matches!(router.route(&mixed, tag), Route::Drop));
+        assert!(matches!(router.route(&ringing, tag), Route::Drop));
     }
 
     #[test]
@@ -371,39 +331,27 @@ mod tests {
     fn a_removed_handler_receives_nothing_more() {
         let mut router = two_calls();
         router.remove(A);
-        let ok = Message::response_to(&invite("call-a", "z9hG4bKa1", "tag-a"), 200, Some("x"));
-        assert!(matches!(router.route(&ok, tag), Route::Drop));
         assert!(matches!(router.route(&from_callee(Method::Bye, "call-a", "tag-a"), tag), Route::Reply(_)));
         // B is untouched, and A sending after its removal teaches nothing.
         assert!(matches!(router.route(&from_callee(Method::Bye, "call-b", "tag-b"), tag), Route::Deliver(B)));
         router.sent(A, &invite("call-a2", "z9hG4bKa2", "tag-a2"));
-        let late = Message::response_to(&invite("call-a2", "z9hG4bKa2", "tag-a2"), 200, Some("x"));
-        assert!(matches!(router.route(&late, tag), Route::Drop));
+        assert!(matches!(router.route(&from_callee(Method::Bye, "call-a2", "tag-a2"), tag), Route::Reply(_)));
     }
 
     #[test]
-    fn a_handler_cannot_take_over_another_ones_dialog_or_branch() {
+    fn a_handler_cannot_take_over_another_ones_dialog() {
         let mut router = two_calls();
         router.sent(B, &invite("call-a", "z9hG4bKa1", "tag-b"));
         assert!(matches!(router.route(&from_callee(Method::Bye, "call-a", "tag-a"), tag), Route::Deliver(A)));
-        let ok = Message::response_to(&invite("call-a", "z9hG4bKa1", "tag-a"), 200, Some("x"));
-        assert!(matches!(router.route(&ok, tag), Route::Deliver(A)));
     }
 
     #[test]
-    fn only_the_latest_branches_of_a_long_lived_handler_are_kept() {
+    fn options_and_register_make_no_dialog() {
         let mut router = Router::default();
         router.add(A);
-        let options = |n: usize| request(Method::Options, "watch", &format!("z9hG4bKo{n}"), "w", None);
-        for n in 0..BRANCHES_PER_HANDLER + 5 {
-            router.sent(A, &options(n));
-        }
-        assert_eq!(router.branches.len(), BRANCHES_PER_HANDLER);
-        let first = Message::response_to(&options(0), 200, Some("x"));
-        assert!(matches!(router.route(&first, tag), Route::Drop));
-        let last = Message::response_to(&options(BRANCHES_PER_HANDLER + 4), 200, Some("x"));
-        assert!(matches!(router.route(&last, tag), Route::Deliver(A)));
-        // OPTIONS and REGISTER make no dialog: requests on their Call-ID are stray.
+        router.sent(A, &request(Method::Options, "watch", "z9hG4bKo", "w", None));
+        router.sent(A, &request(Method::Register, "watch", "z9hG4bKr", "w", None));
+        // Requests on their Call-ID are stray.
         let stray = request(Method::Bye, "watch", "z9hG4bKs", "trunk", Some("w"));
         assert!(matches!(router.route(&stray, tag), Route::Reply(r) if r.status() == Some(481)));
     }

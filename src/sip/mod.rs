@@ -14,12 +14,14 @@ pub mod message;
 pub mod route;
 mod syntax;
 pub mod transaction;
+pub mod transactions;
 pub mod trunk;
 
 pub use auth::{Algorithm, Challenge, Credentials};
 pub use header::{NameAddr, Via};
 pub use message::{MAX_MESSAGE_BYTES, Message, Method};
 pub use transaction::{ClientTransaction, Timers, TransactionEvent};
+pub use transactions::{ClientEvent, ClientTransactions, Hop, Matched, Outgoing, TransactionKey};
 
 /// Everything that can go wrong while reading SIP from the network or answering a challenge.
 #[derive(Debug, thiserror::Error)]

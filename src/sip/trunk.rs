@@ -2,7 +2,12 @@
 //! refreshed before it expires) where the carrier wants it, and OPTIONS
 //! pings. While the trunk does not answer, the engine does not dial: calls
 //! into a dead trunk would only burn attempts.
+//!
+//! The watch is a transaction user: each request it sends runs as a client
+//! transaction of the endpoint ([`super::transactions`]), which retransmits
+//! it and tells the watch what became of it ([`TrunkWatch::handle_transaction`]).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +17,7 @@ use rand::rngs::StdRng;
 use crate::sip::Credentials;
 use crate::sip::authenticator::Authenticator;
 use crate::sip::dialog::{self, new_call_id, new_tag};
-use crate::sip::{ClientTransaction, Message, Method, Timers, TransactionEvent};
+use crate::sip::{Message, Method, Timers, TransactionEvent, TransactionKey};
 use crate::timer::TimerTable;
 use crate::vocab::{Transmit, Transport};
 
@@ -32,6 +37,7 @@ pub struct TrunkWatchConfig {
     /// Where its requests go: the trunk's address.
     pub next_hop: SocketAddr,
     pub transport: Transport,
+    /// The timers of the watch's client transactions.
     pub timers: Timers,
 }
 
@@ -47,7 +53,7 @@ fn deadline(now: Instant, wait: Duration) -> Instant {
     now + wait.min(MAX_WAIT)
 }
 
-/// The watch's own deadlines; its transactions keep theirs.
+/// The watch's own deadlines; its transactions' are the endpoint's.
 #[derive(Debug, Clone, Copy)]
 enum Timer {
     /// Register (again): first, refresh, or retry after a failure.
@@ -72,8 +78,10 @@ pub struct TrunkWatch {
     call_id: String,
     tag: String,
     cseq: u32,
-    register: Option<ClientTransaction>,
-    options: Option<ClientTransaction>,
+    /// The REGISTER and the OPTIONS waiting for their final responses.
+    register: Option<TransactionKey>,
+    options: Option<TransactionKey>,
+    outbox: VecDeque<Message>,
     timers: TimerTable<Timer, { Timer::COUNT }>,
     registered: bool,
     reachable: bool,
@@ -106,6 +114,7 @@ impl TrunkWatch {
             cseq: 0,
             register: None,
             options: None,
+            outbox: VecDeque::new(),
             timers,
             registered: config.register_as.is_none(),
             // A pinged trunk is down until it first answers: a node that
@@ -153,75 +162,52 @@ impl TrunkWatch {
             .with_header("Contact", contact)
     }
 
-    fn send_register(&mut self, now: Instant, authorization: Option<(&'static str, String)>) {
+    fn send_register(&mut self, authorization: Option<(&'static str, String)>) {
         let Some(aor) = self.config.register_as.clone() else { return };
         let mut register = self.request(Method::Register, &aor);
         register.add_header("Expires", self.config.expires.as_secs().to_string());
         if let Some((name, value)) = authorization {
             register.add_header(name, value);
         }
-        self.register =
-            Some(ClientTransaction::new(register, self.config.transport.is_reliable(), self.config.timers, now));
+        self.register = TransactionKey::of_request(&register);
+        self.outbox.push_back(register);
         self.timers.stop(Timer::Register);
     }
 
-    fn send_options(&mut self, now: Instant) {
+    fn send_options(&mut self) {
         let target = self.config.trunk_uri.clone();
         let options = self.request(Method::Options, &target);
-        self.options =
-            Some(ClientTransaction::new(options, self.config.transport.is_reliable(), self.config.timers, now));
+        self.options = TransactionKey::of_request(&options);
+        self.outbox.push_back(options);
         self.timers.stop(Timer::Options);
     }
 
-    /// A response from the trunk.
-    pub fn handle_response(&mut self, now: Instant, response: Message) {
-        for tx in [&mut self.register, &mut self.options].into_iter().flatten() {
-            if tx.matches(&response) {
-                tx.handle_response(now, response);
-                break;
+    /// News of one of the watch's transactions. A transaction is the
+    /// watch's until its final response (or timeout): what it absorbs
+    /// afterwards is the endpoint's business.
+    pub fn handle_transaction(&mut self, now: Instant, key: &TransactionKey, event: TransactionEvent) {
+        let provisional = matches!(event, TransactionEvent::Provisional(_));
+        if self.register.as_ref() == Some(key) {
+            if !provisional {
+                self.register = None;
             }
-        }
-        self.drive(now);
-    }
-
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for tx in [&mut self.register, &mut self.options].into_iter().flatten() {
-            if tx.poll_timeout().is_some_and(|t| t <= now) {
-                tx.handle_timeout(now);
-            }
-        }
-        self.drive(now);
-        self.reap();
-        if self.register.is_none() && self.timers.is_expired(Timer::Register, now) {
-            self.send_register(now, None);
-        }
-        if self.options.is_none() && self.timers.is_expired(Timer::Options, now) {
-            self.send_options(now);
-        }
-        self.drive(now);
-    }
-
-    fn drive(&mut self, now: Instant) {
-        while let Some(event) = self.register.as_mut().and_then(|tx| tx.poll_event()) {
             if let TransactionEvent::Final(response) = &event
                 && matches!(response.status(), Some(401 | 407))
-                && self.answer_challenge(now, response)
+                && self.answer_challenge(response)
             {
                 return;
             }
             self.on_register(now, event);
-        }
-        while let Some(event) = self.options.as_mut().and_then(|tx| tx.poll_event()) {
-            match event {
-                TransactionEvent::Provisional(_) => continue,
+        } else if self.options.as_ref() == Some(key) && !provisional {
+            self.options = None;
+            if let TransactionEvent::Final(_) = event {
                 // Any final answer, even 404 or 405, proves the trunk is alive.
-                TransactionEvent::Final(_) => self.reachable = true,
-                TransactionEvent::Timeout | TransactionEvent::TransportError => {
-                    if self.reachable {
-                        tracing::warn!(trunk = %self.config.trunk_uri, "the trunk stopped answering OPTIONS: dialling paused");
-                    }
-                    self.reachable = false;
+                self.reachable = true;
+            } else {
+                if self.reachable {
+                    tracing::warn!(trunk = %self.config.trunk_uri, "the trunk stopped answering OPTIONS: dialling paused");
                 }
+                self.reachable = false;
             }
             if let Some(interval) = self.config.options_interval {
                 self.timers.set(Timer::Options, deadline(now, interval));
@@ -229,12 +215,21 @@ impl TrunkWatch {
         }
     }
 
-    fn answer_challenge(&mut self, now: Instant, response: &Message) -> bool {
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.register.is_none() && self.timers.is_expired(Timer::Register, now) {
+            self.send_register(None);
+        }
+        if self.options.is_none() && self.timers.is_expired(Timer::Options, now) {
+            self.send_options();
+        }
+    }
+
+    fn answer_challenge(&mut self, response: &Message) -> bool {
         let uri = self.config.trunk_uri.clone();
         let Some(answer) = self.authenticator.answer(response, &Method::Register, &uri, &mut self.rng) else {
             return false;
         };
-        self.send_register(now, Some((answer.header, answer.value)));
+        self.send_register(Some((answer.header, answer.value)));
         true
     }
 
@@ -266,34 +261,18 @@ impl TrunkWatch {
         }
     }
 
-    /// The next request to send to the trunk.
+    /// The next request to send to the trunk, each the start of a client transaction.
     pub fn poll_transmit(&mut self) -> Option<Transmit<Message>> {
-        for tx in [&mut self.register, &mut self.options].into_iter().flatten() {
-            if let Some(contents) = tx.poll_transmit() {
-                return Some(Transmit { destination: self.config.next_hop, contents });
-            }
-        }
-        self.reap();
-        None
+        let contents = self.outbox.pop_front()?;
+        Some(Transmit { destination: self.config.next_hop, contents })
     }
 
-    /// Forgets transactions that have ended (after their events were taken).
-    fn reap(&mut self) {
-        if self.register.as_ref().is_some_and(|tx| tx.is_terminated()) {
-            self.register = None;
-        }
-        if self.options.as_ref().is_some_and(|tx| tx.is_terminated()) {
-            self.options = None;
-        }
-    }
-
+    /// When [`TrunkWatch::handle_timeout`] is next due: the next REGISTER or
+    /// OPTIONS that waits for no transaction.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [&self.register, &self.options]
-            .into_iter()
-            .flatten()
-            .filter_map(|tx| tx.poll_timeout())
-            .chain(self.timers.next())
-            .min()
+        let register = self.timers.get(Timer::Register).filter(|_| self.register.is_none());
+        let options = self.timers.get(Timer::Options).filter(|_| self.options.is_none());
+        register.into_iter().chain(options).min()
     }
 }
 
@@ -367,10 +346,71 @@ fn granted_expiry(response: &Message) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::endpoint::HandlerId;
+    use crate::sip::{ClientTransactions, Hop};
 
-    /// The next request the watch sends.
-    fn sent(watch: &mut TrunkWatch) -> Option<Message> {
-        watch.poll_transmit().map(|transmit| transmit.contents)
+    const WATCH: HandlerId = HandlerId(1);
+
+    /// The watch behind the endpoint's client transactions, as it runs.
+    struct Trunk {
+        watch: TrunkWatch,
+        transactions: ClientTransactions<()>,
+        now: Instant,
+    }
+
+    impl std::ops::Deref for Trunk {
+        type Target = TrunkWatch;
+        fn deref(&self) -> &TrunkWatch {
+            &self.watch
+        }
+    }
+
+    impl Trunk {
+        fn new(config: TrunkWatchConfig, now: Instant) -> Trunk {
+            let mut trunk =
+                Trunk { watch: TrunkWatch::new(config, now), transactions: ClientTransactions::default(), now };
+            trunk.pump();
+            trunk
+        }
+
+        fn handle_response(&mut self, now: Instant, response: Message) {
+            self.now = now;
+            let trunk = self.watch.config.next_hop;
+            assert_eq!(self.transactions.handle_response(now, trunk, response), crate::sip::Matched::Taken);
+            self.tell(now);
+        }
+
+        fn handle_timeout(&mut self, now: Instant) {
+            self.now = now;
+            self.transactions.handle_timeout(now);
+            self.tell(now);
+            self.watch.handle_timeout(now);
+            self.pump();
+        }
+
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.watch.poll_timeout().into_iter().chain(self.transactions.poll_timeout()).min()
+        }
+
+        /// Hands the watch's transactions' events to it, and its requests to the transactions.
+        fn tell(&mut self, now: Instant) {
+            while let Some(event) = self.transactions.poll_event() {
+                self.watch.handle_transaction(now, &event.key, event.event);
+            }
+            self.pump();
+        }
+
+        fn pump(&mut self) {
+            while let Some(Transmit { destination, contents }) = self.watch.poll_transmit() {
+                let hop = Hop { destination, path: (), reliable: false, timers: self.watch.config.timers };
+                self.transactions.start(self.now, WATCH, contents, hop);
+            }
+        }
+    }
+
+    /// The next message the watch's transactions send.
+    fn sent(trunk: &mut Trunk) -> Option<Message> {
+        trunk.transactions.poll_transmit().map(|out| out.transmit.contents)
     }
 
     fn config(register: bool, options: bool) -> TrunkWatchConfig {
@@ -394,7 +434,7 @@ mod tests {
     #[test]
     fn registers_through_a_challenge_and_refreshes_before_expiry() {
         let t0 = Instant::now();
-        let mut watch = TrunkWatch::new(config(true, false), t0);
+        let mut watch = Trunk::new(config(true, false), t0);
         assert!(!watch.is_up(), "not registered yet");
         let health = TrunkHealth::new(false, true);
         assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
@@ -429,7 +469,7 @@ mod tests {
             ("Contact", format!("<sip:pound@10.0.0.1:5060>;expires={}", u64::MAX)),
         ] {
             let t0 = Instant::now();
-            let mut watch = TrunkWatch::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
+            let mut watch = Trunk::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
             let register = sent(&mut watch).unwrap();
             watch.handle_response(t0, reply(&register, 200).with_header(granted.0, granted.1.clone()));
             assert!(watch.is_up(), "{granted:?}");
@@ -450,7 +490,7 @@ mod tests {
     #[test]
     fn wrong_credentials_are_not_retried_in_a_loop() {
         let t0 = Instant::now();
-        let mut watch = TrunkWatch::new(config(true, false), t0);
+        let mut watch = Trunk::new(config(true, false), t0);
         let register = sent(&mut watch).unwrap();
         let challenge =
             |r: &Message| reply(r, 401).with_header("WWW-Authenticate", "Digest realm=\"t\", nonce=\"same\"");
@@ -466,7 +506,7 @@ mod tests {
     fn health_reports_reachability_and_registration_apart() {
         let t0 = Instant::now();
         let health = TrunkHealth::new(false, true);
-        let mut watch = TrunkWatch::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
+        let mut watch = Trunk::new(TrunkWatchConfig { credentials: None, ..config(true, false) }, t0);
         health.update(&watch);
         assert_eq!((health.is_up(), health.is_registered(), health.may_dial()), (true, Some(false), false));
         let register = sent(&mut watch).unwrap();
@@ -482,7 +522,7 @@ mod tests {
     #[test]
     fn a_trunk_that_stops_answering_options_pauses_dialling_until_it_answers() {
         let t0 = Instant::now();
-        let mut watch = TrunkWatch::new(config(false, true), t0);
+        let mut watch = Trunk::new(config(false, true), t0);
         let health = TrunkHealth::new(true, false);
         health.update(&watch);
         assert!(!watch.is_up() && !health.is_up(), "down until the trunk first answers");
