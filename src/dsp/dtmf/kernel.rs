@@ -20,7 +20,7 @@ pub const TABLE_SCALE: f32 = 2047.0;
 
 const QUADRATURES: usize = 2 * TONES;
 const PAIRS: usize = BLOCK / 2;
-const _: () = assert!(PAIRS.is_multiple_of(2), "the AVX2 kernel takes two pairs per step");
+const _: () = assert!(PAIRS.is_multiple_of(4), "the SIMD kernels take two or four pairs per step");
 
 /// What the kernel measured over one block.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,30 +32,32 @@ pub struct BlockSums {
     pub energy: i64,
 }
 
-/// The correlation table, laid out for multiply-add of sample pairs: row `p`
-/// holds, for each quadrature `q`, the coefficients of samples `2p` and `2p+1`
-/// side by side, so one broadcast sample pair times one row gives all 16 partial
-/// sums at once.
+/// The correlation table, in two layouts of the same coefficients.
 #[repr(C, align(64))]
 pub struct Table {
+    /// For the SIMD kernels: row `p` holds, for each quadrature `q`, the
+    /// coefficients of samples `2p` and `2p+1` side by side, so one broadcast
+    /// sample pair times one row gives all 16 partial sums at once.
     rows: [[i16; 2 * QUADRATURES]; PAIRS],
+    /// For the portable kernel: quadrature `q`'s coefficients for the block's
+    /// samples in order, so each sum is a plain dot product of two `i16`
+    /// arrays, the shape compilers turn into multiply-add instructions (on
+    /// x86-64 `pmaddwd`, which every CPU has) without being told.
+    by_quadrature: [[i16; BLOCK]; QUADRATURES],
 }
 
-static TABLE: LazyLock<Table> = LazyLock::new(|| {
-    let mut rows = [[0i16; 2 * QUADRATURES]; PAIRS];
-    let frequencies: Vec<f64> = ROW_HZ.iter().chain(COL_HZ.iter()).copied().collect();
-    for (pair, row) in rows.iter_mut().enumerate() {
-        for (tone, hz) in frequencies.iter().enumerate() {
-            for half in 0..2 {
-                let n = (2 * pair + half) as f64;
-                let angle = std::f64::consts::TAU * hz * n / SAMPLE_RATE as f64;
-                let scale = TABLE_SCALE as f64;
-                row[2 * tone + half] = (scale * angle.cos()).round() as i16;
-                row[2 * (TONES + tone) + half] = (-scale * angle.sin()).round() as i16;
-            }
-        }
-    }
-    Table { rows }
+/// The coefficient of sample `n` (0..BLOCK) for quadrature `q`: the cosine of
+/// tone `q` for `q < TONES`, else minus the sine of tone `q - TONES`.
+fn coefficient(q: usize, n: usize) -> i16 {
+    let hz = if q % TONES < 4 { ROW_HZ[q % TONES] } else { COL_HZ[q % TONES - 4] };
+    let angle = std::f64::consts::TAU * hz * n as f64 / SAMPLE_RATE as f64;
+    let value = if q < TONES { angle.cos() } else { -angle.sin() };
+    (TABLE_SCALE as f64 * value).round() as i16
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
+    rows: std::array::from_fn(|pair| std::array::from_fn(|lane| coefficient(lane / 2, 2 * pair + lane % 2))),
+    by_quadrature: std::array::from_fn(|q| std::array::from_fn(|n| coefficient(q, n))),
 });
 
 /// The correlation table, for the kernel functions. Fetched once per call of
@@ -175,25 +177,25 @@ impl Kernel {
 /// blocks had to be zeroed first, which cost more than the arithmetic it saved.
 #[inline(always)]
 pub fn portable(table: &Table, block: &[i16]) -> BlockSums {
-    assert_eq!(block.len(), BLOCK);
-    let mut dot = [0i32; QUADRATURES];
-    for (pair, row) in block.chunks_exact(2).zip(&table.rows) {
-        let (x0, x1) = (pair[0] as i32, pair[1] as i32);
-        for (q, acc) in dot.iter_mut().enumerate() {
-            *acc += x0 * row[2 * q] as i32 + x1 * row[2 * q + 1] as i32;
-        }
-    }
+    let block: &[i16; BLOCK] = block.try_into().expect("the detector passes whole blocks");
+    // Each product is below 2^26 and the sum of 32 fits an i32 (module docs),
+    // so the wrapping adds never wrap; they only spare the overflow checks of
+    // debug builds that would keep the loop from vectorising there.
+    let dot = std::array::from_fn(|q| {
+        table.by_quadrature[q].iter().zip(block).map(|(&c, &x)| c as i32 * x as i32).fold(0, i32::wrapping_add)
+    });
     BlockSums { dot, energy: energy(block) }
 }
 
-fn energy(block: &[i16]) -> i64 {
-    block
-        .iter()
-        .map(|&x| {
-            let x = x.max(-i16::MAX) as i64;
-            x * x
-        })
-        .sum()
+/// `Σ x²` in 32-bit lanes (each square below 2^30, so pairs of them fit a
+/// `u32`), widened once at the end, as the SIMD kernels do.
+fn energy(block: &[i16; BLOCK]) -> i64 {
+    let square = |x: i16| {
+        let x = x.max(-i16::MAX) as i32;
+        (x * x) as u32
+    };
+    let pairs: [u32; PAIRS] = std::array::from_fn(|p| square(block[2 * p]) + square(block[2 * p + 1]));
+    pairs.iter().map(|&pair| pair as i64).sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -246,6 +248,21 @@ pub mod x86 {
                 hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(x0, r1));
                 lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(x1, r2));
                 hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(x1, r3));
+                // Integer sums may be re-associated, and LLVM did: it turned
+                // the four chains into one tree of all 32 products, computed
+                // first and spilled to the stack (16 registers do not hold
+                // them beside the detector's state). Passing the accumulators
+                // through an empty `asm!` each step keeps them chains.
+                // SAFETY: the template is a comment: no instruction is emitted,
+                // no memory, stack or flag is touched, and each register
+                // comes out holding exactly the value it went in with.
+                unsafe {
+                    std::arch::asm!(
+                        "/* {0} {1} {2} {3} */",
+                        inout(ymm_reg) lo0, inout(ymm_reg) hi0, inout(ymm_reg) lo1, inout(ymm_reg) hi1,
+                        options(pure, nomem, nostack, preserves_flags),
+                    );
+                }
             }
             let lo = _mm256_add_epi32(lo0, lo1);
             let hi = _mm256_add_epi32(hi0, hi1);
@@ -282,12 +299,28 @@ pub mod x86 {
         let clamp = _mm512_set1_epi16(-i16::MAX);
         let mut sums = BlockSums::default();
         {
+            // Four chains of four fused multiply-adds: short enough for
+            // their latency, few enough to stay in registers.
             let mut acc = [_mm512_setzero_si512(); 4];
-            for p in 0..PAIRS {
-                // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes
-                // each, 64-byte aligned, and p < PAIRS.
-                let row = unsafe { _mm512_load_si512(row_ptr.add(p)) };
-                acc[p & 3] = _mm512_dpwssd_epi32(acc[p & 3], _mm512_set1_epi32(pair(block, p)), row);
+            for p in (0..PAIRS).step_by(4) {
+                for (lane, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes
+                    // each, 64-byte aligned, and p + lane < PAIRS (PAIRS is a
+                    // multiple of 4).
+                    let row = unsafe { _mm512_load_si512(row_ptr.add(p + lane)) };
+                    *acc = _mm512_dpwssd_epi32(*acc, _mm512_set1_epi32(pair(block, p + lane)), row);
+                }
+                // As in `avx2`: without this, LLVM split every fused
+                // multiply-add into a multiply and an add of one sum tree.
+                // SAFETY: an empty template (a comment): nothing is emitted or
+                // touched, and every register keeps its value.
+                unsafe {
+                    std::arch::asm!(
+                        "/* {0} {1} {2} {3} */",
+                        inout(zmm_reg) acc[0], inout(zmm_reg) acc[1], inout(zmm_reg) acc[2], inout(zmm_reg) acc[3],
+                        options(pure, nomem, nostack, preserves_flags),
+                    );
+                }
             }
             let dot = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
             // SAFETY: `sums.dot` is 16 i32 (64 bytes) and `block` 32 i16 (64
