@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
@@ -30,13 +30,13 @@ use super::StoreError;
 /// How long a writer waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A shared transaction commits once it holds this many writes, or once it
-/// has been open this long, even while more writes queue: under a steady
-/// stream of writes the queue never empties, and the first write in a batch
-/// must not wait for the stream to pause. The age bounds what group commit
-/// adds to a write's latency; the count, how much a failed commit takes down.
-const MAX_BATCH_WRITES: usize = 128;
-const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
+/// A shared transaction commits once it holds this many writes, even while
+/// more queue: under a steady stream of writes the queue never empties, and
+/// the first write of a batch must not wait for the stream to pause. It
+/// bounds what group commit adds to a write's latency (the writes after it
+/// in the batch, each a few statements) and how many writes one failed
+/// commit takes down.
+const MAX_BATCH_WRITES: usize = 64;
 
 /// Opens (creating if missing) and migrates the database at `url`
 /// (`sqlite://path/to/file.db`): a pool for reads and the [`Writer`].
@@ -75,11 +75,13 @@ pub(super) async fn open_with_busy_timeout(url: &str, busy: Duration) -> Result<
 /// write that finds others queued behind it does not commit: it releases its
 /// savepoint and hands the still open transaction to the next write; the
 /// last of the queue (or the first to find the transaction
-/// [`MAX_BATCH_WRITES`] full or [`MAX_BATCH_AGE`] old) commits for all. Each
-/// write is answered only once the commit that holds it has returned, so an
-/// acknowledged write is as durable as before; if that commit fails, every
-/// write in it fails. Each write runs in a savepoint of its own, so one that
-/// fails, or is dropped unfinished, is undone alone.
+/// [`MAX_BATCH_WRITES`] full) commits for all. Each write is answered only
+/// once the commit that holds it has returned, so an acknowledged write is as
+/// durable as before; if that commit fails, every write in it fails. Each
+/// write runs in a savepoint of its own, so one that fails, or is dropped
+/// unfinished, is undone alone. Writes read what the writes before them in
+/// the batch wrote, as they would after a commit; if the commit fails, the
+/// writes that read it fail with it.
 #[derive(Clone)]
 pub(super) struct Writer {
     turn: Arc<Mutex<Turn>>,
@@ -98,14 +100,13 @@ struct Turn {
 struct Batch {
     /// Writes released into it, each waiting for its commit.
     writes: usize,
-    opened: Instant,
     /// Its commit's result, once there is one (an error as text: it goes to every write).
     committed: watch::Sender<Option<Result<(), String>>>,
 }
 
 impl Batch {
     fn new() -> Batch {
-        Batch { writes: 0, opened: Instant::now(), committed: watch::Sender::new(None) }
+        Batch { writes: 0, committed: watch::Sender::new(None) }
     }
 
     fn end(self, result: Result<(), String>) {
@@ -134,7 +135,7 @@ impl Writer {
     async fn end_turn(self, mut turn: OwnedMutexGuard<Turn>) {
         let Some(batch) = &turn.batch else { return };
         let more = self.queued.load(Ordering::SeqCst) > 0;
-        if more && batch.writes < MAX_BATCH_WRITES && batch.opened.elapsed() < MAX_BATCH_AGE {
+        if more && batch.writes < MAX_BATCH_WRITES {
             return;
         }
         let committed = run(&mut turn.conn, "COMMIT").await;
