@@ -9,7 +9,7 @@ use super::{ApiKey, LAST_USED_EVERY_MS, StoreError};
 pub(super) async fn insert(pool: &Pool, key: &ApiKey) -> Result<(), StoreError> {
     pool.write(
         "INSERT INTO api_keys (id, name, hash, created_at, tenant, admin, webhook_secret, \
-             previous_webhook_secret, previous_secret_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         previous_webhook_secret, previous_secret_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             (&key.id).into(),
             (&key.name).into(),
