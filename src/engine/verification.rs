@@ -107,7 +107,6 @@ impl Verification {
             return self.finish(id, Outcome::Failed).await;
         };
         self.pacer.wait().await;
-        self.store.set_status(id, node, Status::Dialing, self.config.clock.unix_ms()).await?;
         let setup = match self.setup(&verification.phone, &dialplan).await {
             Ok(setup) => setup,
             Err(error) => {

@@ -27,6 +27,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Database, Encode, FromRow, Postgres, Sqlite, Transaction, Type};
 
 use super::StoreError;
+use super::sqlite::{Write, Writer};
 use crate::clock::{Clock, Hold};
 
 /// Where the SQL of the two backends differs.
@@ -39,8 +40,7 @@ pub(super) enum Dialect {
 impl Dialect {
     /// Appended to a `SELECT` of the row a write transaction decides on, to
     /// lock that row until commit. SQLite has no row locks (nor the syntax):
-    /// [`Pool::begin_write`]'s `BEGIN IMMEDIATE` already holds the
-    /// database's write lock.
+    /// [`Pool::begin_write`] already holds the database's write lock.
     pub(super) fn lock_row(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",
@@ -132,7 +132,11 @@ impl<T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unp
 /// The connections of one database.
 #[derive(Clone)]
 pub(super) enum Backend {
-    Sqlite(SqlitePool),
+    /// Reads from the pool; every write through the one [`Writer`].
+    Sqlite {
+        pool: SqlitePool,
+        writer: Writer,
+    },
     Postgres(PgPool),
 }
 
@@ -146,24 +150,42 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    /// Starts a transaction for writes that read first. SQLite: `BEGIN
-    /// IMMEDIATE` takes the write lock before the first read, so what the
-    /// transaction decides on cannot change under it. PostgreSQL: READ
+    /// Starts a transaction for writes that read first. SQLite: a turn on
+    /// the [`Writer`], which holds the write lock before the first read, so
+    /// what the transaction decides on cannot change under it; its commit
+    /// may be shared with the writes queued behind it. PostgreSQL: READ
     /// COMMITTED; the [`Dialect`] row locks do the rest.
     pub(super) async fn begin_write(&self) -> Result<Tx, StoreError> {
         let hold = self.clock.hold();
         let tx = match &self.backend {
-            Backend::Sqlite(pool) => TxKind::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite { writer, .. } => TxKind::Sqlite(writer.begin().await?),
             Backend::Postgres(pool) => TxKind::Postgres(pool.begin().await?),
         };
         Ok(Tx { tx, _hold: hold })
     }
 
-    /// A connection for statements that need no transaction.
+    /// Runs one writing statement on its own and returns how many rows it
+    /// changed, once they are committed. On SQLite through the [`Writer`]
+    /// like every write (a statement on a pooled connection would race it
+    /// for the lock); PostgreSQL commits the lone statement by itself.
+    pub(super) async fn write(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => {
+                let mut tx = self.begin_write().await?;
+                let changed = tx.exec().execute(sql, params).await?;
+                tx.commit().await?;
+                Ok(changed)
+            }
+            Backend::Postgres(_) => Ok(self.acquire().await?.exec().execute(sql, params).await?),
+        }
+    }
+
+    /// A connection for statements that need no transaction (on SQLite,
+    /// reads: writes go through [`Pool::begin_write`] or [`Pool::write`]).
     pub(super) async fn acquire(&self) -> Result<Conn, StoreError> {
         let hold = self.clock.hold();
         let conn = match &self.backend {
-            Backend::Sqlite(pool) => ConnKind::Sqlite(pool.acquire().await?),
+            Backend::Sqlite { pool, .. } => ConnKind::Sqlite(pool.acquire().await?),
             Backend::Postgres(pool) => ConnKind::Postgres(pool.acquire().await?),
         };
         Ok(Conn { conn, _hold: hold })
@@ -198,21 +220,21 @@ pub(super) struct Tx {
 }
 
 enum TxKind {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(Write),
     Postgres(Transaction<'static, Postgres>),
 }
 
 impl Tx {
     pub(super) fn exec(&mut self) -> Exec<'_> {
         match &mut self.tx {
-            TxKind::Sqlite(tx) => Exec::Sqlite(tx),
+            TxKind::Sqlite(write) => Exec::Sqlite(write.conn()),
             TxKind::Postgres(tx) => Exec::Postgres(tx),
         }
     }
 
     pub(super) async fn commit(self) -> Result<(), StoreError> {
         match self.tx {
-            TxKind::Sqlite(tx) => tx.commit().await?,
+            TxKind::Sqlite(write) => write.commit().await?,
             TxKind::Postgres(tx) => tx.commit().await?,
         }
         Ok(())

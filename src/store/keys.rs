@@ -7,25 +7,22 @@ use super::queries::fetch_api_key;
 use super::{ApiKey, LAST_USED_EVERY_MS, StoreError};
 
 pub(super) async fn insert(pool: &Pool, key: &ApiKey) -> Result<(), StoreError> {
-    pool.acquire()
-        .await?
-        .exec()
-        .execute(
-            "INSERT INTO api_keys (id, name, hash, created_at, tenant, admin, webhook_secret, \
-             previous_webhook_secret, previous_secret_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                (&key.id).into(),
-                (&key.name).into(),
-                (&key.hash).into(),
-                key.created_at.into(),
-                (&key.tenant).into(),
-                key.admin.into(),
-                (&key.webhook_secret).into(),
-                (&key.previous_webhook_secret).into(),
-                key.previous_secret_until.into(),
-            ],
-        )
-        .await?;
+    pool.write(
+        "INSERT INTO api_keys (id, name, hash, created_at, tenant, admin, webhook_secret, \
+         previous_webhook_secret, previous_secret_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            (&key.id).into(),
+            (&key.name).into(),
+            (&key.hash).into(),
+            key.created_at.into(),
+            (&key.tenant).into(),
+            key.admin.into(),
+            (&key.webhook_secret).into(),
+            (&key.previous_webhook_secret).into(),
+            key.previous_secret_until.into(),
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -67,10 +64,7 @@ pub(super) async fn set_webhook_secret(
 ) -> Result<bool, StoreError> {
     // One statement: the right-hand sides read the row as it was.
     let changed = pool
-        .acquire()
-        .await?
-        .exec()
-        .execute(
+        .write(
             "UPDATE api_keys SET previous_webhook_secret = webhook_secret, previous_secret_until = $3, \
              webhook_secret = $2 WHERE id = $1",
             &[id.into(), secret.into(), previous_until.into()],
@@ -81,23 +75,17 @@ pub(super) async fn set_webhook_secret(
 
 pub(super) async fn revoke(pool: &Pool, id: &str, now: i64) -> Result<bool, StoreError> {
     let changed = pool
-        .acquire()
-        .await?
-        .exec()
-        .execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", &[id.into(), now.into()])
+        .write("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", &[id.into(), now.into()])
         .await?;
     Ok(changed > 0)
 }
 
 pub(super) async fn touch(pool: &Pool, id: &str, now: i64) -> Result<(), StoreError> {
     // The condition makes nodes that race at the minute's end write once.
-    pool.acquire()
-        .await?
-        .exec()
-        .execute(
-            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
-            &[id.into(), now.into(), now.saturating_sub(LAST_USED_EVERY_MS).into()],
-        )
-        .await?;
+    pool.write(
+        "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+        &[id.into(), now.into(), now.saturating_sub(LAST_USED_EVERY_MS).into()],
+    )
+    .await?;
     Ok(())
 }

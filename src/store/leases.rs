@@ -89,10 +89,7 @@ pub(super) async fn set_status(pool: &Pool, id: &str, node: &str, status: Status
         return Ok(());
     }
     let changed = pool
-        .acquire()
-        .await?
-        .exec()
-        .execute(
+        .write(
             &format!(
                 "UPDATE verifications SET status = $3, updated_at = $4 WHERE id = $1 AND lease_owner = $2 AND {ACTIVE}"
             ),
@@ -117,7 +114,7 @@ pub(super) async fn start_attempt(
     let count: Option<(i64,)> = db
         .fetch_optional(
             &format!(
-                "UPDATE verifications SET attempt_count = attempt_count + 1, updated_at = $3 \
+                "UPDATE verifications SET attempt_count = attempt_count + 1, status = 'dialing', updated_at = $3 \
                  WHERE id = $1 AND lease_owner = $2 AND {ACTIVE} RETURNING attempt_count"
             ),
             &[id.into(), node.into(), now.into()],
@@ -176,7 +173,9 @@ pub(super) async fn finish_attempt(
 ) -> Result<(), StoreError> {
     // An attempt ends once: if a claimer already closed it as interrupted
     // (its node was presumed dead), the late report does not rewrite it.
-    let changed = write_open_attempt(&mut pool.acquire().await?.exec(), id, number, result, true).await?;
+    let mut tx = pool.begin_write().await?;
+    let changed = write_open_attempt(&mut tx.exec(), id, number, result, true).await?;
+    tx.commit().await?;
     if changed == 0 {
         tracing::warn!(verification_id = id, attempt = number, "finish_attempt found no open attempt");
     }

@@ -421,7 +421,9 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the status along (dialing, ringing, answered) while `node` holds the lease.
     async fn set_status(&self, id: &str, node: &str, status: Status, now: i64) -> Result<(), StoreError>;
 
-    /// Records a new attempt and returns its number.
+    /// Records a new attempt, moves the status to `dialing` and returns the
+    /// attempt's number: one write as the INVITE goes out, rather than a
+    /// status change before it and the attempt after.
     async fn start_attempt(&self, id: &str, node: &str, call_id: &str, now: i64) -> Result<u32, StoreError>;
 
     async fn finish_attempt(&self, id: &str, number: u32, result: &AttemptResult) -> Result<(), StoreError>;
@@ -556,7 +558,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Arc<dyn Store>, StoreError> {
     let _opening = clock.hold();
     let backend = if url.starts_with("sqlite:") {
-        db::Backend::Sqlite(sqlite::open(url).await?)
+        let (pool, writer) = sqlite::open(url).await?;
+        db::Backend::Sqlite { pool, writer }
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         db::Backend::Postgres(postgres::open(url).await?)
     } else {

@@ -35,28 +35,22 @@ pub(super) async fn due(pool: &Pool, now: i64, lease_ms: i64, limit: u32) -> Res
 
 pub(super) async fn delivered(pool: &Pool, id: &str, now: i64) -> Result<(), StoreError> {
     // Delivery is at least once: a second report of the same success is a no-op.
-    pool.acquire()
-        .await?
-        .exec()
-        .execute(
-            "UPDATE webhooks SET delivered_at = $2, next_attempt_at = NULL, attempts = attempts + 1 \
-             WHERE id = $1 AND delivered_at IS NULL",
-            &[id.into(), now.into()],
-        )
-        .await?;
+    pool.write(
+        "UPDATE webhooks SET delivered_at = $2, next_attempt_at = NULL, attempts = attempts + 1 \
+         WHERE id = $1 AND delivered_at IS NULL",
+        &[id.into(), now.into()],
+    )
+    .await?;
     Ok(())
 }
 
 pub(super) async fn failed(pool: &Pool, id: &str, error: &str, next_attempt_at: Option<i64>) -> Result<(), StoreError> {
-    pool.acquire()
-        .await?
-        .exec()
-        .execute(
-            "UPDATE webhooks SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, gave_up = $4 \
-             WHERE id = $1 AND delivered_at IS NULL AND gave_up = FALSE",
-            &[id.into(), error.into(), next_attempt_at.into(), next_attempt_at.is_none().into()],
-        )
-        .await?;
+    pool.write(
+        "UPDATE webhooks SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, gave_up = $4 \
+         WHERE id = $1 AND delivered_at IS NULL AND gave_up = FALSE",
+        &[id.into(), error.into(), next_attempt_at.into(), next_attempt_at.is_none().into()],
+    )
+    .await?;
     Ok(())
 }
 

@@ -126,10 +126,7 @@ impl Store for SqlStore {
         // A real write: reading, or a transaction that writes nothing,
         // succeeds on a full disk.
         self.pool
-            .acquire()
-            .await?
-            .exec()
-            .execute(
+            .write(
                 "INSERT INTO store_probe (id, written_at) VALUES (1, $1) \
                  ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
                 &[now.into()],
@@ -177,7 +174,7 @@ impl Store for SqlStore {
     fn work_signals(&self, wake: Arc<Notify>) -> Option<WorkSignals> {
         match &self.pool.backend {
             // One node: its own API wakes its engine.
-            Backend::Sqlite(_) => None,
+            Backend::Sqlite { .. } => None,
             Backend::Postgres(pool) => Some(Box::pin(postgres::relay_work_signals(pool.clone(), wake))),
         }
     }

@@ -3,13 +3,15 @@
 //! against PostgreSQL in a fresh database of its own (created for the test
 //! and dropped after it, so the cases run in parallel). The cases are
 //! grouped by job: verifications and their leases (`claims`), what is read
-//! back and swept (`records`), API keys (`keys`), and waking other nodes
-//! (`signals`, PostgreSQL only).
+//! back and swept (`records`), API keys (`keys`), waking other nodes
+//! (`signals`, PostgreSQL only) and SQLite's one writer (`writer`, SQLite
+//! only).
 
 mod claims;
 mod keys;
 mod records;
 mod signals;
+mod writer;
 
 use std::collections::HashSet;
 use std::future::Future;
