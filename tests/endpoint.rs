@@ -398,3 +398,29 @@ async fn timer_b_reaches_the_handle_as_an_event() {
     let sent = all_received(&peer, Duration::from_millis(100)).await.len();
     assert!((6..=7).contains(&sent), "{sent} INVITEs");
 }
+
+/// The kernel hands out ephemeral UDP and TCP ports independently, so the
+/// TCP twin of the UDP port an endpoint got may belong to someone else (CI
+/// once failed `pound call --transport tcp` with "Address already in use").
+/// With a few hundred TCP ports held, nearly every run of the old code hit
+/// one among these binds; each must still come up listening on both.
+#[tokio::test]
+async fn an_ephemeral_port_whose_tcp_twin_is_taken_is_traded_for_another() {
+    let held: Vec<std::net::TcpListener> =
+        (0..800).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let held_ports: std::collections::HashSet<u16> = held.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    for _ in 0..300 {
+        let endpoint = Endpoint::bind(addr("127.0.0.1:0"), true).await.expect("an ephemeral pair is always found");
+        let local = endpoint.local_addr();
+        assert!(!held_ports.contains(&local.port()), "{local} is a held TCP port");
+        TcpStream::connect(local).await.expect("the endpoint listens for TCP on its UDP port");
+    }
+}
+
+#[tokio::test]
+async fn a_fixed_port_whose_tcp_twin_is_taken_is_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let error = Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], port)), true).await.unwrap_err();
+    assert!(error.to_string().contains("in use"), "{error}");
+}

@@ -223,6 +223,42 @@ impl Shared {
     }
 }
 
+/// How many ephemeral UDP ports are tried before giving up on finding one
+/// whose TCP twin is free too.
+const EPHEMERAL_PAIR_TRIES: usize = 32;
+
+/// UDP on `bind` and, with `listen`, a TCP listener on the port UDP got, so
+/// that one port means both (RFC 3261 §18). The kernel picks ephemeral UDP
+/// and TCP ports independently, so the TCP twin of a fresh UDP port may be
+/// another process's: with port 0, such a pair is dropped and another port
+/// tried; a fixed port that is taken is the caller's error at once.
+async fn bind_udp_and_listener(
+    network: &Network,
+    bind: SocketAddr,
+    listen: bool,
+) -> std::io::Result<(Socket, Option<TcpListener>)> {
+    let mut tries = 0;
+    loop {
+        let udp = network.bind(bind).await?;
+        if !listen {
+            return Ok((udp, None));
+        }
+        let local = udp.local_addr()?;
+        let listener = std::net::TcpListener::bind(local).and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)
+        });
+        match listener {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            Err(e) if bind.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries < EPHEMERAL_PAIR_TRIES => {
+                tries += 1;
+                tracing::debug!(%local, "TCP twin of an ephemeral SIP port is taken; trying another");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The node's SIP endpoint. Clones share it; its tasks stop when the last
 /// clone and the last [`SipHandle`] are dropped.
 #[derive(Clone)]
@@ -282,30 +318,19 @@ impl Endpoint {
         if (tcp || tls.is_some()) && matches!(network, Network::Memory(_)) {
             return Err(io(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP on an in-memory network")));
         }
-        let udp = network.bind(bind).await.map_err(io)?;
-        let local = udp.local_addr().map_err(io)?;
         let tls_listens = tls.as_ref().is_some_and(|tls| tls.acceptor.is_some());
         if tcp && tls_listens {
-            return Err(NetError::Tls(format!("{local}: one port cannot listen for both TCP and TLS")));
+            return Err(NetError::Tls(format!("{bind}: one port cannot listen for both TCP and TLS")));
         }
+        let (udp, listener) = bind_udp_and_listener(network, bind, tcp || tls_listens).await.map_err(io)?;
+        let local = udp.local_addr().map_err(io)?;
         let mut tasks = Vec::new();
         let (sender, stream_incoming) = mpsc::channel(TCP_QUEUE);
-        // On the port UDP got, so that one port means both (RFC 3261 §18).
-        let mut listen = |connections: &Arc<Connections>| -> Result<(), NetError> {
-            let listener = std::net::TcpListener::bind(local).and_then(|listener| {
-                listener.set_nonblocking(true)?;
-                TcpListener::from_std(listener)
-            });
-            tasks.push(tokio::spawn(connections.clone().accept(listener.map_err(io)?)));
-            Ok(())
-        };
         let tcp_connections = tcp.then(|| Connections::new(sender.clone(), None));
-        if let Some(connections) = &tcp_connections {
-            listen(connections)?;
-        }
         let tls_connections = tls.map(|tls| Connections::new(sender.clone(), Some(tls)));
-        if let Some(connections) = tls_connections.as_ref().filter(|_| tls_listens) {
-            listen(connections)?;
+        let listening = tcp_connections.as_ref().or(tls_connections.as_ref().filter(|_| tls_listens));
+        if let (Some(connections), Some(listener)) = (listening, listener) {
+            tasks.push(tokio::spawn(connections.clone().accept(listener)));
         }
         let streams = (tcp || tls_connections.is_some()).then_some(stream_incoming);
         let shared = Arc::new(Shared {
