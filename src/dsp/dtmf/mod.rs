@@ -195,6 +195,7 @@ impl DtmfDetector {
         block_sums: impl Fn(&kernel::Table, &[i16]) -> BlockSums,
     ) {
         let table = kernel::table();
+        let references = window::references();
         if self.pending_len > 0 {
             let have = self.pending_len as usize;
             let take = (BLOCK - have).min(samples.len());
@@ -206,11 +207,11 @@ impl DtmfDetector {
             }
             let block = self.pending;
             self.pending_len = 0;
-            self.on_block(&block, &block_sums(table, &block), on_event);
+            self.on_block(&block, references, &block_sums(table, &block), on_event);
         }
         let mut blocks = samples.chunks_exact(BLOCK);
         for block in &mut blocks {
-            self.on_block(block, &block_sums(table, block), on_event);
+            self.on_block(block, references, &block_sums(table, block), on_event);
         }
         let tail = blocks.remainder();
         self.pending[..tail.len()].copy_from_slice(tail);
@@ -226,10 +227,17 @@ impl DtmfDetector {
     }
 
     #[inline(always)]
-    fn on_block(&mut self, samples: &[i16], sums: &BlockSums, on_event: &mut impl FnMut(DtmfEvent)) {
-        self.window.push(self.phasors.align(sums), samples);
+    fn on_block(
+        &mut self,
+        samples: &[i16],
+        references: &window::References,
+        sums: &BlockSums,
+        on_event: &mut impl FnMut(DtmfEvent),
+    ) {
+        self.window.push(self.phasors.align(references, sums), samples);
         self.position += BLOCK as u64;
-        if !self.window.is_full() {
+        // The first blocks of a stream do not fill a window yet.
+        if self.position < WINDOW_SAMPLES {
             return;
         }
         let hit = self.window.classify(&self.thresholds);
@@ -401,6 +409,24 @@ mod tests {
             assert_eq!(digits(&tones(770.0 * 0.983, 1477.0, lead)), 0, "-1.7 %, lead {lead}");
             assert_eq!(digits(&tones(770.0 * 1.015, 1477.0, lead)), 1, "+1.5 %, lead {lead}");
             assert_eq!(digits(&tones(770.0, 1477.0 * 0.985, lead)), 1, "-1.5 %, lead {lead}");
+        }
+    }
+
+    /// A column tone with an even harmonic is an instrument or a voice, not a
+    /// key: rejected when the harmonic is above -10 dB of the tone, whatever
+    /// the block alignment, and accepted below it. -8 dB is weak enough that
+    /// the share of the energy in the key's tones alone would let it through.
+    #[test]
+    fn a_column_tone_with_a_second_harmonic_is_no_key_at_any_alignment() {
+        let keyed = |harmonic_db: f64, lead: usize| {
+            let mut samples = vec![0i16; lead + 4000];
+            ToneGenerator::new(&[(941.0, -10.0), (1477.0, -10.0), (2.0 * 1477.0, -10.0 + harmonic_db)])
+                .fill(&mut samples[lead..]);
+            events(&samples).iter().filter(|e| matches!(e, DtmfEvent::On { digit: '#', .. })).count()
+        };
+        for lead in 0..BLOCK {
+            assert_eq!(keyed(-8.0, lead), 0, "harmonic at -8 dB, lead {lead}");
+            assert_eq!(keyed(-13.0, lead), 1, "harmonic at -13 dB, lead {lead}");
         }
     }
 

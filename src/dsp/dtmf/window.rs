@@ -36,9 +36,14 @@ pub struct Phasors {
 /// The reference phasors at every block start of one period, `re` in
 /// `[0..8]` and `im` in `[8..16]`. A table instead of a running product keeps
 /// them exact and removes a block-to-block dependency from the hot loop.
-static REFERENCE: std::sync::LazyLock<[[f32; 2 * TONES]; PHASOR_PERIOD as usize]> = std::sync::LazyLock::new(|| {
-    let mut table = [[0.0; 2 * TONES]; PHASOR_PERIOD as usize];
-    for (m, phasors) in table.iter_mut().enumerate() {
+/// The reference phasors, one row per block start of a period; 256 rows so
+/// that a `u8` phase indexes it with no bounds check (the rows past the
+/// period are never read).
+pub type References = [[f32; 2 * TONES]; 256];
+
+static REFERENCE: std::sync::LazyLock<References> = std::sync::LazyLock::new(|| {
+    let mut table = [[0.0; 2 * TONES]; 256];
+    for (m, phasors) in table.iter_mut().take(PHASOR_PERIOD as usize).enumerate() {
         for (k, hz) in ROW_HZ.iter().chain(COL_HZ.iter()).enumerate() {
             let cycles = hz * (m * BLOCK) as f64 / SAMPLE_RATE as f64;
             let angle = std::f64::consts::TAU * cycles.fract();
@@ -50,11 +55,30 @@ static REFERENCE: std::sync::LazyLock<[[f32; 2 * TONES]; PHASOR_PERIOD as usize]
     table
 });
 
+/// The reference phasors, for [`Phasors::align`]. Fetched once per call of
+/// the detector: the lazy initialisation's check is not free.
+pub fn references() -> &'static References {
+    &REFERENCE
+}
+
+/// `cos` and `-sin` of twice each column frequency over one window, scaled
+/// like the kernel's table, for [`Window::second_harmonic`].
+static HARMONICS: std::sync::LazyLock<[[[i16; WINDOW_BLOCKS * BLOCK]; 2]; 4]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|col| {
+        let step = std::f64::consts::TAU * 2.0 * COL_HZ[col] / SAMPLE_RATE as f64;
+        let scaled = |value: f64| (TABLE_SCALE as f64 * value).round() as i16;
+        [
+            std::array::from_fn(|n| scaled((step * n as f64).cos())),
+            std::array::from_fn(|n| scaled(-(step * n as f64).sin())),
+        ]
+    })
+});
+
 impl Phasors {
     /// Aligns one block's sums to the continuous reference and advances it.
     #[inline(always)]
-    pub fn align(&mut self, sums: &BlockSums) -> Block {
-        let reference = &REFERENCE[self.phase as usize];
+    pub fn align(&mut self, references: &References, sums: &BlockSums) -> Block {
+        let reference = &references[self.phase as usize];
         let mut block = Block { energy: sums.energy as f32, ..Block::default() };
         for k in 0..TONES {
             let (re, im) = (sums.dot[k] as f32, sums.dot[TONES + k] as f32);
@@ -147,13 +171,12 @@ pub struct Window {
     samples: [[i16; BLOCK]; WINDOW_BLOCKS],
     /// Ring position of the newest block.
     newest: u8,
-    filled: u8,
 }
 
 impl Window {
     #[inline(always)]
     pub fn push(&mut self, block: Block, samples: &[i16]) {
-        let previous = self.newest as usize;
+        let previous = self.newest as usize % WINDOW_BLOCKS;
         let i = (previous + 1) % WINDOW_BLOCKS;
         for l in 0..2 * TONES {
             self.pairs[i][l] = self.blocks[previous][l] + block.z[l];
@@ -163,25 +186,19 @@ impl Window {
         self.last_energy = block.energy;
         self.samples[i].copy_from_slice(samples);
         self.newest = i as u8;
-        self.filled = (self.filled + 1).min(WINDOW_BLOCKS as u8);
-    }
-
-    #[inline(always)]
-    pub fn is_full(&self) -> bool {
-        self.filled as usize == WINDOW_BLOCKS
     }
 
     /// The window's halves, oldest first.
     #[inline(always)]
     fn halves(&self) -> (&[f32; 2 * TONES], &[f32; 2 * TONES]) {
-        let newest = self.newest as usize;
+        let newest = self.newest as usize % WINDOW_BLOCKS;
         (&self.pairs[(newest + 2) % WINDOW_BLOCKS], &self.pairs[newest])
     }
 
     /// Mean power of the whole window.
     #[inline(always)]
     fn mean_power(&self) -> f32 {
-        let newest = self.newest as usize;
+        let newest = self.newest as usize % WINDOW_BLOCKS;
         (self.pair_energy[(newest + 2) % WINDOW_BLOCKS] + self.pair_energy[newest]) / WINDOW
     }
 
@@ -207,26 +224,35 @@ impl Window {
             return None;
         }
         let hit = examine(&Halves { z: *first }, &Halves { z: *second }, &power, energy, thresholds)?;
-        (self.second_harmonic(COL_HZ[hit.col]) <= HARMONIC * hit.col_power).then_some(hit)
+        (self.second_harmonic(hit.col) <= HARMONIC * hit.col_power).then_some(hit)
     }
 
-    /// Mean power at twice `hz` over the window (Goertzel over its samples,
-    /// oldest first). Only the column tone is tested: a row tone's second
-    /// harmonic (1394 to 1882 Hz) lies within 100 Hz of a column frequency, too
-    /// close for a 16 ms window to tell it from that tone's leakage, while a
-    /// column tone's (2418 to 3266 Hz) is far from every key frequency.
+    /// Mean power at twice column `col`'s frequency over the window: the
+    /// window's samples, oldest first, correlated with [`HARMONICS`]. Only the
+    /// column tone is tested: a row tone's second harmonic (1394 to 1882 Hz)
+    /// lies within 100 Hz of a column frequency, too close for a 16 ms window
+    /// to tell it from that tone's leakage, while a column tone's (2418 to
+    /// 3266 Hz) is far from every key frequency. Integer products with no
+    /// dependency between them: a Goertzel recurrence over the 128 samples
+    /// was one chain of float operations, a tenth of the detector's time.
     #[inline(never)]
-    fn second_harmonic(&self, hz: f64) -> f32 {
-        let coeff = (2.0 * (std::f64::consts::TAU * 2.0 * hz / SAMPLE_RATE as f64).cos()) as f32;
-        let (mut s1, mut s2) = (0.0f32, 0.0f32);
-        for b in 1..=WINDOW_BLOCKS {
-            for &x in &self.samples[(self.newest as usize + b) % WINDOW_BLOCKS] {
-                let s0 = x as f32 + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
+    fn second_harmonic(&self, col: usize) -> f32 {
+        let [cos, sin] = &HARMONICS[col];
+        let (mut re, mut im) = (0i64, 0i64);
+        for b in 0..WINDOW_BLOCKS {
+            let samples = &self.samples[(self.newest as usize + 1 + b) % WINDOW_BLOCKS];
+            let at = b * BLOCK;
+            // Each block's sum is below 2^31 (see the kernel's table scale), so
+            // the i32 adds never wrap; they only spare debug builds' checks.
+            let dot = |table: &[i16; WINDOW_BLOCKS * BLOCK]| {
+                let products = samples.iter().zip(&table[at..at + BLOCK]).map(|(&x, &c)| x as i32 * c as i32);
+                products.fold(0i32, i32::wrapping_add) as i64
+            };
+            re += dot(cos);
+            im += dot(sin);
         }
-        (s1 * s1 + s2 * s2 - coeff * s1 * s2) * (2.0 / (WINDOW * WINDOW))
+        let (re, im) = (re as f32 / TABLE_SCALE, im as f32 / TABLE_SCALE);
+        (re * re + im * im) * (2.0 / (WINDOW * WINDOW))
     }
 
     /// Mean power of a row and a column tone over the window, block by block:
