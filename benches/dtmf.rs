@@ -79,7 +79,7 @@ fn kernels(c: &mut Criterion) {
         group.bench_function(kernel.name(), |b| {
             b.iter_batched_ref(
                 || vec![BlockSums::default(); blocks],
-                |out| kernel.block_sums(black_box(input), out),
+                |out| kernel.block_sums(black_box(input), 0, out),
                 BatchSize::SmallInput,
             )
         });

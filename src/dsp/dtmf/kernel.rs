@@ -26,7 +26,10 @@ const _: () = assert!(PAIRS.is_multiple_of(4), "the SIMD kernels take two or fou
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct BlockSums {
-    /// `Σ x·cos` for each tone in `[0..8]`, `-Σ x·sin` in `[8..16]`, times [`TABLE_SCALE`].
+    /// `Σ x·cos` for each tone in `[0..8]`, `-Σ x·sin` in `[8..16]`, times
+    /// [`TABLE_SCALE`]; all zero for a block quieter than the kernel's `quiet`
+    /// (whose correlations could neither make nor break a key, so every
+    /// kernel skips them the same way).
     pub dot: [i32; QUADRATURES],
     /// `Σ x²`, with -32768 counted as -32767 so the SIMD lanes cannot overflow.
     pub energy: i64,
@@ -151,22 +154,23 @@ impl Kernel {
     }
 
     /// Fills `out[i]` from block `i` of `samples`, which must hold exactly
-    /// `out.len()` blocks.
-    pub fn block_sums(self, samples: &[i16], out: &mut [BlockSums]) {
+    /// `out.len()` blocks; blocks with less energy than `quiet` get no
+    /// correlations (see [`BlockSums`]).
+    pub fn block_sums(self, samples: &[i16], quiet: i64, out: &mut [BlockSums]) {
         assert_eq!(samples.len(), out.len() * BLOCK, "whole blocks only");
         let table = table();
         for (block, sums) in samples.chunks_exact(BLOCK).zip(out) {
             *sums = match self {
-                Kernel::Portable => portable(table, block),
+                Kernel::Portable => portable(table, block, quiet),
                 // SAFETY: `Avx2` and `Avx512Vnni` are only returned by `available()`
                 // after `is_x86_feature_detected!` confirmed every feature the
                 // function enables, so the CPU executes all its instructions.
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => unsafe { x86::avx2(table, block) },
+                Kernel::Avx2 => unsafe { x86::avx2(table, block, quiet) },
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512Vnni => unsafe { x86::avx512vnni(table, block) },
+                Kernel::Avx512Vnni => unsafe { x86::avx512vnni(table, block, quiet) },
                 #[cfg(not(target_arch = "x86_64"))]
-                _ => portable(table, block),
+                _ => portable(table, block, quiet),
             };
         }
     }
@@ -182,15 +186,19 @@ impl Kernel {
 /// instructions a block instead of about 800), so they are compiled alone,
 /// where the result does not depend on the caller.
 #[inline(never)]
-pub fn portable(table: &Table, block: &[i16]) -> BlockSums {
+pub fn portable(table: &Table, block: &[i16], quiet: i64) -> BlockSums {
     let block: &[i16; BLOCK] = block.try_into().expect("the detector passes whole blocks");
+    let energy = energy(block);
+    if energy < quiet {
+        return BlockSums { dot: [0; QUADRATURES], energy };
+    }
     // Each product is below 2^26 and the sum of 32 fits an i32 (module docs),
     // so the wrapping adds never wrap; they only spare the overflow checks of
     // debug builds that would keep the loop from vectorising there.
     let dot = std::array::from_fn(|q| {
         table.by_quadrature[q].iter().zip(block).map(|(&c, &x)| c as i32 * x as i32).fold(0, i32::wrapping_add)
     });
-    BlockSums { dot, energy: energy(block) }
+    BlockSums { dot, energy }
 }
 
 /// `Σ x²` in 32-bit lanes (each square below 2^30, so pairs of them fit a
@@ -225,73 +233,75 @@ pub mod x86 {
     /// The kernel for AVX2: the sums of one block of [`BLOCK`] samples.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub fn avx2(table: &Table, block: &[i16]) -> BlockSums {
+    pub fn avx2(table: &Table, block: &[i16], quiet: i64) -> BlockSums {
         assert_eq!(block.len(), BLOCK);
         let rows = table.rows.as_ptr() as *const __m256i;
         let clamp = _mm256_set1_epi16(-i16::MAX);
         let mut sums = BlockSums::default();
-        {
-            // Four named accumulators (two sample pairs per step, low and high
-            // half of each row): with an indexed array the compiler kept them
-            // on the stack, and every add waited for a store.
-            let (mut lo0, mut hi0, mut lo1, mut hi1) =
-                (_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256());
-            for p in (0..PAIRS).step_by(2) {
-                let x0 = _mm256_set1_epi32(pair(block, p));
-                let x1 = _mm256_set1_epi32(pair(block, p + 1));
-                // SAFETY: `rows` points at PAIRS rows of 64 bytes, 64-byte aligned;
-                // 2q and 2q+1 index the two 32-byte halves of row q, and q = p + 1
-                // is at most PAIRS - 1 because PAIRS is even.
-                let (r0, r1, r2, r3) = unsafe {
-                    (
-                        _mm256_load_si256(rows.add(2 * p)),
-                        _mm256_load_si256(rows.add(2 * p + 1)),
-                        _mm256_load_si256(rows.add(2 * p + 2)),
-                        _mm256_load_si256(rows.add(2 * p + 3)),
-                    )
-                };
-                lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(x0, r0));
-                hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(x0, r1));
-                lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(x1, r2));
-                hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(x1, r3));
-                // Integer sums may be re-associated, and LLVM did: it turned
-                // the four chains into one tree of all 32 products, computed
-                // first and spilled to the stack (16 registers do not hold
-                // them beside the detector's state). Passing the accumulators
-                // through an empty `asm!` each step keeps them chains.
-                // SAFETY: the template is a comment: no instruction is emitted,
-                // no memory, stack or flag is touched, and each register
-                // comes out holding exactly the value it went in with.
-                unsafe {
-                    std::arch::asm!(
-                        "/* {0} {1} {2} {3} */",
-                        inout(ymm_reg) lo0, inout(ymm_reg) hi0, inout(ymm_reg) lo1, inout(ymm_reg) hi1,
-                        options(pure, nomem, nostack, preserves_flags),
-                    );
-                }
-            }
-            let lo = _mm256_add_epi32(lo0, lo1);
-            let hi = _mm256_add_epi32(hi0, hi1);
-            let dot = sums.dot.as_mut_ptr() as *mut __m256i;
-            // SAFETY: `block` holds BLOCK = 32 samples (two 32-byte loads) and
-            // `dot` 16 i32 (two 32-byte stores); unaligned access is allowed.
-            let (x0, x1) = unsafe {
-                _mm256_storeu_si256(dot, lo);
-                _mm256_storeu_si256(dot.add(1), hi);
-                let x = block.as_ptr() as *const __m256i;
-                (_mm256_loadu_si256(x), _mm256_loadu_si256(x.add(1)))
+        // SAFETY: `block` holds BLOCK = 32 samples, two 32-byte loads;
+        // unaligned loads accept any address.
+        let (x0, x1) = unsafe {
+            let x = block.as_ptr() as *const __m256i;
+            (_mm256_loadu_si256(x), _mm256_loadu_si256(x.add(1)))
+        };
+        let sq0 = _mm256_madd_epi16(_mm256_max_epi16(x0, clamp), _mm256_max_epi16(x0, clamp));
+        let sq1 = _mm256_madd_epi16(_mm256_max_epi16(x1, clamp), _mm256_max_epi16(x1, clamp));
+        // Each lane is at most 2 * 32767² < 2^31, so two lanes added are
+        // below 2^32: exact as unsigned 32-bit. Only then widen to 64 bits.
+        let sq = _mm256_add_epi32(sq0, sq1);
+        let wide = _mm256_add_epi64(
+            _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sq)),
+            _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sq)),
+        );
+        let halves = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide));
+        sums.energy = _mm_cvtsi128_si64(halves) + _mm_extract_epi64::<1>(halves);
+        if sums.energy < quiet {
+            return sums;
+        }
+        // Four named accumulators (two sample pairs per step, low and high
+        // half of each row): with an indexed array the compiler kept them
+        // on the stack, and every add waited for a store.
+        let (mut lo0, mut hi0, mut lo1, mut hi1) =
+            (_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256());
+        for p in (0..PAIRS).step_by(2) {
+            let x0 = _mm256_set1_epi32(pair(block, p));
+            let x1 = _mm256_set1_epi32(pair(block, p + 1));
+            // SAFETY: `rows` points at PAIRS rows of 64 bytes, 64-byte aligned;
+            // 2q and 2q+1 index the two 32-byte halves of row q, and q = p + 1
+            // is at most PAIRS - 1 because PAIRS is even.
+            let (r0, r1, r2, r3) = unsafe {
+                (
+                    _mm256_load_si256(rows.add(2 * p)),
+                    _mm256_load_si256(rows.add(2 * p + 1)),
+                    _mm256_load_si256(rows.add(2 * p + 2)),
+                    _mm256_load_si256(rows.add(2 * p + 3)),
+                )
             };
-            let sq0 = _mm256_madd_epi16(_mm256_max_epi16(x0, clamp), _mm256_max_epi16(x0, clamp));
-            let sq1 = _mm256_madd_epi16(_mm256_max_epi16(x1, clamp), _mm256_max_epi16(x1, clamp));
-            // Each lane is at most 2 * 32767² < 2^31, so two lanes added are
-            // below 2^32: exact as unsigned 32-bit. Only then widen to 64 bits.
-            let sq = _mm256_add_epi32(sq0, sq1);
-            let wide = _mm256_add_epi64(
-                _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sq)),
-                _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sq)),
-            );
-            let halves = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide));
-            sums.energy = _mm_cvtsi128_si64(halves) + _mm_extract_epi64::<1>(halves);
+            lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(x0, r0));
+            hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(x0, r1));
+            lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(x1, r2));
+            hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(x1, r3));
+            // Integer sums may be re-associated, and LLVM did: it turned
+            // the four chains into one tree of all 32 products, computed
+            // first and spilled to the stack (16 registers do not hold
+            // them beside the detector's state). Passing the accumulators
+            // through an empty `asm!` each step keeps them chains.
+            // SAFETY: the template is a comment: no instruction is emitted,
+            // no memory, stack or flag is touched, and each register
+            // comes out holding exactly the value it went in with.
+            unsafe {
+                std::arch::asm!(
+                    "/* {0} {1} {2} {3} */",
+                    inout(ymm_reg) lo0, inout(ymm_reg) hi0, inout(ymm_reg) lo1, inout(ymm_reg) hi1,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+        }
+        let dot = sums.dot.as_mut_ptr() as *mut __m256i;
+        // SAFETY: `dot` is 16 i32, two 32-byte stores; unaligned is allowed.
+        unsafe {
+            _mm256_storeu_si256(dot, _mm256_add_epi32(lo0, lo1));
+            _mm256_storeu_si256(dot.add(1), _mm256_add_epi32(hi0, hi1));
         }
         sums
     }
@@ -299,50 +309,48 @@ pub mod x86 {
     /// The kernel for AVX-512 VNNI: the sums of one block of [`BLOCK`] samples.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    pub fn avx512vnni(table: &Table, block: &[i16]) -> BlockSums {
+    pub fn avx512vnni(table: &Table, block: &[i16], quiet: i64) -> BlockSums {
         assert_eq!(block.len(), BLOCK);
         let row_ptr = table.rows.as_ptr() as *const __m512i;
         let clamp = _mm512_set1_epi16(-i16::MAX);
         let mut sums = BlockSums::default();
-        {
-            // Four chains of four fused multiply-adds: short enough for
-            // their latency, few enough to stay in registers.
-            let mut acc = [_mm512_setzero_si512(); 4];
-            for p in (0..PAIRS).step_by(4) {
-                for (lane, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes
-                    // each, 64-byte aligned, and p + lane < PAIRS (PAIRS is a
-                    // multiple of 4).
-                    let row = unsafe { _mm512_load_si512(row_ptr.add(p + lane)) };
-                    *acc = _mm512_dpwssd_epi32(*acc, _mm512_set1_epi32(pair(block, p + lane)), row);
-                }
-                // As in `avx2`: without this, LLVM split every fused
-                // multiply-add into a multiply and an add of one sum tree.
-                // SAFETY: an empty template (a comment): nothing is emitted or
-                // touched, and every register keeps its value.
-                unsafe {
-                    std::arch::asm!(
-                        "/* {0} {1} {2} {3} */",
-                        inout(zmm_reg) acc[0], inout(zmm_reg) acc[1], inout(zmm_reg) acc[2], inout(zmm_reg) acc[3],
-                        options(pure, nomem, nostack, preserves_flags),
-                    );
-                }
-            }
-            let dot = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
-            // SAFETY: `sums.dot` is 16 i32 (64 bytes) and `block` 32 i16 (64
-            // bytes); the unaligned forms accept any address.
-            let x = unsafe {
-                _mm512_storeu_si512(sums.dot.as_mut_ptr() as *mut __m512i, dot);
-                _mm512_loadu_si512(block.as_ptr() as *const __m512i)
-            };
-            let x = _mm512_max_epi16(x, clamp);
-            let sq = _mm512_madd_epi16(x, x);
-            let wide = _mm512_add_epi64(
-                _mm512_cvtepi32_epi64(_mm512_castsi512_si256(sq)),
-                _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(sq)),
-            );
-            sums.energy = _mm512_reduce_add_epi64(wide);
+        // SAFETY: `block` is 32 i16, 64 bytes; the unaligned load accepts any address.
+        let x = _mm512_max_epi16(unsafe { _mm512_loadu_si512(block.as_ptr() as *const __m512i) }, clamp);
+        let sq = _mm512_madd_epi16(x, x);
+        let wide = _mm512_add_epi64(
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(sq)),
+            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(sq)),
+        );
+        sums.energy = _mm512_reduce_add_epi64(wide);
+        if sums.energy < quiet {
+            return sums;
         }
+        // Four chains of four fused multiply-adds: short enough for
+        // their latency, few enough to stay in registers.
+        let mut acc = [_mm512_setzero_si512(); 4];
+        for p in (0..PAIRS).step_by(4) {
+            for (lane, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `row_ptr` points at PAIRS rows of exactly 64 bytes
+                // each, 64-byte aligned, and p + lane < PAIRS (PAIRS is a
+                // multiple of 4).
+                let row = unsafe { _mm512_load_si512(row_ptr.add(p + lane)) };
+                *acc = _mm512_dpwssd_epi32(*acc, _mm512_set1_epi32(pair(block, p + lane)), row);
+            }
+            // As in `avx2`: without this, LLVM split every fused
+            // multiply-add into a multiply and an add of one sum tree.
+            // SAFETY: an empty template (a comment): nothing is emitted or
+            // touched, and every register keeps its value.
+            unsafe {
+                std::arch::asm!(
+                    "/* {0} {1} {2} {3} */",
+                    inout(zmm_reg) acc[0], inout(zmm_reg) acc[1], inout(zmm_reg) acc[2], inout(zmm_reg) acc[3],
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+        }
+        let dot = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+        // SAFETY: `sums.dot` is 16 i32, 64 bytes; the unaligned store accepts any address.
+        unsafe { _mm512_storeu_si512(sums.dot.as_mut_ptr() as *mut __m512i, dot) };
         sums
     }
 }
@@ -387,12 +395,29 @@ mod tests {
         inputs.push(alternating);
         for samples in &inputs {
             let mut expected = vec![BlockSums::default(); samples.len() / BLOCK];
-            Kernel::Portable.block_sums(samples, &mut expected);
+            Kernel::Portable.block_sums(samples, 0, &mut expected);
             for kernel in Kernel::available() {
                 let mut got = vec![BlockSums::default(); samples.len() / BLOCK];
-                kernel.block_sums(samples, &mut got);
+                kernel.block_sums(samples, 0, &mut got);
                 assert_eq!(got, expected, "{}", kernel.name());
             }
+        }
+    }
+
+    #[test]
+    fn every_kernel_leaves_a_quiet_block_uncorrelated_and_measures_the_rest() {
+        let loud = noise(BLOCK, 3);
+        let faint: Vec<i16> = noise(BLOCK, 4).iter().map(|x| x / 4096).collect();
+        let samples = [loud.clone(), faint.clone(), loud].concat();
+        let faint_energy: i64 = faint.iter().map(|&x| (x as i64).pow(2)).sum();
+        let mut open = vec![BlockSums::default(); 3];
+        Kernel::Portable.block_sums(&samples, 0, &mut open);
+        assert!(open[1].dot.iter().any(|&d| d != 0), "the faint block has correlations of its own");
+        for kernel in Kernel::available() {
+            let mut gated = vec![BlockSums::default(); 3];
+            kernel.block_sums(&samples, faint_energy + 1, &mut gated);
+            assert_eq!(gated[1], BlockSums { dot: [0; QUADRATURES], energy: faint_energy }, "{}", kernel.name());
+            assert_eq!((gated[0], gated[2]), (open[0], open[2]), "{}", kernel.name());
         }
     }
 
@@ -400,7 +425,7 @@ mod tests {
     fn sums_are_the_scaled_dft_of_the_block() {
         let samples = noise(BLOCK, 7);
         let mut sums = [BlockSums::default()];
-        Kernel::Portable.block_sums(&samples, &mut sums);
+        Kernel::Portable.block_sums(&samples, 0, &mut sums);
         let frequencies: Vec<f64> = ROW_HZ.iter().chain(COL_HZ.iter()).copied().collect();
         for (k, hz) in frequencies.iter().enumerate() {
             let (mut re, mut im) = (0.0, 0.0);
