@@ -2,6 +2,12 @@
 //! the velocity limits, the prefix breaker and the insert, on one connection
 //! inside one write transaction (see `store::velocity` for the model).
 //!
+//! Each check reads its scope's totals (`velocity_scopes`, kept by triggers)
+//! and takes off what lies between the horizon and its own window, so its
+//! cost does not grow with the traffic it counts: every window that is the
+//! longest (the hourly limits) has nothing to take off, and the breaker's
+//! numbers are pruned at its own window.
+//!
 //! Atomic across nodes: the transaction first locks the single
 //! `velocity_lock` row (`FOR UPDATE` on PostgreSQL; on SQLite `BEGIN
 //! IMMEDIATE` already holds the database's write lock), so the counts it
@@ -23,6 +29,7 @@ pub(super) async fn admit(
     let lock = format!("SELECT id FROM velocity_lock WHERE id = 1{}", db.dialect().lock_row());
     db.execute(&lock, &[]).await?;
     db.execute("DELETE FROM velocity_events WHERE at <= $1", &[check.horizon().into()]).await?;
+    db.execute("DELETE FROM velocity_numbers WHERE last_at <= $1", &[numbers_horizon(check).into()]).await?;
     let verdict = decide(db, new, check).await?;
     let (open,): (i64,) =
         db.fetch_one("SELECT COUNT(*) FROM velocity_breakers WHERE open_until > $1", &[check.now.into()]).await?;
@@ -68,7 +75,8 @@ async fn full(db: &mut Exec<'_>, limit: &VelocityLimit, now: i64) -> Result<Opti
     let since = now.saturating_sub(limit.window_ms);
     let (count,): (i64,) = db
         .fetch_one(
-            "SELECT COUNT(*) FROM velocity_events WHERE scope = $1 AND at > $2",
+            "SELECT COALESCE((SELECT events FROM velocity_scopes WHERE scope = $1), 0) \
+             - (SELECT COUNT(*) FROM velocity_events WHERE scope = $1 AND at <= $2)",
             &[(&limit.scope).into(), since.into()],
         )
         .await?;
@@ -93,9 +101,13 @@ async fn full(db: &mut Exec<'_>, limit: &VelocityLimit, now: i64) -> Result<Opti
 /// Trips the breaker when `phone` would be one distinct number too many in
 /// its scope; returns until when it is open.
 async fn trip(db: &mut Exec<'_>, breaker: &PrefixBreaker, phone: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    // The scope's numbers, less those last admitted before the window and
+    // `phone` itself.
     let (others,): (i64,) = db
         .fetch_one(
-            "SELECT COUNT(DISTINCT phone) FROM velocity_events WHERE scope = $1 AND at > $2 AND phone <> $3",
+            "SELECT COALESCE((SELECT numbers FROM velocity_scopes WHERE scope = $1), 0) \
+             - (SELECT COUNT(*) FROM velocity_numbers WHERE scope = $1 AND last_at <= $2) \
+             - (SELECT COUNT(*) FROM velocity_numbers WHERE scope = $1 AND phone = $3 AND last_at > $2)",
             &[(&breaker.scope).into(), now.saturating_sub(breaker.window_ms).into(), phone.into()],
         )
         .await?;
@@ -112,12 +124,31 @@ async fn trip(db: &mut Exec<'_>, breaker: &PrefixBreaker, phone: &str, now: i64)
     Ok(Some(until))
 }
 
-/// Counts an admitted verification in every scope of `check`.
+/// Numbers last admitted at or before this count in no breaker's window and
+/// can be deleted. Without a breaker, the events' horizon: numbers recorded
+/// under another check then still leave.
+fn numbers_horizon(check: &VelocityCheck) -> i64 {
+    check.breaker.as_ref().map_or_else(|| check.horizon(), |b| check.now.saturating_sub(b.window_ms))
+}
+
+/// Counts an admitted verification in every scope of `check`, and its
+/// number in the breaker's scope.
 async fn record(db: &mut Exec<'_>, verification: &Verification, check: &VelocityCheck) -> Result<(), StoreError> {
     for scope in check.scopes() {
         db.execute(
             "INSERT INTO velocity_events (scope, at, phone, verification_id) VALUES ($1, $2, $3, $4)",
             &[scope.into(), check.now.into(), (&verification.phone).into(), (&verification.id).into()],
+        )
+        .await?;
+    }
+    if let Some(breaker) = &check.breaker {
+        // The latest time stays: requests of several nodes need not come in
+        // the order of their clocks.
+        db.execute(
+            "INSERT INTO velocity_numbers (scope, phone, last_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (scope, phone) DO UPDATE SET last_at = excluded.last_at \
+             WHERE excluded.last_at > velocity_numbers.last_at",
+            &[(&breaker.scope).into(), (&verification.phone).into(), check.now.into()],
         )
         .await?;
     }
