@@ -20,7 +20,7 @@
 //! a challenge leaves before the request that answers it), and call
 //! [`ClientTransactions::handle_timeout`] at [`ClientTransactions::poll_timeout`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -98,13 +98,24 @@ struct Entry<P> {
     call_id: String,
     hop: Hop<P>,
     transaction: ClientTransaction,
+    /// The transaction's timer as `deadlines` holds it.
+    deadline: Option<Instant>,
 }
 
 /// The table. Transactions are kept in the order they started, so that what
 /// falls due at one instant leaves in one order, run after run.
+///
+/// Indexed by deadline and by handler: a node at rate keeps thousands of
+/// transactions alive (an answered INVITE's lingers 32 s for retransmitted
+/// 2xx), and finding the next timer or a handler's transactions by walking
+/// them all cost every timer and every call's end as much as the whole table.
 pub struct ClientTransactions<P> {
     keys: HashMap<TransactionKey, u64>,
     live: BTreeMap<u64, Entry<P>>,
+    /// Every live transaction's next timer.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// The live transactions of each handler that is still there.
+    handlers: HashMap<HandlerId, Vec<u64>>,
     next: u64,
     transmits: VecDeque<Outgoing<P>>,
     events: VecDeque<ClientEvent>,
@@ -115,6 +126,8 @@ impl<P> Default for ClientTransactions<P> {
         ClientTransactions {
             keys: HashMap::new(),
             live: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            handlers: HashMap::new(),
             next: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -144,7 +157,8 @@ impl<P: Clone> ClientTransactions<P> {
         let id = self.next;
         self.next += 1;
         self.keys.insert(key, id);
-        self.live.insert(id, Entry { handler: Some(handler), call_id, hop, transaction });
+        self.live.insert(id, Entry { handler: Some(handler), call_id, hop, transaction, deadline: None });
+        self.handlers.entry(handler).or_default().push(id);
         self.collect(id);
     }
 
@@ -168,12 +182,9 @@ impl<P: Clone> ClientTransactions<P> {
 
     /// Fires whichever transaction timers are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .live
-            .iter()
-            .filter(|(_, entry)| entry.transaction.poll_timeout().is_some_and(|at| at <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due: Vec<u64> = self.deadlines.iter().take_while(|(at, _)| *at <= now).map(|(_, id)| *id).collect();
+        // In the order they started, as the table keeps them.
+        due.sort_unstable();
         for id in due {
             if let Some(entry) = self.live.get_mut(&id) {
                 entry.transaction.handle_timeout(now);
@@ -194,8 +205,10 @@ impl<P: Clone> ClientTransactions<P> {
     /// `handler` is gone: its transactions run to their end, and their
     /// events go nowhere.
     pub fn forget(&mut self, handler: HandlerId) {
-        for entry in self.live.values_mut().filter(|entry| entry.handler == Some(handler)) {
-            entry.handler = None;
+        for id in self.handlers.remove(&handler).unwrap_or_default() {
+            if let Some(entry) = self.live.get_mut(&id) {
+                entry.handler = None;
+            }
         }
     }
 
@@ -211,7 +224,7 @@ impl<P: Clone> ClientTransactions<P> {
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.live.values().filter_map(|entry| entry.transaction.poll_timeout()).min()
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// Transactions that have not ended.
@@ -237,10 +250,29 @@ impl<P: Clone> ClientTransactions<P> {
                 self.events.push_back(ClientEvent { handler, key: key.clone(), event });
             }
         }
-        if entry.transaction.is_terminated() {
-            self.live.remove(&id);
-            self.keys.remove(&key);
+        let deadline = entry.transaction.poll_timeout().filter(|_| !entry.transaction.is_terminated());
+        if deadline != entry.deadline {
+            if let Some(at) = entry.deadline {
+                self.deadlines.remove(&(at, id));
+            }
+            if let Some(at) = deadline {
+                self.deadlines.insert((at, id));
+            }
+            entry.deadline = deadline;
         }
+        if !entry.transaction.is_terminated() {
+            return;
+        }
+        if let Some(handler) = entry.handler
+            && let Some(ids) = self.handlers.get_mut(&handler)
+        {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.handlers.remove(&handler);
+            }
+        }
+        self.live.remove(&id);
+        self.keys.remove(&key);
     }
 }
 
@@ -412,6 +444,30 @@ mod tests {
         assert_eq!(table.len(), 1);
         let (sent, _) = run_until(&mut table, t0 + Duration::from_millis(600));
         assert_eq!(sent, 1, "one transaction retransmits, once");
+    }
+
+    #[test]
+    fn the_indexes_follow_every_transaction_to_its_end() {
+        let t0 = Instant::now();
+        let mut table = ClientTransactions::default();
+        let other = HandlerId(2);
+        let invite = request(Method::Invite, "z9hG4bKix");
+        let bye = request(Method::Bye, "z9hG4bKbx");
+        table.start(t0, CALL, invite.clone(), hop(false));
+        table.start(t0 + Duration::from_millis(100), other, bye.clone(), hop(false));
+        drain(&mut table);
+        assert_eq!(table.poll_timeout(), Some(t0 + Duration::from_millis(500)), "the INVITE's timer A first");
+        table.handle_response(t0, peer(), reply(&invite, 180));
+        assert_eq!(table.poll_timeout(), Some(t0 + Duration::from_millis(600)), "a provisional stops timer A");
+        table.forget(other);
+        table.handle_response(t0 + Duration::from_secs(1), peer(), reply(&bye, 200));
+        table.handle_response(t0 + Duration::from_secs(1), peer(), reply(&invite, 200));
+        let (_, events) = drain(&mut table);
+        assert!(events.iter().all(|e| e.handler == CALL), "the forgotten handler hears nothing");
+        assert_eq!(table.handlers.keys().collect::<Vec<_>>(), [&CALL], "the forgotten handler is unlisted");
+        run_until(&mut table, t0 + Duration::from_secs(100));
+        assert!(table.is_empty(), "timers K and M ended both");
+        assert!(table.deadlines.is_empty() && table.handlers.is_empty() && table.keys.is_empty());
     }
 
     #[test]

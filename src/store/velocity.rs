@@ -6,7 +6,10 @@
 //! (`velocity_events`: scope, time, phone). A limit refuses while its scope
 //! holds `max` events younger than its window; the window slides with each
 //! request, so there is no boundary to straddle, and the refusal says exactly
-//! when the oldest counted event leaves it.
+//! when the oldest counted event leaves it. The breaker's scope also keeps
+//! each number's latest admission (`velocity_numbers`), which it counts, and
+//! which leave once older than its window as events leave once older than
+//! every window.
 
 use super::Verification;
 

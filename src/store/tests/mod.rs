@@ -4,13 +4,14 @@
 //! and dropped after it, so the cases run in parallel). The cases are
 //! grouped by job: verifications and their leases (`claims`), what is read
 //! back and swept (`records`), API keys (`keys`), waking other nodes
-//! (`signals`, PostgreSQL only) and SQLite's one writer (`writer`, SQLite
-//! only).
+//! (`signals`, PostgreSQL only), the velocity limits' counts (`velocity`)
+//! and SQLite's one writer (`writer`, SQLite only).
 
 mod claims;
 mod keys;
 mod records;
 mod signals;
+mod velocity;
 mod writer;
 
 use std::collections::HashSet;
