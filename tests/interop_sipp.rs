@@ -265,3 +265,106 @@ fn the_invite_carries_a_passport_that_an_independent_implementation_verifies() {
     let origid = claims["origid"].as_str().unwrap();
     assert!(origid.len() == 36 && origid.as_bytes()[14] == b'4', "a version 4 UUID: {origid}");
 }
+
+/// When a retransmission of the INVITE reaches the callee of `pound bench`.
+#[derive(Debug, Clone, Copy)]
+enum Retransmission {
+    BeforeTheAck,
+    AfterTheAck,
+}
+
+/// Issue 10's `no_input` under load: a node that has not yet read the 200
+/// retransmits its INVITE (timer A), and the retransmission reaches sipp
+/// after its answer. The bench's callee scenario must answer it and still
+/// press `#`: sipp took it for an unexpected message and dropped the call
+/// without a BYE, so the node waited out every prompt. Here a plain UDP
+/// socket plays the node and sends the retransmission on purpose.
+fn bench_callee_after_a_retransmitted_invite(when: Retransmission) {
+    use std::time::{Duration, Instant};
+    let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let xml = std::fs::read_to_string(root().join("src/cmd/bench/sipp-callee.xml")).unwrap();
+    let scenario = dir.path().join("bench-callee.xml");
+    std::fs::write(&scenario, xml.replace("HOLD_MS", "100")).unwrap();
+    let screen = dir.path().join("screen.log");
+    let (port, media, control) = (free_port(), free_port(), free_port());
+    let mut sipp = Command::new("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &media.to_string(), "-cp", &control.to_string()])
+        .args(["-m", "1", "-timeout", "20", "-timeout_error", "-nostdin", "-trace_screen", "-screen_file"])
+        .arg(&screen)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp starts (apt-get install -y sip-tester)");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (sip_port, rtp_port) = (sip.local_addr().unwrap().port(), rtp.local_addr().unwrap().port());
+    let sipp_at = format!("127.0.0.1:{port}");
+    let sdp = format!(
+        "v=0\r\no=node 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    );
+    let dialog = format!("From: <sip:node@127.0.0.1>;tag=node1\r\nCall-ID: retransmitted-{sip_port}@127.0.0.1\r\n");
+    let invite = format!(
+        "INVITE sip:bench@{sipp_at} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sip_port};branch=z9hG4bKinvite{sip_port}\r\n\
+         Max-Forwards: 70\r\n{dialog}To: <sip:bench@{sipp_at}>\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:node@127.0.0.1:{sip_port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sip.send_to(invite.as_bytes(), &sipp_at).unwrap();
+    let mut buffer = [0u8; 4096];
+    let to = loop {
+        let n = sip.recv(&mut buffer).expect("sipp answers the INVITE");
+        let response = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        if response.starts_with("SIP/2.0 200") {
+            break response.lines().find(|l| l.starts_with("To:")).expect("a To header").to_string();
+        }
+    };
+    let request = |method: &str, cseq: u32| {
+        format!(
+            "{method} sip:sipp@{sipp_at} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sip_port};branch=z9hG4bK{method}{sip_port}\r\n\
+             Max-Forwards: 70\r\n{dialog}{to}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    if let Retransmission::BeforeTheAck = when {
+        sip.send_to(invite.as_bytes(), &sipp_at).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sip.send_to(request("ACK", 1).as_bytes(), &sipp_at).unwrap();
+    if let Retransmission::AfterTheAck = when {
+        std::thread::sleep(Duration::from_millis(50));
+        sip.send_to(invite.as_bytes(), &sipp_at).unwrap();
+    }
+
+    // RFC 4733 `#`: payload type 101 (marker bit aside), event 11.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut pressed = false;
+    while !pressed && Instant::now() < deadline {
+        rtp.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+            .unwrap();
+        match rtp.recv(&mut buffer) {
+            Ok(n) => pressed = n >= 16 && buffer[1] & 0x7f == 101 && buffer[12] == 11,
+            Err(_) => break,
+        }
+    }
+    sip.send_to(request("BYE", 2).as_bytes(), &sipp_at).unwrap();
+    let status = sipp.wait().expect("sipp ends");
+    let screen = std::fs::read_to_string(&screen).unwrap_or_default();
+    assert!(pressed, "{when:?}: the callee pressed no # by RFC 4733; sipp screen:\n{screen}");
+    assert!(status.success(), "{when:?}: sipp failed the call; screen:\n{screen}");
+}
+
+#[test]
+fn the_bench_callee_presses_after_an_invite_retransmitted_before_the_ack() {
+    bench_callee_after_a_retransmitted_invite(Retransmission::BeforeTheAck);
+}
+
+#[test]
+fn the_bench_callee_presses_after_an_invite_retransmitted_after_the_ack() {
+    bench_callee_after_a_retransmitted_invite(Retransmission::AfterTheAck);
+}
