@@ -133,6 +133,22 @@ impl Socket {
         }
     }
 
+    /// Asks the kernel for at least `bytes` of receive buffer (it caps the
+    /// request at `net.core.rmem_max`). An in-memory socket queues without
+    /// limit and needs none.
+    pub(super) fn grow_receive_buffer(&self, bytes: usize) -> std::io::Result<()> {
+        match self {
+            Socket::Udp(socket) => {
+                let socket = socket2::SockRef::from(socket);
+                if socket.recv_buffer_size()? < bytes {
+                    socket.set_recv_buffer_size(bytes)?;
+                }
+                Ok(())
+            }
+            Socket::Memory(_) => Ok(()),
+        }
+    }
+
     pub(super) async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match self {
             Socket::Udp(socket) => socket.send_to(bytes, to).await.map(|_| ()),
