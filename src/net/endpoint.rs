@@ -230,9 +230,9 @@ const EPHEMERAL_PAIR_TRIES: usize = 32;
 /// Receive buffer asked for the endpoint's UDP socket, which carries the
 /// signalling of every call of the node. The kernel's default (208 KiB,
 /// about 90 SIP datagrams at their 2.3 KiB of accounting each) overflowed
-/// at the start of a 300/s ramp, when the first calls' 100, 180 and 200
-/// land together: the node lost answers and retransmitted INVITEs (issue
-/// 10). As much as sipp takes in the benchmark.
+/// in 300/s bench runs under load, when the 100, 180 and 200 of many calls
+/// came back together: the node lost answers and retransmitted INVITEs
+/// (issue 10). As much as sipp takes in the benchmark.
 const SIP_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// UDP on `bind` and, with `listen`, a TCP listener on the port UDP got, so
