@@ -93,6 +93,9 @@ pub struct Hop<P> {
 }
 
 struct Entry<P> {
+    /// The key it was started under, kept rather than parsed again from the
+    /// request at every response and timer.
+    key: TransactionKey,
     /// `None` once the handler is gone: the transaction runs on, silently.
     handler: Option<HandlerId>,
     call_id: String,
@@ -156,8 +159,8 @@ impl<P: Clone> ClientTransactions<P> {
         let transaction = ClientTransaction::new(request, hop.reliable, hop.timers, now);
         let id = self.next;
         self.next += 1;
-        self.keys.insert(key, id);
-        self.live.insert(id, Entry { handler: Some(handler), call_id, hop, transaction, deadline: None });
+        self.keys.insert(key.clone(), id);
+        self.live.insert(id, Entry { key, handler: Some(handler), call_id, hop, transaction, deadline: None });
         self.handlers.entry(handler).or_default().push(id);
         self.collect(id);
     }
@@ -240,14 +243,13 @@ impl<P: Clone> ClientTransactions<P> {
     /// Moves what transaction `id` produced to the queues, and forgets it once it has ended.
     fn collect(&mut self, id: u64) {
         let Some(entry) = self.live.get_mut(&id) else { return };
-        let Some(key) = TransactionKey::of_request(entry.transaction.request()) else { return };
         while let Some(contents) = entry.transaction.poll_transmit() {
             let transmit = Transmit { destination: entry.hop.destination, contents };
-            self.transmits.push_back(Outgoing { key: key.clone(), path: entry.hop.path.clone(), transmit });
+            self.transmits.push_back(Outgoing { key: entry.key.clone(), path: entry.hop.path.clone(), transmit });
         }
         while let Some(event) = entry.transaction.poll_event() {
             if let Some(handler) = entry.handler {
-                self.events.push_back(ClientEvent { handler, key: key.clone(), event });
+                self.events.push_back(ClientEvent { handler, key: entry.key.clone(), event });
             }
         }
         let deadline = entry.transaction.poll_timeout().filter(|_| !entry.transaction.is_terminated());
@@ -271,8 +273,9 @@ impl<P: Clone> ClientTransactions<P> {
                 self.handlers.remove(&handler);
             }
         }
-        self.live.remove(&id);
-        self.keys.remove(&key);
+        if let Some(entry) = self.live.remove(&id) {
+            self.keys.remove(&entry.key);
+        }
     }
 }
 
