@@ -266,7 +266,7 @@ impl MediaSession {
             {
                 let digits = &mut self.digits;
                 detector.process(&self.decoded[..n], |event| {
-                    if let DtmfEvent::On { digit, sample, tone_start } = event {
+                    if let DtmfEvent::On { digit, sample, tone_start, .. } = event {
                         let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
                         digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency });
                     }

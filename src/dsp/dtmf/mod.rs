@@ -16,7 +16,7 @@ mod window;
 
 pub use kernel::{BLOCK, BlockSums, KERNEL_ENV, Kernel, KernelError};
 
-use crate::dsp::tone::{KEYPAD, SAMPLE_RATE, dbm0_to_power};
+use crate::dsp::tone::{KEYPAD, SAMPLE_RATE, dbm0_to_power, power_to_dbm0};
 use run::Run;
 use window::{Hit, Phasors, Thresholds, WINDOW_BLOCKS, Window};
 
@@ -73,14 +73,49 @@ impl DtmfConfig {
     }
 }
 
+/// What the detector measured of a key when it declared it (the last window
+/// of the run, and the run's long-baseline frequencies): the evidence an
+/// operator audits a disputed verification or tunes detection with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyMeasurement {
+    /// The row (low group) tone's level.
+    pub low_dbm0: f32,
+    /// The column (high group) tone's level.
+    pub high_dbm0: f32,
+    /// Frequency errors in percent of the nominal frequencies.
+    pub low_error_pct: f32,
+    pub high_error_pct: f32,
+    /// Share of the window's energy the two tones carried (0 to 1).
+    pub share: f32,
+    /// How far the key was from being refused, in dB: the smaller of its
+    /// tones' headroom above the minimum level and its twist's headroom below
+    /// the configured limit. (The share is reported as it is: its limit, 0.9,
+    /// is within half a dB of a pure key's 1.0, so in dB it would always be
+    /// the smallest and say nothing.)
+    pub margin_db: f32,
+}
+
+impl KeyMeasurement {
+    /// Both tones together.
+    pub fn level_dbm0(&self) -> f32 {
+        10.0 * (10f32.powf(self.low_dbm0 / 10.0) + 10f32.powf(self.high_dbm0 / 10.0)).log10()
+    }
+
+    /// Low group level minus high group level: positive is normal twist
+    /// (the high group weaker), negative reverse twist.
+    pub fn twist_db(&self) -> f32 {
+        self.low_dbm0 - self.high_dbm0
+    }
+}
+
 /// A key going on or off, with the sample position (from the start of the
 /// stream) at which the detector decided it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DtmfEvent {
     /// A key was recognised. `tone_start` is where its tone began: the start
     /// of the first window of the run that declared it, so `sample -
     /// tone_start` is the detection latency (about 32 ms for a clean tone).
-    On { digit: char, sample: u64, tone_start: u64 },
+    On { digit: char, sample: u64, tone_start: u64, measurement: KeyMeasurement },
     /// The key recognised last has ended.
     Off { digit: char, sample: u64 },
 }
@@ -116,6 +151,7 @@ enum State {
 /// One channel's detector. About 450 bytes; create one per call.
 #[derive(Debug, Clone)]
 pub struct DtmfDetector {
+    config: DtmfConfig,
     thresholds: Thresholds,
     /// Energy below which a block is not correlated: see [`QUIET_BELOW_MIN_DB`].
     quiet: i64,
@@ -143,6 +179,7 @@ impl DtmfDetector {
     pub fn with_kernel(config: &DtmfConfig, kernel: Kernel) -> Self {
         let thresholds = config.thresholds();
         Self {
+            config: *config,
             quiet: quiet_block_energy(&thresholds),
             thresholds,
             kernel,
@@ -288,7 +325,13 @@ impl DtmfDetector {
             {
                 run.add(&h);
                 if run.hits() >= HITS_TO_START && run.on_frequency(&h) {
-                    on_event(DtmfEvent::On { digit: digit(row, col), sample: self.position, tone_start: since });
+                    let measurement = self.measure(&h, &run);
+                    on_event(DtmfEvent::On {
+                        digit: digit(row, col),
+                        sample: self.position,
+                        tone_start: since,
+                        measurement,
+                    });
                     State::On { row, col, misses: 0, row_power: h.row_power, col_power: h.col_power }
                 } else {
                     State::Pending { row, col, misses, since, run }
@@ -302,6 +345,30 @@ impl DtmfDetector {
                 run: Run::start(&h),
             },
         };
+    }
+
+    /// The evidence of a key being declared on `hit`, the last of `run`.
+    #[cold]
+    fn measure(&self, hit: &Hit, run: &Run) -> KeyMeasurement {
+        let [row_error, col_error] = run.frequency_errors(hit).unwrap_or([hit.row_error, hit.col_error]);
+        let low_dbm0 = power_to_dbm0(hit.row_power as f64) as f32;
+        let high_dbm0 = power_to_dbm0(hit.col_power as f64) as f32;
+        let twist = low_dbm0 - high_dbm0;
+        let allowance = |limit_db: f32| limit_db + TWIST_ALLOWANCE_DB;
+        let twist_headroom = if twist >= 0.0 {
+            allowance(self.config.normal_twist_db) - twist
+        } else {
+            allowance(self.config.reverse_twist_db) + twist
+        };
+        let level_headroom = low_dbm0.min(high_dbm0) - self.config.min_level_dbm0;
+        KeyMeasurement {
+            low_dbm0,
+            high_dbm0,
+            low_error_pct: 100.0 * row_error,
+            high_error_pct: 100.0 * col_error,
+            share: hit.share,
+            margin_db: level_headroom.min(twist_headroom),
+        }
     }
 
     /// Whether the key that is on still sounds in the current window.
@@ -459,6 +526,30 @@ mod tests {
         for lead in 0..BLOCK {
             assert_eq!(keyed(-8.0, lead), 0, "harmonic at -8 dB, lead {lead}");
             assert_eq!(keyed(-13.0, lead), 1, "harmonic at -13 dB, lead {lead}");
+        }
+    }
+
+    /// The evidence recorded for a key is what was sent: levels, twist and
+    /// frequency errors, whatever the block alignment.
+    #[test]
+    fn a_key_is_measured_at_its_true_levels_and_frequencies() {
+        for lead in 0..BLOCK {
+            let mut samples = vec![0i16; lead + 1600];
+            ToneGenerator::new(&[(770.0 * 1.01, -12.0), (1336.0 * 0.992, -15.0)]).fill(&mut samples[lead..]);
+            let on = events(&samples).into_iter().find_map(|e| match e {
+                DtmfEvent::On { digit, measurement, .. } => Some((digit, measurement)),
+                DtmfEvent::Off { .. } => None,
+            });
+            let (digit, m) = on.unwrap_or_else(|| panic!("lead {lead}: no key"));
+            assert_eq!(digit, '5');
+            let close = |got: f32, want: f32, within: f32| (got - want).abs() <= within;
+            assert!(close(m.low_dbm0, -12.0, 0.5) && close(m.high_dbm0, -15.0, 0.5), "lead {lead}: {m:?}");
+            assert!(close(m.twist_db(), 3.0, 0.5), "lead {lead}: {m:?}");
+            assert!(close(m.level_dbm0(), -10.24, 0.5), "lead {lead}: {m:?}");
+            assert!(close(m.low_error_pct, 1.0, 0.15) && close(m.high_error_pct, -0.8, 0.15), "lead {lead}: {m:?}");
+            // The nearest limit is the twist: 3 dB of the 8 + 1.5 allowed.
+            assert!(close(m.margin_db, 6.5, 0.6), "lead {lead}: {m:?}");
+            assert!(m.share > window::MIN_SHARE, "lead {lead}: {m:?}");
         }
     }
 

@@ -66,14 +66,21 @@ impl Run {
     /// Whether both tones, measured from the reference to `hit` (the run's
     /// latest), are within [`RUN_FREQUENCY_TOLERANCE`].
     pub fn on_frequency(&self, hit: &Hit) -> bool {
+        self.frequency_errors(hit)
+            .is_some_and(|[row, col]| row.abs() <= RUN_FREQUENCY_TOLERANCE && col.abs() <= RUN_FREQUENCY_TOLERANCE)
+    }
+
+    /// The row and column tones' frequency errors (fractions of nominal)
+    /// from the reference to `hit`, once the run is long enough to measure.
+    pub fn frequency_errors(&self, hit: &Hit) -> Option<[f32; 2]> {
         if self.hits < 3 {
-            return false;
+            return None;
         }
         let windows = self.elapsed - self.reference_at;
         let hits = self.hits as f32;
         let row = run_error(self.errors[0] / hits, self.reference[0], hit.row_phasor, windows, ROW_HZ[hit.row]);
         let col = run_error(self.errors[1] / hits, self.reference[1], hit.col_phasor, windows, COL_HZ[hit.col]);
-        row.abs() <= RUN_FREQUENCY_TOLERANCE && col.abs() <= RUN_FREQUENCY_TOLERANCE
+        Some([row, col])
     }
 }
 

@@ -121,6 +121,10 @@ const CLEAN_SHARE: f32 = 0.97;
 /// Frequency tolerance for tones that carry less than [`CLEAN_SHARE`] of the
 /// energy, still above the ±1.5 % that must be accepted.
 const TIGHT_FREQUENCY_TOLERANCE: f32 = 0.017;
+/// The smallest share of the window's energy a key's tones may carry.
+#[cfg(test)]
+pub const MIN_SHARE: f32 = PURITY;
+
 /// Largest power at twice a tone's frequency, relative to the tone: a key's
 /// tones are pure sines (symmetric clipping and G.711 add odd harmonics only),
 /// while a voice or an instrument whose partials sit on a key's frequencies has
@@ -148,6 +152,8 @@ pub struct Hit {
     pub col_error: f32,
     pub row_phasor: (f32, f32),
     pub col_phasor: (f32, f32),
+    /// Share of the window's energy the two tones carry.
+    pub share: f32,
 }
 
 /// The last [`WINDOW_BLOCKS`] blocks, kept as what the tests need: sums of
@@ -348,6 +354,7 @@ fn examine(first: &Halves, second: &Halves, power: &[f32; TONES], energy: f32, t
         col_error,
         row_phasor: first.sum(second, row),
         col_phasor: first.sum(second, col),
+        share,
     })
 }
 
