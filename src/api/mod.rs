@@ -400,14 +400,22 @@ async fn find(store: &dyn Store, id: &str, scope: &Scope) -> Result<Verification
         .ok_or_else(|| ApiError::not_found(format!("no verification {id:?}")))
 }
 
+/// The verification a `/v1/verifications/{id}…` path names, if `caller` may see it.
+async fn visible(
+    store: &dyn Store,
+    caller: &Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Verification, ApiError> {
+    find(store, &path_param(path)?, &caller.scope()).await
+}
+
 async fn get_verification(
     State(shared): State<AppState>,
     Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path_param(path)?;
     let store = shared.state.store.as_ref();
-    let verification = find(store, &id, &caller.scope()).await?;
+    let verification = visible(store, &caller, path).await?;
     Ok((StatusCode::OK, Json(record(store, verification).await?)).into_response())
 }
 
@@ -418,9 +426,8 @@ async fn get_audit(
     Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path_param(path)?;
     let store = shared.state.store.as_ref();
-    let verification = find(store, &id, &caller.scope()).await?;
+    let verification = visible(store, &caller, path).await?;
     let items = store.audit_entries(&verification.tenant, &verification.id).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
