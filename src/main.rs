@@ -47,6 +47,9 @@ enum Command {
     /// Measure the whole service on loopback; one JSON line per benchmark.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Validate a configuration file without starting anything; exit 0 when it is valid.
     CheckConfig {
         #[arg(long, env = "POUND_CONFIG")]
@@ -185,7 +188,17 @@ enum KeysCommand {
     },
 }
 
-/// Which store a key command works on; one of the two is required.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every tenant's hash chain and compare each verification's audited facts with its rows;
+    /// one JSON line; exit 0 when intact, 1 naming the first verification that differs.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store a key or audit command works on; one of the two is required.
 #[derive(Args)]
 struct StoreArgs {
     /// The store: sqlite://FILE or postgres://… (as in pound serve).
@@ -417,6 +430,7 @@ fn main() -> ExitCode {
         Command::Demo(cmd) => demo(cmd),
         Command::Keys(command) => keys(command),
         Command::Bench(command) => bench(command),
+        Command::Audit(AuditCommand::Verify { store }) => audit_verify(store),
         Command::CheckConfig { config } => check_config(&config),
     }
 }
@@ -561,6 +575,38 @@ fn keys(command: KeysCommand) -> ExitCode {
             run_keys("pound keys rotate-secret", store, |url| async move {
                 Ok(vec![keys::rotate_secret(&url, &key, overlap).await?])
             })
+        }
+    }
+}
+
+/// `pound audit verify`: exit 0 when intact, 1 when something differs, 2
+/// when the store could not be read.
+fn audit_verify(store: StoreArgs) -> ExitCode {
+    let url = match store.url() {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("pound audit verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime().block_on(pound::cmd::audit::verify(&url)) {
+        Ok(verdict) => {
+            println!("{}", serde_json::to_string(&verdict).expect("serialises"));
+            match verdict.problem() {
+                None => ExitCode::SUCCESS,
+                Some(problem) => {
+                    let who = problem.verification.as_deref().map_or_else(
+                        || format!("tenant {:?}", problem.tenant),
+                        |id| format!("verification {id} (tenant {:?})", problem.tenant),
+                    );
+                    eprintln!("pound audit verify: {who}: {}", problem.detail);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("pound audit verify: {e}");
+            ExitCode::from(2)
         }
     }
 }

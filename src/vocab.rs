@@ -99,6 +99,11 @@ impl DtmfSource {
             DtmfSource::Inband => "inband",
         }
     }
+
+    /// The source [`DtmfSource::as_str`] names.
+    pub fn parse(name: &str) -> Option<DtmfSource> {
+        [DtmfSource::Rfc4733, DtmfSource::Info, DtmfSource::Inband].into_iter().find(|source| source.as_str() == name)
+    }
 }
 
 /// Whether a trunk's media is SRTP (RFC 3711) with SDES keys (RFC 4568):

@@ -465,6 +465,7 @@ async fn health_readiness_metrics_and_openapi_need_no_key() {
         ("get", "/v1/verifications"),
         ("get", "/v1/verifications/{id}"),
         ("post", "/v1/verifications/{id}/cancel"),
+        ("get", "/v1/verifications/{id}/audit"),
         ("get", "/v1/registrations/{user}"),
         ("get", "/metrics"),
         ("get", "/healthz"),

@@ -215,6 +215,7 @@ pub fn router_with_reload(state: ApiState) -> (Router, ApiReloader) {
         .route("/v1/verifications", post(create_verification).get(list_verifications))
         .route("/v1/verifications/{id}", get(get_verification))
         .route("/v1/verifications/{id}/cancel", post(cancel_verification))
+        .route("/v1/verifications/{id}/audit", get(get_audit))
         .route("/v1/registrations/{user}", get(get_registrations))
         // A route layer runs only for matched routes, so an unknown path is
         // a 404 rather than a 401.
@@ -399,15 +400,36 @@ async fn find(store: &dyn Store, id: &str, scope: &Scope) -> Result<Verification
         .ok_or_else(|| ApiError::not_found(format!("no verification {id:?}")))
 }
 
+/// The verification a `/v1/verifications/{id}…` path names, if `caller` may see it.
+async fn visible(
+    store: &dyn Store,
+    caller: &Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Verification, ApiError> {
+    find(store, &path_param(path)?, &caller.scope()).await
+}
+
 async fn get_verification(
     State(shared): State<AppState>,
     Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path_param(path)?;
     let store = shared.state.store.as_ref();
-    let verification = find(store, &id, &caller.scope()).await?;
+    let verification = visible(store, &caller, path).await?;
     Ok((StatusCode::OK, Json(record(store, verification).await?)).into_response())
+}
+
+/// `GET /v1/verifications/{id}/audit`: its entries in its tenant's audit
+/// chain, seen by whoever may see the verification.
+async fn get_audit(
+    State(shared): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let store = shared.state.store.as_ref();
+    let verification = visible(store, &caller, path).await?;
+    let items = store.audit_entries(&verification.tenant, &verification.id).await?;
+    Ok(Json(json!({ "items": items })).into_response())
 }
 
 async fn cancel_verification(

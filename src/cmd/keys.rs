@@ -93,15 +93,21 @@ pub fn store_url(store: Option<String>, config: Option<&Path>) -> Result<String,
 /// SQLite file just created by the typo in its path would report nothing
 /// wrong.
 async fn open_existing(url: &str) -> Result<Arc<dyn Store>, KeysError> {
-    if url.starts_with("sqlite:") {
-        let options =
-            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url).map_err(StoreError::from)?;
-        let file = options.get_filename();
-        if file != Path::new(":memory:") && !file.exists() {
-            return Err(KeysError::NoSuchStore(url.to_string()));
-        }
+    if is_missing_sqlite_file(url)? {
+        return Err(KeysError::NoSuchStore(url.to_string()));
     }
     Ok(crate::store::open(url).await?)
+}
+
+/// Whether `url` names a SQLite file that does not exist (opening it would
+/// create it).
+pub fn is_missing_sqlite_file(url: &str) -> Result<bool, StoreError> {
+    if !url.starts_with("sqlite:") {
+        return Ok(false);
+    }
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)?;
+    let file = options.get_filename();
+    Ok(file != Path::new(":memory:") && !file.exists())
 }
 
 /// A key as `keys list` shows it: everything but the key's hash and its

@@ -1,6 +1,7 @@
 //! The subcommands of the `pound` binary, each a function from parsed
 //! arguments to output; `main.rs` only parses the command line.
 
+pub mod audit;
 pub mod bench;
 pub mod call;
 pub mod demo;

@@ -4,6 +4,7 @@
 //! lease model and of `store::verifications` for why writes that read rows
 //! back run in a transaction.
 
+use super::audit::{self, AuditBatch, AuditKind};
 use super::common::{VerificationRow, attempt_number, lease_not_held, read_error};
 use super::db::{Exec, Param, Pool};
 use super::queries::{close_open_attempt, notify_work, queue_completion_webhook};
@@ -33,9 +34,12 @@ pub(super) async fn claim(
     );
     let due: Vec<(String, Option<String>)> = db.fetch_all(&select, &[now.into(), i64::from(limit).into()]).await?;
     let mut claimed = Vec::with_capacity(due.len());
+    // Leases are not audited (who runs a call is no fact of the
+    // verification); an attempt a dead node left open is.
+    let mut audit = AuditBatch::default();
     for (id, old_owner) in due {
         let interrupted_attempt = match &old_owner {
-            Some(old_owner) => close_open_attempt(&mut db, &id, old_owner, now).await?,
+            Some(old_owner) => close_open_attempt(&mut db, &id, old_owner, now, &mut audit).await?,
             None => None,
         };
         let row = db
@@ -56,6 +60,7 @@ pub(super) async fn claim(
             Err(error) => return Err(error),
         }
     }
+    audit.write(&mut db).await?;
     tx.commit().await?;
     Ok(claimed)
 }
@@ -88,17 +93,25 @@ pub(super) async fn set_status(pool: &Pool, id: &str, node: &str, status: Status
         tracing::warn!(verification_id = id, status = status.as_str(), "set_status ignored a final status");
         return Ok(());
     }
-    let changed = pool
-        .write(
+    // A transaction (rather than one statement): its audit entry goes with it.
+    let mut tx = pool.begin_write().await?;
+    let mut db = tx.exec();
+    let tenant: Option<(String,)> = db
+        .fetch_optional(
             &format!(
-                "UPDATE verifications SET status = $3, updated_at = $4 WHERE id = $1 AND lease_owner = $2 AND {ACTIVE}"
+                "UPDATE verifications SET status = $3, updated_at = $4 WHERE id = $1 AND lease_owner = $2 AND {ACTIVE} \
+                 RETURNING tenant"
             ),
             &[id.into(), node.into(), status.as_str().into(), now.into()],
         )
-        .await?;
-    if changed == 0 {
+        .await
+        .map_err(read_error)?;
+    let Some((tenant,)) = tenant else {
         tracing::warn!(verification_id = id, node, "set_status without the lease; nothing changed");
-    }
+        return Ok(());
+    };
+    audit::append_one(&mut db, &tenant, id, now, AuditKind::Status, audit::status(status)).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -111,37 +124,43 @@ pub(super) async fn start_attempt(
 ) -> Result<u32, StoreError> {
     let mut tx = pool.begin_write().await?;
     let mut db = tx.exec();
-    let count: Option<(i64,)> = db
+    let count: Option<(i64, String)> = db
         .fetch_optional(
             &format!(
                 "UPDATE verifications SET attempt_count = attempt_count + 1, status = 'dialing', updated_at = $3 \
-                 WHERE id = $1 AND lease_owner = $2 AND {ACTIVE} RETURNING attempt_count"
+                 WHERE id = $1 AND lease_owner = $2 AND {ACTIVE} RETURNING attempt_count, tenant"
             ),
             &[id.into(), node.into(), now.into()],
         )
         .await
         .map_err(read_error)?;
-    let (number,) = count.ok_or_else(|| lease_not_held(id, node))?;
+    let (number, tenant) = count.ok_or_else(|| lease_not_held(id, node))?;
     db.execute(
         "INSERT INTO attempts (verification_id, number, node, call_id, started_at, digits) \
          VALUES ($1, $2, $3, $4, $5, '')",
         &[id.into(), number.into(), node.into(), call_id.into(), now.into()],
     )
     .await?;
+    let number = attempt_number(id, number)?;
+    let facts = audit::AuditFacts { status: Some(Status::Dialing), ..audit::attempt(number, None, None, None) };
+    audit::append_one(&mut db, &tenant, id, now, AuditKind::Attempt, facts).await?;
     tx.commit().await?;
-    attempt_number(id, number)
+    Ok(number)
 }
 
 /// Writes `result` on the open attempt `number` of `id`: what decided it,
-/// and with `closing` its end too (`ended_at`, `detail`). An attempt that
-/// has ended is left alone. Returns the rows changed.
+/// and with `closing` its end too (`ended_at`, `detail`), recorded in
+/// `audit` at `at`. An attempt that has ended is left alone. Returns whether
+/// it was open.
 async fn write_open_attempt(
     db: &mut Exec<'_>,
     id: &str,
     number: u32,
     result: &AttemptResult,
     closing: bool,
-) -> Result<u64, StoreError> {
+    at: i64,
+    audit: &mut AuditBatch,
+) -> Result<bool, StoreError> {
     let mut params: Vec<Param<'_>> = vec![
         id.into(),
         i64::from(number).into(),
@@ -160,9 +179,14 @@ async fn write_open_attempt(
     };
     let sql = format!(
         "UPDATE attempts SET answered_at = $3, digit_at = $4, sip_status = $5, dtmf_source = $6, \
-         digits = $7, outcome = $8{ending} WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL"
+         digits = $7, outcome = $8{ending} WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL \
+         RETURNING (SELECT tenant FROM verifications WHERE id = $1)"
     );
-    Ok(db.execute(&sql, &params).await?)
+    let tenant: Option<(String,)> = db.fetch_optional(&sql, &params).await.map_err(read_error)?;
+    let Some((tenant,)) = tenant else { return Ok(false) };
+    let facts = audit::attempt(number, Some(result.outcome.as_str()), result.sip_status, result.dtmf_source);
+    audit.record(&tenant, id, at, AuditKind::Attempt, facts);
+    Ok(true)
 }
 
 pub(super) async fn finish_attempt(
@@ -174,9 +198,12 @@ pub(super) async fn finish_attempt(
     // An attempt ends once: if a claimer already closed it as interrupted
     // (its node was presumed dead), the late report does not rewrite it.
     let mut tx = pool.begin_write().await?;
-    let changed = write_open_attempt(&mut tx.exec(), id, number, result, true).await?;
+    let mut db = tx.exec();
+    let mut audit = AuditBatch::default();
+    let open = write_open_attempt(&mut db, id, number, result, true, result.ended_at, &mut audit).await?;
+    audit.write(&mut db).await?;
     tx.commit().await?;
-    if changed == 0 {
+    if !open {
         tracing::warn!(verification_id = id, attempt = number, "finish_attempt found no open attempt");
     }
     Ok(())
@@ -195,8 +222,9 @@ pub(super) async fn complete(
     let status = if outcome == Outcome::Canceled { Status::Canceled } else { Status::Completed };
     let mut tx = pool.begin_write().await?;
     let mut db = tx.exec();
+    let mut audit = AuditBatch::default();
     if let Some((number, result)) = decided {
-        write_open_attempt(&mut db, id, number, result, false).await?;
+        write_open_attempt(&mut db, id, number, result, false, now, &mut audit).await?;
     }
     let row: Option<VerificationRow> = db
         .fetch_optional(
@@ -225,7 +253,9 @@ pub(super) async fn complete(
         )
         .await?;
     }
-    queue_completion_webhook(&mut db, &verification, now).await?;
+    audit.record(&verification.tenant, id, now, AuditKind::Decision, audit::decision(status, Some(outcome)));
+    queue_completion_webhook(&mut db, &verification, now, &mut audit).await?;
+    audit.write(&mut db).await?;
     tx.commit().await?;
     Ok(verification)
 }
@@ -241,19 +271,25 @@ pub(super) async fn requeue(
     // transaction, so that the wake-up for work due now goes out with it.
     let mut tx = pool.begin_write().await?;
     let mut db = tx.exec();
-    let changed = db
-        .execute(
+    let tenant: Option<(String,)> = db
+        .fetch_optional(
             &format!(
                 "UPDATE verifications SET status = 'queued', next_attempt_at = $3, updated_at = $4, \
-                 lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND {ACTIVE}"
+                 lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND {ACTIVE} \
+                 RETURNING tenant"
             ),
             &[id.into(), node.into(), next_attempt_at.into(), now.into()],
         )
-        .await?;
-    if changed == 0 {
-        tracing::warn!(verification_id = id, node, "requeue without the lease; nothing changed");
-    } else if next_attempt_at <= now {
-        notify_work(&mut db).await?;
+        .await
+        .map_err(read_error)?;
+    match tenant {
+        None => tracing::warn!(verification_id = id, node, "requeue without the lease; nothing changed"),
+        Some((tenant,)) => {
+            audit::append_one(&mut db, &tenant, id, now, AuditKind::Status, audit::status(Status::Queued)).await?;
+            if next_attempt_at <= now {
+                notify_work(&mut db).await?;
+            }
+        }
     }
     tx.commit().await?;
     Ok(())
@@ -290,6 +326,7 @@ pub(super) async fn expire_overdue(
     let overdue: Vec<(String, Option<String>)> =
         db.fetch_all(&select, &[created_before.into(), now.into(), i64::from(limit).into()]).await?;
     let mut expired = Vec::with_capacity(overdue.len());
+    let mut audit = AuditBatch::default();
     for (id, old_owner) in overdue {
         // The guard is checked again by the write itself: a sweep that read
         // the row before another one expired it (or a node claimed it)
@@ -307,12 +344,14 @@ pub(super) async fn expire_overdue(
             .map_err(read_error)?;
         let Some(row) = row else { continue };
         if let Some(old_owner) = &old_owner {
-            close_open_attempt(&mut db, &id, old_owner, now).await?;
+            close_open_attempt(&mut db, &id, old_owner, now, &mut audit).await?;
         }
         let verification = Verification::try_from(row)?;
-        queue_completion_webhook(&mut db, &verification, now).await?;
+        audit.record(&verification.tenant, &id, now, AuditKind::Decision, audit::decision(Status::Expired, None));
+        queue_completion_webhook(&mut db, &verification, now, &mut audit).await?;
         expired.push(verification);
     }
+    audit.write(&mut db).await?;
     tx.commit().await?;
     Ok(expired)
 }

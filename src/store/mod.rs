@@ -16,6 +16,8 @@
 //! never lost.
 
 mod admission;
+mod audit;
+mod audit_verify;
 mod common;
 mod db;
 mod keys;
@@ -37,6 +39,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::audit::{AttemptFacts, AuditEntry, AuditFacts, WebhookFacts};
+pub use self::audit_verify::{AuditProblem, AuditReport};
 use crate::clock::Clock;
 use crate::vocab::DtmfSource;
 use crate::vocab::Outcome;
@@ -524,6 +528,17 @@ pub trait Store: Send + Sync + 'static {
     /// active, unleased or with an expired lease) and webhooks neither
     /// delivered nor given up.
     async fn backlog(&self, now: i64) -> Result<Backlog, StoreError>;
+
+    // Tamper-evident audit log (issue 12).
+
+    /// The audit entries of verification `verification_id` in `tenant`'s
+    /// chain, oldest first.
+    async fn audit_entries(&self, tenant: &str, verification_id: &str) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Recomputes every tenant's chain and compares each verification's
+    /// latest audited facts with its rows (`pound audit verify`); the
+    /// report names the first difference.
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError>;
 
     // Waking other nodes (issue 9).
 

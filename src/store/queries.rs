@@ -1,12 +1,14 @@
 //! The statements that several store operations run on one connection,
 //! usually inside their transaction.
 
+use super::audit::{self, AuditBatch, AuditFacts, AuditKind};
 use super::common::{
     ApiKeyRow, AttemptRow, INTERRUPTED, VerificationRow, attempt_number, completion_webhook, convert_all,
     interrupted_detail, read_error,
 };
 use super::db::{Exec, WORK_CHANNEL};
-use super::{ApiKey, Attempt, NewVerification, StoreError, Verification};
+use super::{ApiKey, Attempt, NewVerification, Status, StoreError, Verification};
+use crate::vocab::DtmfSource;
 
 /// The verification `id`, if there is one.
 pub(super) async fn fetch_verification(db: &mut Exec<'_>, id: &str) -> Result<Option<Verification>, StoreError> {
@@ -68,7 +70,15 @@ pub(super) async fn insert_verification(
         .await
         .map_err(read_error)?;
     if let Some(row) = inserted {
-        return Ok((row.try_into()?, true));
+        let created = Verification::try_from(row)?;
+        let facts = AuditFacts {
+            status: Some(Status::Queued),
+            phone: Some(created.phone.clone()),
+            user: Some(created.user.clone()),
+            ..AuditFacts::default()
+        };
+        audit::append_one(db, &created.tenant, &created.id, created.created_at, AuditKind::Created, facts).await?;
+        return Ok((created, true));
     }
     // Verifications are never deleted, so the row that conflicted is there.
     let existing = first_request(db, new).await?.ok_or_else(|| {
@@ -101,30 +111,63 @@ pub(super) async fn first_request(
     }
 }
 
-/// Closes the attempt a node left open when its lease ran out; returns its number.
+/// Closes the attempt a node left open when its lease ran out, recording it
+/// in `audit`; returns its number.
 pub(super) async fn close_open_attempt(
     db: &mut Exec<'_>,
     id: &str,
     old_owner: &str,
     now: i64,
+    audit: &mut AuditBatch,
 ) -> Result<Option<u32>, StoreError> {
     let detail = interrupted_detail(old_owner);
-    let numbers: Vec<(i64,)> = db
+    let closed: Vec<(i64, Option<i64>, Option<String>, String)> = db
         .fetch_all(
             "UPDATE attempts SET ended_at = $2, outcome = $3, detail = $4 \
-             WHERE verification_id = $1 AND ended_at IS NULL RETURNING number",
+             WHERE verification_id = $1 AND ended_at IS NULL \
+             RETURNING number, sip_status, dtmf_source, (SELECT tenant FROM verifications WHERE id = $1)",
             &[id.into(), now.into(), INTERRUPTED.into(), detail.as_str().into()],
         )
-        .await?;
-    // At most one attempt is open at a time; the latest is the one to report.
-    numbers.into_iter().map(|(number,)| number).max().map(|number| attempt_number(id, number)).transpose()
+        .await
+        .map_err(read_error)?;
+    let mut latest = None;
+    for (number, sip_status, dtmf_source, tenant) in closed {
+        let number = attempt_number(id, number)?;
+        let facts = attempt_facts(id, number, Some(INTERRUPTED), sip_status, dtmf_source.as_deref())?;
+        audit.record(&tenant, id, now, AuditKind::Attempt, facts);
+        // At most one attempt is open at a time; the latest is the one to report.
+        latest = latest.max(Some(number));
+    }
+    Ok(latest)
 }
 
-/// Puts the `verification.completed` webhook of a final verification in the outbox.
+/// The audit facts of attempt `number` of `id` from its columns.
+pub(super) fn attempt_facts(
+    id: &str,
+    number: u32,
+    outcome: Option<&str>,
+    sip_status: Option<i64>,
+    dtmf_source: Option<&str>,
+) -> Result<AuditFacts, StoreError> {
+    let owner = format!("attempt {number} of verification {id}");
+    let sip_status = sip_status
+        .map(|status| u16::try_from(status).map_err(|_| StoreError::Corrupt(format!("{owner}: sip_status {status}"))))
+        .transpose()?;
+    let dtmf_source = dtmf_source
+        .map(|name| {
+            DtmfSource::parse(name).ok_or_else(|| StoreError::Corrupt(format!("{owner}: DTMF source {name:?}")))
+        })
+        .transpose()?;
+    Ok(audit::attempt(number, outcome, sip_status, dtmf_source))
+}
+
+/// Puts the `verification.completed` webhook of a final verification in the
+/// outbox, recorded in `audit`.
 pub(super) async fn queue_completion_webhook(
     db: &mut Exec<'_>,
     verification: &Verification,
     now: i64,
+    audit: &mut AuditBatch,
 ) -> Result<(), StoreError> {
     if verification.callback_url.is_none() {
         return Ok(());
@@ -139,6 +182,7 @@ pub(super) async fn queue_completion_webhook(
         &[(&hook.id).into(), (&verification.id).into(), (&hook.url).into(), (&hook.payload).into(), now.into()],
     )
     .await?;
+    audit.record(&verification.tenant, &verification.id, now, AuditKind::Webhook, audit::webhook(&hook.id, "queued"));
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use super::audit::AuditEntry;
+use super::audit_verify::{self, AuditReport};
 use super::db::{Backend, Pool};
 use super::velocity::{Admission, VelocityCheck};
 use super::{
@@ -115,7 +117,8 @@ impl Store for SqlStore {
     }
 
     async fn webhook_failed(&self, id: &str, error: &str, next_attempt_at: Option<i64>) -> Result<(), StoreError> {
-        outbox::failed(&self.pool, id, error, next_attempt_at).await
+        // The trait's callers do not pass the time; the store's clock dates the entry.
+        outbox::failed(&self.pool, id, error, next_attempt_at, self.pool.clock.unix_ms()).await
     }
 
     async fn webhooks_for(&self, verification_id: &str) -> Result<Vec<WebhookDelivery>, StoreError> {
@@ -169,6 +172,14 @@ impl Store for SqlStore {
 
     async fn backlog(&self, now: i64) -> Result<Backlog, StoreError> {
         leases::backlog(&self.pool, now).await
+    }
+
+    async fn audit_entries(&self, tenant: &str, verification_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        verifications::audit_entries(&self.pool, tenant, verification_id).await
+    }
+
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        audit_verify::verify(&self.pool).await
     }
 
     fn work_signals(&self, wake: Arc<Notify>) -> Option<WorkSignals> {

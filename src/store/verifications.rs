@@ -9,13 +9,17 @@
 //! success with a row that was never stored. The same holds in `leases`.
 
 use super::admission;
+use super::audit::{self, AuditBatch, AuditEntry, AuditFacts, AuditKind};
 use super::common::{RegistrationRow, VerificationRow, convert_all, listing_sql, read_error};
 use super::db::Pool;
 use super::queries::{
     close_open_attempt, fetch_attempts, fetch_verification, insert_verification, notify_work, queue_completion_webhook,
 };
 use super::velocity::{Admission, VelocityCheck, Verdict};
-use super::{Attempt, CancelResult, NewVerification, Registration, Scope, StoreError, Verification, VerificationQuery};
+use super::{
+    Attempt, CancelResult, NewVerification, Registration, Scope, Status, StoreError, Verification, VerificationQuery,
+};
+use crate::vocab::Outcome;
 
 pub(super) async fn create(pool: &Pool, new: &NewVerification) -> Result<(Verification, bool), StoreError> {
     // In a transaction of its own because of RETURNING (see the module
@@ -76,13 +80,17 @@ pub(super) async fn cancel(pool: &Pool, id: &str, now: i64) -> Result<Option<Can
             )
             .await
             .map_err(read_error)?;
+        let requested = Verification::try_from(row)?;
+        audit::append_one(&mut db, &requested.tenant, id, now, AuditKind::CancelRequested, AuditFacts::default())
+            .await?;
         tx.commit().await?;
-        return Ok(Some(CancelResult::Requested(row.try_into()?)));
+        return Ok(Some(CancelResult::Requested(requested)));
     }
     // Nobody runs it: queued, or its node died. A dead node's open attempt is
     // closed so that the final record has no attempt still running.
+    let mut audit = AuditBatch::default();
     if let Some(old_owner) = &current.lease_owner {
-        close_open_attempt(&mut db, id, old_owner, now).await?;
+        close_open_attempt(&mut db, id, old_owner, now, &mut audit).await?;
     }
     let row: VerificationRow = db
         .fetch_one(
@@ -93,9 +101,16 @@ pub(super) async fn cancel(pool: &Pool, id: &str, now: i64) -> Result<Option<Can
         .await
         .map_err(read_error)?;
     let canceled = Verification::try_from(row)?;
-    queue_completion_webhook(&mut db, &canceled, now).await?;
+    let decided = audit::decision(Status::Canceled, Some(Outcome::Canceled));
+    audit.record(&canceled.tenant, id, now, AuditKind::Decision, decided);
+    queue_completion_webhook(&mut db, &canceled, now, &mut audit).await?;
+    audit.write(&mut db).await?;
     tx.commit().await?;
     Ok(Some(CancelResult::Canceled(canceled)))
+}
+
+pub(super) async fn audit_entries(pool: &Pool, tenant: &str, id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+    audit::entries_of(&mut pool.acquire().await?.exec(), tenant, id).await
 }
 
 pub(super) async fn list(pool: &Pool, query: &VerificationQuery) -> Result<Vec<Verification>, StoreError> {

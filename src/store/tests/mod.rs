@@ -2,11 +2,12 @@
 //! file) and, when `POUND_TEST_DATABASE_URL` names a PostgreSQL server,
 //! against PostgreSQL in a fresh database of its own (created for the test
 //! and dropped after it, so the cases run in parallel). The cases are
-//! grouped by job: verifications and their leases (`claims`), what is read
+//! grouped by job: the audit log (`audit`), verifications and their leases (`claims`), what is read
 //! back and swept (`records`), API keys (`keys`), waking other nodes
 //! (`signals`, PostgreSQL only), the velocity limits' counts (`velocity`)
 //! and SQLite's one writer (`writer`, SQLite only).
 
+mod audit;
 mod claims;
 mod keys;
 mod records;
