@@ -377,6 +377,8 @@ impl Verification {
             stir: trunk.stir.clone(),
             seed: self.config.seed.map(|seed| seed.wrapping_add(self.calls_placed.fetch_add(1, Ordering::Relaxed))),
             srtp: trunk.srtp,
+            // Number matching comes with the stored verification.
+            code: None,
         })
     }
 }
