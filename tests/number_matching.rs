@@ -186,3 +186,15 @@ async fn a_drawn_code_is_returned_and_keying_it_in_verifies() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(!node.log().contains(&code), "the drawn code is in the log");
 }
+
+#[test]
+fn pound_call_with_a_code_needs_no_store() {
+    let (_phone, target) = phone(&["--press", "47#", "--after", AFTER_MS]);
+    let (report, log) = common::process::call(&target, &["--code", "47"]);
+    assert_eq!((report["outcome"].as_str(), report["digits"].as_str()), (Some("verified"), Some("xx#")), "{log}");
+    assert!(log.contains("digit=x") && !log.contains("digit=4"), "{log}");
+    let refused = pound().args(["call", &target, "--code", "4x"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "a bad code is refused before calling");
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("2 to 8 digits"), "{error}");
+}
