@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pound::cmd::call::{CallArgs, StirArgs, exit_code};
 use pound::cmd::dtmf::{DtmfArgs, run};
+use pound::code::Code;
 use pound::config::Config;
 use pound::dsp::dtmf::DtmfConfig;
 use pound::logging::LogFormat;
@@ -34,7 +35,7 @@ enum Command {
     /// Detect DTMF digits in WAV files (8 kHz, 16-bit PCM or G.711); one JSON line per digit.
     Dtmf(DtmfCommand),
     /// Place one verification call; print its outcome as one JSON line (exit 0 only when verified).
-    Call(CallCommand),
+    Call(Box<CallCommand>),
     /// The simulated callee: answer pound's calls and press keys.
     Phone(PhoneCommand),
     /// The service: HTTP API, engine, registration store, webhooks.
@@ -292,6 +293,10 @@ struct CallCommand {
     /// Dialplan name (in --dialplans) or file.
     #[arg(long, default_value = "press-pound")]
     dialplan: String,
+    /// Number matching: the callee must key in these 2 to 8 digits, then #
+    /// (the dialplan's code prompts play). Never logged; the report shows each digit as x.
+    #[arg(long, value_name = "DIGITS", value_parser = parse_code)]
+    code: Option<Code>,
     /// Folder of extra dialplans (the shipped ones are compiled in).
     #[arg(long, env = "POUND_DIALPLANS")]
     dialplans: Option<PathBuf>,
@@ -424,7 +429,7 @@ fn main() -> ExitCode {
     pound::logging::init(cli.log_format.unwrap_or_default());
     match cli.command {
         Command::Dtmf(cmd) => dtmf(cmd),
-        Command::Call(cmd) => call(cmd),
+        Command::Call(cmd) => call(*cmd),
         Command::Phone(cmd) => phone(cmd),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Demo(cmd) => demo(cmd),
@@ -641,6 +646,11 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime")
 }
 
+/// `--code`: refused with a message that does not repeat the value.
+fn parse_code(text: &str) -> Result<Code, String> {
+    Code::parse(text).map_err(|e| e.to_string())
+}
+
 fn call(cmd: CallCommand) -> ExitCode {
     let args = CallArgs {
         target: cmd.target,
@@ -662,6 +672,7 @@ fn call(cmd: CallCommand) -> ExitCode {
         },
         srtp: cmd.srtp.into(),
         tls: TlsFiles { ca: cmd.tls_ca, cert: cmd.tls_cert, key: cmd.tls_key },
+        code: cmd.code,
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
         Ok(report) => {

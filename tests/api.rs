@@ -1020,3 +1020,69 @@ async fn a_revoked_key_is_refused_but_its_queued_webhook_is_still_delivered_sign
     let secrets = [stored.webhook_secret.as_str()];
     assert_eq!(signers(&secrets, &signature, &body), [Some(secrets[0])], "signed with the revoked key's secret");
 }
+
+#[tokio::test]
+async fn number_matching_codes_are_validated_returned_to_their_tenant_only_and_kept_on_retries() {
+    let server = start(tenancy_config()).await;
+    let with = |extra: Value| {
+        let mut body = json!({"phone": PHONE, "user": "alice"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for bad in [
+        json!({"code": "4"}),
+        json!({"code": "123456789"}),
+        json!({"code": "4a"}),
+        json!({"code": "４７"}),
+        json!({"code": ""}),
+        json!({"code": 47}),
+        json!({"code_length": 1}),
+        json!({"code_length": 9}),
+        json!({"code_length": "4"}),
+        json!({"code_length": 4.5}),
+        json!({"code_length": -4}),
+        json!({"code": "47", "code_length": 2}),
+    ] {
+        let response = server.post("/v1/verifications", &with(bad.clone())).await;
+        let message = expect_error(response, StatusCode::BAD_REQUEST, "invalid_code").await;
+        assert!(!message.contains("123456789") && !message.contains("4a"), "the value is not echoed: {message}");
+    }
+    assert_eq!(server.stored().await, 0, "nothing stored for a refused code");
+
+    // A given code comes back as given, leading zero and all, to its creator.
+    let record = server.create(&with(json!({"code": "0815"}))).await;
+    assert_eq!(record["code"], "0815", "{record}");
+    let id = record["id"].as_str().unwrap();
+    let read: Value = server.get(&format!("/v1/verifications/{id}")).await.json().await.unwrap();
+    assert_eq!(read["code"], "0815");
+    let listed: Value = server.get("/v1/verifications").await.json().await.unwrap();
+    assert_eq!(listed["items"][0]["code"], "0815");
+    // An admin key of another tenant reaches the record, not the code.
+    let read: Value = server.get_as(ADMIN_KEY, &format!("/v1/verifications/{id}")).await.json().await.unwrap();
+    assert_eq!((read["id"].as_str(), read.get("code")), (Some(id), None), "{read}");
+    let listed: Value = server.get_as(ADMIN_KEY, "/v1/verifications").await.json().await.unwrap();
+    assert!(listed["items"].as_array().unwrap().iter().all(|item| item.get("code").is_none()), "{listed}");
+    // Without a code there is no `code` field.
+    let plain = server.create(&json!({"phone": "+14155550101", "user": "alice", "code": null})).await;
+    assert!(plain.get("code").is_none(), "{plain}");
+
+    // A drawn code has the length asked for, and a retry gets the same one.
+    let send = |body: Value| {
+        server
+            .client
+            .post(server.url("/v1/verifications"))
+            .bearer_auth(KEY)
+            .header("idempotency-key", "drawn")
+            .json(&body)
+            .send()
+    };
+    let body = json!({"phone": "+14155550102", "user": "alice", "code_length": 6});
+    let first: Value = send(body.clone()).await.unwrap().json().await.unwrap();
+    let code = first["code"].as_str().expect("a drawn code");
+    assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "{first}");
+    let retry = send(body).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.json::<Value>().await.unwrap()["code"], code, "the retry returns the first code");
+    let other_length = send(json!({"phone": "+14155550102", "user": "alice", "code_length": 4})).await.unwrap();
+    expect_error(other_length, StatusCode::CONFLICT, "idempotency_conflict").await;
+}

@@ -208,6 +208,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             stir: None,
             seed: None,
             srtp: pound::vocab::SrtpPolicy::Off,
+            code: None,
         };
         let endpoint = endpoint.clone();
         calls.push(tokio::spawn(async move { run_call(&endpoint, setup, |_| {}).await }));

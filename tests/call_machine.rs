@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use pound::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
+use pound::code::Code;
 use pound::dialplan::Dialplan;
 use pound::media::codec::Codec;
 use pound::phone::{Phone, PhoneConfig, PhoneEvent, PressVia};
@@ -188,6 +189,7 @@ impl Sim {
             stir: None,
             wall_clock: UNIX_EPOCH + Duration::from_secs(WALL_CLOCK_S),
             srtp: network.srtp,
+            code: None,
         };
         let mut config = config;
         edit(&mut config);
@@ -478,6 +480,7 @@ fn direct_call(target: &str, transport: Transport, srtp: SrtpPolicy) -> CallConf
         stir: None,
         wall_clock: UNIX_EPOCH + Duration::from_secs(WALL_CLOCK_S),
         srtp,
+        code: None,
     }
 }
 
@@ -549,6 +552,74 @@ fn wrong_keys_until_attempts_run_out_are_wrong_input() {
     assert_eq!(report.digits, "57");
     let (report, _) = call(dialplan("max_attempts = 2"), PhoneConfig { press: "5#".into(), ..phone_config() });
     assert_eq!(report.outcome, Outcome::Verified, "a wrong key, then the right one");
+}
+
+/// A call whose verification has number matching with `code`; the phone presses `press`.
+fn code_call(plan: Arc<Dialplan>, code: &str, press: &str) -> (CallReport, Sim) {
+    let phone = PhoneConfig { press: press.into(), ..phone_config() };
+    let code = Code::parse(code).unwrap();
+    let mut sim = Sim::configured(plan, phone, Network::default(), vec![Codec::Pcmu], 1, |c| c.code = Some(code));
+    let report = sim.run(Duration::from_secs(600)).expect("the call ends");
+    (report, sim)
+}
+
+#[test]
+fn number_matching_verifies_the_code_then_pound_and_nothing_else() {
+    use Outcome::*;
+    let plan = dialplan("input_timeout_ms = 3000");
+    for (press, outcome, digits) in [
+        ("47#", Verified, "xx#"),
+        // `#` alone, the reflex the code is there to stop: asked again, then wrong_input.
+        ("#", WrongInput, "#"),
+        ("###", WrongInput, "###"),
+        ("#47#", Verified, "#xx#"),
+        ("74#", WrongInput, "xx#"),
+        ("4#47#", Verified, "x#xx#"),
+        ("470#", WrongInput, "xxx#"),
+        ("0#", FraudReported, "x#"),
+        ("123456789", WrongInput, "xxxxxxxxx"),
+    ] {
+        let (report, sim) = code_call(plan.clone(), "47", press);
+        assert_eq!((report.outcome, report.digits.as_str()), (outcome, digits), "{press}: {report:?}");
+        // Every event and the report show the keys hidden.
+        let shown: String = sim
+            .events
+            .iter()
+            .filter_map(|e| if let CallEvent::Digit { digit, .. } = e { Some(*digit) } else { None })
+            .collect();
+        assert_eq!(shown, digits, "{press}");
+    }
+    // A code that starts with 0 is still a code; `0#` is still fraud.
+    let (report, _) = code_call(plan.clone(), "07", "07#");
+    assert_eq!(report.outcome, Verified, "{report:?}");
+    let (report, _) = code_call(plan.clone(), "07", "0#");
+    assert_eq!(report.outcome, FraudReported, "{report:?}");
+    // Without a code, `#` alone verifies as before.
+    let (report, _) = call(plan, PhoneConfig { press: "#".into(), ..phone_config() });
+    assert_eq!(report.outcome, Verified);
+}
+
+#[test]
+fn number_matching_plays_the_code_prompt_and_a_wrong_code_is_told_so() {
+    let plan = dialplan("prompt_repeats = 2\ninput_timeout_ms = 3000");
+    let prompts = Prompts::load(&plan).unwrap();
+    let (code, main) = (prompts.code.duration().as_millis() as u64, prompts.main.duration().as_millis() as u64);
+    assert!(code > main + 300, "the prompts must differ in length for this test: {code} vs {main} ms");
+    let (report, _) = code_call(plan.clone(), "47", "");
+    assert_eq!(report.outcome, Outcome::NoInput);
+    let talk = report.duration_ms - report.answered_ms.unwrap();
+    // Two plays of the code prompt and two input timeouts, then BYE.
+    assert!(talk + 100 >= 2 * code + 6000 && talk < 2 * code + 6500, "{talk} ms for a {code} ms prompt");
+    // `#` at once: "not the number shown", the code prompt twice more, silence.
+    let wrong = prompts.wrong_code.as_ref().unwrap().duration().as_millis() as u64;
+    let (report, _) = code_call(plan, "47", "#");
+    assert_eq!(report.outcome, Outcome::WrongInput);
+    let after_key = report.duration_ms - report.answered_ms.unwrap() - 800;
+    let expected = wrong + 2 * code + 6000;
+    assert!(
+        after_key + 100 >= expected && after_key < expected + 600,
+        "{after_key} ms after the key, {expected} expected"
+    );
 }
 
 #[test]

@@ -281,6 +281,7 @@ fn setup(target: SocketAddr, name: &str) -> CallSetup {
         stir: None,
         seed: None,
         srtp: pound::vocab::SrtpPolicy::Off,
+        code: None,
     }
 }
 

@@ -77,6 +77,7 @@ async fn queue_webhook(store: &Arc<dyn Store>, n: usize, url: &str) -> String {
             request_hash: String::new(),
             max_attempts: 1,
             created_at: now_ms(),
+            code: None,
         })
         .await
         .unwrap();

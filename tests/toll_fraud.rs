@@ -231,6 +231,7 @@ fn new_verification(i: usize, now: i64) -> NewVerification {
         request_hash: String::new(),
         max_attempts: 3,
         created_at: now,
+        code: None,
     }
 }
 

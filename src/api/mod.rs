@@ -267,9 +267,11 @@ struct RecordBody {
     webhooks: Vec<WebhookDelivery>,
 }
 
-async fn record(store: &dyn Store, verification: Verification) -> Result<RecordBody, ApiError> {
+/// The record as `caller` sees it (the code only for its own tenant).
+async fn record(store: &dyn Store, verification: Verification, caller: &Caller) -> Result<RecordBody, ApiError> {
     let attempts = store.attempts(&verification.id).await?;
     let webhooks = store.webhooks_for(&verification.id).await?;
+    let verification = verification.as_seen_by(&caller.tenant);
     Ok(RecordBody { record: VerificationRecord { verification, attempts }, webhooks })
 }
 
@@ -366,6 +368,9 @@ async fn create_verification(
         request_hash: req.hash(),
         max_attempts: config.policy.max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT),
         created_at: now,
+        // Drawn here, once: a retry with the same Idempotency-Key gets the
+        // first record's code from the store, not this one.
+        code: req.code.clone().map(request::CodeChoice::into_code),
     };
     // The store answers a retry with the first record before the limits,
     // which the first request may have filled, and compares the request
@@ -382,7 +387,7 @@ async fn create_verification(
         );
     }
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok(record_response(status, record(store.as_ref(), verification).await?))
+    Ok(record_response(status, record(store.as_ref(), verification, &caller).await?))
 }
 
 /// A path segment, or a 400 when it is not valid percent-encoded UTF-8.
@@ -416,7 +421,7 @@ async fn get_verification(
 ) -> Result<Response, ApiError> {
     let store = shared.state.store.as_ref();
     let verification = visible(store, &caller, path).await?;
-    Ok((StatusCode::OK, Json(record(store, verification).await?)).into_response())
+    Ok((StatusCode::OK, Json(record(store, verification, &caller).await?)).into_response())
 }
 
 /// `GET /v1/verifications/{id}/audit`: its entries in its tenant's audit
@@ -463,7 +468,7 @@ async fn cancel_verification(
             v
         }
     };
-    Ok((StatusCode::ACCEPTED, Json(record(store, verification).await?)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(record(store, verification, &caller).await?)).into_response())
 }
 
 /// One phone of `GET /v1/registrations/{user}`.
@@ -512,6 +517,7 @@ async fn list_verifications(
     let more = items.len() > page_size as usize;
     items.truncate(page_size as usize);
     let next_cursor = items.last().filter(|_| more).map(listing::encode_cursor);
+    let items: Vec<Verification> = items.into_iter().map(|item| item.as_seen_by(&caller.tenant)).collect();
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 

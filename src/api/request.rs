@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::ApiConfig;
 use super::error::ApiError;
 use super::ssrf::TargetPolicy;
+use crate::code::{Code, CodeError, CodeLength};
 
 /// The longest `user` accepted: an e-mail address is at most 254 octets
 /// (RFC 5321), and other account ids are shorter.
@@ -35,6 +36,27 @@ pub struct CreateRequest {
     pub dialplan: String,
     /// Where the signed webhook goes, if anywhere.
     pub callback_url: Option<String>,
+    /// Number matching: `code` or `code_length`, if either was given.
+    pub code: Option<CodeChoice>,
+}
+
+/// How the request asked for number matching.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeChoice {
+    /// `"code"`: the digits the registration page shows.
+    Given(Code),
+    /// `"code_length"`: pound draws a code of this many digits.
+    Drawn(CodeLength),
+}
+
+impl CodeChoice {
+    /// The code the call will ask for: the given one, or a fresh one from the CSPRNG.
+    pub fn into_code(self) -> Code {
+        match self {
+            CodeChoice::Given(code) => code,
+            CodeChoice::Drawn(length) => Code::draw(length),
+        }
+    }
 }
 
 impl CreateRequest {
@@ -45,13 +67,18 @@ impl CreateRequest {
     pub fn hash(&self) -> String {
         // Keys are inserted in sorted order so the output is the same whether
         // or not serde_json's `preserve_order` feature is on in the build.
-        let canonical = json!({
-            "callback_url": self.callback_url,
-            "dialplan": self.dialplan,
-            "phone": self.phone,
-            "user": self.user,
-        });
-        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+        let mut canonical = Map::new();
+        canonical.insert("callback_url".into(), json!(self.callback_url));
+        // Only when given, so that requests without one hash as they always did.
+        match &self.code {
+            Some(CodeChoice::Given(code)) => canonical.insert("code".into(), json!(code.digits())),
+            Some(CodeChoice::Drawn(length)) => canonical.insert("code_length".into(), json!(length.get())),
+            None => None,
+        };
+        canonical.insert("dialplan".into(), json!(self.dialplan));
+        canonical.insert("phone".into(), json!(self.phone));
+        canonical.insert("user".into(), json!(self.user));
+        hex::encode(Sha256::digest(Value::Object(canonical).to_string().as_bytes()))
     }
 }
 
@@ -65,10 +92,10 @@ pub fn parse_create(body: &[u8], config: &ApiConfig) -> Result<CreateRequest, Ap
     };
     // Unknown fields are refused rather than ignored: a misspelt
     // `callbackUrl` would otherwise silently lose the webhook.
-    if let Some(unknown) = fields.keys().find(|k| !["phone", "user", "dialplan", "callback_url"].contains(&k.as_str()))
-    {
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid_request(format!("unknown field {unknown:?}")));
     }
+    let code = code_choice(&fields)?;
     let phone = required_string(&fields, "phone")?;
     let user = required_string(&fields, "user")?;
     let dialplan = optional_string(&fields, "dialplan")?;
@@ -102,7 +129,31 @@ pub fn parse_create(body: &[u8], config: &ApiConfig) -> Result<CreateRequest, Ap
     if let Some(url) = callback_url {
         check_callback_url(url, &config.webhook_targets)?;
     }
-    Ok(CreateRequest { phone, user: user.to_string(), dialplan, callback_url: callback_url.map(str::to_string) })
+    Ok(CreateRequest { phone, user: user.to_string(), dialplan, callback_url: callback_url.map(str::to_string), code })
+}
+
+/// The fields a create request may have.
+const FIELDS: [&str; 6] = ["phone", "user", "dialplan", "callback_url", "code", "code_length"];
+
+/// `code` (a string of 2 to 8 digits) or `code_length` (2 to 8), not both.
+/// The messages never repeat the value: it is a secret.
+fn code_choice(fields: &Map<String, Value>) -> Result<Option<CodeChoice>, ApiError> {
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", message);
+    let given = |name: &str| fields.get(name).filter(|value| !value.is_null());
+    match (given("code"), given("code_length")) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(invalid("give code or code_length, not both".into())),
+        (Some(Value::String(text)), None) => {
+            Code::parse(text).map(|code| Some(CodeChoice::Given(code))).map_err(|e| invalid(e.to_string()))
+        }
+        (Some(_), None) => Err(invalid("code must be a string of digits (leading zeros count)".into())),
+        (None, Some(length)) => length
+            .as_u64()
+            .ok_or(CodeError::Length)
+            .and_then(CodeLength::new)
+            .map(|length| Some(CodeChoice::Drawn(length)))
+            .map_err(|e| invalid(format!("{e}, a whole number"))),
+    }
 }
 
 fn required_string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {

@@ -11,6 +11,7 @@ impl Call {
             return;
         }
         let Some(verdict) = self.digits.press(now, digit, source) else { return };
+        let digit = self.digits.shown(digit);
         tracing::info!(call_id = self.call_id(), digit = %digit, source = source.as_str(), "key");
         self.events.push_back(CallEvent::Digit { digit, source, latency });
         if let Some(media) = self.media.as_mut() {
@@ -33,7 +34,11 @@ impl Call {
                     self.decide(Outcome::WrongInput, Some((source, now)));
                     self.hang_up(now);
                 } else {
-                    if let (Some(notice), Some(media)) = (self.config.prompts.wrong_key.clone(), self.media.as_mut()) {
+                    let notice = match self.config.code {
+                        Some(_) => self.config.prompts.wrong_code.clone(),
+                        None => self.config.prompts.wrong_key.clone(),
+                    };
+                    if let (Some(notice), Some(media)) = (notice, self.media.as_mut()) {
                         media.play(notice);
                     }
                     self.prompt_plays = 0;
@@ -44,8 +49,12 @@ impl Call {
     }
 
     pub(super) fn play_main_prompt(&mut self) {
+        let prompt = match self.config.code {
+            Some(_) => &self.config.prompts.code,
+            None => &self.config.prompts.main,
+        };
         if let Some(media) = self.media.as_mut() {
-            media.play(self.config.prompts.main.clone());
+            media.play(prompt.clone());
             self.prompt_plays += 1;
         }
     }

@@ -43,6 +43,7 @@ pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, SrtpSession, start_
 pub use outcome::CallReport;
 pub use prompts::Prompts;
 
+use crate::code::Code;
 use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
@@ -92,6 +93,9 @@ pub struct CallConfig {
     /// SRTP with SDES keys: the keys travel in the SDP, so anything but
     /// `Off` needs SIP over TLS (the configuration refuses it otherwise).
     pub srtp: SrtpPolicy,
+    /// Number matching: the callee must key in this code, then `#`, instead
+    /// of the dialplan's `expect`; the code prompts play instead of the key's.
+    pub code: Option<Code>,
 }
 
 /// Where a SIP message goes, until [`Call::poll_sip`] names the address.
@@ -267,7 +271,11 @@ impl Call {
             rng.fill_bytes(&mut origid);
             Ok::<_, crate::stir::StirError>(CallSigner::new(signer, parties, origid))
         });
-        let digits = DigitCollector::new(&config.dialplan.expect, config.dialplan.fraud_code.as_deref());
+        let fraud = config.dialplan.fraud_code.as_deref();
+        let digits = match &config.code {
+            Some(code) => DigitCollector::with_code(code.clone(), fraud),
+            None => DigitCollector::new(&config.dialplan.expect, fraud),
+        };
         let mut timers = TimerTable::default();
         timers.set(Timer::Ring, now + config.dialplan.ring_timeout);
         let reliable = config.transport.is_reliable();

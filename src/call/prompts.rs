@@ -12,6 +12,10 @@ pub struct Prompts {
     pub wrong_key: Option<Arc<Prompt>>,
     pub confirmation: Option<Arc<Prompt>>,
     pub fraud: Option<Arc<Prompt>>,
+    /// Number matching: asks for the code, then `#`.
+    pub code: Arc<Prompt>,
+    /// Number matching: after a wrong code.
+    pub wrong_code: Option<Arc<Prompt>>,
 }
 
 impl Prompts {
@@ -24,6 +28,8 @@ impl Prompts {
             wrong_key: optional(&plan.wrong_key_prompt)?,
             confirmation: optional(&plan.confirmation_prompt)?,
             fraud: optional(&plan.fraud_prompt)?,
+            code: load(&plan.code_prompt)?,
+            wrong_code: optional(&plan.wrong_code_prompt)?,
         })
     }
 }
@@ -37,6 +43,7 @@ mod tests {
         let compiled_in = Dialplan::find("press-pound", None).unwrap();
         let prompts = Prompts::load(&compiled_in).expect("every compiled-in prompt loads");
         assert!(prompts.confirmation.is_some() && prompts.fraud.is_some() && prompts.wrong_key.is_some());
+        assert!(prompts.wrong_code.is_some());
     }
 
     #[test]

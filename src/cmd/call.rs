@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::{CallEvent, CallReport, Prompts};
+use crate::code::Code;
 use crate::dialplan::{Dialplan, DialplanError};
 use crate::media::codec::Codec;
 use crate::media::prompt::PromptError;
@@ -40,6 +41,8 @@ pub struct CallArgs {
     pub tls: TlsFiles,
     /// STIR/SHAKEN signing (`--stir-key`, `--stir-x5u`, `--stir-attest`).
     pub stir: Option<StirArgs>,
+    /// Number matching (`--code`): the digits to key in before `#`.
+    pub code: Option<Code>,
 }
 
 /// `--stir-key FILE --stir-x5u URL --stir-attest A|B|C`.
@@ -123,6 +126,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         stir,
         seed: None,
         srtp: args.srtp,
+        code: args.code,
     };
     // The call machine logs its own events; a person at a terminal also gets
     // one plain line per change, and scripts reading stderr get nothing extra.

@@ -10,6 +10,8 @@
 //! max_attempts = 3              # wrong entries before wrong_input
 //! confirmation_prompt = "fixtures/prompts/en/confirmed.wav"
 //! fraud_prompt = "fixtures/prompts/en/reported.wav"
+//! code_prompt = "builtin:en/enter-code.wav"        # number matching: asks for the code, then #
+//! wrong_code_prompt = "builtin:en/wrong-code.wav"  # number matching: after a wrong code
 //! input_timeout_ms = 5000       # silence after a prompt before it repeats
 //! ring_timeout_ms = 45000       # ringing before CANCEL (no_answer)
 //! max_duration_ms = 120000      # from the answer; then BYE
@@ -48,6 +50,10 @@ pub struct Dialplan {
     pub max_attempts: u32,
     pub confirmation_prompt: Option<PathBuf>,
     pub fraud_prompt: Option<PathBuf>,
+    /// Number matching (a verification with a code): played instead of `prompt`.
+    pub code_prompt: PathBuf,
+    /// Number matching: played instead of `wrong_key_prompt`.
+    pub wrong_code_prompt: Option<PathBuf>,
     pub input_timeout: Duration,
     pub ring_timeout: Duration,
     pub max_duration: Duration,
@@ -87,6 +93,10 @@ struct File {
     max_attempts: u32,
     confirmation_prompt: Option<PathBuf>,
     fraud_prompt: Option<PathBuf>,
+    #[serde(default = "defaults::code_prompt")]
+    code_prompt: PathBuf,
+    #[serde(default = "defaults::wrong_code_prompt")]
+    wrong_code_prompt: Option<PathBuf>,
     #[serde(default = "defaults::input_timeout_ms")]
     input_timeout_ms: u64,
     #[serde(default = "defaults::ring_timeout_ms")]
@@ -104,7 +114,16 @@ struct File {
 }
 
 mod defaults {
+    use std::path::PathBuf;
+
     use crate::vocab::{DtmfSource, Outcome};
+    // Compiled in, so that every dialplan can take a verification with a code.
+    pub fn code_prompt() -> PathBuf {
+        "builtin:en/enter-code.wav".into()
+    }
+    pub fn wrong_code_prompt() -> Option<PathBuf> {
+        Some("builtin:en/wrong-code.wav".into())
+    }
     pub fn retry_outcomes() -> Vec<Outcome> {
         vec![Outcome::NoAnswer, Outcome::Busy, Outcome::Unreachable]
     }
@@ -231,6 +250,8 @@ impl Dialplan {
             max_attempts: file.max_attempts,
             confirmation_prompt: file.confirmation_prompt.as_ref().map(resolve),
             fraud_prompt: file.fraud_prompt.as_ref().map(resolve),
+            code_prompt: resolve(&file.code_prompt),
+            wrong_code_prompt: file.wrong_code_prompt.as_ref().map(resolve),
             input_timeout: ranged("input_timeout_ms", file.input_timeout_ms, 500, 60_000)?,
             ring_timeout: ranged("ring_timeout_ms", file.ring_timeout_ms, 1_000, 300_000)?,
             max_duration: ranged("max_duration_ms", file.max_duration_ms, 1_000, 3_600_000)?,

@@ -143,6 +143,7 @@ mod tests {
             stir: None,
             seed: None,
             srtp: crate::vocab::SrtpPolicy::Off,
+            code: None,
         }
     }
 

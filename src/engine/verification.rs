@@ -14,6 +14,7 @@ use super::ledger::{Ledger, Then, Unrecorded};
 use super::placed::PlacedCall;
 use super::{EngineConfig, LoadedDialplan, Pacer, stopped};
 use crate::call::{CallEvent, CallReport};
+use crate::code::Code;
 use crate::dialplan::Dialplan;
 use crate::mask::mask_phone;
 use crate::metrics::Metrics;
@@ -107,7 +108,7 @@ impl Verification {
             return self.finish(id, Outcome::Failed).await;
         };
         self.pacer.wait().await;
-        let setup = match self.setup(&verification.phone, &dialplan).await {
+        let setup = match self.setup(&verification.phone, &dialplan, verification.code.as_ref()).await {
             Ok(setup) => setup,
             Err(error) => {
                 tracing::warn!(verification = id, %error, "cannot place the call");
@@ -353,7 +354,12 @@ impl Verification {
         tracing::info!(verification = id, outcome = outcome.as_str(), "verification completed");
     }
 
-    async fn setup(&self, phone: &str, dialplan: &LoadedDialplan) -> Result<CallSetup, SetupError> {
+    async fn setup(
+        &self,
+        phone: &str,
+        dialplan: &LoadedDialplan,
+        code: Option<&Code>,
+    ) -> Result<CallSetup, SetupError> {
         let trunk = &self.config.trunk;
         let routed = crate::sip::route::route(phone, Some(&trunk.uri), trunk.transport)?;
         let next_hop = resolve(&routed.hop).await?;
@@ -377,6 +383,7 @@ impl Verification {
             stir: trunk.stir.clone(),
             seed: self.config.seed.map(|seed| seed.wrapping_add(self.calls_placed.fetch_add(1, Ordering::Relaxed))),
             srtp: trunk.srtp,
+            code: code.cloned(),
         })
     }
 }

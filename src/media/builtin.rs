@@ -11,6 +11,8 @@ const PROMPTS: &[(&str, &[u8])] = &[
     ("en/wrong-key.wav", include_bytes!("../../fixtures/prompts/en/wrong-key.wav")),
     ("en/confirmed.wav", include_bytes!("../../fixtures/prompts/en/confirmed.wav")),
     ("en/reported.wav", include_bytes!("../../fixtures/prompts/en/reported.wav")),
+    ("en/enter-code.wav", include_bytes!("../../fixtures/prompts/en/enter-code.wav")),
+    ("en/wrong-code.wav", include_bytes!("../../fixtures/prompts/en/wrong-code.wav")),
 ];
 
 /// The WAV bytes of a compiled-in prompt, from its full `builtin:…` reference.

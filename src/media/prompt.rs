@@ -139,7 +139,9 @@ mod tests {
 
     #[test]
     fn committed_prompts_load_as_telephone_speech() {
-        for name in ["press-pound.wav", "confirmed.wav", "reported.wav", "wrong-key.wav"] {
+        for name in
+            ["press-pound.wav", "confirmed.wav", "reported.wav", "wrong-key.wav", "enter-code.wav", "wrong-code.wav"]
+        {
             let prompt = Prompt::load(&prompt_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let duration = prompt.duration();
             assert!(

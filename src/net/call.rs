@@ -15,6 +15,7 @@ use super::endpoint::Endpoint;
 use super::socket::{Network, Socket};
 use super::{NetError, io, local_ip_towards};
 use crate::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
+use crate::code::Code;
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
 use crate::sip::{Credentials, Message, Timers, TransactionEvent, TransactionKey};
@@ -52,6 +53,8 @@ pub struct CallSetup {
     pub seed: Option<u64>,
     /// SRTP for the call's media; anything but `Off` needs `transport` TLS.
     pub srtp: SrtpPolicy,
+    /// Number matching: the code the callee must key in before `#`.
+    pub code: Option<Code>,
 }
 
 /// Places the call through `endpoint` and drives it to its end; progress goes to `on_event`.
@@ -86,6 +89,7 @@ pub async fn run_call(
         stir: setup.stir.clone(),
         wall_clock: SystemTime::now(),
         srtp: setup.srtp,
+        code: setup.code.clone(),
     };
     let now = crate::clock::now();
     let call = match setup.seed {

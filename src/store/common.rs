@@ -13,6 +13,7 @@ use super::{
     ApiKey, Attempt, Registration, Status, StoreError, Verification, VerificationQuery, VerificationRecord,
     WebhookBody, WebhookDelivery,
 };
+use crate::code::Code;
 use crate::vocab::DtmfSource;
 
 /// The `outcome` of an attempt whose node stopped renewing its lease.
@@ -62,9 +63,12 @@ pub(super) fn completion_webhook(
     let Some(url) = verification.callback_url.clone() else {
         return Ok(None);
     };
+    // A webhook goes to a URL, through proxies and receivers' logs: the code
+    // stays out of it (the requester has it already).
+    let verification = Verification { code: None, ..verification.clone() };
     let body = WebhookBody {
         event: "verification.completed".to_string(),
-        verification: VerificationRecord { verification: verification.clone(), attempts },
+        verification: VerificationRecord { verification, attempts },
     };
     // Serializing plain structs cannot fail; should it ever, the record is
     // unusable rather than the database down.
@@ -105,6 +109,7 @@ pub(super) struct VerificationRow {
     created_at: i64,
     updated_at: i64,
     completed_at: Option<i64>,
+    code: Option<String>,
 }
 
 impl VerificationRow {
@@ -122,6 +127,13 @@ impl TryFrom<VerificationRow> for Verification {
         let status = Status::parse(&row.status)
             .ok_or_else(|| StoreError::Corrupt(format!("{owner}: unknown status {:?}", row.status)))?;
         let outcome = row.outcome.as_deref().map(|name| parse_name("outcome", &owner, name)).transpose()?;
+        // The error names the row, never the stored value: it is a secret.
+        let code = row
+            .code
+            .as_deref()
+            .map(Code::parse)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("{owner}: {e}")))?;
         Ok(Verification {
             attempt_count: fit("attempt_count", &owner, row.attempt_count)?,
             max_attempts: fit("max_attempts", &owner, row.max_attempts)?,
@@ -141,6 +153,7 @@ impl TryFrom<VerificationRow> for Verification {
             created_at: row.created_at,
             updated_at: row.updated_at,
             completed_at: row.completed_at,
+            code,
         })
     }
 }

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub use self::audit::{AttemptFacts, AuditEntry, AuditFacts, WebhookFacts};
 pub use self::audit_verify::{AuditProblem, AuditReport};
 use crate::clock::Clock;
+use crate::code::Code;
 use crate::vocab::DtmfSource;
 use crate::vocab::Outcome;
 
@@ -111,6 +112,8 @@ pub struct NewVerification {
     /// Call attempts allowed before giving up.
     pub max_attempts: u32,
     pub created_at: i64,
+    /// Number matching: the code the callee must key in before `#`.
+    pub code: Option<Code>,
 }
 
 /// A verification as stored.
@@ -146,6 +149,23 @@ pub struct Verification {
     pub created_at: i64,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+    /// Number matching: the code the callee must key in before `#`. Stored
+    /// so that any node can run the call; shown only to the tenant that
+    /// created the verification ([`Verification::as_seen_by`]), never in
+    /// webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Code>,
+}
+
+impl Verification {
+    /// The record as `tenant` may see it: the code only for the tenant that
+    /// created the verification (not an admin key of another tenant).
+    pub fn as_seen_by(mut self, tenant: &str) -> Verification {
+        if self.tenant != tenant {
+            self.code = None;
+        }
+        self
+    }
 }
 
 /// One call attempt.

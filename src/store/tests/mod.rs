@@ -180,6 +180,7 @@ fn request(id: &str, created_at: i64) -> NewVerification {
         request_hash: format!("hash-{id}"),
         max_attempts: 3,
         created_at,
+        code: None,
     }
 }
 

@@ -347,3 +347,25 @@ async fn concurrent_sweeps_expire_each_verification_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_code_is_stored_for_whichever_node_claims_it_and_kept_out_of_webhooks() {
+    on_each_backend(|h| async move {
+        let store = &h.store;
+        let code = crate::code::Code::parse("0815").unwrap();
+        create(store, NewVerification { code: Some(code.clone()), ..request("coded", 1_000) }).await;
+        create(store, request("plain", 1_000)).await;
+        assert_eq!(store.verification("coded").await.unwrap().unwrap().code.as_ref(), Some(&code));
+        assert_eq!(store.verification("plain").await.unwrap().unwrap().code, None);
+        // The node that claims it, any node, compares the entry with it.
+        let claimed = store.claim("node-b", 1_000, 500, 10).await.unwrap();
+        let coded = claimed.iter().find(|c| c.verification.id == "coded").expect("claimed");
+        assert_eq!(coded.verification.code.as_ref(), Some(&code), "leading zero kept");
+        // The webhook, which leaves pound, carries the record without it.
+        store.complete("coded", "node-b", Outcome::Verified, 1_200).await.unwrap();
+        let hook = store.webhooks_for("coded").await.unwrap().remove(0);
+        assert!(hook.payload.contains("\"verified\"") && !hook.payload.contains("0815"), "{}", hook.payload);
+        assert!(!hook.payload.contains("\"code\""), "{}", hook.payload);
+    })
+    .await;
+}
