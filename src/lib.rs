@@ -5,7 +5,7 @@
 //! `rtp`, `media`, `dsp`, `call`, `phone`); `net` drives them with tokio.
 //!
 //! Layers, lowest first; a module imports only modules below it:
-//! `vocab`, `clock`, `timer`, `mask`, `code`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `srtp` · `media`,
+//! `vocab`, `evidence`, `clock`, `timer`, `mask`, `code`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `srtp` · `media`,
 //! `sdp`, `dialplan` · `call`, `phone` · `store`, `policy`, `metrics` · `api`,
 //! `net` · `engine` · `config` · `service` · `cmd` (imported by `main.rs` only).
 
@@ -23,6 +23,7 @@ pub mod config;
 pub mod dialplan;
 pub mod dsp;
 pub mod engine;
+pub mod evidence;
 pub mod logging;
 pub mod mask;
 pub mod media;

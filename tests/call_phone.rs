@@ -75,6 +75,58 @@ fn every_dtmf_path_with_every_codec_verifies() {
     }
 }
 
+/// Each path's evidence for the key it carried, in the report of a real call.
+#[test]
+fn each_path_records_the_evidence_of_its_key() {
+    let runs: Vec<_> = ["inband", "rfc4733", "info"]
+        .into_iter()
+        .map(|via| {
+            std::thread::spawn(move || {
+                let (report, _) = call("127.0.0.1:0", &["--via", via, "--codecs", "pcma", "--after", "500"], &[]);
+                (via, report)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (via, report) = run.join().unwrap();
+        assert_eq!(report["outcome"], "verified", "{via}: {report}");
+        let evidence = report["evidence"].as_array().unwrap_or_else(|| panic!("{via}: {report}"));
+        assert_eq!(evidence.len(), 1, "{via}: {report}");
+        let key = &evidence[0];
+        assert_eq!((key["digit"].as_str(), key["source"].as_str()), (Some("#"), Some(via)), "{key}");
+        let at_ms = key["at_ms"].as_u64().unwrap();
+        assert!((500..1500).contains(&at_ms), "{via}: pressed 500 ms after the answer: {key}");
+        let number = |name: &str| key[name].as_f64().unwrap_or_else(|| panic!("{via}: no {name}: {key}"));
+        match via {
+            "inband" => {
+                // pound phone sends each tone at -8 dBm0, through A-law.
+                for level in ["level_low_dbm0", "level_high_dbm0"] {
+                    assert!((-9.0..=-7.0).contains(&number(level)), "{level}: {key}");
+                }
+                assert!((-6.0..=-4.0).contains(&number("level_dbm0")), "{key}");
+                assert!(number("twist_db").abs() <= 1.0, "{key}");
+                for error in ["freq_error_low_pct", "freq_error_high_pct"] {
+                    assert!(number(error).abs() <= 0.5, "{error}: {key}");
+                }
+                assert!(number("tone_share") >= 0.9 && number("margin_db") >= 5.0, "{key}");
+                assert!(key.get("payload_type").is_none(), "{key}");
+            }
+            "rfc4733" => {
+                assert_eq!(key["payload_type"], 101, "{key}");
+                assert!(key["volume"].as_u64().is_some_and(|v| v <= 63), "{key}");
+                assert_eq!(key["end_received"], true, "the phone sends the end: {key}");
+                assert!(key.get("level_dbm0").is_none(), "{key}");
+            }
+            _ => assert_eq!(key["content_type"], "application/dtmf-relay", "{key}"),
+        }
+        if via != "info" {
+            let duration = key["duration_ms"].as_u64().unwrap_or_else(|| panic!("{via}: no duration: {key}"));
+            // The phone holds each key 160 ms.
+            assert!((140..=240).contains(&duration), "{via}: {key}");
+        }
+    }
+}
+
 #[test]
 fn tcp_carries_the_signalling() {
     let (report, _) = call("127.0.0.1:0", &["--transport", "tcp"], &["--transport", "tcp"]);

@@ -122,6 +122,9 @@ async fn entered(press: &str, number: &str, code: &str, outcome: &str, digits: &
     let record = node.completed(&created).await;
     assert_eq!(record["outcome"], outcome, "{record}");
     assert_eq!(attempt(&record), (outcome, digits), "{record}");
+    let evidence = record["attempts"][0]["evidence"].as_array().cloned().unwrap_or_default();
+    let shown: String = evidence.iter().filter_map(|key| key["digit"].as_str()).collect();
+    assert_eq!(shown, digits, "one evidence entry per key, the code's digits hidden: {record}");
     (node, record)
 }
 

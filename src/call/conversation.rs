@@ -6,14 +6,19 @@ use super::*;
 
 impl Call {
     pub(super) fn on_digit(&mut self, now: Instant, key: MediaKey) {
-        let MediaKey { digit, source, latency } = key;
+        let MediaKey { digit, source, latency, detail } = key;
         if self.phase != Phase::Talking || !self.config.dialplan.accepts(source) {
             return;
         }
         let Some(verdict) = self.digits.press(now, digit, source) else { return };
         let digit = self.digits.shown(digit);
         tracing::info!(call_id = self.call_id(), digit = %digit, source = source.as_str(), "key");
-        self.events.push_back(CallEvent::Digit { digit, source, latency });
+        let at_ms = self.answered_at.map_or(0, |answered| now.saturating_duration_since(answered).as_millis());
+        let evidence = detail.evidence(digit, source, u64::try_from(at_ms).unwrap_or(u64::MAX));
+        if self.evidence.len() < MAX_EVIDENCE {
+            self.evidence.push(evidence.clone());
+        }
+        self.events.push_back(CallEvent::Digit { digit, source, latency, evidence: Box::new(evidence) });
         if let Some(media) = self.media.as_mut() {
             media.stop();
         }
@@ -45,6 +50,20 @@ impl Call {
                     self.play_main_prompt();
                 }
             }
+        }
+    }
+
+    /// A key from `end.source` has ended: its duration completes the latest
+    /// entry from that source, if that one is still open (a key the collector
+    /// dropped as a repeat from another path has no entry of its own).
+    pub(super) fn on_key_end(&mut self, end: KeyEnd) {
+        let Some(entry) = self.evidence.iter_mut().rev().find(|e| e.source == end.source) else { return };
+        if entry.duration_ms.is_some() || entry.rfc4733.is_some_and(|r| r.end_received) {
+            return;
+        }
+        entry.duration_ms = end.duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if let Some(relay) = entry.rfc4733.as_mut() {
+            relay.end_received = true;
         }
     }
 
@@ -176,6 +195,7 @@ impl Call {
             foreign_sip_messages: self.foreign_sip,
             srtp: self.media.as_ref().and_then(MediaSession::srtp_suite),
             srtp_rejected_packets: self.media.as_ref().map_or(0, MediaSession::srtp_rejected),
+            evidence: self.evidence.clone(),
         };
         tracing::info!(call_id = self.call_id(), outcome = report.outcome.as_str(), "call finished");
         self.events.push_back(CallEvent::Finished(report));

@@ -4,16 +4,23 @@
 use crate::dsp::tone::key_position;
 use crate::sip::Message;
 
-/// The key an INFO request carries, if it carries one.
-pub fn info_digit(request: &Message) -> Option<char> {
+const RELAY: &str = "application/dtmf-relay";
+const DTMF: &str = "application/dtmf";
+
+/// The key an INFO request carries, if it carries one, and the content type
+/// that carried it.
+pub fn info_digit(request: &Message) -> Option<(char, &'static str)> {
     let content_type = request.header("Content-Type")?.split(';').next()?.trim().to_ascii_lowercase();
     let body = std::str::from_utf8(request.body()).ok()?;
-    let raw = match content_type.as_str() {
-        "application/dtmf-relay" => body.lines().find_map(|line| {
-            let (name, value) = line.split_once('=')?;
-            name.trim().eq_ignore_ascii_case("signal").then(|| value.trim())
-        })?,
-        "application/dtmf" => body.trim(),
+    let (raw, content_type) = match content_type.as_str() {
+        RELAY => (
+            body.lines().find_map(|line| {
+                let (name, value) = line.split_once('=')?;
+                name.trim().eq_ignore_ascii_case("signal").then(|| value.trim())
+            })?,
+            RELAY,
+        ),
+        DTMF => (body.trim(), DTMF),
         _ => return None,
     };
     let key = match raw {
@@ -22,13 +29,23 @@ pub fn info_digit(request: &Message) -> Option<char> {
         _ if raw.chars().count() == 1 => raw.chars().next()?.to_ascii_uppercase(),
         _ => return None,
     };
-    key_position(key).map(|_| key)
+    key_position(key).map(|_| (key, content_type))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sip::Method;
+
+    fn info_digit(request: &Message) -> Option<char> {
+        super::info_digit(request).map(|(digit, _)| digit)
+    }
+
+    #[test]
+    fn says_which_content_type_carried_the_key() {
+        assert_eq!(super::info_digit(&info("Application/DTMF-Relay", "Signal=#")), Some(('#', RELAY)));
+        assert_eq!(super::info_digit(&info("application/dtmf", "5")), Some(('5', DTMF)));
+    }
 
     fn info(content_type: &str, body: &str) -> Message {
         let mut m = Message::request(Method::Info, "sip:pound@127.0.0.1");

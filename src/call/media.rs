@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
+use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent, KeyMeasurement};
 use crate::dsp::tone::SAMPLE_RATE;
+use crate::evidence::{InbandEvidence, KeyEvidence, Rfc4733Evidence};
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
 use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
@@ -34,6 +35,60 @@ pub struct MediaKey {
     /// in-band detector, or the RFC 4733 event's duration at its first
     /// packet (`None` when the event's clock rate is unknown).
     pub latency: Option<Duration>,
+    pub detail: KeyDetail,
+}
+
+/// What the path that carried a key says about it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyDetail {
+    Inband(KeyMeasurement),
+    Rfc4733 { payload_type: u8, volume: u8 },
+    Info { content_type: &'static str },
+}
+
+impl KeyDetail {
+    /// The record of a key accepted `at_ms` after the answer, shown as `digit`.
+    pub fn evidence(self, digit: char, source: DtmfSource, at_ms: u64) -> KeyEvidence {
+        let mut evidence = KeyEvidence {
+            digit: digit.to_string(),
+            source,
+            at_ms,
+            duration_ms: None,
+            inband: None,
+            rfc4733: None,
+            content_type: None,
+        };
+        match self {
+            KeyDetail::Inband(m) => {
+                let measured = InbandEvidence {
+                    level_dbm0: m.level_dbm0(),
+                    level_low_dbm0: m.low_dbm0,
+                    level_high_dbm0: m.high_dbm0,
+                    twist_db: m.twist_db(),
+                    freq_error_low_pct: m.low_error_pct,
+                    freq_error_high_pct: m.high_error_pct,
+                    tone_share: m.share,
+                    margin_db: m.margin_db,
+                };
+                evidence.inband = Some(measured.rounded());
+            }
+            KeyDetail::Rfc4733 { payload_type, volume } => {
+                evidence.rfc4733 = Some(Rfc4733Evidence { payload_type, volume, end_received: false });
+            }
+            KeyDetail::Info { content_type } => evidence.content_type = Some(content_type.to_string()),
+        }
+        evidence
+    }
+}
+
+/// A key found earlier has ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyEnd {
+    pub source: DtmfSource,
+    /// How long it sounded: in-band from the tone's start to the detector's
+    /// decision that it stopped (20 to 50 ms after the tone did), RFC
+    /// 4733 the end packet's duration (`None` when the clock rate is unknown).
+    pub duration: Option<Duration>,
 }
 
 /// The clock rate of events on `payload_type`: the answer's, else the rate
@@ -147,6 +202,9 @@ pub struct MediaSession {
     queue: VecDeque<Arc<Prompt>>,
     prompt_finished: bool,
     digits: VecDeque<MediaKey>,
+    key_ends: VecDeque<KeyEnd>,
+    /// Where the in-band key that is on began, in samples.
+    inband_start: Option<u64>,
     decoded: [i16; FRAME_SAMPLES],
     packet: Vec<u8>,
     payload: Vec<u8>,
@@ -183,6 +241,8 @@ impl MediaSession {
             queue: VecDeque::new(),
             prompt_finished: false,
             digits: VecDeque::new(),
+            key_ends: VecDeque::new(),
+            inband_start: None,
             decoded: [0; FRAME_SAMPLES],
             packet: Vec::with_capacity(DATAGRAM + MAX_TRAILER_LEN),
             payload: Vec::with_capacity(DATAGRAM),
@@ -255,20 +315,38 @@ impl MediaSession {
         while let Some(packet) = self.receiver.poll_packet() {
             let pt = packet.payload_type.0;
             if pt != audio_type && (Some(pt) == event_type || OFFERED_EVENT_TYPES.contains(&pt)) {
+                let rate = event_clock_rate(&self.description, pt);
                 if let Some(press) = self.events.handle(now, packet.timestamp, packet.marker, packet.payload) {
-                    let latency = event_clock_rate(&self.description, pt)
-                        .and_then(|rate| clock_duration(u64::from(press.duration), rate));
-                    self.digits.push_back(MediaKey { digit: press.digit, source: DtmfSource::Rfc4733, latency });
+                    let latency = rate.and_then(|rate| clock_duration(u64::from(press.duration), rate));
+                    let detail = KeyDetail::Rfc4733 { payload_type: pt, volume: press.volume };
+                    self.digits.push_back(MediaKey {
+                        digit: press.digit,
+                        source: DtmfSource::Rfc4733,
+                        latency,
+                        detail,
+                    });
+                }
+                if let Some(end) = self.events.take_end() {
+                    let duration = rate.and_then(|rate| clock_duration(u64::from(end.duration), rate));
+                    self.key_ends.push_back(KeyEnd { source: DtmfSource::Rfc4733, duration });
                 }
             } else if pt == audio_type
                 && let Some(detector) = self.detector.as_mut()
                 && let Ok(n) = self.decoder.decode(packet.payload, &mut self.decoded)
             {
-                let digits = &mut self.digits;
-                detector.process(&self.decoded[..n], |event| {
-                    if let DtmfEvent::On { digit, sample, tone_start, .. } = event {
+                let (digits, key_ends, inband_start) = (&mut self.digits, &mut self.key_ends, &mut self.inband_start);
+                detector.process(&self.decoded[..n], |event| match event {
+                    DtmfEvent::On { digit, sample, tone_start, measurement } => {
                         let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
-                        digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency });
+                        *inband_start = Some(tone_start);
+                        let detail = KeyDetail::Inband(measurement);
+                        digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency, detail });
+                    }
+                    DtmfEvent::Off { sample, .. } => {
+                        let duration = inband_start
+                            .take()
+                            .and_then(|start| clock_duration(sample.saturating_sub(start), SAMPLE_RATE));
+                        key_ends.push_back(KeyEnd { source: DtmfSource::Inband, duration });
                     }
                 });
             }
@@ -278,6 +356,11 @@ impl MediaSession {
     /// The next key found in the media.
     pub fn poll_digit(&mut self) -> Option<MediaKey> {
         self.digits.pop_front()
+    }
+
+    /// The next end of a key found earlier.
+    pub fn poll_key_end(&mut self) -> Option<KeyEnd> {
+        self.key_ends.pop_front()
     }
 
     /// The next RTP packet that is due by `now`, and where it goes.
@@ -407,7 +490,7 @@ mod tests {
         audio.extend(vec![0i16; 800]);
         let keys = play(&mut media, t0, &audio);
         assert_eq!(keys.len(), 1, "{keys:?}");
-        let MediaKey { digit, source, latency } = keys[0];
+        let MediaKey { digit, source, latency, .. } = keys[0];
         assert_eq!((digit, source), ('#', DtmfSource::Inband));
         let latency = latency.expect("the detector knows when the tone began");
         assert!(

@@ -39,12 +39,13 @@ use rand::rngs::StdRng;
 
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
-pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, SrtpSession, start_sender};
+pub use media::{KeyDetail, KeyEnd, MediaKey, MediaSession, OFFERED_EVENT_TYPES, SrtpSession, start_sender};
 pub use outcome::CallReport;
 pub use prompts::Prompts;
 
 use crate::code::Code;
 use crate::dialplan::Dialplan;
+use crate::evidence::KeyEvidence;
 use crate::mask::mask_phone;
 use crate::media::codec::Codec;
 use crate::media::prompt::Prompt;
@@ -57,6 +58,10 @@ use crate::stir::{CallSigner, Parties, Signer};
 use crate::timer::TimerTable;
 use crate::vocab::{DtmfSource, Outcome, SrtpPolicy, Transmit, Transport};
 use origin::Origins;
+
+/// Keys recorded with their evidence per attempt: more than any entry needs,
+/// a bound on what a callee pressing keys for minutes can make the record hold.
+pub const MAX_EVIDENCE: usize = 32;
 use server::{Replies, answer_in_dialog};
 
 /// Everything one call needs to know.
@@ -120,7 +125,9 @@ pub enum CallEvent {
     Answered,
     /// A key was accepted. `latency`: from the start of its tone to its
     /// detection (in-band, RFC 4733); `None` for SIP INFO, which has no tone.
-    Digit { digit: char, source: DtmfSource, latency: Option<Duration> },
+    /// `evidence`: what its path measured, as far as known when it was
+    /// accepted (its duration comes with the report).
+    Digit { digit: char, source: DtmfSource, latency: Option<Duration>, evidence: Box<KeyEvidence> },
     /// The call's outcome is settled, at the moment it is: the key that
     /// verified, the silence that ran out, the refusal. Nothing the rest of
     /// the call does (a closing prompt, BYE) changes it, so whoever records
@@ -213,6 +220,8 @@ pub struct Call {
     sip_status: Option<u16>,
     dtmf_source: Option<DtmfSource>,
     digit_at: Option<Instant>,
+    /// One entry per key accepted, at most [`MAX_EVIDENCE`].
+    evidence: Vec<KeyEvidence>,
     detail: Option<String>,
     outbox: VecDeque<(Message, Destination)>,
     events: VecDeque<CallEvent>,
@@ -308,6 +317,7 @@ impl Call {
             sip_status: None,
             dtmf_source: None,
             digit_at: None,
+            evidence: Vec::new(),
             detail: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -519,6 +529,9 @@ impl Call {
             while let Some(key) = self.media.as_mut().and_then(|m| m.poll_digit()) {
                 self.on_digit(now, key);
                 progressed = true;
+            }
+            while let Some(end) = self.media.as_mut().and_then(|m| m.poll_key_end()) {
+                self.on_key_end(end);
             }
             if self.media.as_mut().is_some_and(|m| m.take_prompt_finished()) {
                 self.on_prompt_finished(now);

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::evidence::KeyEvidence;
 use crate::srtp::Suite;
 use crate::vocab::{DtmfSource, Outcome};
 
@@ -39,6 +40,8 @@ pub struct CallReport {
     /// SRTP packets dropped unread: not authentic, replayed, or not RTP.
     #[serde(skip_serializing_if = "is_zero")]
     pub srtp_rejected_packets: u64,
+    /// One entry per key accepted, in order: what each path measured.
+    pub evidence: Vec<KeyEvidence>,
 }
 
 fn is_zero(n: &u64) -> bool {

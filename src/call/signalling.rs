@@ -197,8 +197,9 @@ impl Call {
             }
             Method::Info => {
                 self.replies.reply(now, &request, Message::response_to(&request, 200, None), from, false);
-                if let Some(digit) = info_digit(&request) {
-                    self.on_digit(now, MediaKey { digit, source: DtmfSource::Info, latency: None });
+                if let Some((digit, content_type)) = info_digit(&request) {
+                    let detail = KeyDetail::Info { content_type };
+                    self.on_digit(now, MediaKey { digit, source: DtmfSource::Info, latency: None, detail });
                 }
             }
             Method::Invite | Method::Update => {

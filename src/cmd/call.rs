@@ -177,6 +177,7 @@ fn refused_number(target: &str) -> Option<CallReport> {
         foreign_sip_messages: 0,
         srtp: None,
         srtp_rejected_packets: 0,
+        evidence: Vec::new(),
     })
 }
 

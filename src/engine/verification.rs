@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, watch};
 use super::ledger::{Ledger, Then, Unrecorded};
 use super::placed::PlacedCall;
 use super::{EngineConfig, LoadedDialplan, Pacer, stopped};
-use crate::call::{CallEvent, CallReport};
+use crate::call::{CallEvent, CallReport, MAX_EVIDENCE};
 use crate::code::Code;
 use crate::dialplan::Dialplan;
+use crate::evidence::KeyEvidence;
 use crate::mask::mask_phone;
 use crate::metrics::Metrics;
 use crate::net::{CallSetup, NetError, resolve};
@@ -136,6 +137,7 @@ impl Verification {
             answered_at: None,
             sip_status: None,
             digits: String::new(),
+            evidence: Vec::new(),
             decided: None,
         };
         let report = loop {
@@ -308,8 +310,11 @@ impl Verification {
                 let written = self.store.set_status(id, node, Status::Answered, self.config.clock.unix_ms()).await;
                 self.tolerate(id, "status", written);
             }
-            CallEvent::Digit { digit, source, latency } => {
+            CallEvent::Digit { digit, source, latency, evidence } => {
                 state.digits.push(digit);
+                if state.evidence.len() < MAX_EVIDENCE {
+                    state.evidence.push(*evidence);
+                }
                 self.metrics.digit(source);
                 if let Some(latency) = latency {
                     self.metrics.dtmf_detection_latency(source, latency);
@@ -329,6 +334,7 @@ impl Verification {
                     digits: state.digits.clone(),
                     outcome,
                     detail: None,
+                    evidence: state.evidence.clone(),
                 });
                 // A decision the retry policy turns into another attempt is
                 // recorded when the call is over: the lease is kept until then.
@@ -423,6 +429,7 @@ struct Progress {
     answered_at: Option<i64>,
     sip_status: Option<u16>,
     digits: String,
+    evidence: Vec<KeyEvidence>,
     /// The attempt as the call decided it, from its events (the call's own
     /// report replaces it when the call ends).
     decided: Option<AttemptResult>,
@@ -460,6 +467,7 @@ fn attempt_result(report: &CallReport, now: i64) -> AttemptResult {
         digits: report.digits.clone(),
         outcome: report.outcome,
         detail: report.detail.clone(),
+        evidence: report.evidence.clone(),
     }
 }
 

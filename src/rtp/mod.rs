@@ -21,7 +21,7 @@ pub mod telephone_event;
 pub use packet::{PayloadType, RtpPacket, SeqNo, Ssrc};
 pub use receiver::{DEFAULT_LEARNING_PACKETS, ReceivedPacket, RtpReceiver, RtpStats};
 pub use sender::RtpSender;
-pub use telephone_event::{DigitPress, EventReceiver, EventSender};
+pub use telephone_event::{DigitPress, EventReceiver, EventSender, PressEnd};
 
 /// Why a datagram is not an RTP packet we can use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

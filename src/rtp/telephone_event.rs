@@ -47,6 +47,16 @@ pub struct DigitPress {
     /// had already sounded when the sender sent it (the detection latency
     /// of the sender's own detector or keypad, plus lost packets).
     pub duration: u16,
+    /// The event's volume field: the level the sender claims, in -dBm0.
+    pub volume: u8,
+}
+
+/// The end of a press reported earlier: its first end packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PressEnd {
+    pub digit: char,
+    /// The end packet's duration field: the whole press, in timestamp units.
+    pub duration: u16,
 }
 
 /// The key for a DTMF event code (RFC 4733 §3.2), or `None` for the other
@@ -91,6 +101,8 @@ pub struct EventReceiver {
     /// used is recorded, so stray packets of it are recognised later.
     recent: [Option<(u8, u32)>; HISTORY],
     recent_next: usize,
+    /// The end of the latest press, once its first end packet arrived.
+    ended: Option<PressEnd>,
 }
 
 impl EventReceiver {
@@ -128,6 +140,7 @@ impl EventReceiver {
                 current.last_at = now;
                 if end {
                     self.current = None;
+                    self.ended = Some(PressEnd { digit, duration: u16::from_be_bytes([high, low]) });
                 }
             }
             return None;
@@ -147,6 +160,7 @@ impl EventReceiver {
             current.last_at = now;
             if end {
                 self.current = None;
+                self.ended = Some(PressEnd { digit, duration: u16::from_be_bytes([high, low]) });
             }
             self.remember(event, timestamp);
             return None;
@@ -157,7 +171,15 @@ impl EventReceiver {
         }
         self.remember(event, timestamp);
         self.current = (!end).then_some(Current { event, timestamp, last_at: now });
-        Some(DigitPress { digit, timestamp, duration: u16::from_be_bytes([high, low]) })
+        let duration = u16::from_be_bytes([high, low]);
+        self.ended = end.then_some(PressEnd { digit, duration });
+        Some(DigitPress { digit, timestamp, duration, volume: flags & MAX_VOLUME })
+    }
+
+    /// The end of the latest press, once, when its first end packet has
+    /// arrived (a press found only from its end packet ends at once).
+    pub fn take_end(&mut self) -> Option<PressEnd> {
+        self.ended.take()
     }
 
     /// Lets a press whose end never arrived stop being held 200 ms after its
@@ -252,6 +274,24 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_a_press_is_reported_once_with_its_whole_duration() {
+        let t0 = Instant::now();
+        let mut rx = EventReceiver::new();
+        rx.handle(t0, 1000, true, &payload(11, false, 160));
+        assert_eq!(rx.take_end(), None, "still held");
+        rx.handle(t0 + ms(20), 1000, false, &payload(11, false, 320));
+        rx.handle(t0 + ms(40), 1000, false, &payload(11, true, 480));
+        rx.handle(t0 + ms(40), 1000, false, &payload(11, true, 480));
+        assert_eq!(rx.take_end(), Some(PressEnd { digit: '#', duration: 480 }));
+        rx.handle(t0 + ms(60), 1000, false, &payload(11, true, 480));
+        assert_eq!(rx.take_end(), None, "a retransmitted end is not a second end");
+        // A press found only from its end packet ends at once.
+        let only_end = rx.handle(t0 + ms(500), 9000, false, &payload(5, true, 800));
+        assert_eq!(only_end.map(|p| p.volume), Some(10));
+        assert_eq!(rx.take_end(), Some(PressEnd { digit: '5', duration: 800 }));
+    }
+
+    #[test]
     fn start_continuation_end_and_retransmitted_ends_make_one_press() {
         let t0 = Instant::now();
         let mut rx = EventReceiver::new();
@@ -269,7 +309,7 @@ mod tests {
                 (900, 1000, false, payload(5, true, 640)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '5', timestamp: 1000, duration: 160 }]);
+        assert_eq!(presses, [DigitPress { digit: '5', timestamp: 1000, duration: 160, volume: 10 }]);
         assert_eq!(rx.poll_timeout(), None, "an ended press is not held");
     }
 
@@ -315,7 +355,7 @@ mod tests {
                 (300, 1480, false, payload(11, true, 640)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '#', timestamp: 1000, duration: 160 }]);
+        assert_eq!(presses, [DigitPress { digit: '#', timestamp: 1000, duration: 160, volume: 10 }]);
     }
 
     #[test]
@@ -331,7 +371,7 @@ mod tests {
                 (80, 500, false, payload(3, true, 800)),
             ],
         );
-        assert_eq!(presses, [DigitPress { digit: '3', timestamp: 500, duration: 480 }]);
+        assert_eq!(presses, [DigitPress { digit: '3', timestamp: 500, duration: 480, volume: 10 }]);
     }
 
     #[test]
@@ -340,7 +380,7 @@ mod tests {
         let mut rx = EventReceiver::new();
         let presses =
             run(&mut rx, t0, &[(0, 700, false, payload(0, true, 800)), (20, 700, false, payload(0, true, 800))]);
-        assert_eq!(presses, [DigitPress { digit: '0', timestamp: 700, duration: 800 }]);
+        assert_eq!(presses, [DigitPress { digit: '0', timestamp: 700, duration: 800, volume: 10 }]);
     }
 
     #[test]
@@ -355,7 +395,7 @@ mod tests {
         rx.handle_timeout(t0 + ms(220));
         assert_eq!(rx.poll_timeout(), None);
         let again = rx.handle(t0 + ms(600), 5000, true, &payload(11, false, 160));
-        assert_eq!(again, Some(DigitPress { digit: '#', timestamp: 5000, duration: 160 }));
+        assert_eq!(again, Some(DigitPress { digit: '#', timestamp: 5000, duration: 160, volume: 10 }));
     }
 
     #[test]
@@ -387,8 +427,8 @@ mod tests {
         assert_eq!(
             presses,
             [
-                DigitPress { digit: '7', timestamp: 1000, duration: 160 },
-                DigitPress { digit: '7', timestamp: 1160, duration: 160 }
+                DigitPress { digit: '7', timestamp: 1000, duration: 160, volume: 10 },
+                DigitPress { digit: '7', timestamp: 1160, duration: 160, volume: 10 }
             ]
         );
     }

@@ -174,6 +174,7 @@ pub(super) struct AttemptRow {
     digits: String,
     outcome: Option<String>,
     detail: Option<String>,
+    evidence: Option<String>,
 }
 
 impl TryFrom<AttemptRow> for Attempt {
@@ -198,6 +199,15 @@ impl TryFrom<AttemptRow> for Attempt {
             // Free text by design: a call outcome's name or `interrupted`.
             outcome: row.outcome,
             detail: row.detail,
+            evidence: row
+                .evidence
+                .as_deref()
+                .map(|json| {
+                    serde_json::from_str(json)
+                        .map_err(|e| StoreError::Corrupt(format!("{owner}: unreadable evidence: {e}")))
+                })
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }

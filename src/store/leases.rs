@@ -9,6 +9,7 @@ use super::common::{VerificationRow, attempt_number, lease_not_held, read_error}
 use super::db::{Exec, Param, Pool};
 use super::queries::{close_open_attempt, notify_work, queue_completion_webhook};
 use super::{AttemptResult, Backlog, Claimed, LeaseState, Status, StoreError, Verification};
+use crate::evidence::KeyEvidence;
 use crate::vocab::Outcome;
 
 /// The condition on `verifications` of work not yet final.
@@ -161,6 +162,7 @@ async fn write_open_attempt(
     at: i64,
     audit: &mut AuditBatch,
 ) -> Result<bool, StoreError> {
+    let evidence = evidence_json(&result.evidence);
     let mut params: Vec<Param<'_>> = vec![
         id.into(),
         i64::from(number).into(),
@@ -170,16 +172,18 @@ async fn write_open_attempt(
         result.dtmf_source.map(|source| source.as_str()).into(),
         (&result.digits).into(),
         result.outcome.as_str().into(),
+        (&evidence).into(),
     ];
     let ending = if closing {
         params.extend::<[Param<'_>; 2]>([result.ended_at.into(), (&result.detail).into()]);
-        ", ended_at = $9, detail = $10"
+        ", ended_at = $10, detail = $11"
     } else {
         ""
     };
     let sql = format!(
         "UPDATE attempts SET answered_at = $3, digit_at = $4, sip_status = $5, dtmf_source = $6, \
-         digits = $7, outcome = $8{ending} WHERE verification_id = $1 AND number = $2 AND ended_at IS NULL \
+         digits = $7, outcome = $8, evidence = $9{ending} WHERE verification_id = $1 AND number = $2 \
+         AND ended_at IS NULL \
          RETURNING (SELECT tenant FROM verifications WHERE id = $1)"
     );
     let tenant: Option<(String,)> = db.fetch_optional(&sql, &params).await.map_err(read_error)?;
@@ -187,6 +191,12 @@ async fn write_open_attempt(
     let facts = audit::attempt(number, Some(result.outcome.as_str()), result.sip_status, result.dtmf_source);
     audit.record(&tenant, id, at, AuditKind::Attempt, facts);
     Ok(true)
+}
+
+/// The attempt's evidence as stored: NULL when no key was accepted.
+fn evidence_json(evidence: &[KeyEvidence]) -> Option<String> {
+    // Plain strings, integers and finite floats: serialising cannot fail.
+    (!evidence.is_empty()).then(|| serde_json::to_string(evidence).unwrap_or_default())
 }
 
 pub(super) async fn finish_attempt(

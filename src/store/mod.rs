@@ -43,6 +43,7 @@ pub use self::audit::{AttemptFacts, AuditEntry, AuditFacts, WebhookFacts};
 pub use self::audit_verify::{AuditProblem, AuditReport};
 use crate::clock::Clock;
 use crate::code::Code;
+use crate::evidence::KeyEvidence;
 use crate::vocab::DtmfSource;
 use crate::vocab::Outcome;
 
@@ -187,6 +188,9 @@ pub struct Attempt {
     /// A call outcome's name, or `interrupted` when the node running it died.
     pub outcome: Option<String>,
     pub detail: Option<String>,
+    /// One entry per key accepted, with what its path measured.
+    #[serde(default)]
+    pub evidence: Vec<KeyEvidence>,
 }
 
 /// How an attempt ended, as the engine reports it.
@@ -200,6 +204,8 @@ pub struct AttemptResult {
     pub digits: String,
     pub outcome: Outcome,
     pub detail: Option<String>,
+    /// One entry per key accepted; stored as the attempt's `evidence`.
+    pub evidence: Vec<KeyEvidence>,
 }
 
 /// A phone number registered for a user ("security info").

@@ -1,6 +1,7 @@
 //! Creating verifications, handing them out under leases, and ending them.
 
 use super::*;
+use crate::evidence::{KeyEvidence, Rfc4733Evidence};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_and_idempotent_retry() {
@@ -268,6 +269,15 @@ async fn verified_call_registers_phone_and_queues_webhook() {
             dtmf_source: Some(DtmfSource::Rfc4733),
             digits: "#".to_string(),
             detail: Some("pressed".to_string()),
+            evidence: vec![KeyEvidence {
+                digit: "#".into(),
+                source: DtmfSource::Rfc4733,
+                at_ms: 1_000,
+                duration_ms: Some(160),
+                inband: None,
+                rfc4733: Some(Rfc4733Evidence { payload_type: 101, volume: 10, end_received: true }),
+                content_type: None,
+            }],
             ..ended(4_500, Outcome::Verified)
         };
         store.finish_attempt("v1", 1, &result).await.unwrap();
@@ -292,6 +302,7 @@ async fn verified_call_registers_phone_and_queues_webhook() {
             (Some(200), Some(DtmfSource::Rfc4733), "#")
         );
         assert_eq!((attempt.outcome.as_deref(), attempt.detail.as_deref()), (Some("verified"), Some("pressed")));
+        assert_eq!(attempt.evidence, result.evidence, "the evidence reads back as written");
 
         let registrations = store.registrations("alice@contoso.com", &Scope::All).await.unwrap();
         assert_eq!(registrations.len(), 1);

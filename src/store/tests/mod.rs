@@ -199,6 +199,7 @@ fn ended(at: i64, outcome: Outcome) -> AttemptResult {
         digits: String::new(),
         outcome,
         detail: None,
+        evidence: Vec::new(),
     }
 }
 
