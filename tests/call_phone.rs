@@ -95,7 +95,8 @@ fn each_path_records_the_evidence_of_its_key() {
         let key = &evidence[0];
         assert_eq!((key["digit"].as_str(), key["source"].as_str()), (Some("#"), Some(via)), "{key}");
         let at_ms = key["at_ms"].as_u64().unwrap();
-        assert!((500..1500).contains(&at_ms), "{via}: pressed 500 ms after the answer: {key}");
+        // The phone counts its 500 ms from sending its 200, pound from receiving it.
+        assert!((450..1500).contains(&at_ms), "{via}: pressed 500 ms after the answer: {key}");
         let number = |name: &str| key[name].as_f64().unwrap_or_else(|| panic!("{via}: no {name}: {key}"));
         match via {
             "inband" => {

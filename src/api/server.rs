@@ -100,11 +100,19 @@ impl Connection {
         self.metrics.http_connection_opened();
         let peer = self.peer;
         let service = TowerToHyperService::new(app);
+        let requests = Arc::new(InFlight::default());
+        let handling = requests.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            hyper::service::Service::call(&service, request)
+            let busy = handling.start();
+            let response = hyper::service::Service::call(&service, request);
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
         });
-        let io = TokioIo::new(IdleTimeout::new(stream, self.limits.idle_timeout));
+        let io = TokioIo::new(IdleTimeout::new(stream, self.limits.idle_timeout, requests));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout).max_buf_size(MAX_BUFFER);
         let connection = builder.serve_connection(io, service);
@@ -152,18 +160,54 @@ fn is_idle_timeout(err: &hyper::Error) -> bool {
 #[error("the connection was idle too long")]
 struct IdleTimedOut;
 
-/// A stream that fails with [`IdleTimedOut`] once it has been waited on
-/// for `timeout` without a byte read or written. The clock only runs while
-/// someone waits: a connection whose handler is busy is not idle.
+/// Requests of one connection being handled, and when the last one ended.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    last_ended: std::sync::Mutex<Option<Instant>>,
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> Handling {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Handling(self.clone())
+    }
+
+    fn busy(&self) -> bool {
+        self.count.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    fn last_ended(&self) -> Option<Instant> {
+        *self.last_ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One request being handled; its end restarts the connection's idle clock.
+struct Handling(Arc<InFlight>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        *self.0.last_ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        self.0.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A stream that fails with [`IdleTimedOut`] once it has moved no byte
+/// for `timeout` while no request was being handled. A handler slower
+/// than the timeout (a store under load, a cold start) is not idleness:
+/// hyper keeps reading the connection meanwhile, and before the handler
+/// counted, that read ended the connection and the client got no response
+/// to a request that had been carried out.
 struct IdleTimeout {
     inner: TcpStream,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    requests: Arc<InFlight>,
 }
 
 impl IdleTimeout {
-    fn new(inner: TcpStream, timeout: Duration) -> IdleTimeout {
-        IdleTimeout { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
+    fn new(inner: TcpStream, timeout: Duration, requests: Arc<InFlight>) -> IdleTimeout {
+        IdleTimeout { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)), requests }
     }
 
     fn moved(&mut self) {
@@ -171,10 +215,26 @@ impl IdleTimeout {
         self.deadline.as_mut().reset(next);
     }
 
-    /// Called when the stream has nothing: an error once the deadline passed.
+    /// Called when the stream has nothing: an error once the deadline passed
+    /// with no request handled in the last `timeout`.
     fn poll_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
-        ready!(self.deadline.as_mut().poll(cx));
-        Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, IdleTimedOut)))
+        loop {
+            let quiet_until = if self.requests.busy() {
+                Some(Instant::now() + self.timeout)
+            } else {
+                self.requests.last_ended().map(|ended| ended + self.timeout)
+            };
+            if let Some(until) = quiet_until.filter(|&until| until > self.deadline.deadline()) {
+                self.deadline.as_mut().reset(until);
+            }
+            ready!(self.deadline.as_mut().poll(cx));
+            // Woken at the deadline: idle only if no request ran meanwhile.
+            if !self.requests.busy()
+                && self.requests.last_ended().is_none_or(|ended| ended + self.timeout <= Instant::now())
+            {
+                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, IdleTimedOut)));
+            }
+        }
     }
 }
 
@@ -231,7 +291,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (IdleTimeout::new(server, timeout), client)
+        (IdleTimeout::new(server, timeout, Arc::new(InFlight::default())), client)
     }
 
     #[tokio::test(start_paused = true)]
@@ -243,6 +303,28 @@ mod tests {
         let error = server.read(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
         assert!(error.get_ref().is_some_and(|inner| inner.is::<IdleTimedOut>()));
+    }
+
+    /// A handler slower than the idle timeout keeps its connection, and the
+    /// clock restarts when it ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_request_is_being_handled_is_not_idle() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let requests = Arc::new(InFlight::default());
+        let mut server = IdleTimeout::new(stream, Duration::from_secs(5), requests.clone());
+        let handling = requests.start();
+        let started = Instant::now();
+        let finish = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            drop(handling);
+        });
+        let mut byte = [0u8; 1];
+        let error = server.read(&mut byte).await.unwrap_err();
+        assert!(error.get_ref().is_some_and(|inner| inner.is::<IdleTimedOut>()));
+        assert_eq!(Instant::now() - started, Duration::from_secs(17), "5 s after the 12 s request ended");
+        finish.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
