@@ -5,7 +5,7 @@
 //! `rtp`, `media`, `dsp`, `call`, `phone`); `net` drives them with tokio.
 //!
 //! Layers, lowest first; a module imports only modules below it:
-//! `vocab`, `clock`, `timer`, `mask`, `code`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `srtp` · `media`,
+//! `vocab`, `clock`, `timer`, `mask`, `code`, `locale`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `srtp` · `media`,
 //! `sdp`, `dialplan` · `call`, `phone` · `store`, `policy`, `metrics` · `api`,
 //! `net` · `engine` · `config` · `service` · `cmd` (imported by `main.rs` only).
 
@@ -21,6 +21,7 @@ pub mod cmd;
 pub mod code;
 pub mod config;
 pub mod dialplan;
+pub mod locale;
 pub mod dsp;
 pub mod engine;
 pub mod logging;
