@@ -56,7 +56,8 @@ mod tests {
 
     #[test]
     fn refuses_other_languages_and_malformed_tags() {
-        for tag in ["", "xx", "sv", "de_AT", "de-", "-de", "d e", "dé", "de-AT-toolongsubtag", "1de", &"a".repeat(200)] {
+        for tag in ["", "xx", "sv", "de_AT", "de-", "-de", "d e", "dé", "de-AT-toolongsubtag", "1de", &"a".repeat(200)]
+        {
             assert_eq!(resolve(tag), Err(LocaleError::Unsupported), "{tag:?}");
         }
     }

@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn committed_prompts_load_as_telephone_speech() {
-        let files = ["press-pound.wav", "confirmed.wav", "reported.wav", "wrong-key.wav", "enter-code.wav", "wrong-code.wav"];
+        let files =
+            ["press-pound.wav", "confirmed.wav", "reported.wav", "wrong-key.wav", "enter-code.wav", "wrong-code.wav"];
         let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/prompts");
         for name in crate::locale::LOCALES.iter().flat_map(|l| files.map(|f| format!("{l}/{f}"))) {
             let prompt = Prompt::load(&folder.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
