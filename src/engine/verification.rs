@@ -114,8 +114,10 @@ impl Verification {
                 return self.finish(id, Outcome::Failed).await;
             }
         };
-        // The locale names the prompt set played: what a dispute over the language is settled with.
-        let locale = verification.locale.as_deref().unwrap_or(dialplan.plan.locale);
+        // The prompt set played, what a dispute over the language is settled
+        // with: a dialplan without `{locale}` plays its own whatever was asked.
+        let asked = verification.locale.as_deref().filter(|_| dialplan.plan.is_localized());
+        let locale = asked.unwrap_or(dialplan.plan.locale);
         tracing::info!(verification = id, phone = %mask_phone(&verification.phone), locale, "dialing");
         let (mut call, mut progress) = PlacedCall::place(self.config.endpoint.clone(), setup, self.calls_alive.clone());
         let mut renew = tokio::time::interval(self.config.lease / 3);
