@@ -5,7 +5,7 @@
 //! `rtp`, `media`, `dsp`, `call`, `phone`); `net` drives them with tokio.
 //!
 //! Layers, lowest first; a module imports only modules below it:
-//! `vocab`, `evidence`, `clock`, `timer`, `mask`, `code`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `srtp` · `media`,
+//! `vocab`, `evidence`, `clock`, `timer`, `mask`, `code`, `locale`, `logging` (leaves) · `dsp`, `rtp`, `sip`, `stir` · `srtp` · `media`,
 //! `sdp`, `dialplan` · `call`, `phone` · `store`, `policy`, `metrics` · `api`,
 //! `net` · `engine` · `config` · `service` · `cmd` (imported by `main.rs` only).
 
@@ -24,6 +24,7 @@ pub mod dialplan;
 pub mod dsp;
 pub mod engine;
 pub mod evidence;
+pub mod locale;
 pub mod logging;
 pub mod mask;
 pub mod media;

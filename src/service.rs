@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 
 use crate::api::webhooks::{WebhookConfig, deliver_webhooks};
 use crate::api::{ApiConfig, ApiReloader, ApiState, KeyRing, NodeHealth, Policy, router_with_reload};
-use crate::call::Prompts;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::dialplan::{self, Dialplan, DialplanError};
@@ -318,9 +317,10 @@ fn api_config(config: &Config, names: Vec<String>) -> ApiConfig {
 pub fn load_dialplans(folder: Option<&Path>) -> Result<HashMap<String, LoadedDialplan>, DialplanLoadError> {
     let mut plans = HashMap::new();
     let mut add = |plan: Dialplan, origin: &str| -> Result<(), DialplanLoadError> {
-        let prompts =
-            Prompts::load(&plan).map_err(|source| DialplanLoadError::Prompt { origin: origin.to_string(), source })?;
-        plans.insert(plan.name.clone(), LoadedDialplan { plan: Arc::new(plan), prompts: Arc::new(prompts) });
+        let name = plan.name.clone();
+        let loaded = LoadedDialplan::load(plan)
+            .map_err(|source| DialplanLoadError::Prompt { origin: origin.to_string(), source })?;
+        plans.insert(name, loaded);
         Ok(())
     };
     for name in dialplan::builtin::dialplan_names() {

@@ -1086,3 +1086,31 @@ async fn number_matching_codes_are_validated_returned_to_their_tenant_only_and_k
     let other_length = send(json!({"phone": "+14155550102", "user": "alice", "code_length": 4})).await.unwrap();
     expect_error(other_length, StatusCode::CONFLICT, "idempotency_conflict").await;
 }
+
+#[tokio::test]
+async fn locales_pick_a_shipped_prompt_set_by_language_and_others_are_refused() {
+    let server = start(tenancy_config()).await;
+    for bad in ["sv", "xx-DE", "de_AT", "de-", "", "klingon-tlh"] {
+        let response = server.post("/v1/verifications", &json!({"phone": PHONE, "user": "alice", "locale": bad})).await;
+        let message = expect_error(response, StatusCode::BAD_REQUEST, "unsupported_locale").await;
+        assert!(message.contains("en, de, fr, es, pt, it, nl, pl, ja, zh"), "the message names the choices: {message}");
+    }
+    let response = server.post("/v1/verifications", &json!({"phone": PHONE, "user": "alice", "locale": 49})).await;
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert_eq!(server.stored().await, 0, "nothing stored for a refused locale");
+
+    // Stored as the primary language subtag, and read back as such.
+    for (n, (tag, want)) in
+        [("de-AT", "de"), ("ZH-Hans-CN", "zh"), ("ja", "ja"), ("pt-BR", "pt")].into_iter().enumerate()
+    {
+        let phone = format!("+1415555011{n}");
+        let record = server.create(&json!({"phone": phone, "user": "alice", "locale": tag})).await;
+        assert_eq!(record["locale"], want, "{record}");
+        let id = record["id"].as_str().unwrap();
+        let read: Value = server.get(&format!("/v1/verifications/{id}")).await.json().await.unwrap();
+        assert_eq!(read["locale"], want, "{read}");
+    }
+    // None asked for: null, the dialplan's locale plays.
+    let plain = server.create(&json!({"phone": "+14155550120", "user": "alice"})).await;
+    assert_eq!(plain["locale"], Value::Null, "{plain}");
+}

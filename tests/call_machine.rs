@@ -14,6 +14,8 @@ use rand::rngs::StdRng;
 use pound::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
 use pound::code::Code;
 use pound::dialplan::Dialplan;
+use pound::engine::LoadedDialplan;
+use pound::locale::LOCALES;
 use pound::media::codec::Codec;
 use pound::phone::{Phone, PhoneConfig, PhoneEvent, PressVia};
 use pound::rtp::{DEFAULT_LEARNING_PACKETS, EventSender, PayloadType, RtpPacket, Ssrc};
@@ -111,6 +113,8 @@ struct Sim {
     events: Vec<CallEvent>,
     challenged: Option<Message>,
     phone_rtp_received: u64,
+    /// The payload of every RTP packet pound sent (SRTP: encrypted), in order.
+    pound_rtp_payloads: Vec<Vec<u8>>,
     /// RTP datagrams the callee sent (whether or not they arrived).
     callee_rtp_sent: u64,
     /// What the phone said when the call ended: pound's packets it
@@ -203,6 +207,7 @@ impl Sim {
             events: Vec::new(),
             challenged: None,
             phone_rtp_received: 0,
+            pound_rtp_payloads: Vec::new(),
             callee_rtp_sent: 0,
             phone_heard: None,
             from_pound: Vec::new(),
@@ -267,6 +272,7 @@ impl Sim {
                 self.wire.push(packet.clone());
                 self.phone.handle_rtp(self.now, addr(CALLER_RTP), &packet);
                 self.phone_rtp_received += 1;
+                self.pound_rtp_payloads.push(RtpPacket::parse(&packet).map(|p| p.payload.to_vec()).unwrap_or_default());
                 moved = true;
             }
             while let Some(Transmit { destination: to, contents: packet }) = self.phone.poll_rtp(self.now) {
@@ -620,6 +626,35 @@ fn number_matching_plays_the_code_prompt_and_a_wrong_code_is_told_so() {
         after_key + 100 >= expected && after_key < expected + 600,
         "{after_key} ms after the key, {expected} expected"
     );
+}
+
+#[test]
+fn every_shipped_locale_plays_its_own_prompt_and_verifies() {
+    let loaded = LoadedDialplan::load(Dialplan::find("press-pound", None).unwrap()).unwrap();
+    // Half a second of the speech of each locale's first prompt as PCMU, past its
+    // 0.2 s of leading silence and before the key 0.8 s after the answer stops it.
+    // Loaded here from the locale's own files, not through the engine's choice under test.
+    let speech = |locale: &'static str| -> Vec<u8> {
+        let prompts = Prompts::load(&loaded.plan.with_locale(locale)).unwrap();
+        prompts.main.encoded(Codec::Pcmu).unwrap()[10..35].concat()
+    };
+    for locale in LOCALES {
+        let phone = PhoneConfig { codecs: vec![Codec::Pcmu], ..phone_config() };
+        let plan = loaded.plan.clone();
+        let mut sim = Sim::configured(plan, phone, Network::default(), vec![Codec::Pcmu], 1, |c| {
+            c.prompts = loaded.prompts_in(Some(locale));
+        });
+        let report = sim.run(Duration::from_secs(600)).expect("the call ends");
+        assert_eq!((report.outcome, report.digits.as_str()), (Outcome::Verified, "#"), "{locale}: {report:?}");
+        // What the phone heard is this locale's prompt, and no other's.
+        let heard = sim.pound_rtp_payloads.concat();
+        let played = |l: &'static str| {
+            let want = speech(l);
+            heard.windows(want.len()).any(|w| w == want)
+        };
+        let matching: Vec<&str> = LOCALES.into_iter().filter(|l| played(l)).collect();
+        assert_eq!(matching, [locale], "{locale}: the phone heard the prompts of {matching:?}");
+    }
 }
 
 #[test]

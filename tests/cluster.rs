@@ -148,6 +148,7 @@ async fn dial_delay(node_a: &dyn Store, id: &str) -> i64 {
         max_attempts: 1,
         created_at,
         code: None,
+        locale: None,
     };
     assert!(node_a.create_verification(&new).await.unwrap().1);
     let deadline = Instant::now() + Duration::from_secs(20);

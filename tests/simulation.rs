@@ -20,7 +20,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use pound::api::webhooks::{SIGNATURE_HEADER, WebhookConfig, deliver_webhooks, verify};
 use pound::api::{ApiConfig, ApiKeyConfig, ApiState, router};
-use pound::call::Prompts;
 use pound::clock::Clock;
 use pound::dialplan::Dialplan;
 use pound::engine::{DialplanSet, EngineConfig, LoadedDialplan, TrunkConfig, run_engine};
@@ -152,8 +151,7 @@ fn simulate(seed: u64) -> Vec<String> {
             clock,
         });
         let plan = Dialplan::builtin("press-pound").unwrap().unwrap();
-        let prompts = Arc::new(Prompts::load(&plan).unwrap());
-        let loaded = LoadedDialplan { plan: Arc::new(plan), prompts };
+        let loaded = LoadedDialplan::load(plan).unwrap();
         let endpoint =
             Endpoint::bind_in(&Network::Memory(network.clone()), NODE_SIP.parse().unwrap(), false).await.unwrap();
         let engine = EngineConfig {

@@ -78,6 +78,7 @@ async fn queue_webhook(store: &Arc<dyn Store>, n: usize, url: &str) -> String {
             max_attempts: 1,
             created_at: now_ms(),
             code: None,
+            locale: None,
         })
         .await
         .unwrap();

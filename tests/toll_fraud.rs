@@ -232,6 +232,7 @@ fn new_verification(i: usize, now: i64) -> NewVerification {
         max_attempts: 3,
         created_at: now,
         code: None,
+        locale: None,
     }
 }
 

@@ -371,6 +371,7 @@ async fn create_verification(
         // Drawn here, once: a retry with the same Idempotency-Key gets the
         // first record's code from the store, not this one.
         code: req.code.clone().map(request::CodeChoice::into_code),
+        locale: req.locale.map(str::to_string),
     };
     // The store answers a retry with the first record before the limits,
     // which the first request may have filled, and compares the request

@@ -38,6 +38,8 @@ pub struct CreateRequest {
     pub callback_url: Option<String>,
     /// Number matching: `code` or `code_length`, if either was given.
     pub code: Option<CodeChoice>,
+    /// The shipped locale the `locale` tag picked; `None`: the dialplan's.
+    pub locale: Option<&'static str>,
 }
 
 /// How the request asked for number matching.
@@ -76,6 +78,9 @@ impl CreateRequest {
             None => None,
         };
         canonical.insert("dialplan".into(), json!(self.dialplan));
+        if let Some(locale) = self.locale {
+            canonical.insert("locale".into(), json!(locale));
+        }
         canonical.insert("phone".into(), json!(self.phone));
         canonical.insert("user".into(), json!(self.user));
         hex::encode(Sha256::digest(Value::Object(canonical).to_string().as_bytes()))
@@ -96,6 +101,13 @@ pub fn parse_create(body: &[u8], config: &ApiConfig) -> Result<CreateRequest, Ap
         return Err(ApiError::invalid_request(format!("unknown field {unknown:?}")));
     }
     let code = code_choice(&fields)?;
+    let locale = optional_string(&fields, "locale")?
+        .map(|tag| {
+            crate::locale::resolve(tag).map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "unsupported_locale", format!("{e}, not {:?}", shown(tag)))
+            })
+        })
+        .transpose()?;
     let phone = required_string(&fields, "phone")?;
     let user = required_string(&fields, "user")?;
     let dialplan = optional_string(&fields, "dialplan")?;
@@ -129,11 +141,18 @@ pub fn parse_create(body: &[u8], config: &ApiConfig) -> Result<CreateRequest, Ap
     if let Some(url) = callback_url {
         check_callback_url(url, &config.webhook_targets)?;
     }
-    Ok(CreateRequest { phone, user: user.to_string(), dialplan, callback_url: callback_url.map(str::to_string), code })
+    Ok(CreateRequest {
+        phone,
+        user: user.to_string(),
+        dialplan,
+        callback_url: callback_url.map(str::to_string),
+        code,
+        locale,
+    })
 }
 
 /// The fields a create request may have.
-const FIELDS: [&str; 6] = ["phone", "user", "dialplan", "callback_url", "code", "code_length"];
+const FIELDS: [&str; 7] = ["phone", "user", "dialplan", "callback_url", "code", "code_length", "locale"];
 
 /// `code` (a string of 2 to 8 digits) or `code_length` (2 to 8), not both.
 /// The messages never repeat the value: it is a secret.
@@ -161,6 +180,15 @@ fn required_string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a
         None | Some(Value::Null) => Err(ApiError::invalid_request(format!("{name} is required"))),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(ApiError::invalid_request(format!("{name} must be a string"))),
+    }
+}
+
+/// `text` for an error message: whole when short, else its start.
+fn shown(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 

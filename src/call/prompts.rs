@@ -19,9 +19,9 @@ pub struct Prompts {
 }
 
 impl Prompts {
-    /// Loads every prompt a dialplan names.
+    /// Loads every prompt a dialplan names, in its locale.
     pub fn load(plan: &Dialplan) -> Result<Prompts, PromptError> {
-        let load = |path: &std::path::Path| Prompt::load(path).map(Arc::new);
+        let load = |path: &std::path::Path| Prompt::load(&plan.prompt_path(path)).map(Arc::new);
         let optional = |path: &Option<std::path::PathBuf>| path.as_deref().map(load).transpose();
         Ok(Prompts {
             main: load(&plan.prompt)?,

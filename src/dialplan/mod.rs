@@ -2,6 +2,7 @@
 //! `dialplans/*.toml`, validated into a [`Dialplan`].
 //!
 //! ```toml
+//! locale = "en"                # the prompt set when the request names none (see `locale`)
 //! prompt = "fixtures/prompts/en/press-pound.wav"   # played after the answer
 //! prompt_repeats = 3            # plays of the prompt before giving up (no_input)
 //! expect = "#"                  # the confirmation
@@ -24,7 +25,9 @@
 //!
 //! Relative prompt paths are resolved against the dialplan file's folder, then
 //! against the working directory; `builtin:<lang>/<file>.wav` names a prompt
-//! compiled into the binary. The shipped dialplans are compiled in too
+//! compiled into the binary. `{locale}` in a prompt path stands for the
+//! verification's locale (`builtin:{locale}/press-pound.wav`), so one dialplan
+//! speaks every language; a path without it plays the same file for all. The shipped dialplans are compiled in too
 //! ([`builtin`]), so a folder of dialplans is needed only to add or override.
 
 pub mod builtin;
@@ -35,6 +38,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dsp::tone::key_position;
+use crate::locale::{self, PLACEHOLDER};
 use crate::vocab::{DtmfSource, Outcome};
 
 /// A validated dialplan.
@@ -42,6 +46,9 @@ use crate::vocab::{DtmfSource, Outcome};
 pub struct Dialplan {
     /// Name (the file stem), for logs and records.
     pub name: String,
+    /// The prompt set (`{locale}` in prompt paths) when the request names
+    /// none: one of [`locale::LOCALES`].
+    pub locale: &'static str,
     pub prompt: PathBuf,
     pub prompt_repeats: u32,
     pub expect: String,
@@ -82,6 +89,8 @@ pub enum DialplanError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    #[serde(default = "defaults::locale")]
+    locale: String,
     prompt: PathBuf,
     #[serde(default = "defaults::prompt_repeats")]
     prompt_repeats: u32,
@@ -119,10 +128,13 @@ mod defaults {
     use crate::vocab::{DtmfSource, Outcome};
     // Compiled in, so that every dialplan can take a verification with a code.
     pub fn code_prompt() -> PathBuf {
-        "builtin:en/enter-code.wav".into()
+        "builtin:{locale}/enter-code.wav".into()
     }
     pub fn wrong_code_prompt() -> Option<PathBuf> {
-        Some("builtin:en/wrong-code.wav".into())
+        Some("builtin:{locale}/wrong-code.wav".into())
+    }
+    pub fn locale() -> String {
+        "en".into()
     }
     pub fn retry_outcomes() -> Vec<Outcome> {
         vec![Outcome::NoAnswer, Outcome::Busy, Outcome::Unreachable]
@@ -239,9 +251,16 @@ impl Dialplan {
         if file.dtmf_sources.is_empty() {
             return Err(invalid("dtmf_sources must name at least one of rfc4733, info, inband".into()));
         }
-        let resolve = |p: &PathBuf| if p.is_relative() && base.join(p).exists() { base.join(p) } else { p.clone() };
+        let default_locale =
+            locale::resolve(&file.locale).map_err(|e| invalid(format!("locale {:?}: {e}", file.locale)))?;
+        // A relative path is the dialplan folder's when its default locale's file is there.
+        let resolve = |p: &PathBuf| {
+            let probe = localized(p, default_locale);
+            if p.is_relative() && base.join(probe).exists() { base.join(p) } else { p.clone() }
+        };
         Ok(Dialplan {
             name: name.to_string(),
+            locale: default_locale,
             prompt: resolve(&file.prompt),
             prompt_repeats: file.prompt_repeats,
             expect: file.expect.to_ascii_uppercase(),
@@ -265,10 +284,36 @@ impl Dialplan {
         })
     }
 
+    /// This dialplan speaking `locale` (one of [`locale::LOCALES`]) instead of its default.
+    pub fn with_locale(&self, locale: &'static str) -> Dialplan {
+        Dialplan { locale, ..self.clone() }
+    }
+
+    /// `path` with `{locale}` replaced by this dialplan's locale: the file to play.
+    pub fn prompt_path(&self, path: &Path) -> PathBuf {
+        localized(path, self.locale)
+    }
+
+    /// Whether any prompt path has `{locale}`: whether the locale changes what is played.
+    pub fn is_localized(&self) -> bool {
+        let mut paths = [Some(&self.prompt), Some(&self.code_prompt)].into_iter().chain([
+            self.wrong_key_prompt.as_ref(),
+            self.confirmation_prompt.as_ref(),
+            self.fraud_prompt.as_ref(),
+            self.wrong_code_prompt.as_ref(),
+        ]);
+        paths.any(|p| p.is_some_and(|p| p.to_string_lossy().contains(PLACEHOLDER)))
+    }
+
     /// Whether digits from `source` are accepted.
     pub fn accepts(&self, source: DtmfSource) -> bool {
         self.dtmf_sources.contains(&source)
     }
+}
+
+/// `path` with `{locale}` replaced by `locale`.
+fn localized(path: &Path, locale: &str) -> PathBuf {
+    path.to_string_lossy().replace(PLACEHOLDER, locale).into()
 }
 
 impl DialplanError {
@@ -309,6 +354,7 @@ mod tests {
             ("prompt = \"p\"\ndtmf_sources = []", "dtmf_sources"),
             ("prompt = \"p\"\ndtmf_sources = [\"smoke\"]", "unknown variant"),
             ("prompt = \"p\"\nbogus = 1", "unknown field"),
+            ("prompt = \"p\"\nlocale = \"sv\"", "locale \"sv\""),
             ("expect = \"#\"", "prompt"),
             ("prompt = ", "string"),
         ] {
@@ -325,6 +371,22 @@ mod tests {
         assert_eq!(on_disk, compiled_in, "the file and the compiled-in copy are one");
         assert_eq!(compiled_in.expect, "#");
         assert_eq!(compiled_in.fraud_code.as_deref(), Some("0#"));
+    }
+
+    #[test]
+    fn the_locale_names_the_prompt_set_of_paths_with_a_placeholder() {
+        let plan = parse("locale = \"de-AT\"\nprompt = \"/srv/prompts/{locale}/press-pound.wav\"").unwrap();
+        assert_eq!(plan.locale, "de");
+        assert!(plan.is_localized());
+        assert_eq!(plan.prompt_path(&plan.prompt), Path::new("/srv/prompts/de/press-pound.wav"));
+        let french = plan.with_locale("fr");
+        assert_eq!(french.prompt_path(&french.code_prompt), Path::new("builtin:fr/enter-code.wav"));
+        // Fixed paths play the same files whatever the locale.
+        let fixed = parse("prompt = \"p.wav\"\ncode_prompt = \"c.wav\"\nwrong_code_prompt = \"w.wav\"").unwrap();
+        assert!(!fixed.is_localized());
+        assert_eq!(fixed.locale, "en", "the default");
+        let shipped = Dialplan::find("press-pound", None).unwrap();
+        assert!(shipped.is_localized() && shipped.locale == "en");
     }
 
     #[test]

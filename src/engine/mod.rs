@@ -37,7 +37,9 @@ pub use pacing::Pacer;
 use crate::call::Prompts;
 use crate::clock::Clock;
 use crate::dialplan::Dialplan;
+use crate::locale::LOCALES;
 use crate::media::codec::Codec;
+use crate::media::prompt::PromptError;
 use crate::metrics::Metrics;
 use crate::net::{Endpoint, resolve, run_trunk_watch};
 use crate::policy::NumberRules;
@@ -48,11 +50,34 @@ use crate::vocab::{SrtpPolicy, Transport};
 use ledger::Ledger;
 use verification::Verification;
 
-/// A dialplan with its prompts loaded.
+/// A dialplan with its prompts loaded, in every locale it speaks.
 #[derive(Debug, Clone)]
 pub struct LoadedDialplan {
     pub plan: Arc<Dialplan>,
+    /// In the dialplan's own locale.
     pub prompts: Arc<Prompts>,
+    /// By locale, when the prompt paths name `{locale}`; empty when they do not.
+    pub localized: Arc<HashMap<&'static str, Arc<Prompts>>>,
+}
+
+impl LoadedDialplan {
+    /// Loads the prompts of `plan` in every shipped locale it speaks, so a
+    /// missing file is an error when dialplans load, not in a call.
+    pub fn load(plan: Dialplan) -> Result<LoadedDialplan, PromptError> {
+        let mut localized = HashMap::new();
+        if plan.is_localized() {
+            for locale in LOCALES {
+                localized.insert(locale, Arc::new(Prompts::load(&plan.with_locale(locale))?));
+            }
+        }
+        let prompts = Arc::new(Prompts::load(&plan)?);
+        Ok(LoadedDialplan { plan: Arc::new(plan), prompts, localized: Arc::new(localized) })
+    }
+
+    /// The prompts of a verification in `locale`; `None` is the dialplan's own.
+    pub fn prompts_in(&self, locale: Option<&str>) -> Arc<Prompts> {
+        locale.and_then(|l| self.localized.get(l)).unwrap_or(&self.prompts).clone()
+    }
 }
 
 /// The dialplans new calls use, by name. SIGHUP replaces the whole set at

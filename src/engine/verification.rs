@@ -14,7 +14,6 @@ use super::ledger::{Ledger, Then, Unrecorded};
 use super::placed::PlacedCall;
 use super::{EngineConfig, LoadedDialplan, Pacer, stopped};
 use crate::call::{CallEvent, CallReport, MAX_EVIDENCE};
-use crate::code::Code;
 use crate::dialplan::Dialplan;
 use crate::evidence::KeyEvidence;
 use crate::mask::mask_phone;
@@ -22,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::net::{CallSetup, NetError, resolve};
 use crate::sip::Timers;
 use crate::sip::route::RouteError;
-use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError};
+use crate::store::{AttemptResult, Claimed, LeaseState, Status, Store, StoreError, Verification as StoredVerification};
 use crate::vocab::Outcome;
 
 /// Why a claimed verification's call could not even be set up: it ends
@@ -109,14 +108,18 @@ impl Verification {
             return self.finish(id, Outcome::Failed).await;
         };
         self.pacer.wait().await;
-        let setup = match self.setup(&verification.phone, &dialplan, verification.code.as_ref()).await {
+        let setup = match self.setup(&verification, &dialplan).await {
             Ok(setup) => setup,
             Err(error) => {
                 tracing::warn!(verification = id, %error, "cannot place the call");
                 return self.finish(id, Outcome::Failed).await;
             }
         };
-        tracing::info!(verification = id, phone = %mask_phone(&verification.phone), "dialing");
+        // The prompt set played, what a dispute over the language is settled
+        // with: a dialplan without `{locale}` plays its own whatever was asked.
+        let asked = verification.locale.as_deref().filter(|_| dialplan.plan.is_localized());
+        let locale = asked.unwrap_or(dialplan.plan.locale);
+        tracing::info!(verification = id, phone = %mask_phone(&verification.phone), locale, "dialing");
         let (mut call, mut progress) = PlacedCall::place(self.config.endpoint.clone(), setup, self.calls_alive.clone());
         let mut renew = tokio::time::interval(self.config.lease / 3);
         renew.tick().await;
@@ -362,12 +365,11 @@ impl Verification {
 
     async fn setup(
         &self,
-        phone: &str,
+        verification: &StoredVerification,
         dialplan: &LoadedDialplan,
-        code: Option<&Code>,
     ) -> Result<CallSetup, SetupError> {
         let trunk = &self.config.trunk;
-        let routed = crate::sip::route::route(phone, Some(&trunk.uri), trunk.transport)?;
+        let routed = crate::sip::route::route(&verification.phone, Some(&trunk.uri), trunk.transport)?;
         let next_hop = resolve(&routed.hop).await?;
         Ok(CallSetup {
             target: routed.uri,
@@ -380,7 +382,7 @@ impl Verification {
             credentials: trunk.credentials.clone(),
             codecs: self.config.codecs.clone(),
             dialplan: dialplan.plan.clone(),
-            prompts: dialplan.prompts.clone(),
+            prompts: dialplan.prompts_in(verification.locale.as_deref()),
             timers: Timers::default(),
             rtp_ports: self.config.rtp_ports.clone(),
             // Set by `PlacedCall::place`.
@@ -389,7 +391,7 @@ impl Verification {
             stir: trunk.stir.clone(),
             seed: self.config.seed.map(|seed| seed.wrapping_add(self.calls_placed.fetch_add(1, Ordering::Relaxed))),
             srtp: trunk.srtp,
-            code: code.cloned(),
+            code: verification.code.clone(),
         })
     }
 }

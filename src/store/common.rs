@@ -110,6 +110,7 @@ pub(super) struct VerificationRow {
     updated_at: i64,
     completed_at: Option<i64>,
     code: Option<String>,
+    locale: Option<String>,
 }
 
 impl VerificationRow {
@@ -154,6 +155,7 @@ impl TryFrom<VerificationRow> for Verification {
             updated_at: row.updated_at,
             completed_at: row.completed_at,
             code,
+            locale: row.locale,
         })
     }
 }

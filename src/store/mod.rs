@@ -115,6 +115,8 @@ pub struct NewVerification {
     pub created_at: i64,
     /// Number matching: the code the callee must key in before `#`.
     pub code: Option<Code>,
+    /// The prompt set (one of `locale::LOCALES`); `None`: the dialplan's.
+    pub locale: Option<String>,
 }
 
 /// A verification as stored.
@@ -156,6 +158,10 @@ pub struct Verification {
     /// webhooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<Code>,
+    /// The prompt set the request asked for (one of `locale::LOCALES`);
+    /// `null`: none was asked for and the dialplan's `locale` plays.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 impl Verification {

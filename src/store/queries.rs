@@ -51,8 +51,8 @@ pub(super) async fn insert_verification(
         .fetch_optional(
             "INSERT INTO verifications (id, api_key_id, phone, user_name, dialplan, callback_url, status, \
              attempt_count, max_attempts, next_attempt_at, cancel_requested, idempotency_key, request_hash, \
-             created_at, updated_at, tenant, code) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, FALSE, $9, $10, $8, $8, $11, $12) \
+             created_at, updated_at, tenant, code, locale) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $8, FALSE, $9, $10, $8, $8, $11, $12, $13) \
              ON CONFLICT (api_key_id, idempotency_key) DO NOTHING RETURNING *",
             &[
                 (&new.id).into(),
@@ -67,6 +67,7 @@ pub(super) async fn insert_verification(
                 (&new.request_hash).into(),
                 (&new.tenant).into(),
                 new.code.as_ref().map(Code::digits).into(),
+                (&new.locale).into(),
             ],
         )
         .await

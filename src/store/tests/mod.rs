@@ -181,6 +181,7 @@ fn request(id: &str, created_at: i64) -> NewVerification {
         max_attempts: 3,
         created_at,
         code: None,
+        locale: None,
     }
 }
 

@@ -369,3 +369,21 @@ async fn a_code_is_stored_for_whichever_node_claims_it_and_kept_out_of_webhooks(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_locale_is_stored_for_whichever_node_claims_it() {
+    on_each_backend(|h| async move {
+        let store = &h.store;
+        create(store, NewVerification { locale: Some("de".into()), ..request("german", 1_000) }).await;
+        create(store, request("default", 1_000)).await;
+        assert_eq!(store.verification("german").await.unwrap().unwrap().locale.as_deref(), Some("de"));
+        assert_eq!(store.verification("default").await.unwrap().unwrap().locale, None);
+        let claimed = store.claim("node-b", 1_000, 500, 10).await.unwrap();
+        let german = claimed.iter().find(|c| c.verification.id == "german").expect("claimed");
+        assert_eq!(german.verification.locale.as_deref(), Some("de"), "the claiming node plays German");
+        store.complete("german", "node-b", Outcome::Verified, 1_200).await.unwrap();
+        let hook = store.webhooks_for("german").await.unwrap().remove(0);
+        assert!(hook.payload.contains("\"locale\":\"de\""), "{}", hook.payload);
+    })
+    .await;
+}
