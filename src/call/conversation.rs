@@ -11,6 +11,9 @@ impl Call {
             return;
         }
         let Some(verdict) = self.digits.press(now, digit, source) else { return };
+        if let Some(media) = self.media.as_mut() {
+            media.key_pressed();
+        }
         let digit = self.digits.shown(digit);
         tracing::info!(call_id = self.call_id(), digit = %digit, source = source.as_str(), "key");
         self.events.push_back(CallEvent::Digit { digit, source, latency });
@@ -46,6 +49,20 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// A SIT or a voicemail box in the callee's audio decides the call at
+    /// once, unless a key already did: pound hangs up without playing
+    /// further prompts, so a box records nothing.
+    pub(super) fn on_heard(&mut self, now: Instant, heard: Heard) {
+        if self.phase != Phase::Talking || self.outcome.is_some() {
+            return;
+        }
+        let detail = heard.detail();
+        tracing::info!(call_id = self.call_id(), %detail, "recognised in the callee's audio");
+        self.detail = Some(detail);
+        self.decide(heard.outcome(), None);
+        self.hang_up(now);
     }
 
     pub(super) fn play_main_prompt(&mut self) {

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::listening::{Heard, Listener};
 use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent};
 use crate::dsp::tone::SAMPLE_RATE;
+use crate::dsp::voicemail::VoicemailConfig;
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
 use crate::rtp::{EventReceiver, PayloadType, RtpReceiver, RtpSender, RtpStats, Ssrc};
@@ -143,6 +145,7 @@ pub struct MediaSession {
     receiver: RtpReceiver,
     events: EventReceiver,
     detector: Option<DtmfDetector>,
+    listener: Listener,
     playing: Option<(Arc<Prompt>, usize)>,
     queue: VecDeque<Arc<Prompt>>,
     prompt_finished: bool,
@@ -157,12 +160,14 @@ pub struct MediaSession {
 impl MediaSession {
     /// Starts sending to the answer's address now; `inband` enables the
     /// detector; `learning_packets` is how many packets must continue the
-    /// callee's stream from a new address before it is heard there.
+    /// callee's stream from a new address before it is heard there;
+    /// `voicemail` the voicemail detection's thresholds (SIT is always listened for).
     pub fn new(
         now: Instant,
         description: MediaDescription,
         inband: bool,
         learning_packets: u16,
+        voicemail: Option<VoicemailConfig>,
         rng: &mut impl Rng,
     ) -> Result<Self, CodecError> {
         let remote = SocketAddr::new(description.address, description.port);
@@ -179,6 +184,7 @@ impl MediaSession {
             receiver: RtpReceiver::new(Some(remote), learning_packets),
             events: EventReceiver::new(),
             detector: inband.then(|| DtmfDetector::new(&DtmfConfig::default())),
+            listener: Listener::new(voicemail),
             playing: None,
             queue: VecDeque::new(),
             prompt_finished: false,
@@ -261,16 +267,19 @@ impl MediaSession {
                     self.digits.push_back(MediaKey { digit: press.digit, source: DtmfSource::Rfc4733, latency });
                 }
             } else if pt == audio_type
-                && let Some(detector) = self.detector.as_mut()
                 && let Ok(n) = self.decoder.decode(packet.payload, &mut self.decoded)
             {
-                let digits = &mut self.digits;
-                detector.process(&self.decoded[..n], |event| {
-                    if let DtmfEvent::On { digit, sample, tone_start, .. } = event {
-                        let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
-                        digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency });
-                    }
-                });
+                let samples = &self.decoded[..n];
+                if let Some(detector) = self.detector.as_mut() {
+                    let digits = &mut self.digits;
+                    detector.process(samples, |event| {
+                        if let DtmfEvent::On { digit, sample, tone_start, .. } = event {
+                            let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
+                            digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency });
+                        }
+                    });
+                }
+                self.listener.process(samples);
             }
         }
     }
@@ -278,6 +287,16 @@ impl MediaSession {
     /// The next key found in the media.
     pub fn poll_digit(&mut self) -> Option<MediaKey> {
         self.digits.pop_front()
+    }
+
+    /// A network announcement or a voicemail box recognised in the callee's audio.
+    pub fn poll_heard(&mut self) -> Option<Heard> {
+        self.listener.take_heard()
+    }
+
+    /// The callee pressed a key (by any path): no voicemail box.
+    pub fn key_pressed(&mut self) {
+        self.listener.key_pressed();
     }
 
     /// The next RTP packet that is due by `now`, and where it goes.
@@ -376,8 +395,15 @@ mod tests {
             direction: Direction::SendRecv,
             srtp: None,
         };
-        MediaSession::new(now, description, true, 0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1))
-            .unwrap()
+        MediaSession::new(
+            now,
+            description,
+            true,
+            0,
+            None,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+        )
+        .unwrap()
     }
 
     /// Sends `audio` (8 kHz) from the phone in 20 ms PCMU packets, one per

@@ -22,6 +22,7 @@
 mod conversation;
 mod digits;
 mod info;
+mod listening;
 mod media;
 mod origin;
 mod outcome;
@@ -39,6 +40,7 @@ use rand::rngs::StdRng;
 
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
+pub use listening::Heard;
 pub use media::{MediaKey, MediaSession, OFFERED_EVENT_TYPES, SrtpSession, start_sender};
 pub use outcome::CallReport;
 pub use prompts::Prompts;
@@ -518,6 +520,10 @@ impl Call {
             let mut progressed = false;
             while let Some(key) = self.media.as_mut().and_then(|m| m.poll_digit()) {
                 self.on_digit(now, key);
+                progressed = true;
+            }
+            if let Some(heard) = self.media.as_mut().and_then(|m| m.poll_heard()) {
+                self.on_heard(now, heard);
                 progressed = true;
             }
             if self.media.as_mut().is_some_and(|m| m.take_prompt_finished()) {

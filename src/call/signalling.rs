@@ -88,7 +88,9 @@ impl Call {
             .and_then(|sdp| parse_answer(sdp, &self.offer).map_err(|e| e.to_string()));
         let inband = self.config.dialplan.accepts(DtmfSource::Inband);
         let learning = self.config.rtp_learning_packets;
-        match answer.map(|description| MediaSession::new(now, description, inband, learning, &mut self.rng)) {
+        let voicemail = self.config.dialplan.voicemail;
+        match answer.map(|description| MediaSession::new(now, description, inband, learning, voicemail, &mut self.rng))
+        {
             Ok(Ok(media)) => {
                 tracing::info!(call_id = self.call_id(), codec = ?media.description().codec, "answered");
                 self.media = Some(media);
