@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -372,6 +373,10 @@ struct PhoneCommand {
     /// Silence suppression (VAD/DTX): no RTP while listening, only the keys.
     #[arg(long, visible_alias = "vad")]
     silent: bool,
+    /// Send this WAV (8 kHz mono) from the answer on, before the keys: a
+    /// greeting and beep (a voicemail box), or a SIT and announcement.
+    #[arg(long, value_name = "FILE.wav")]
+    play: Option<PathBuf>,
     /// Exit after this many calls have ended.
     #[arg(long)]
     calls: Option<u64>,
@@ -692,6 +697,13 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
         eprintln!("pound phone: --srtp {} needs --transport tls: SDES keys must not travel in clear", srtp.as_str());
         return ExitCode::from(2);
     }
+    let play = match cmd.play.as_deref().map(pound::media::wav::read_file).transpose() {
+        Ok(audio) => audio.map(Arc::from),
+        Err(e) => {
+            eprintln!("pound phone: --play: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let via = cmd.via.into();
     let setup = PhoneSetup {
         listen: cmd.listen,
@@ -701,6 +713,7 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
             transport: cmd.transport.into(),
             local_rtp: cmd.listen,
             press: cmd.press,
+            play,
             via,
             press_after: Duration::from_millis(cmd.after),
             answer_after: Duration::from_millis(cmd.answer_after),

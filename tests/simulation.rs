@@ -58,6 +58,7 @@ fn phone(answer: bool) -> PhoneConfig {
         transport: Transport::Udp,
         local_rtp: any,
         press: "#".into(),
+        play: None,
         via: PressVia::Rfc4733,
         press_after: Duration::from_secs(8),
         answer_after: Duration::from_secs(2),

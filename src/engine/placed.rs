@@ -95,6 +95,7 @@ mod tests {
             transport: Transport::Udp,
             local_rtp: loopback,
             press: String::new(),
+            play: None,
             via: PressVia::Rfc4733,
             press_after: Duration::ZERO,
             answer_after: Duration::ZERO,

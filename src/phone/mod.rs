@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -41,8 +42,11 @@ pub struct PhoneConfig {
     /// The one RTP address every call's media uses (calls are told apart by
     /// pound's media address).
     pub local_rtp: SocketAddr,
-    /// Keys pressed after the answer, in order.
+    /// Keys pressed after the answer (and after `play`), in order.
     pub press: String,
+    /// Audio (8 kHz) sent from the answer on, before any key: a greeting,
+    /// a voicemail box's beep, a network announcement.
+    pub play: Option<Arc<[i16]>>,
     pub via: PressVia,
     /// From the answer to the first key.
     pub press_after: Duration,
@@ -108,6 +112,8 @@ struct Keys {
     event_timestamp: u32,
     /// A press that has begun, announced with its first packet.
     unannounced: Option<char>,
+    /// Samples of `play` sent so far.
+    played: usize,
 }
 
 struct PhoneMedia {
@@ -345,13 +351,15 @@ impl Phone {
             sender,
             encoder,
         });
+        let playing = config.play.as_ref().map_or(0, |audio| audio.len() as u64 * 1000 / 8000);
         call.keys = Some(Keys {
             queue: config.press.chars().collect(),
-            next_at: now + config.press_after,
+            next_at: now + Duration::from_millis(playing) + config.press_after,
             tone: None,
             event: None,
             event_timestamp: 0,
             unannounced: None,
+            played: 0,
         });
         call.hangup_at = config.hangup_after.map(|d| now + d);
         call.final_response = Some(response.clone());
@@ -514,11 +522,15 @@ impl Phone {
                     }
                 }
             }
-            if self.config.silent && keys.tone.is_none() {
+            let mut frame = [0i16; FRAME_SAMPLES];
+            let audio = self.config.play.as_deref().and_then(|audio| audio.get(keys.played..)).unwrap_or_default();
+            let n = audio.len().min(FRAME_SAMPLES);
+            frame[..n].copy_from_slice(&audio[..n]);
+            keys.played += n;
+            if self.config.silent && keys.tone.is_none() && n == 0 {
                 media.sender.skip_frame();
                 continue;
             }
-            let mut frame = [0i16; FRAME_SAMPLES];
             let toning = keys.tone.is_some();
             if let Some((tone, until)) = keys.tone.as_mut() {
                 tone.fill(&mut frame);
