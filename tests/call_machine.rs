@@ -61,6 +61,7 @@ fn phone_config() -> PhoneConfig {
         local_rtp: addr(PHONE_RTP),
         press: "#".into(),
         play: None,
+        early_media: None,
         via: PressVia::Rfc4733,
         press_after: Duration::from_millis(800),
         answer_after: Duration::from_millis(2000),
@@ -1354,4 +1355,25 @@ fn a_sit_after_the_answer_names_its_class() {
         assert_eq!((report.outcome, report.detail.as_deref()), (outcome, Some(detail)), "{report:?}");
         assert_eq!(report.digits, "");
     }
+}
+
+#[test]
+fn a_sit_in_early_media_cancels_the_call_with_its_class() {
+    let early = |audio: Vec<i16>, press: &str| PhoneConfig {
+        early_media: Some(audio.into()),
+        answer_after: Duration::from_secs(10),
+        press: press.into(),
+        ..phone_config()
+    };
+    let (report, sim) = call(dialplan(""), early(announce::sit((985.2, 380), (1370.6, 274)), "#"));
+    assert_eq!((report.outcome, report.detail.as_deref()), (Outcome::InvalidNumber, Some("SIT VC (vacant code)")));
+    assert_eq!(report.answered_ms, None, "cancelled before the answer: {report:?}");
+    assert!(sim.from_pound.iter().any(|m| m.method() == Some(&pound::sip::Method::Cancel)));
+    let (report, _) = call(dialplan(""), early(announce::sit((913.8, 274), (1428.5, 380)), ""));
+    assert_eq!((report.outcome, report.detail.as_deref()), (Outcome::Unreachable, Some("SIT RO (reorder)")));
+    // Ringback and a DTMF key as early media decide nothing: the answer, then `#`, verifies.
+    let mut ringback = announce::tone(&[425.0], -15.0, 1000);
+    ringback.extend(announce::tone(&[941.0, 1477.0], -8.0, 200));
+    let (report, _) = call(dialplan(""), early(ringback, "#"));
+    assert_eq!((report.outcome, report.digits.as_str()), (Outcome::Verified, "#"), "{report:?}");
 }

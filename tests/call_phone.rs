@@ -156,3 +156,13 @@ fn a_sit_and_announcement_after_the_answer_is_an_invalid_number() {
     assert_eq!(report["outcome"], "invalid_number", "{report}");
     assert_eq!(report["detail"], "SIT VC (vacant code)");
 }
+
+#[test]
+fn a_sit_in_early_media_is_an_invalid_number_before_any_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let announcement = wav(&dir, "intercept.wav", &announce::sit((913.8, 274), (1370.6, 274)));
+    let (report, _) = call("127.0.0.1:0", &["--early-media", &announcement, "--answer-after", "20000"], &[]);
+    assert_eq!(report["outcome"], "invalid_number", "{report}");
+    assert_eq!(report["detail"], "SIT IC (intercept)");
+    assert_eq!(report["answered_ms"], Value::Null, "{report}");
+}

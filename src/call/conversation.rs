@@ -53,16 +53,20 @@ impl Call {
 
     /// A SIT or a voicemail box in the callee's audio decides the call at
     /// once, unless a key already did: pound hangs up without playing
-    /// further prompts, so a box records nothing.
+    /// further prompts, so a box records nothing. In early media (before
+    /// the answer) pound cancels the INVITE instead.
     pub(super) fn on_heard(&mut self, now: Instant, heard: Heard) {
-        if self.phase != Phase::Talking || self.outcome.is_some() {
+        if !matches!(self.phase, Phase::Inviting | Phase::Talking) || self.outcome.is_some() {
             return;
         }
         let detail = heard.detail();
         tracing::info!(call_id = self.call_id(), %detail, "recognised in the callee's audio");
         self.detail = Some(detail);
         self.decide(heard.outcome(), None);
-        self.hang_up(now);
+        match self.phase {
+            Phase::Inviting => self.send_cancel(now),
+            _ => self.hang_up(now),
+        }
     }
 
     pub(super) fn play_main_prompt(&mut self) {

@@ -341,6 +341,11 @@ impl MediaSession {
         Some(Transmit { destination: self.remote, contents: &self.packet })
     }
 
+    /// When the receiving side needs [`MediaSession::handle_timeout`]; the sender's clock aside.
+    pub fn receive_timeout(&self) -> Option<Instant> {
+        [self.receiver.poll_timeout(), self.events.poll_timeout()].into_iter().flatten().min()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         [self.sender.next_due(), self.receiver.poll_timeout(), self.events.poll_timeout()].into_iter().flatten().min()
     }

@@ -428,9 +428,10 @@ impl Call {
         self.flush(now);
     }
 
-    /// An RTP datagram from the network. Before the answer nobody is
-    /// expected to send: whatever comes is dropped (and counted), so nothing
-    /// received before the answer can count as a key.
+    /// An RTP datagram from the network. Before the answer only early
+    /// media that a 183 announced is listened to, for a SIT; whatever else
+    /// comes is dropped (and counted). Nothing received before the answer
+    /// counts as a key.
     pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         match self.media.as_mut() {
             Some(media) => {
@@ -487,7 +488,11 @@ impl Call {
         if self.phase == Phase::Done {
             return None;
         }
-        let media = self.media.as_ref().and_then(|m| m.poll_timeout());
+        let media = match self.phase {
+            // Early media is only listened to: its sender's clock does not run.
+            Phase::Inviting | Phase::Canceling => self.media.as_ref().and_then(|m| m.receive_timeout()),
+            _ => self.media.as_ref().and_then(|m| m.poll_timeout()),
+        };
         let media_silence = self.media_silence_deadline();
         [self.timers.next(), media, media_silence, self.replies.poll_timeout()].into_iter().flatten().min()
     }

@@ -96,6 +96,7 @@ mod tests {
             local_rtp: loopback,
             press: String::new(),
             play: None,
+            early_media: None,
             via: PressVia::Rfc4733,
             press_after: Duration::ZERO,
             answer_after: Duration::ZERO,
