@@ -548,10 +548,7 @@ impl Phone {
                     continue;
                 }
                 let mut frame = [0i16; FRAME_SAMPLES];
-                let rest = audio.get(call.early_played..).unwrap_or_default();
-                let n = rest.len().min(FRAME_SAMPLES);
-                frame[..n].copy_from_slice(&rest[..n]);
-                call.early_played += n;
+                next_frame(audio, &mut call.early_played, &mut frame);
                 if media.encoder.encode(&frame, payload).is_ok() {
                     media.sender.audio_frame(payload, packet);
                     if media.seal(packet) {
@@ -588,10 +585,7 @@ impl Phone {
                 }
             }
             let mut frame = [0i16; FRAME_SAMPLES];
-            let audio = self.config.play.as_deref().and_then(|audio| audio.get(keys.played..)).unwrap_or_default();
-            let n = audio.len().min(FRAME_SAMPLES);
-            frame[..n].copy_from_slice(&audio[..n]);
-            keys.played += n;
+            let n = next_frame(self.config.play.as_deref().unwrap_or_default(), &mut keys.played, &mut frame);
             if self.config.silent && keys.tone.is_none() && n == 0 {
                 media.sender.skip_frame();
                 continue;
@@ -650,6 +644,16 @@ impl PhoneMedia {
     fn seal(&mut self, packet: &mut Vec<u8>) -> bool {
         self.srtp.as_mut().is_none_or(|srtp| srtp.protect(packet))
     }
+}
+
+/// Copies the next frame of `audio` from `played` on into `frame` (silence
+/// past its end); returns the samples copied.
+fn next_frame(audio: &[i16], played: &mut usize, frame: &mut [i16; FRAME_SAMPLES]) -> usize {
+    let rest = audio.get(*played..).unwrap_or_default();
+    let n = rest.len().min(FRAME_SAMPLES);
+    frame[..n].copy_from_slice(&rest[..n]);
+    *played += n;
+    n
 }
 
 /// Reports a press that just began, if there is one.
