@@ -75,7 +75,7 @@ fn media(c: &mut Criterion) {
             .collect();
         let start = Instant::now();
         let mut session =
-            MediaSession::new(start, description, true, pound::rtp::DEFAULT_LEARNING_PACKETS, &mut rand::rng())
+            MediaSession::new(start, description, true, pound::rtp::DEFAULT_LEARNING_PACKETS, None, &mut rand::rng())
                 .unwrap();
         session.play(std::sync::Arc::new(prompt));
         let mut datagrams = datagrams;

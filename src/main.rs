@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -372,6 +373,15 @@ struct PhoneCommand {
     /// Silence suppression (VAD/DTX): no RTP while listening, only the keys.
     #[arg(long, visible_alias = "vad")]
     silent: bool,
+    /// Send this WAV (8 kHz mono) from the answer on, before the keys: a
+    /// greeting and beep (a voicemail box), or a SIT and announcement.
+    #[arg(long, value_name = "FILE.wav")]
+    play: Option<PathBuf>,
+    /// Send a 183 with SDP at once and this WAV (8 kHz mono) as early media
+    /// while ringing (a SIT and announcement); the answer, or --reject,
+    /// follows --answer-after.
+    #[arg(long, value_name = "FILE.wav")]
+    early_media: Option<PathBuf>,
     /// Exit after this many calls have ended.
     #[arg(long)]
     calls: Option<u64>,
@@ -692,6 +702,18 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
         eprintln!("pound phone: --srtp {} needs --transport tls: SDES keys must not travel in clear", srtp.as_str());
         return ExitCode::from(2);
     }
+    let audio = |flag: &str, path: Option<&std::path::Path>| match path.map(pound::media::wav::read_file).transpose() {
+        Ok(audio) => Ok(audio.map(Arc::from)),
+        Err(e) => {
+            eprintln!("pound phone: {flag}: {e}");
+            Err(ExitCode::from(2))
+        }
+    };
+    let (play, early_media) =
+        match (audio("--play", cmd.play.as_deref()), audio("--early-media", cmd.early_media.as_deref())) {
+            (Ok(play), Ok(early)) => (play, early),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
     let via = cmd.via.into();
     let setup = PhoneSetup {
         listen: cmd.listen,
@@ -701,6 +723,8 @@ fn phone(cmd: PhoneCommand) -> ExitCode {
             transport: cmd.transport.into(),
             local_rtp: cmd.listen,
             press: cmd.press,
+            play,
+            early_media,
             via,
             press_after: Duration::from_millis(cmd.after),
             answer_after: Duration::from_millis(cmd.answer_after),

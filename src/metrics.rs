@@ -47,7 +47,7 @@ impl WebhookResult {
 
 /// Every outcome, so each series exists from the start (an outcome added
 /// later still counts; its series appears with its first verification).
-const ALL_OUTCOMES: [Outcome; 13] = [
+const ALL_OUTCOMES: [Outcome; 14] = [
     Outcome::Verified,
     Outcome::FraudReported,
     Outcome::WrongInput,
@@ -61,6 +61,7 @@ const ALL_OUTCOMES: [Outcome; 13] = [
     Outcome::Blocked,
     Outcome::Canceled,
     Outcome::Failed,
+    Outcome::Voicemail,
 ];
 
 /// Every reason the toll-fraud guard gives, so each series starts at zero.

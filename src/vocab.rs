@@ -25,7 +25,8 @@ pub enum Outcome {
     FraudReported,
     /// Other keys, retries exhausted.
     WrongInput,
-    /// Answered, prompt played, nothing pressed (often voicemail).
+    /// Answered, prompt played, nothing pressed (a voicemail box that was
+    /// not recognised, or a silent callee).
     NoInput,
     /// Hung up before confirming.
     CalleeHangup,
@@ -45,6 +46,9 @@ pub enum Outcome {
     Canceled,
     /// pound's own error; the detail says which.
     Failed,
+    /// Answered by a voicemail box: a greeting longer than a human answer,
+    /// then the record beep. Hung up without leaving a message; never verified.
+    Voicemail,
 }
 
 impl Outcome {
@@ -64,6 +68,7 @@ impl Outcome {
             Outcome::Blocked => "blocked",
             Outcome::Canceled => "canceled",
             Outcome::Failed => "failed",
+            Outcome::Voicemail => "voicemail",
         }
     }
 

@@ -26,6 +26,9 @@ use pound::stir::{Attestation, Signer};
 use pound::vocab::DtmfSource;
 use pound::vocab::{Outcome, SrtpPolicy, Transmit, Transport};
 
+#[path = "common/announce.rs"]
+mod announce;
+
 const CALLER_SIP: &str = "10.0.0.1:5060";
 const CALLER_RTP: &str = "10.0.0.1:40000";
 const PHONE_SIP: &str = "10.0.0.2:5070";
@@ -59,6 +62,8 @@ fn phone_config() -> PhoneConfig {
         transport: Transport::Udp,
         local_rtp: addr(PHONE_RTP),
         press: "#".into(),
+        play: None,
+        early_media: None,
         via: PressVia::Rfc4733,
         press_after: Duration::from_millis(800),
         answer_after: Duration::from_millis(2000),
@@ -1327,4 +1332,83 @@ fn a_retransmitted_ringing_is_passed_up_and_rings_once() {
     assert!(sim.exchange().is_none());
     assert_eq!(sim.events.iter().filter(|e| **e == CallEvent::Ringing).count(), 1);
     assert_eq!(sim.run(Duration::from_secs(60)).unwrap().outcome, Outcome::Verified);
+}
+
+/// The phone answers with `audio`, then presses `press`.
+fn playing(audio: Vec<i16>, press: &str) -> PhoneConfig {
+    PhoneConfig { play: Some(audio.into()), press: press.into(), ..phone_config() }
+}
+
+#[test]
+fn a_greeting_then_a_beep_is_voicemail_at_once_and_never_verified() {
+    for beep_hz in [400.0, 1000.0, 2100.0] {
+        let greeting = announce::babble(4000, beep_hz as u64);
+        // The box would take a `#` after its beep: pound is gone by then.
+        let (report, sim) = call(dialplan(""), playing(announce::voicemail(greeting, beep_hz), "#"));
+        assert_eq!(report.outcome, Outcome::Voicemail, "{beep_hz} Hz: {report:?}");
+        assert_eq!(report.digits, "", "nothing is pressed before pound hangs up");
+        let detail = report.detail.as_deref().unwrap_or_default();
+        assert!(detail.starts_with("voicemail: ") && detail.contains(" Hz beep"), "{detail}");
+        // Greeting 4 s, pause 0.3 s, then at most the beep's 150 ms and a block or two.
+        let after_answer = report.duration_ms - report.answered_ms.unwrap();
+        assert!(after_answer < 4300 + 400, "hung up at the beep, not later: {after_answer} ms");
+        assert!(sim.events.iter().any(|e| matches!(e, CallEvent::Decided { outcome: Outcome::Voicemail, key: None })));
+    }
+}
+
+#[test]
+fn a_human_hello_then_the_key_verifies_and_silence_stays_no_input() {
+    let (report, _) = call(dialplan(""), playing(announce::babble(900, 4), "#"));
+    assert_eq!((report.outcome, report.digits.as_str()), (Outcome::Verified, "#"), "{report:?}");
+    // A long talker who then presses the key is no voicemail box either.
+    let (report, _) = call(dialplan(""), playing(announce::babble(6000, 5), "#"));
+    assert_eq!(report.outcome, Outcome::Verified, "{report:?}");
+    let (report, _) = call(dialplan(""), playing(announce::silence(8000), ""));
+    assert_eq!(report.outcome, Outcome::NoInput, "{report:?}");
+}
+
+#[test]
+fn voicemail_thresholds_come_from_the_dialplan() {
+    let greeting = || announce::voicemail(announce::babble(4000, 6), 1000.0);
+    let (report, _) = call(dialplan("voicemail_beep_ms = 0"), playing(greeting(), ""));
+    assert_eq!(report.outcome, Outcome::NoInput, "detection off: {report:?}");
+    let (report, _) = call(dialplan("voicemail_greeting_ms = 6000"), playing(greeting(), ""));
+    assert_eq!(report.outcome, Outcome::NoInput, "greeting shorter than asked: {report:?}");
+    let (report, _) = call(dialplan("voicemail_beep_ms = 600"), playing(greeting(), ""));
+    assert_eq!(report.outcome, Outcome::NoInput, "beep shorter than asked: {report:?}");
+}
+
+#[test]
+fn a_sit_after_the_answer_names_its_class() {
+    for (first, second, outcome, detail) in [
+        ((985.2, 380), (1370.6, 274), Outcome::InvalidNumber, "SIT VC (vacant code)"),
+        ((913.8, 274), (1370.6, 274), Outcome::InvalidNumber, "SIT IC (intercept)"),
+        ((985.2, 380), (1428.5, 380), Outcome::Unreachable, "SIT NC (no circuit)"),
+        ((913.8, 274), (1428.5, 380), Outcome::Unreachable, "SIT RO (reorder)"),
+    ] {
+        let (report, _) = call(dialplan(""), playing(announce::sit(first, second), "#"));
+        assert_eq!((report.outcome, report.detail.as_deref()), (outcome, Some(detail)), "{report:?}");
+        assert_eq!(report.digits, "");
+    }
+}
+
+#[test]
+fn a_sit_in_early_media_cancels_the_call_with_its_class() {
+    let early = |audio: Vec<i16>, press: &str| PhoneConfig {
+        early_media: Some(audio.into()),
+        answer_after: Duration::from_secs(10),
+        press: press.into(),
+        ..phone_config()
+    };
+    let (report, sim) = call(dialplan(""), early(announce::sit((985.2, 380), (1370.6, 274)), "#"));
+    assert_eq!((report.outcome, report.detail.as_deref()), (Outcome::InvalidNumber, Some("SIT VC (vacant code)")));
+    assert_eq!(report.answered_ms, None, "cancelled before the answer: {report:?}");
+    assert!(sim.from_pound.iter().any(|m| m.method() == Some(&pound::sip::Method::Cancel)));
+    let (report, _) = call(dialplan(""), early(announce::sit((913.8, 274), (1428.5, 380)), ""));
+    assert_eq!((report.outcome, report.detail.as_deref()), (Outcome::Unreachable, Some("SIT RO (reorder)")));
+    // Ringback and a DTMF key as early media decide nothing: the answer, then `#`, verifies.
+    let mut ringback = announce::tone(&[425.0], -15.0, 1000);
+    ringback.extend(announce::tone(&[941.0, 1477.0], -8.0, 200));
+    let (report, _) = call(dialplan(""), early(ringback, "#"));
+    assert_eq!((report.outcome, report.digits.as_str()), (Outcome::Verified, "#"), "{report:?}");
 }

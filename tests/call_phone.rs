@@ -4,7 +4,11 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use pound::media::wav::{Encoding, write_file};
 use serde_json::Value;
+
+#[path = "common/announce.rs"]
+mod announce;
 
 fn pound() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pound"));
@@ -162,4 +166,56 @@ fn bad_targets_are_clear_errors() {
     let output = pound().args(["call", "sip:x@127.0.0.1:5999", "--dialplan", "no-such-plan"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-plan"));
+}
+
+/// `audio` as a µ-law WAV in `dir`: G.711 as a phone line carries it.
+fn wav(dir: &tempfile::TempDir, name: &str, audio: &[i16]) -> String {
+    let path = dir.path().join(name);
+    write_file(&path, audio, Encoding::Ulaw).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_voicemail_box_is_recognised_and_left_without_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut greetings = vec![("synthetic", announce::babble(4000, 1))];
+    let spoken = "Hello, you have reached the voicemail of Alice. I cannot take your call right now. \
+                  Please leave a message after the tone.";
+    greetings.extend(announce::espeak(spoken, dir.path()).map(|speech| ("espeak-ng", speech)));
+    for (kind, greeting) in greetings {
+        let greeting = wav(&dir, &format!("{kind}.wav"), &announce::voicemail(greeting, 1000.0));
+        // The box would take a `#` after its beep; pound has hung up by then.
+        let (report, _) = call("127.0.0.1:0", &["--play", &greeting, "--after", "1000"], &[]);
+        assert_eq!(report["outcome"], "voicemail", "{kind}: {report}");
+        assert_eq!(report["digits"], "", "{kind}");
+        assert!(report["detail"].as_str().unwrap().contains("1000 Hz beep"), "{kind}: {report}");
+    }
+}
+
+#[test]
+fn a_spoken_hello_then_the_key_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(hello) = announce::espeak("Hello?", dir.path()) else { return };
+    let hello = wav(&dir, "hello.wav", &hello);
+    let (report, _) = call("127.0.0.1:0", &["--play", &hello, "--after", "300", "--via", "inband"], &[]);
+    assert_eq!(report["outcome"], "verified", "{report}");
+}
+
+#[test]
+fn a_sit_and_announcement_after_the_answer_is_an_invalid_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let announcement = wav(&dir, "vacant.wav", &announce::sit((985.2, 380), (1370.6, 274)));
+    let (report, _) = call("127.0.0.1:0", &["--play", &announcement], &[]);
+    assert_eq!(report["outcome"], "invalid_number", "{report}");
+    assert_eq!(report["detail"], "SIT VC (vacant code)");
+}
+
+#[test]
+fn a_sit_in_early_media_is_an_invalid_number_before_any_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let announcement = wav(&dir, "intercept.wav", &announce::sit((913.8, 274), (1370.6, 274)));
+    let (report, _) = call("127.0.0.1:0", &["--early-media", &announcement, "--answer-after", "20000"], &[]);
+    assert_eq!(report["outcome"], "invalid_number", "{report}");
+    assert_eq!(report["detail"], "SIT IC (intercept)");
+    assert_eq!(report["answered_ms"], Value::Null, "{report}");
 }

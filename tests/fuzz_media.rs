@@ -363,7 +363,7 @@ fn a_call_media_session_takes_any_stream_of_datagrams() {
                 srtp: None,
             };
             let mut session =
-                MediaSession::new(now, description, true, DEFAULT_LEARNING_PACKETS, &mut rand::rng()).unwrap();
+                MediaSession::new(now, description, true, DEFAULT_LEARNING_PACKETS, None, &mut rand::rng()).unwrap();
             for_each_step(bytes, |from, advance, datagram| {
                 now += advance;
                 session.handle_datagram(now, from, datagram);

@@ -57,6 +57,8 @@ fn phone(answer: bool) -> PhoneConfig {
         transport: Transport::Udp,
         local_rtp: any,
         press: "#".into(),
+        play: None,
+        early_media: None,
         via: PressVia::Rfc4733,
         press_after: Duration::from_secs(8),
         answer_after: Duration::from_secs(2),

@@ -11,6 +11,9 @@ impl Call {
             return;
         }
         let Some(verdict) = self.digits.press(now, digit, source) else { return };
+        if let Some(media) = self.media.as_mut() {
+            media.key_pressed();
+        }
         let digit = self.digits.shown(digit);
         tracing::info!(call_id = self.call_id(), digit = %digit, source = source.as_str(), "key");
         let at_ms = self.answered_at.map_or(0, |answered| now.saturating_duration_since(answered).as_millis());
@@ -64,6 +67,24 @@ impl Call {
         entry.duration_ms = end.duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         if let Some(relay) = entry.rfc4733.as_mut() {
             relay.end_received = true;
+        }
+    }
+
+    /// A SIT or a voicemail box in the callee's audio decides the call at
+    /// once, unless a key already did: pound hangs up without playing
+    /// further prompts, so a box records nothing. In early media (before
+    /// the answer) pound cancels the INVITE instead.
+    pub(super) fn on_heard(&mut self, now: Instant, heard: Heard) {
+        if !matches!(self.phase, Phase::Inviting | Phase::Talking) || self.outcome.is_some() {
+            return;
+        }
+        let detail = heard.detail();
+        tracing::info!(call_id = self.call_id(), %detail, "recognised in the callee's audio");
+        self.detail = Some(detail);
+        self.decide(heard.outcome(), None);
+        match self.phase {
+            Phase::Inviting => self.send_cancel(now),
+            _ => self.hang_up(now),
         }
     }
 

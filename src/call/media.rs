@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::listening::{Heard, Listener};
 use crate::dsp::dtmf::{DtmfConfig, DtmfDetector, DtmfEvent, KeyMeasurement};
 use crate::dsp::tone::SAMPLE_RATE;
+use crate::dsp::voicemail::VoicemailConfig;
 use crate::evidence::{InbandEvidence, KeyEvidence, Rfc4733Evidence};
 use crate::media::codec::{CodecError, Decoder, FRAME_SAMPLES, silence};
 use crate::media::prompt::Prompt;
@@ -198,6 +200,7 @@ pub struct MediaSession {
     receiver: RtpReceiver,
     events: EventReceiver,
     detector: Option<DtmfDetector>,
+    listener: Listener,
     playing: Option<(Arc<Prompt>, usize)>,
     queue: VecDeque<Arc<Prompt>>,
     prompt_finished: bool,
@@ -215,12 +218,14 @@ pub struct MediaSession {
 impl MediaSession {
     /// Starts sending to the answer's address now; `inband` enables the
     /// detector; `learning_packets` is how many packets must continue the
-    /// callee's stream from a new address before it is heard there.
+    /// callee's stream from a new address before it is heard there;
+    /// `voicemail` the voicemail detection's thresholds (SIT is always listened for).
     pub fn new(
         now: Instant,
         description: MediaDescription,
         inband: bool,
         learning_packets: u16,
+        voicemail: Option<VoicemailConfig>,
         rng: &mut impl Rng,
     ) -> Result<Self, CodecError> {
         let remote = SocketAddr::new(description.address, description.port);
@@ -237,6 +242,7 @@ impl MediaSession {
             receiver: RtpReceiver::new(Some(remote), learning_packets),
             events: EventReceiver::new(),
             detector: inband.then(|| DtmfDetector::new(&DtmfConfig::default())),
+            listener: Listener::new(voicemail),
             playing: None,
             queue: VecDeque::new(),
             prompt_finished: false,
@@ -331,24 +337,28 @@ impl MediaSession {
                     self.key_ends.push_back(KeyEnd { source: DtmfSource::Rfc4733, duration });
                 }
             } else if pt == audio_type
-                && let Some(detector) = self.detector.as_mut()
                 && let Ok(n) = self.decoder.decode(packet.payload, &mut self.decoded)
             {
-                let (digits, key_ends, inband_start) = (&mut self.digits, &mut self.key_ends, &mut self.inband_start);
-                detector.process(&self.decoded[..n], |event| match event {
-                    DtmfEvent::On { digit, sample, tone_start, measurement } => {
-                        let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
-                        *inband_start = Some(tone_start);
-                        let detail = KeyDetail::Inband(measurement);
-                        digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency, detail });
-                    }
-                    DtmfEvent::Off { sample, .. } => {
-                        let duration = inband_start
-                            .take()
-                            .and_then(|start| clock_duration(sample.saturating_sub(start), SAMPLE_RATE));
-                        key_ends.push_back(KeyEnd { source: DtmfSource::Inband, duration });
-                    }
-                });
+                let samples = &self.decoded[..n];
+                if let Some(detector) = self.detector.as_mut() {
+                    let (digits, key_ends, inband_start) =
+                        (&mut self.digits, &mut self.key_ends, &mut self.inband_start);
+                    detector.process(samples, |event| match event {
+                        DtmfEvent::On { digit, sample, tone_start, measurement } => {
+                            let latency = clock_duration(sample.saturating_sub(tone_start), SAMPLE_RATE);
+                            *inband_start = Some(tone_start);
+                            let detail = KeyDetail::Inband(measurement);
+                            digits.push_back(MediaKey { digit, source: DtmfSource::Inband, latency, detail });
+                        }
+                        DtmfEvent::Off { sample, .. } => {
+                            let duration = inband_start
+                                .take()
+                                .and_then(|start| clock_duration(sample.saturating_sub(start), SAMPLE_RATE));
+                            key_ends.push_back(KeyEnd { source: DtmfSource::Inband, duration });
+                        }
+                    });
+                }
+                self.listener.process(samples);
             }
         }
     }
@@ -361,6 +371,16 @@ impl MediaSession {
     /// The next end of a key found earlier.
     pub fn poll_key_end(&mut self) -> Option<KeyEnd> {
         self.key_ends.pop_front()
+    }
+
+    /// A network announcement or a voicemail box recognised in the callee's audio.
+    pub fn poll_heard(&mut self) -> Option<Heard> {
+        self.listener.take_heard()
+    }
+
+    /// The callee pressed a key (by any path): no voicemail box.
+    pub fn key_pressed(&mut self) {
+        self.listener.key_pressed();
     }
 
     /// The next RTP packet that is due by `now`, and where it goes.
@@ -403,6 +423,11 @@ impl MediaSession {
             return None;
         }
         Some(Transmit { destination: self.remote, contents: &self.packet })
+    }
+
+    /// When the receiving side needs [`MediaSession::handle_timeout`]; the sender's clock aside.
+    pub fn receive_timeout(&self) -> Option<Instant> {
+        [self.receiver.poll_timeout(), self.events.poll_timeout()].into_iter().flatten().min()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -459,8 +484,15 @@ mod tests {
             direction: Direction::SendRecv,
             srtp: None,
         };
-        MediaSession::new(now, description, true, 0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1))
-            .unwrap()
+        MediaSession::new(
+            now,
+            description,
+            true,
+            0,
+            None,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+        )
+        .unwrap()
     }
 
     /// Sends `audio` (8 kHz) from the phone in 20 ms PCMU packets, one per

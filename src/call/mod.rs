@@ -22,6 +22,7 @@
 mod conversation;
 mod digits;
 mod info;
+mod listening;
 mod media;
 mod origin;
 mod outcome;
@@ -39,6 +40,7 @@ use rand::rngs::StdRng;
 
 pub use digits::{DigitCollector, Verdict};
 pub use info::info_digit;
+pub use listening::Heard;
 pub use media::{KeyDetail, KeyEnd, MediaKey, MediaSession, OFFERED_EVENT_TYPES, SrtpSession, start_sender};
 pub use outcome::CallReport;
 pub use prompts::Prompts;
@@ -436,9 +438,10 @@ impl Call {
         self.flush(now);
     }
 
-    /// An RTP datagram from the network. Before the answer nobody is
-    /// expected to send: whatever comes is dropped (and counted), so nothing
-    /// received before the answer can count as a key.
+    /// An RTP datagram from the network. Before the answer only early
+    /// media that a 183 announced is listened to, for a SIT; whatever else
+    /// comes is dropped (and counted). Nothing received before the answer
+    /// counts as a key.
     pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         match self.media.as_mut() {
             Some(media) => {
@@ -495,7 +498,11 @@ impl Call {
         if self.phase == Phase::Done {
             return None;
         }
-        let media = self.media.as_ref().and_then(|m| m.poll_timeout());
+        let media = match self.phase {
+            // Early media is only listened to: its sender's clock does not run.
+            Phase::Inviting | Phase::Canceling => self.media.as_ref().and_then(|m| m.receive_timeout()),
+            _ => self.media.as_ref().and_then(|m| m.poll_timeout()),
+        };
         let media_silence = self.media_silence_deadline();
         [self.timers.next(), media, media_silence, self.replies.poll_timeout()].into_iter().flatten().min()
     }
@@ -532,6 +539,10 @@ impl Call {
             }
             while let Some(end) = self.media.as_mut().and_then(|m| m.poll_key_end()) {
                 self.on_key_end(end);
+            }
+            if let Some(heard) = self.media.as_mut().and_then(|m| m.poll_heard()) {
+                self.on_heard(now, heard);
+                progressed = true;
             }
             if self.media.as_mut().is_some_and(|m| m.take_prompt_finished()) {
                 self.on_prompt_finished(now);

@@ -19,6 +19,9 @@ impl Call {
                 if self.phase == Phase::Canceling && self.cancel_sent_at.is_none() && status > 100 {
                     self.send_cancel(now);
                 }
+                if status == 183 && self.phase == Phase::Inviting {
+                    self.listen_early(now, &response);
+                }
             }
             TransactionEvent::Final(response) => {
                 let status = response.status().unwrap_or(500);
@@ -88,7 +91,9 @@ impl Call {
             .and_then(|sdp| parse_answer(sdp, &self.offer).map_err(|e| e.to_string()));
         let inband = self.config.dialplan.accepts(DtmfSource::Inband);
         let learning = self.config.rtp_learning_packets;
-        match answer.map(|description| MediaSession::new(now, description, inband, learning, &mut self.rng)) {
+        let voicemail = self.config.dialplan.voicemail;
+        match answer.map(|description| MediaSession::new(now, description, inband, learning, voicemail, &mut self.rng))
+        {
             Ok(Ok(media)) => {
                 tracing::info!(call_id = self.call_id(), codec = ?media.description().codec, "answered");
                 self.media = Some(media);
@@ -99,6 +104,21 @@ impl Call {
             }
             Ok(Err(e)) => self.fail(now, format!("media: {e}")),
             Err(e) => self.fail(now, format!("SDP answer: {e}")),
+        }
+    }
+
+    /// Early media (a 183 with SDP): listened to for a SIT only. Nothing
+    /// is sent, and keys before the answer never count.
+    fn listen_early(&mut self, now: Instant, response: &Message) {
+        if self.media.is_some() || response.body().is_empty() {
+            return;
+        }
+        let Ok(sdp) = std::str::from_utf8(response.body()) else { return };
+        let Ok(description) = parse_answer(sdp, &self.offer) else { return };
+        let learning = self.config.rtp_learning_packets;
+        if let Ok(media) = MediaSession::new(now, description, false, learning, None, &mut self.rng) {
+            tracing::debug!(call_id = self.call_id(), "early media");
+            self.media = Some(media);
         }
     }
 

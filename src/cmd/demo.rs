@@ -56,6 +56,8 @@ async fn demo(folder: &std::path::Path, via: PressVia) -> Result<bool, DemoError
             transport: Transport::Udp,
             local_rtp: "127.0.0.1:0".parse().expect("literal"),
             press: "#".into(),
+            play: None,
+            early_media: None,
             via,
             press_after: Duration::from_millis(1500),
             answer_after: Duration::from_millis(1000),

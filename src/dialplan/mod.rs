@@ -21,6 +21,8 @@
 //! dtmf_sources = ["rfc4733", "info", "inband"]
 //! retry_outcomes = ["no_answer", "busy", "unreachable"]   # call again after these
 //! retry_after_ms = 60000        # wait before the next attempt
+//! voicemail_greeting_ms = 2500  # callee speech before a steady beep means a voicemail box
+//! voicemail_beep_ms = 150       # the beep's length at least (0 = no voicemail detection)
 //! ```
 //!
 //! Relative prompt paths are resolved against the dialplan file's folder, then
@@ -38,6 +40,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dsp::tone::key_position;
+use crate::dsp::voicemail::VoicemailConfig;
 use crate::locale::{self, PLACEHOLDER};
 use crate::vocab::{DtmfSource, Outcome};
 
@@ -70,6 +73,8 @@ pub struct Dialplan {
     /// Outcomes after which the engine calls again (while attempts remain).
     pub retry_outcomes: Vec<Outcome>,
     pub retry_after: Duration,
+    /// Voicemail detection; `None` when `voicemail_beep_ms` is 0.
+    pub voicemail: Option<VoicemailConfig>,
 }
 
 /// Why a dialplan was refused.
@@ -120,6 +125,10 @@ struct File {
     retry_outcomes: Vec<Outcome>,
     #[serde(default = "defaults::retry_after_ms")]
     retry_after_ms: u64,
+    #[serde(default = "defaults::voicemail_greeting_ms")]
+    voicemail_greeting_ms: u32,
+    #[serde(default = "defaults::voicemail_beep_ms")]
+    voicemail_beep_ms: u32,
 }
 
 mod defaults {
@@ -162,6 +171,13 @@ mod defaults {
     }
     pub fn media_timeout_ms() -> u64 {
         0
+    }
+    // Longer than "hello, who is this?"; shorter than any box's greeting.
+    pub fn voicemail_greeting_ms() -> u32 {
+        2_500
+    }
+    pub fn voicemail_beep_ms() -> u32 {
+        150
     }
     pub fn dtmf_sources() -> Vec<DtmfSource> {
         vec![DtmfSource::Rfc4733, DtmfSource::Info, DtmfSource::Inband]
@@ -251,6 +267,14 @@ impl Dialplan {
         if file.dtmf_sources.is_empty() {
             return Err(invalid("dtmf_sources must name at least one of rfc4733, info, inband".into()));
         }
+        if file.voicemail_beep_ms > 10_000 || !(500..=60_000).contains(&file.voicemail_greeting_ms) {
+            return Err(invalid(format!(
+                "voicemail_beep_ms must be 0 (off) to 10000 and voicemail_greeting_ms 500 to 60000, not {} and {}",
+                file.voicemail_beep_ms, file.voicemail_greeting_ms
+            )));
+        }
+        let voicemail = (file.voicemail_beep_ms > 0)
+            .then_some(VoicemailConfig { greeting_ms: file.voicemail_greeting_ms, beep_ms: file.voicemail_beep_ms });
         let default_locale =
             locale::resolve(&file.locale).map_err(|e| invalid(format!("locale {:?}: {e}", file.locale)))?;
         // A relative path is the dialplan folder's when its default locale's file is there.
@@ -281,6 +305,7 @@ impl Dialplan {
             dtmf_sources: file.dtmf_sources,
             retry_outcomes: file.retry_outcomes,
             retry_after: ranged("retry_after_ms", file.retry_after_ms, 1_000, 86_400_000)?,
+            voicemail,
         })
     }
 
@@ -355,6 +380,7 @@ mod tests {
             ("prompt = \"p\"\ndtmf_sources = [\"smoke\"]", "unknown variant"),
             ("prompt = \"p\"\nbogus = 1", "unknown field"),
             ("prompt = \"p\"\nlocale = \"sv\"", "locale \"sv\""),
+            ("prompt = \"p\"\nvoicemail_greeting_ms = 10", "voicemail_greeting_ms"),
             ("expect = \"#\"", "prompt"),
             ("prompt = ", "string"),
         ] {

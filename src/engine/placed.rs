@@ -95,6 +95,8 @@ mod tests {
             transport: Transport::Udp,
             local_rtp: loopback,
             press: String::new(),
+            play: None,
+            early_media: None,
             via: PressVia::Rfc4733,
             press_after: Duration::ZERO,
             answer_after: Duration::ZERO,

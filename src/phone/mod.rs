@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -41,8 +42,14 @@ pub struct PhoneConfig {
     /// The one RTP address every call's media uses (calls are told apart by
     /// pound's media address).
     pub local_rtp: SocketAddr,
-    /// Keys pressed after the answer, in order.
+    /// Keys pressed after the answer (and after `play`), in order.
     pub press: String,
+    /// Audio (8 kHz) sent from the answer on, before any key: a greeting,
+    /// a voicemail box's beep, a network announcement.
+    pub play: Option<Arc<[i16]>>,
+    /// Audio (8 kHz) sent as early media: a 183 with SDP at once, then this
+    /// audio while ringing; the answer (or `reject`) follows `answer_after`.
+    pub early_media: Option<Arc<[i16]>>,
     pub via: PressVia,
     /// From the answer to the first key.
     pub press_after: Duration,
@@ -108,6 +115,8 @@ struct Keys {
     event_timestamp: u32,
     /// A press that has begun, announced with its first packet.
     unannounced: Option<char>,
+    /// Samples of `play` sent so far.
+    played: usize,
 }
 
 struct PhoneMedia {
@@ -132,6 +141,10 @@ struct PhoneCall {
     /// The BYE the phone sent, until it is answered or times out.
     bye: Option<TransactionKey>,
     rtp_received: u64,
+    /// The SDP answer, once media is negotiated (early or at the answer).
+    sdp: Option<String>,
+    /// Samples of `early_media` sent so far.
+    early_played: usize,
 }
 
 /// The simulated phone.
@@ -290,7 +303,23 @@ impl Phone {
             hangup_at: None,
             bye: None,
             rtp_received: 0,
+            sdp: None,
+            early_played: 0,
         };
+        if self.config.early_media.is_some() {
+            // The final response (an answer or the rejection) waits for the announcement.
+            let contact = self.contact(&invite);
+            self.calls.insert(call_id.clone(), call);
+            let Some(sdp) = self.negotiate(now, &call_id) else { return };
+            let Some(call) = self.calls.get_mut(&call_id) else { return };
+            let mut progress =
+                Message::response_to(&call.invite, 183, Some(&call.local_tag)).with_header("Contact", contact);
+            progress.set_body("application/sdp", sdp.into_bytes());
+            self.outbox.push_back((progress, from));
+            let answer_at = (!self.config.never_answer).then_some(now + self.config.answer_after);
+            call.stage = Stage::Ringing { answer_at };
+            return;
+        }
         if let Some(status) = self.config.reject {
             let response = Message::response_to(&invite, status, Some(&local_tag));
             call.final_response = Some(response.clone());
@@ -305,10 +334,15 @@ impl Phone {
         self.calls.insert(call_id, call);
     }
 
-    fn answer(&mut self, now: Instant, call_id: &str) {
-        let Some(contact) = self.calls.get(call_id).map(|call| self.contact(&call.invite)) else { return };
+    /// The SDP answer to the call's offer, with the call's media set up
+    /// from it (once: early media and the answer share it); `None` when the
+    /// offer cannot be answered.
+    fn negotiate(&mut self, now: Instant, call_id: &str) -> Option<String> {
         let config = &self.config;
-        let Some(call) = self.calls.get_mut(call_id) else { return };
+        let call = self.calls.get_mut(call_id)?;
+        if let Some(sdp) = &call.sdp {
+            return Some(sdp.clone());
+        }
         let offer = std::str::from_utf8(call.invite.body()).ok().and_then(|sdp| parse_offer(sdp).ok());
         let answered = offer.and_then(|offer| {
             let chosen = choose_crypto(&offer, config.srtp).ok()?;
@@ -324,19 +358,8 @@ impl Phone {
             )
             .ok()
         });
-        let Some((sdp, description)) = answered else {
-            let response = Message::response_to(&call.invite, 488, Some(&call.local_tag));
-            call.final_response = Some(response.clone());
-            call.resend = resend_schedule(now, config);
-            call.stage = Stage::Answering;
-            self.outbox.push_back((response, call.from));
-            return;
-        };
-        let mut response =
-            Message::response_to(&call.invite, 200, Some(&call.local_tag)).with_header("Contact", contact.clone());
-        response.set_body("application/sdp", sdp.into_bytes());
-        call.dialog = Dialog::as_callee(&call.invite, &call.local_tag, &contact, &mut self.rng).ok();
-        let Ok(encoder) = Encoder::new(description.codec) else { return };
+        let (sdp, description) = answered?;
+        let encoder = Encoder::new(description.codec).ok()?;
         let sender = start_sender(&description, now, &mut self.rng);
         call.media = Some(PhoneMedia {
             remote: SocketAddr::new(description.address, description.port),
@@ -345,13 +368,42 @@ impl Phone {
             sender,
             encoder,
         });
+        call.sdp = Some(sdp.clone());
+        Some(sdp)
+    }
+
+    fn answer(&mut self, now: Instant, call_id: &str) {
+        let Some(contact) = self.calls.get(call_id).map(|call| self.contact(&call.invite)) else { return };
+        let sdp = self.negotiate(now, call_id);
+        let config = &self.config;
+        let Some(call) = self.calls.get_mut(call_id) else { return };
+        let status = match (config.reject, &sdp) {
+            (Some(status), _) => Some(status),
+            (None, None) => Some(488),
+            (None, Some(_)) => None,
+        };
+        if let Some(status) = status {
+            let response = Message::response_to(&call.invite, status, Some(&call.local_tag));
+            call.final_response = Some(response.clone());
+            call.resend = resend_schedule(now, config);
+            call.stage = Stage::Answering;
+            self.outbox.push_back((response, call.from));
+            return;
+        }
+        let Some(sdp) = sdp else { return };
+        let mut response =
+            Message::response_to(&call.invite, 200, Some(&call.local_tag)).with_header("Contact", contact.clone());
+        response.set_body("application/sdp", sdp.into_bytes());
+        call.dialog = Dialog::as_callee(&call.invite, &call.local_tag, &contact, &mut self.rng).ok();
+        let playing = config.play.as_ref().map_or(0, |audio| audio.len() as u64 * 1000 / 8000);
         call.keys = Some(Keys {
             queue: config.press.chars().collect(),
-            next_at: now + config.press_after,
+            next_at: now + Duration::from_millis(playing) + config.press_after,
             tone: None,
             event: None,
             event_timestamp: 0,
             unannounced: None,
+            played: 0,
         });
         call.hangup_at = config.hangup_after.map(|d| now + d);
         call.final_response = Some(response.clone());
@@ -489,6 +541,24 @@ impl Phone {
     pub fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
         let (packet, payload) = (&mut self.packet, &mut self.payload);
         for (call_id, call) in &mut self.calls {
+            if let (Stage::Ringing { .. }, Some(media), Some(audio)) =
+                (&call.stage, call.media.as_mut(), self.config.early_media.as_deref())
+            {
+                if media.sender.next_due().is_none_or(|due| due > now) {
+                    continue;
+                }
+                let mut frame = [0i16; FRAME_SAMPLES];
+                next_frame(audio, &mut call.early_played, &mut frame);
+                if media.encoder.encode(&frame, payload).is_ok() {
+                    media.sender.audio_frame(payload, packet);
+                    if media.seal(packet) {
+                        return Some(Transmit { destination: media.remote, contents: packet });
+                    }
+                    continue;
+                }
+                media.sender.skip_frame();
+                continue;
+            }
             if !matches!(call.stage, Stage::Talking | Stage::Answering) {
                 continue;
             }
@@ -514,11 +584,12 @@ impl Phone {
                     }
                 }
             }
-            if self.config.silent && keys.tone.is_none() {
+            let mut frame = [0i16; FRAME_SAMPLES];
+            let n = next_frame(self.config.play.as_deref().unwrap_or_default(), &mut keys.played, &mut frame);
+            if self.config.silent && keys.tone.is_none() && n == 0 {
                 media.sender.skip_frame();
                 continue;
             }
-            let mut frame = [0i16; FRAME_SAMPLES];
             let toning = keys.tone.is_some();
             if let Some((tone, until)) = keys.tone.as_mut() {
                 tone.fill(&mut frame);
@@ -573,6 +644,16 @@ impl PhoneMedia {
     fn seal(&mut self, packet: &mut Vec<u8>) -> bool {
         self.srtp.as_mut().is_none_or(|srtp| srtp.protect(packet))
     }
+}
+
+/// Copies the next frame of `audio` from `played` on into `frame` (silence
+/// past its end); returns the samples copied.
+fn next_frame(audio: &[i16], played: &mut usize, frame: &mut [i16; FRAME_SAMPLES]) -> usize {
+    let rest = audio.get(*played..).unwrap_or_default();
+    let n = rest.len().min(FRAME_SAMPLES);
+    frame[..n].copy_from_slice(&rest[..n]);
+    *played += n;
+    n
 }
 
 /// Reports a press that just began, if there is one.

@@ -139,6 +139,8 @@ async fn start_phone(observed: Arc<Observed>) -> Result<(SocketAddr, tokio::task
             transport: Transport::Udp,
             local_rtp: loopback,
             press: "#".into(),
+            play: None,
+            early_media: None,
             via: PressVia::Rfc4733,
             press_after: Duration::from_millis(500),
             answer_after: Duration::from_millis(100),

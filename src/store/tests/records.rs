@@ -387,3 +387,27 @@ async fn a_locale_is_stored_for_whichever_node_claims_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voicemail_outcome_and_a_sit_detail_are_stored_and_read_back() {
+    on_each_backend(|h| async move {
+        let store = &h.store;
+        for (id, outcome, detail) in [
+            ("vm", Outcome::Voicemail, "voicemail: 4.1 s of greeting, then a 1000 Hz beep"),
+            ("sit", Outcome::InvalidNumber, "SIT VC (vacant code)"),
+        ] {
+            create(store, request(id, 0)).await;
+            store.claim("a", 100, 10_000, 1).await.unwrap();
+            let number = store.start_attempt(id, "a", &format!("call-{id}"), 110).await.unwrap();
+            let result = AttemptResult { detail: Some(detail.to_string()), ..ended(1_000, outcome) };
+            store.finish_attempt(id, number, &result).await.unwrap();
+            let done = store.complete(id, "a", outcome, 1_001).await.unwrap();
+            assert_eq!((done.status, done.outcome), (Status::Completed, Some(outcome)));
+            assert_eq!(store.verification(id).await.unwrap().unwrap().outcome, Some(outcome));
+            let attempts = store.attempts(id).await.unwrap();
+            assert_eq!(attempts[0].outcome.as_deref(), Some(outcome.as_str()));
+            assert_eq!(attempts[0].detail.as_deref(), Some(detail));
+        }
+    })
+    .await;
+}
