@@ -84,9 +84,20 @@ impl Node {
         response.json().await.expect("a JSON record")
     }
 
+    /// The record once completed and its call over: the decision is stored
+    /// when made, the attempt's end when the call has hung up after it.
     async fn completed(&self, record: &Value) -> Value {
         let id = record["id"].as_str().expect("an id");
-        wait_for(&reqwest::Client::new(), &self.api, KEY, id, "completed").await
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let record = wait_for(&client, &self.api, KEY, id, "completed").await;
+            let ended = record["attempts"].as_array().and_then(|a| a.last()).is_some_and(|a| !a["ended_at"].is_null());
+            if ended || std::time::Instant::now() > deadline {
+                return record;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// The phones registered for alice@contoso.com.
