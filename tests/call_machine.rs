@@ -226,8 +226,11 @@ impl Sim {
     }
 
     /// Runs until the call finishes (or `limit` of simulated time passes).
+    /// Panics when the machines keep asking to be woken at a time already
+    /// past without it moving on: a driver would spin on such a machine.
     fn run(&mut self, limit: Duration) -> Option<CallReport> {
         let end = self.now + limit;
+        let mut wakeups_at_the_same_instant = 0;
         loop {
             if let Some(report) = self.exchange() {
                 return Some(report);
@@ -244,6 +247,12 @@ impl Sim {
             if next > end {
                 return None;
             }
+            wakeups_at_the_same_instant = if next <= self.now { wakeups_at_the_same_instant + 1 } else { 0 };
+            assert!(
+                wakeups_at_the_same_instant < 1_000,
+                "busy loop: woken again and again at {:.3} s, which has passed",
+                self.elapsed()
+            );
             self.now = self.now.max(next);
             self.pound_transactions.handle_timeout(self.now);
             self.phone_transactions.handle_timeout(self.now);
@@ -918,6 +927,19 @@ fn the_media_timeout_with_a_live_dialog_is_no_input_with_a_detail() {
     let asked = sim.from_pound.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == "OPTIONS")).count();
     assert_eq!(asked, 1, "one in-dialog OPTIONS before deciding");
     assert!(sim.from_pound.last().unwrap().method().is_some_and(|m| m.as_str() == "BYE"));
+}
+
+#[test]
+fn a_bye_never_answered_is_waited_for_without_spinning() {
+    // The callee presses # and is gone before the closing prompt ends: pound's BYE is never
+    // answered. The call waits out timer F; until then its deadlines must lie ahead (the media
+    // sender stops with the BYE; its overdue frame once made every wake-up due at once).
+    // The phone answers at 2 s and presses # at 2.8 s; the closing prompt plays past 4 s.
+    let network = Network { callee_gone_at: Some((Duration::from_secs(4), None)), ..Network::default() };
+    let (report, sim) = call_with(dialplan(""), phone_config(), network, vec![Codec::Pcmu]);
+    assert_eq!(report.outcome, Outcome::Verified, "{report:?}");
+    let byes = sim.from_pound.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == "BYE")).count();
+    assert!(byes > 1, "the BYE was retransmitted until timer F: {byes}");
 }
 
 #[test]

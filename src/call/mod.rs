@@ -499,9 +499,14 @@ impl Call {
             return None;
         }
         let media = match self.phase {
-            // Early media is only listened to: its sender's clock does not run.
-            Phase::Inviting | Phase::Canceling => self.media.as_ref().and_then(|m| m.receive_timeout()),
-            _ => self.media.as_ref().and_then(|m| m.poll_timeout()),
+            Phase::Talking | Phase::Closing => self.media.as_ref().and_then(|m| m.poll_timeout()),
+            // Early media is only listened to, and after the BYE nothing is
+            // sent: the sender's clock does not run (`poll_rtp` sends
+            // nothing), so its next frame must not be a deadline: it would
+            // stay due and wake the driver at once, again and again.
+            Phase::Inviting | Phase::Canceling | Phase::Ending | Phase::Done => {
+                self.media.as_ref().and_then(|m| m.receive_timeout())
+            }
         };
         let media_silence = self.media_silence_deadline();
         [self.timers.next(), media, media_silence, self.replies.poll_timeout()].into_iter().flatten().min()
