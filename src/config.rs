@@ -39,6 +39,47 @@ pub struct Config {
     pub webhooks: WebhookSection,
     pub engine: EngineSection,
     pub log: LogSection,
+    pub capture: CaptureSection,
+}
+
+/// `[capture]`: each call's SIP and RTP written as a pcap file that
+/// `pound replay` runs again (off unless `dir` is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSection {
+    /// The folder captures go to (created owner-only if missing); unset: no capture.
+    pub dir: Option<PathBuf>,
+    /// The folder's budget: the oldest captures are deleted to keep within it.
+    pub max_bytes: u64,
+    /// One call's capture stops growing at this size.
+    pub max_call_bytes: u64,
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        CaptureSection { dir: None, max_bytes: 1 << 30, max_call_bytes: 16 << 20 }
+    }
+}
+
+/// A capture smaller than this could not hold a call's first messages.
+const MIN_CAPTURE_BYTES: u64 = 64 * 1024;
+
+impl CaptureSection {
+    /// The capture folder, if captures are on.
+    pub fn folder(&self) -> Option<crate::capture::CaptureFolder> {
+        let dir = self.dir.clone()?;
+        Some(crate::capture::CaptureFolder { dir, max_bytes: self.max_bytes, max_call_bytes: self.max_call_bytes })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.dir.is_some() && !(MIN_CAPTURE_BYTES <= self.max_call_bytes && self.max_call_bytes <= self.max_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "capture.max_call_bytes must be at least {MIN_CAPTURE_BYTES} and at most capture.max_bytes, not {} with {}",
+                self.max_call_bytes, self.max_bytes
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `[log]`: how `pound serve` writes its log (flags and `POUND_LOG_FORMAT` win).
@@ -547,6 +588,7 @@ impl Config {
             return invalid(format!("rtp.learning_packets must be {low} to {high}, not {value}"));
         }
         self.policy.validate_toll_fraud()?;
+        self.capture.validate()?;
         self.validate_api_keys()?;
         // Expiry (issue 11).
         if !(1..=MAX_EXPIRE_AFTER_S).contains(&self.policy.expire_after_s) {
@@ -731,6 +773,18 @@ mod tests {
         assert!(error.starts_with("3:"), "a TOML syntax error has its line: {error}");
         let error = Config::parse("[engine]\nbogus = 1").unwrap_err();
         assert!(error.contains("engine") && error.contains("unknown field `bogus`"), "{error}");
+    }
+
+    #[test]
+    fn captures_are_off_by_default_and_their_limits_checked() {
+        assert_eq!(Config::default().capture.folder(), None);
+        let config: Config = toml::from_str("[capture]\ndir = \"/var/lib/pound/captures\"").unwrap();
+        config.validate().unwrap();
+        let folder = config.capture.folder().unwrap();
+        assert_eq!((folder.max_bytes, folder.max_call_bytes), (1 << 30, 16 << 20));
+        let config: Config =
+            toml::from_str("[capture]\ndir = \"c\"\nmax_bytes = 100000\nmax_call_bytes = 200000").unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("capture.max_call_bytes"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub const COMMIT: &str = env!("POUND_COMMIT");
 
 pub mod api;
 pub mod call;
+pub mod capture;
 pub mod clock;
 pub mod cmd;
 pub mod code;

@@ -49,6 +49,12 @@ enum Command {
     /// Measure the whole service on loopback; one JSON line per benchmark.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run a captured call (`pound call --capture`, `[capture]`) again in simulated time and print its
+    /// report as `pound call` did (exit 0 only when verified; 3 when the replay sent other than the capture).
+    Replay {
+        /// The capture.
+        file: PathBuf,
+    },
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -335,6 +341,10 @@ struct CallCommand {
     /// TLS: PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", env = "POUND_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Write the call's SIP and RTP to this pcap file (owner-only: it holds the number, the keys
+    /// pressed and the SRTP keys); `pound replay FILE` runs the call again from it.
+    #[arg(long, value_name = "FILE.pcap")]
+    capture: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -447,6 +457,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench(command),
         Command::Audit(AuditCommand::Verify { store }) => audit_verify(store),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Replay { file } => replay(&file),
     }
 }
 
@@ -683,6 +694,7 @@ fn call(cmd: CallCommand) -> ExitCode {
         srtp: cmd.srtp.into(),
         tls: TlsFiles { ca: cmd.tls_ca, cert: cmd.tls_cert, key: cmd.tls_key },
         code: cmd.code,
+        capture: cmd.capture,
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
         Ok(report) => {
@@ -691,6 +703,23 @@ fn call(cmd: CallCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("pound call: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn replay(file: &std::path::Path) -> ExitCode {
+    match pound::cmd::replay::run(file) {
+        Ok(replayed) => {
+            println!("{}", serde_json::to_string(&replayed.report).expect("a report serialises"));
+            eprintln!("{}", pound::cmd::replay::summary(&replayed));
+            match replayed.divergence {
+                Some(_) => ExitCode::from(3),
+                None => ExitCode::from(exit_code(&replayed.report)),
+            }
+        }
+        Err(e) => {
+            eprintln!("pound replay: {}: {e}", file.display());
             ExitCode::from(2)
         }
     }

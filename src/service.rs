@@ -200,6 +200,7 @@ impl Service {
             webhook_queued: webhook_queued.clone(),
             clock: Clock::System,
             seed: None,
+            capture: capture_folder(&config.capture)?,
         };
         let (engine_store, engine_metrics) = (store.clone(), metrics.clone());
         let engine = tokio::spawn(async move {
@@ -365,6 +366,21 @@ async fn open_store(url: &str) -> Result<Arc<dyn Store>, ServiceError> {
 
 /// How long the first connection to the store's server may take at start.
 const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The capture folder when `[capture]` names one, created owner-only (captures hold the calls' secrets).
+fn capture_folder(
+    section: &crate::config::CaptureSection,
+) -> Result<Option<crate::capture::CaptureFolder>, ServiceError> {
+    let Some(folder) = section.folder() else { return Ok(None) };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&folder.dir)
+        .map_err(|e| ConfigError::Invalid(format!("capture.dir {}: {e}", folder.dir.display())))?;
+    Ok(Some(folder))
+}
 
 fn default_node_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();

@@ -211,6 +211,7 @@ async fn attacked_calls(attack: Spray, press_via: PressVia) -> (Vec<CallReport>,
             seed: None,
             srtp: pound::vocab::SrtpPolicy::Off,
             code: None,
+            capture: None,
         };
         let endpoint = endpoint.clone();
         calls.push(tokio::spawn(async move { run_call(&endpoint, setup, |_| {}).await }));

@@ -132,6 +132,21 @@ fn unchanged(_: &Path, xml: String) -> String {
     xml
 }
 
+/// A call to sipp captured, then replayed: the same report, and every message and packet
+/// pound sent as it sent it (issue 12).
+#[test]
+fn a_captured_call_to_sipp_replays_to_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("sipp.pcap");
+    let run = run("inband-pound", &["--codecs", "pcmu", "--capture", capture.to_str().unwrap()], with_inband_pound);
+    assert_outcome(&run, "verified");
+    let replayed = Command::new(env!("CARGO_BIN_EXE_pound")).arg("replay").arg(&capture).output().unwrap();
+    let replayed_report: Value = serde_json::from_slice(&replayed.stdout).unwrap();
+    assert_eq!(replayed_report, run.report);
+    assert_eq!(replayed.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&replayed.stderr).contains("all as captured"));
+}
+
 #[test]
 fn pound_key_by_rfc4733_is_verified() {
     let run = run("rfc4733-pound", &[], unchanged);
@@ -141,14 +156,17 @@ fn pound_key_by_rfc4733_is_verified() {
     assert_eq!(run.report["sip_status"], 200);
 }
 
+/// The in-band scenario with the audio it plays: a # at -12 dBm0 after 400 ms of silence.
+fn with_inband_pound(dir: &Path, xml: String) -> String {
+    let pcap = dir.join("inband-pound.pcap");
+    let signal = Signal::silence(400.0).press(Press::new('#').level(-12.0).duration(200.0)).gap(600.0);
+    write_pcmu_capture(&pcap, &signal.quantise(common::Codec::Linear)).unwrap();
+    xml.replace("\"PCAP\"", &format!("{:?}", pcap.display().to_string()))
+}
+
 #[test]
 fn pound_key_in_band_is_verified() {
-    let run = run("inband-pound", &["--codecs", "pcmu"], |dir, xml| {
-        let pcap = dir.join("inband-pound.pcap");
-        let signal = Signal::silence(400.0).press(Press::new('#').level(-12.0).duration(200.0)).gap(600.0);
-        write_pcmu_capture(&pcap, &signal.quantise(common::Codec::Linear)).unwrap();
-        xml.replace("\"PCAP\"", &format!("{:?}", pcap.display().to_string()))
-    });
+    let run = run("inband-pound", &["--codecs", "pcmu"], with_inband_pound);
     assert_outcome(&run, "verified");
     assert_eq!(run.report["dtmf_source"], "inband");
 }

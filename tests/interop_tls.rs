@@ -282,6 +282,7 @@ fn setup(target: SocketAddr, name: &str) -> CallSetup {
         seed: None,
         srtp: pound::vocab::SrtpPolicy::Off,
         code: None,
+        capture: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `pound serve` on SQLite with `pound phone` as the trunk: retries by
-//! dialplan, and a graceful SIGTERM that lets a running call finish.
+//! dialplan, a graceful SIGTERM that lets a running call finish, and each
+//! attempt captured for `pound replay` when `[capture]` says so.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::http::{submit, wait_for};
-use common::process::{Running, phone, pound, start};
+use common::process::{Running, phone, pound, serve_with_config, start};
 
 const KEY: &str = "serve-test-key";
 
@@ -73,4 +74,49 @@ async fn sigterm_lets_the_running_call_finish() {
     let store = pound::store::open(&format!("sqlite://{}", dir.path().join("pound.db").display())).await.unwrap();
     let verification = store.verification(&id).await.unwrap().unwrap();
     assert_eq!(verification.outcome, Some(pound::vocab::Outcome::Verified), "{verification:?}");
+}
+
+#[tokio::test]
+async fn with_captures_on_every_attempt_is_captured_and_replays_to_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let captures = dir.path().join("captures");
+    let (_phone, trunk) = phone(&["--after", "300"]);
+    let config = format!("[capture]\ndir = {:?}\nmax_bytes = 10000000\nmax_call_bytes = 1000000\n", captures);
+    let (_serve, api) = serve_with_config(dir.path(), &trunk, &config, KEY);
+    let client = reqwest::Client::new();
+    let id = submit(&client, &api, KEY, "+14155550113").await;
+    let record = wait_for(&client, &api, KEY, &id, "completed").await;
+    assert_eq!(record["outcome"], "verified", "{record}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&captures).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the folder of captures is the node's alone");
+    }
+    let capture = captures.join(format!("{id}-1.pcap"));
+    // The node writes the file's end when the call is over, just after the outcome is stored.
+    let mut replayed = None;
+    for _ in 0..50 {
+        let output = pound().arg("replay").arg(&capture).output().unwrap();
+        if output.status.code() == Some(0) {
+            replayed = Some(output);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let replayed = replayed.unwrap_or_else(|| panic!("{} does not replay to verified", capture.display()));
+    let report: serde_json::Value = serde_json::from_slice(&replayed.stdout).unwrap();
+    assert_eq!(report["outcome"], "verified");
+    // The attempt as stored once the call is over (at the decision its key's end was not known yet).
+    let mut attempt = record["attempts"][0].clone();
+    for _ in 0..100 {
+        if attempt["evidence"] == report["evidence"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        attempt = wait_for(&client, &api, KEY, &id, "completed").await["attempts"][0].clone();
+    }
+    assert_eq!(report["call_id"], attempt["call_id"], "the capture is of this attempt: {attempt}");
+    assert_eq!(report["evidence"], attempt["evidence"], "and its key's evidence is the record's");
+    assert!(String::from_utf8_lossy(&replayed.stderr).contains("all as captured"));
 }

@@ -188,6 +188,7 @@ fn simulate(seed: u64) -> Vec<String> {
             webhook_queued: webhook_queued.clone(),
             clock,
             seed: Some(seed),
+            capture: None,
         };
         let (stop, stopping) = watch::channel(false);
         let engine = tokio::spawn(run_engine(store.clone(), metrics.clone(), engine, stopping.clone()));

@@ -393,6 +393,7 @@ async fn engine_config(trunk: &tokio::net::UdpSocket) -> EngineConfig {
         webhook_queued: Default::default(),
         clock: pound::clock::Clock::System,
         seed: None,
+        capture: None,
     }
 }
 

@@ -8,6 +8,8 @@ use crate::media::prompt::{Prompt, PromptError};
 /// The dialplan's prompts, loaded once and shared by every call.
 #[derive(Debug)]
 pub struct Prompts {
+    /// The locale the prompts were loaded in (one of [`crate::locale::LOCALES`]).
+    pub locale: &'static str,
     pub main: Arc<Prompt>,
     pub wrong_key: Option<Arc<Prompt>>,
     pub confirmation: Option<Arc<Prompt>>,
@@ -24,6 +26,7 @@ impl Prompts {
         let load = |path: &std::path::Path| Prompt::load(&plan.prompt_path(path)).map(Arc::new);
         let optional = |path: &Option<std::path::PathBuf>| path.as_deref().map(load).transpose();
         Ok(Prompts {
+            locale: plan.locale,
             main: load(&plan.prompt)?,
             wrong_key: optional(&plan.wrong_key_prompt)?,
             confirmation: optional(&plan.confirmation_prompt)?,

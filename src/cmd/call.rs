@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::{CallEvent, CallReport, Prompts};
+use crate::capture::CaptureFile;
 use crate::code::Code;
 use crate::dialplan::{Dialplan, DialplanError};
 use crate::media::codec::Codec;
@@ -43,6 +44,8 @@ pub struct CallArgs {
     pub stir: Option<StirArgs>,
     /// Number matching (`--code`): the digits to key in before `#`.
     pub code: Option<Code>,
+    /// `--capture FILE.pcap`: the call's SIP and RTP, for `pound replay`.
+    pub capture: Option<PathBuf>,
 }
 
 /// `--stir-key FILE --stir-x5u URL --stir-attest A|B|C`.
@@ -71,6 +74,9 @@ pub enum CallCommandError {
     /// The signing key or certificate URL is unusable, or a party has no number to sign.
     #[error(transparent)]
     Stir(#[from] StirError),
+    /// The `--capture` file cannot be written.
+    #[error("--capture {path}: {source}")]
+    Capture { path: String, source: std::io::Error },
     /// `--srtp` other than `off` without TLS: the SDES keys would travel in clear.
     #[error("--srtp {0} needs SIP over TLS (--transport tls or a sips: target): SDES keys must not travel in clear")]
     SrtpWithoutTls(&'static str),
@@ -93,6 +99,11 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
     };
     if !args.srtp.allowed_over(routed.transport) {
         return Err(CallCommandError::SrtpWithoutTls(args.srtp.as_str()));
+    }
+    // Refused before dialling: a capture asked for and not written is a call that cannot be examined.
+    if let Some(path) = &args.capture {
+        crate::capture::create_private(path)
+            .map_err(|source| CallCommandError::Capture { path: path.display().to_string(), source })?;
     }
     let next_hop = resolve(&routed.hop).await?;
     let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())?;
@@ -127,6 +138,7 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
         seed: None,
         srtp: args.srtp,
         code: args.code,
+        capture: args.capture.map(|path| CaptureFile { path, max_bytes: None }),
     };
     // The call machine logs its own events; a person at a terminal also gets
     // one plain line per change, and scripts reading stderr get nothing extra.

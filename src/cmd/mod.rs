@@ -8,4 +8,5 @@ pub mod demo;
 pub mod dtmf;
 pub mod keys;
 pub mod phone;
+pub mod replay;
 pub mod serve;

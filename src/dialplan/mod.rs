@@ -37,7 +37,7 @@ pub mod builtin;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dsp::tone::key_position;
 use crate::dsp::voicemail::VoicemailConfig;
@@ -91,7 +91,7 @@ pub enum DialplanError {
     Invalid { path: String, message: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default = "defaults::locale")]
@@ -309,6 +309,39 @@ impl Dialplan {
         })
     }
 
+    /// The dialplan as TOML that [`Dialplan::parse`] reads back into the same
+    /// dialplan (prompt paths as they were resolved), for a call's capture.
+    pub fn to_toml(&self) -> Option<String> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let defaults = (defaults::voicemail_greeting_ms(), 0);
+        let (voicemail_greeting_ms, voicemail_beep_ms) =
+            self.voicemail.map_or(defaults, |v| (v.greeting_ms, v.beep_ms));
+        let file = File {
+            locale: self.locale.to_string(),
+            prompt: self.prompt.clone(),
+            prompt_repeats: self.prompt_repeats,
+            expect: self.expect.clone(),
+            fraud_code: self.fraud_code.clone(),
+            wrong_key_prompt: self.wrong_key_prompt.clone(),
+            max_attempts: self.max_attempts,
+            confirmation_prompt: self.confirmation_prompt.clone(),
+            fraud_prompt: self.fraud_prompt.clone(),
+            code_prompt: self.code_prompt.clone(),
+            wrong_code_prompt: self.wrong_code_prompt.clone(),
+            input_timeout_ms: millis(self.input_timeout),
+            ring_timeout_ms: millis(self.ring_timeout),
+            max_duration_ms: millis(self.max_duration),
+            media_timeout_ms: self.media_timeout.map_or(0, millis),
+            dtmf_sources: self.dtmf_sources.clone(),
+            retry_outcomes: self.retry_outcomes.clone(),
+            retry_after_ms: millis(self.retry_after),
+            voicemail_greeting_ms,
+            voicemail_beep_ms,
+        };
+        // `None` only for prompt paths that are not UTF-8: TOML strings cannot hold them.
+        toml::to_string(&file).ok()
+    }
+
     /// This dialplan speaking `locale` (one of [`locale::LOCALES`]) instead of its default.
     pub fn with_locale(&self, locale: &'static str) -> Dialplan {
         Dialplan { locale, ..self.clone() }
@@ -413,6 +446,18 @@ mod tests {
         assert_eq!(fixed.locale, "en", "the default");
         let shipped = Dialplan::find("press-pound", None).unwrap();
         assert!(shipped.is_localized() && shipped.locale == "en");
+    }
+
+    #[test]
+    fn a_dialplan_written_as_toml_reads_back_the_same() {
+        let custom = "locale = \"de\"\nprompt = \"/srv/{locale}/p.wav\"\nfraud_code = \"9#\"\nmedia_timeout_ms = 90000\n\
+                      voicemail_beep_ms = 0\ndtmf_sources = [\"inband\"]\nretry_outcomes = [\"busy\"]";
+        let mut plans = vec![parse(custom).unwrap(), parse("prompt = \"p.wav\"\nexpect = \"*1\"").unwrap()];
+        plans.extend(builtin::dialplan_names().map(|name| Dialplan::find(name, None).unwrap().with_locale("ja")));
+        for plan in plans {
+            let toml = plan.to_toml().unwrap();
+            assert_eq!(Dialplan::parse(&plan.name, &toml, Path::new("")).unwrap(), plan, "{toml}");
+        }
     }
 
     #[test]

@@ -174,6 +174,8 @@ pub struct EngineConfig {
     /// Seeds the calls' RNGs (the n-th call placed gets `seed + n`), so that
     /// a simulated run is reproducible; `None` draws from the OS.
     pub seed: Option<u64>,
+    /// Where each call's capture goes (`[capture]`); `None`: calls are not captured.
+    pub capture: Option<crate::capture::CaptureFolder>,
 }
 
 /// Runs until `shutdown` turns true, then drains as described above.

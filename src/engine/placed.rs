@@ -146,6 +146,7 @@ mod tests {
             seed: None,
             srtp: crate::vocab::SrtpPolicy::Off,
             code: None,
+            capture: None,
         }
     }
 

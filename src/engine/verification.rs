@@ -392,6 +392,11 @@ impl Verification {
             seed: self.config.seed.map(|seed| seed.wrapping_add(self.calls_placed.fetch_add(1, Ordering::Relaxed))),
             srtp: trunk.srtp,
             code: verification.code.clone(),
+            capture: self
+                .config
+                .capture
+                .as_ref()
+                .map(|folder| folder.file_for(&format!("{}-{}", verification.id, verification.attempt_count + 1))),
         })
     }
 }

@@ -70,6 +70,11 @@ impl Codec {
         }
     }
 
+    /// The codec an SDP encoding name names (case-insensitive, RFC 4566).
+    pub fn from_encoding_name(name: &str) -> Option<Codec> {
+        [Codec::Pcmu, Codec::Pcma, Codec::Opus].into_iter().find(|c| name.eq_ignore_ascii_case(c.encoding_name()))
+    }
+
     /// The RTP clock rate in Hz (for Opus always 48000, whatever the audio bandwidth).
     pub fn clock_rate(self) -> u32 {
         match self {

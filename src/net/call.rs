@@ -6,8 +6,8 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use super::driver::{Machine, drive};
@@ -15,6 +15,7 @@ use super::endpoint::Endpoint;
 use super::socket::{Network, Socket};
 use super::{NetError, io, local_ip_towards};
 use crate::call::{Call, CallConfig, CallEvent, CallReport, Prompts};
+use crate::capture::{CallSnapshot, CaptureFile, Control, Recorder, TransactionEnd};
 use crate::code::Code;
 use crate::dialplan::Dialplan;
 use crate::media::codec::Codec;
@@ -55,6 +56,8 @@ pub struct CallSetup {
     pub srtp: SrtpPolicy,
     /// Number matching: the code the callee must key in before `#`.
     pub code: Option<Code>,
+    /// Where the call's capture goes (`--capture`, `[capture]`); `None`: not captured.
+    pub capture: Option<CaptureFile>,
 }
 
 /// Places the call through `endpoint` and drives it to its end; progress goes to `on_event`.
@@ -92,11 +95,14 @@ pub async fn run_call(
         code: setup.code.clone(),
     };
     let now = crate::clock::now();
-    let call = match setup.seed {
-        Some(seed) => Call::with_rng(config, now, StdRng::seed_from_u64(seed)),
-        None => Call::new(config, now),
-    };
-    let mut call = CallMachine { call, next_hop: setup.next_hop };
+    let seed = seed_bytes(setup.seed);
+    let capture = setup.capture.as_ref().and_then(|file| {
+        Recorder::create(file, now, &seed, CallSnapshot::of(&config))
+            .inspect_err(|e| tracing::warn!(path = %file.path.display(), error = %e, "the call is not captured"))
+            .ok()
+    });
+    let call = Call::with_rng(config, now, StdRng::from_seed(seed));
+    let mut call = CallMachine { call, next_hop: setup.next_hop, capture };
     let report = drive(&mut call, &mut sip, Some(&rtp), setup.cancel.clone(), |event| {
         on_event(&event);
         match event {
@@ -105,52 +111,105 @@ pub async fn run_call(
         }
     })
     .await;
+    if let Some(capture) = call.capture.take() {
+        capture.finish();
+    }
     Ok(report)
 }
 
-/// A [`Call`] for the driver: its messages addressed, and a failure to
-/// reach the next hop reported to it.
+/// The call's RNG seed: from `seed` (a simulation), or else the OS's. Kept
+/// as bytes so that a capture can record it and a replay draw the same.
+fn seed_bytes(seed: Option<u64>) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    match seed {
+        Some(seed) => StdRng::seed_from_u64(seed).fill_bytes(&mut bytes),
+        None => rand::rng().fill_bytes(&mut bytes),
+    }
+    bytes
+}
+
+/// A [`Call`] for the driver: its messages addressed, a failure to reach
+/// the next hop reported to it, and each of its inputs and outputs captured
+/// when asked.
 struct CallMachine {
     call: Call,
     next_hop: SocketAddr,
+    capture: Option<Recorder>,
 }
 
 impl Machine for CallMachine {
     type Event = CallEvent;
 
     fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
+        if let Some(capture) = &mut self.capture {
+            if !message.is_request() {
+                capture.control(now, &Control::StrayResponse);
+            }
+            capture.sip_in(now, from, &message);
+        }
         self.call.handle_sip(now, from, message);
     }
 
     fn handle_transaction(&mut self, now: Instant, key: TransactionKey, event: TransactionEvent) {
+        if let Some(capture) = &mut self.capture {
+            match &event {
+                // The endpoint matched it to the transaction wherever it came
+                // from; the next hop is where a response normally does.
+                TransactionEvent::Provisional(response) | TransactionEvent::Final(response) => {
+                    capture.sip_in(now, self.next_hop, response);
+                }
+                TransactionEvent::Timeout => capture.transaction_end(now, &key, TransactionEnd::Timeout),
+                TransactionEvent::TransportError => capture.transaction_end(now, &key, TransactionEnd::TransportError),
+            }
+        }
         self.call.handle_transaction(now, &key, event);
     }
 
     fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if let Some(capture) = &mut self.capture {
+            capture.rtp_in(now, from, datagram);
+        }
         self.call.handle_rtp(now, from, datagram);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if let Some(capture) = &mut self.capture {
+            capture.control(now, &Control::Timeout);
+        }
         self.call.handle_timeout(now);
     }
 
-    fn handle_transport_error(&mut self, _now: Instant, to: Option<SocketAddr>, reason: &str) {
+    fn handle_transport_error(&mut self, now: Instant, to: Option<SocketAddr>, reason: &str) {
         // A response that could not go back to a request's source is that peer's loss, not the call's.
         if to.is_none_or(|to| to == self.next_hop) {
+            if let Some(capture) = &mut self.capture {
+                capture.control(now, &Control::TransportError { reason: reason.to_string() });
+            }
             self.call.handle_transport_error(reason);
         }
     }
 
     fn handle_stop(&mut self, now: Instant) {
+        if let Some(capture) = &mut self.capture {
+            capture.control(now, &Control::Stop);
+        }
         self.call.cancel(now);
     }
 
     fn poll_sip(&mut self) -> Option<Transmit<Message>> {
-        self.call.poll_sip()
+        let transmit = self.call.poll_sip()?;
+        if let Some(capture) = &mut self.capture {
+            capture.sip_out(crate::clock::now(), transmit.destination, &transmit.contents);
+        }
+        Some(transmit)
     }
 
     fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
-        self.call.poll_rtp(now)
+        let transmit = self.call.poll_rtp(now)?;
+        if let Some(capture) = &mut self.capture {
+            capture.rtp_out(now, transmit.destination, transmit.contents);
+        }
+        Some(transmit)
     }
 
     fn poll_event(&mut self) -> Option<CallEvent> {

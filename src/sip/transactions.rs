@@ -44,7 +44,7 @@ impl TransactionKey {
     }
 
     /// The transaction `response` answers: its top Via branch and its CSeq method.
-    fn of_response(response: &Message) -> Option<TransactionKey> {
+    pub fn of_response(response: &Message) -> Option<TransactionKey> {
         let branch = response.top_via()?.branch?;
         Some(TransactionKey { branch, method: response.cseq()?.1 })
     }
