@@ -943,6 +943,20 @@ fn a_bye_never_answered_is_waited_for_without_spinning() {
 }
 
 #[test]
+fn a_callee_whose_bye_goes_unanswered_waits_without_spinning() {
+    // pound phone hangs up 1.5 s after answering (at 3.5 s); pound's 200 to its BYE is lost. The
+    // phone waits for its BYE's transaction to end, its media stopped: no deadline already past.
+    let network = Network { callee_gone_at: Some((Duration::from_millis(3_400), None)), ..Network::default() };
+    let phone = PhoneConfig { press: String::new(), hangup_after: Some(Duration::from_millis(1500)), ..phone_config() };
+    let mut sim = Sim::new(dialplan(""), phone, network, vec![Codec::Pcmu]);
+    let report = sim.run(Duration::from_secs(600)).expect("the call ends");
+    assert_eq!(report.outcome, Outcome::CalleeHangup);
+    assert!(sim.run(Duration::from_secs(120)).is_none(), "the phone settles");
+    let byes = sim.from_phone.iter().filter(|m| m.method().is_some_and(|m| m.as_str() == "BYE")).count();
+    assert!(byes > 1, "the phone retransmitted its BYE: {byes}");
+}
+
+#[test]
 fn the_media_timeout_with_a_dead_dialog_is_callee_hangup() {
     for answer in [None, Some(481), Some(408)] {
         let network = Network { callee_gone_at: Some((Duration::from_secs(10), answer)), ..Network::default() };

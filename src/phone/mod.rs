@@ -623,6 +623,7 @@ impl Phone {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let early_media = self.config.early_media.is_some();
         self.calls
             .values()
             .flat_map(|call| {
@@ -630,7 +631,15 @@ impl Phone {
                     Stage::Ringing { answer_at } => answer_at,
                     _ => None,
                 };
-                let media = call.media.as_ref().and_then(|m| m.sender.next_due());
+                // Only where `poll_rtp` sends (and so moves the sender's clock on):
+                // otherwise its next frame would stay due and wake the driver
+                // again and again (ringing without early media, our BYE out).
+                let sending = match call.stage {
+                    Stage::Ringing { .. } => early_media,
+                    Stage::Answering | Stage::Talking => true,
+                    Stage::Leaving => false,
+                };
+                let media = call.media.as_ref().filter(|_| sending).and_then(|m| m.sender.next_due());
                 let keys = call.keys.as_ref().filter(|k| !k.queue.is_empty()).map(|k| k.next_at);
                 [answer, call.resend.map(|r| r.0), media, keys, call.hangup_at]
             })
