@@ -114,6 +114,27 @@ fn calls_ended_by_each_kind_of_input_replay_to_the_same_report() {
 }
 
 #[test]
+fn tcpdump_reads_a_capture_as_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("call.pcap");
+    captured_call(&capture, &["--via", "rfc4733", "--after", "300"], &[]);
+    let records = record_ends(&std::fs::read(&capture).unwrap()).len();
+    let output = Command::new("tcpdump")
+        .args(["-n", "-vv", "-A", "-r"])
+        .arg(&capture)
+        .output()
+        .expect("tcpdump runs (apt-get install tcpdump; .ci/run does)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("link-type RAW"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    // -vv: one header line per datagram (checksums verified), -A: each payload below it.
+    let datagrams = text.lines().filter(|line| line.contains(" IP ") && line.contains("proto UDP")).count();
+    assert_eq!(datagrams, records, "every record is one UDP datagram to tcpdump");
+    assert!(!text.contains("bad cksum") && !text.contains("bad udp cksum"), "{text}");
+    assert!(text.contains("INVITE sip:verify@"), "the SIP is there as sent");
+}
+
+#[test]
 fn a_capture_whose_peer_said_something_else_replays_to_what_it_says() {
     // The same capture with the callee's `#` (RFC 4733 event 11) turned into `5` (event 5): the
     // replayed call hears `5`, so the file, not a record of the result, decides the report.
