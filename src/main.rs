@@ -341,6 +341,9 @@ struct CallCommand {
     /// TLS: PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", env = "POUND_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The prompts' language (BCP 47: en, de, fr, es, pt, it, nl, pl, ja, zh), instead of the dialplan's.
+    #[arg(long, value_name = "TAG")]
+    locale: Option<String>,
     /// Write the call's SIP and RTP to this pcap file (owner-only: it holds the number, the keys
     /// pressed and the SRTP keys); `pound replay FILE` runs the call again from it.
     #[arg(long, value_name = "FILE.pcap")]
@@ -695,6 +698,7 @@ fn call(cmd: CallCommand) -> ExitCode {
         tls: TlsFiles { ca: cmd.tls_ca, cert: cmd.tls_cert, key: cmd.tls_key },
         code: cmd.code,
         capture: cmd.capture,
+        locale: cmd.locale,
     };
     match runtime().block_on(pound::cmd::call::run(args)) {
         Ok(report) => {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::http::{get_json, wait_for};
-use common::process::{PhoneLog, phone, serve_with_config};
+use common::process::{PhoneLog, phone, pound, serve_with_config};
 use pound::call::Prompts;
 use pound::dialplan::Dialplan;
 use pound::locale::LOCALES;
@@ -76,4 +76,27 @@ async fn a_german_verification_plays_the_german_prompts_and_verifies() {
     assert!(heard.abs_diff(german) <= SLACK, "the phone got {heard} packets; German is {german}, all are {counts:?}");
     let registered = get_json(&client, &format!("{api}/v1/registrations/anna%40example.de"), KEY).await;
     assert_eq!(registered["phones"][0]["phone"], "+14155550170", "{registered}");
+}
+
+#[test]
+fn pound_call_plays_the_locale_it_is_given() {
+    let refused = pound().args(["call", "sip:verify@127.0.0.1:9", "--locale", "sv"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--locale \"sv\""), "{refused:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("ja.pcap");
+    let (_phone, address) = phone(&["--press", "#", "--after", "300", "--calls", "1"]);
+    let output = pound()
+        .args(["call", &address.replace("sip:", "sip:verify@"), "--bind", "127.0.0.1:0", "--locale", "ja-JP"])
+        .arg("--capture")
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["outcome"], "verified", "{report}");
+    // The capture's header says which prompt set played.
+    let records = pound::capture::pcap::read(&std::fs::read(&capture).unwrap()).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&records[0].payload).unwrap();
+    assert_eq!(header["call"]["locale"], "ja", "{header}");
 }

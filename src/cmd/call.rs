@@ -46,6 +46,8 @@ pub struct CallArgs {
     pub code: Option<Code>,
     /// `--capture FILE.pcap`: the call's SIP and RTP, for `pound replay`.
     pub capture: Option<PathBuf>,
+    /// `--locale TAG`: the prompt set, instead of the dialplan's own.
+    pub locale: Option<String>,
 }
 
 /// `--stir-key FILE --stir-x5u URL --stir-attest A|B|C`.
@@ -74,6 +76,9 @@ pub enum CallCommandError {
     /// The signing key or certificate URL is unusable, or a party has no number to sign.
     #[error(transparent)]
     Stir(#[from] StirError),
+    /// `--locale` names no shipped prompt set.
+    #[error("--locale {tag:?}: {source}")]
+    Locale { tag: String, source: crate::locale::LocaleError },
     /// The `--capture` file cannot be written.
     #[error("--capture {path}: {source}")]
     Capture { path: String, source: std::io::Error },
@@ -109,6 +114,11 @@ pub async fn run(args: CallArgs) -> Result<CallReport, CallCommandError> {
     let mut plan = Dialplan::find(&args.dialplan, args.dialplans.as_deref())?;
     if let Some(timeout) = args.ring_timeout {
         plan.ring_timeout = timeout;
+    }
+    if let Some(tag) = &args.locale {
+        let locale =
+            crate::locale::resolve(tag).map_err(|source| CallCommandError::Locale { tag: tag.clone(), source })?;
+        plan = plan.with_locale(locale);
     }
     let prompts = Prompts::load(&plan)?;
     let credentials = match (args.auth_user, args.auth_pass) {
