@@ -200,7 +200,7 @@ impl Service {
             webhook_queued: webhook_queued.clone(),
             clock: Clock::System,
             seed: None,
-            capture: capture_folder(&config.capture)?,
+            capture: capture_files(&config.capture)?,
         };
         let (engine_store, engine_metrics) = (store.clone(), metrics.clone());
         let engine = tokio::spawn(async move {
@@ -368,9 +368,9 @@ async fn open_store(url: &str) -> Result<Arc<dyn Store>, ServiceError> {
 const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The capture folder when `[capture]` names one, created owner-only (captures hold the calls' secrets).
-fn capture_folder(
+fn capture_files(
     section: &crate::config::CaptureSection,
-) -> Result<Option<crate::capture::CaptureFolder>, ServiceError> {
+) -> Result<Option<Arc<crate::capture::CaptureFiles>>, ServiceError> {
     let Some(folder) = section.folder() else { return Ok(None) };
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -379,7 +379,7 @@ fn capture_folder(
     builder
         .create(&folder.dir)
         .map_err(|e| ConfigError::Invalid(format!("capture.dir {}: {e}", folder.dir.display())))?;
-    Ok(Some(folder))
+    Ok(Some(Arc::new(crate::capture::CaptureFiles::new(folder))))
 }
 
 fn default_node_id() -> String {

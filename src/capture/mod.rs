@@ -225,9 +225,7 @@ pub fn create_private(path: &Path) -> std::io::Result<File> {
 
 /// A folder of per-call captures (`[capture]` in `pound serve`'s
 /// configuration) that keeps at most `max_bytes` in all, the oldest captures
-/// deleted first, and each call's capture at most `max_call_bytes`. Calls in
-/// progress can take the folder past its budget by what they are writing
-/// until they end.
+/// deleted first, and each call's capture at most `max_call_bytes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureFolder {
     pub dir: PathBuf,
@@ -238,15 +236,45 @@ pub struct CaptureFolder {
 /// The extension every capture in a [`CaptureFolder`] has; nothing else there is touched.
 const EXTENSION: &str = "pcap";
 
-impl CaptureFolder {
-    /// Where the call `name` (the verification and its attempt) is captured,
-    /// after making room for it.
-    pub fn file_for(&self, name: &str) -> CaptureFile {
-        self.prune(self.max_call_bytes);
-        let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        CaptureFile { path: self.dir.join(format!("{safe}.{EXTENSION}")), max_bytes: Some(self.max_call_bytes) }
+/// The folder is listed to keep its budget at most this often: a listing
+/// of thousands of captures per call placed would cost more than the call.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A [`CaptureFolder`] in use: names each call's file and keeps the budget.
+/// Between two looks at the folder the calls placed, and the calls in
+/// progress, can take it past its budget by what they write.
+#[derive(Debug)]
+pub struct CaptureFiles {
+    folder: CaptureFolder,
+    pruned_at: std::sync::Mutex<Option<Instant>>,
+}
+
+impl CaptureFiles {
+    pub fn new(folder: CaptureFolder) -> CaptureFiles {
+        CaptureFiles { folder, pruned_at: std::sync::Mutex::new(None) }
     }
 
+    /// Where the call `name` (the verification and its attempt) is captured,
+    /// after making room for it when the folder is due a look.
+    pub fn file_for(&self, name: &str) -> CaptureFile {
+        let due = {
+            let mut pruned_at = self.pruned_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due {
+                *pruned_at = Some(Instant::now());
+            }
+            due
+        };
+        let folder = &self.folder;
+        if due {
+            folder.prune(folder.max_call_bytes);
+        }
+        let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        CaptureFile { path: folder.dir.join(format!("{safe}.{EXTENSION}")), max_bytes: Some(folder.max_call_bytes) }
+    }
+}
+
+impl CaptureFolder {
     /// Deletes the oldest captures until at most `max_bytes - room` bytes remain.
     pub fn prune(&self, room: u64) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
@@ -372,11 +400,15 @@ mod tests {
             let at = UNIX_EPOCH + std::time::Duration::from_secs(1_000 + i as u64);
             File::options().write(true).open(&path).unwrap().set_modified(at).unwrap();
         }
-        let file = folder.file_for("v_01/2");
+        let files = CaptureFiles::new(folder);
+        let file = files.file_for("v_01/2");
         assert_eq!(file.path, dir.path().join("v_01_2.pcap"), "a name cannot leave the folder");
         assert_eq!(file.max_bytes, Some(300));
         assert!(!dir.path().join("a.pcap").exists(), "the oldest went to make room");
         assert!(dir.path().join("b.pcap").exists() && dir.path().join("c.pcap").exists());
         assert!(other.exists(), "files that are not captures are left alone");
+        std::fs::write(dir.path().join("d.pcap"), vec![0u8; 600]).unwrap();
+        files.file_for("next");
+        assert!(dir.path().join("b.pcap").exists(), "the folder is looked at again only after a while");
     }
 }

@@ -175,7 +175,7 @@ pub struct EngineConfig {
     /// a simulated run is reproducible; `None` draws from the OS.
     pub seed: Option<u64>,
     /// Where each call's capture goes (`[capture]`); `None`: calls are not captured.
-    pub capture: Option<crate::capture::CaptureFolder>,
+    pub capture: Option<Arc<crate::capture::CaptureFiles>>,
 }
 
 /// Runs until `shutdown` turns true, then drains as described above.
