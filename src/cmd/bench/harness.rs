@@ -282,15 +282,30 @@ pub fn outcomes(metrics: &[(String, f64)]) -> serde_json::Map<String, Value> {
 
 /// `POST /v1/verifications` for `phone`; its status code and latency.
 pub async fn submit(client: &reqwest::Client, api: &str, phone: &str) -> (u16, Duration) {
+    let (answer, latency) = post(client, api, phone).await;
+    (answer.map_or(0, |response| response.status().as_u16()), latency)
+}
+
+/// `POST /v1/verifications` for `phone`: the response (its body unread) or
+/// why there was none, and the time to its header.
+pub async fn post(
+    client: &reqwest::Client,
+    api: &str,
+    phone: &str,
+) -> (Result<reqwest::Response, reqwest::Error>, Duration) {
     let started = std::time::Instant::now();
-    let status = client
+    let answer = client
         .post(format!("{api}/v1/verifications"))
         .bearer_auth(KEY)
         .json(&serde_json::json!({"phone": phone, "user": format!("bench-{phone}")}))
         .send()
-        .await
-        .map_or(0, |response| response.status().as_u16());
-    (status, started.elapsed())
+        .await;
+    (answer, started.elapsed())
+}
+
+/// The store a report names: the scheme of `--store`, SQLite when none.
+pub fn store_name(store: Option<&str>) -> &str {
+    store.and_then(|url| url.split_once("://")).map_or("sqlite", |(scheme, _)| scheme)
 }
 
 /// POST answers by status code (0: no answer at all), as JSON.
