@@ -46,6 +46,8 @@ const WARM_UP: usize = 5;
 /// One answer (or none) to one POST.
 struct Answer {
     status: Option<u16>,
+    /// Why there was none: the innermost cause (a reset, a refused connect).
+    error: Option<String>,
     timed_out: bool,
     /// A 429 that says when to come back.
     retry_after: bool,
@@ -90,9 +92,15 @@ pub async fn burst(args: BurstArgs) -> Result<Value, BenchError> {
                     let retry_after = response.headers().contains_key(reqwest::header::RETRY_AFTER);
                     // Read to the end, so the connection is free for the next request.
                     let _ = response.bytes().await;
-                    Answer { status: Some(status), timed_out: false, retry_after, latency }
+                    Answer { status: Some(status), error: None, timed_out: false, retry_after, latency }
                 }
-                Err(error) => Answer { status: None, timed_out: error.is_timeout(), retry_after: false, latency },
+                Err(error) => Answer {
+                    status: None,
+                    error: Some(innermost(&error)),
+                    timed_out: error.is_timeout(),
+                    retry_after: false,
+                    latency,
+                },
             }
         });
     }
@@ -109,6 +117,10 @@ pub async fn burst(args: BurstArgs) -> Result<Value, BenchError> {
     let latencies = |keep: fn(&Answer) -> bool| -> Vec<Duration> {
         answers.iter().filter(|a| keep(a)).map(|a| a.latency).collect()
     };
+    let mut errors = BTreeMap::<&str, u64>::new();
+    for error in answers.iter().filter_map(|a| a.error.as_deref()) {
+        *errors.entry(error).or_default() += 1;
+    }
     let accepted = statuses.get(&202).copied().unwrap_or(0);
     Ok(json!({
         "bench": "burst",
@@ -119,6 +131,7 @@ pub async fn burst(args: BurstArgs) -> Result<Value, BenchError> {
         "accepted": accepted,
         "timeouts": answers.iter().filter(|a| a.timed_out).count(),
         "no_answer": answers.iter().filter(|a| a.status.is_none()).count(),
+        "no_answer_causes": errors,
         "429_without_retry_after": answers.iter().filter(|a| a.status == Some(429) && !a.retry_after).count(),
         // Every answer, whatever its status; then the accepted ones alone.
         "ms": summary(&latencies(|a| a.status.is_some())),
@@ -127,4 +140,14 @@ pub async fn burst(args: BurstArgs) -> Result<Value, BenchError> {
         "accepted_per_s": round(accepted as f64 / wall.as_secs_f64()),
         "machine": machine(),
     }))
+}
+
+/// The innermost cause of a failed request: reqwest's own message only
+/// names the URL.
+fn innermost(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
