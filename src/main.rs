@@ -127,6 +127,9 @@ enum BenchCommand {
         /// Requests in flight at once (default: all of them).
         #[arg(long)]
         concurrency: Option<usize>,
+        /// The node's api.queue_limit (0: none); its default when not given.
+        #[arg(long)]
+        queue_limit: Option<usize>,
         #[command(flatten)]
         common: BenchCommon,
     },
@@ -551,9 +554,10 @@ fn bench(command: BenchCommand) -> ExitCode {
             store: common.store,
             node: common.node_binary,
         })),
-        BenchCommand::Burst { requests, concurrency, common } => runtime().block_on(burst(BurstArgs {
+        BenchCommand::Burst { requests, concurrency, queue_limit, common } => runtime().block_on(burst(BurstArgs {
             requests,
             concurrency: concurrency.unwrap_or(requests),
+            queue_limit,
             callee: common.callee,
             store: common.store,
             node: common.node_binary,

@@ -23,6 +23,8 @@ pub struct BurstArgs {
     pub concurrency: usize,
     pub callee: CalleeKind,
     pub store: Option<String>,
+    /// The node's `api.queue_limit`; its default when not given.
+    pub queue_limit: Option<usize>,
     /// Another pound binary to run as the node (A/B against a build of another commit).
     pub node: Option<std::path::PathBuf>,
 }
@@ -67,6 +69,7 @@ pub async fn burst(args: BurstArgs) -> Result<Value, BenchError> {
         Duration::from_secs(1),
         args.store.as_deref(),
         args.node.as_deref(),
+        &args.queue_limit.map_or_else(String::new, |limit| format!("queue_limit = {limit}\n")),
     )?;
     let client = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).pool_max_idle_per_host(args.concurrency).build()?;
     // The burst's numbers follow the warm-up's, so none repeats.
@@ -127,6 +130,7 @@ pub async fn burst(args: BurstArgs) -> Result<Value, BenchError> {
         "store": store_name(args.store.as_deref()),
         "requests": args.requests,
         "concurrency": args.concurrency,
+        "queue_limit": args.queue_limit.map_or(Value::from("default"), Value::from),
         "statuses": status_counts(statuses),
         "accepted": accepted,
         "timeouts": answers.iter().filter(|a| a.timed_out).count(),
