@@ -64,9 +64,9 @@ impl Default for HttpLimits {
     }
 }
 
-/// The default of [`HttpLimits::queue_limit`]: about what the store admits
-/// in 100 ms on a small machine (`pound bench burst`, README), so a request
-/// that gets a place is answered within issue 10's 100 ms.
+/// The default of [`HttpLimits::queue_limit`]: a queue SQLite works off in
+/// about 0.2 s on a 2-core machine (`pound bench burst`, README), far
+/// within any client's timeout.
 pub const DEFAULT_QUEUE_LIMIT: usize = 100;
 
 /// One client, as far as limits are concerned.
