@@ -115,6 +115,8 @@ pub struct ApiSection {
     pub max_connections_per_client: usize,
     /// 0: no limit.
     pub auth_failures_per_minute: u32,
+    /// Creates waiting for the store at once, then `429 queue_full`; 0: no limit.
+    pub queue_limit: usize,
 }
 
 impl ApiSection {
@@ -127,6 +129,7 @@ impl ApiSection {
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
             auth_failures_per_minute: self.auth_failures_per_minute,
+            queue_limit: self.queue_limit,
         }
     }
 }
@@ -402,6 +405,7 @@ impl Default for ApiSection {
             max_connections: limits.max_connections,
             max_connections_per_client: limits.max_connections_per_client,
             auth_failures_per_minute: limits.auth_failures_per_minute,
+            queue_limit: limits.queue_limit,
         }
     }
 }

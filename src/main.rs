@@ -126,6 +126,19 @@ enum BenchCommand {
         #[command(flatten)]
         common: BenchCommon,
     },
+    /// Send N verifications at once; each answer's latency, what was accepted, refused or never answered.
+    Burst {
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Requests in flight at once (default: all of them).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// The node's api.queue_limit (0: none); its default when not given.
+        #[arg(long)]
+        queue_limit: Option<usize>,
+        #[command(flatten)]
+        common: BenchCommon,
+    },
     /// Offer verifications through the API at a fixed rate; what is accepted, how fast, and how they end.
     Rate {
         #[arg(long, default_value_t = 50.0)]
@@ -541,7 +554,7 @@ impl From<ViaArg> for PressVia {
 }
 
 fn bench(command: BenchCommand) -> ExitCode {
-    use pound::cmd::bench::{LoadArgs, RateArgs, load, rate};
+    use pound::cmd::bench::{BurstArgs, LoadArgs, RateArgs, burst, load, rate};
     let seconds = |s: f64| Duration::try_from_secs_f64(s).unwrap_or_default();
     let result = match command {
         BenchCommand::Latency { calls, concurrency } => runtime()
@@ -552,6 +565,14 @@ fn bench(command: BenchCommand) -> ExitCode {
             via: via.into(),
             callee: common.callee,
             submit_rate,
+            store: common.store,
+            node: common.node_binary,
+        })),
+        BenchCommand::Burst { requests, concurrency, queue_limit, common } => runtime().block_on(burst(BurstArgs {
+            requests,
+            concurrency: concurrency.unwrap_or(requests),
+            queue_limit,
+            callee: common.callee,
             store: common.store,
             node: common.node_binary,
         })),

@@ -45,6 +45,9 @@ pub struct HttpLimits {
     /// Requests answered 401 that one client may cause per minute; beyond
     /// it every `/v1` request from it is 429 until the rate drops. 0: off.
     pub auth_failures_per_minute: u32,
+    /// `POST /v1/verifications` waiting for the store at once; past it one
+    /// is answered `429 queue_full` with `Retry-After` at once. 0: no limit.
+    pub queue_limit: usize,
 }
 
 impl Default for HttpLimits {
@@ -56,9 +59,15 @@ impl Default for HttpLimits {
             max_connections: 512,
             max_connections_per_client: 64,
             auth_failures_per_minute: 20,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
         }
     }
 }
+
+/// The default of [`HttpLimits::queue_limit`]: a queue SQLite works off in
+/// about 0.2 s on a 2-core machine (`pound bench burst`, README), far
+/// within any client's timeout.
+pub const DEFAULT_QUEUE_LIMIT: usize = 100;
 
 /// One client, as far as limits are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,6 +16,7 @@ mod http_metrics;
 mod key_config;
 pub mod limits;
 mod listing;
+pub mod queue;
 mod ready;
 mod request;
 pub mod server;
@@ -57,6 +58,10 @@ use crate::vocab::Outcome;
 
 /// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// `Retry-After` of a `429 queue_full`: the queue is a burst's, which the
+/// store works off within a second or so at the default limit.
+const QUEUE_FULL_RETRY_AFTER_S: u64 = 1;
 
 /// Call attempts per verification can be configured up to this (Twilio's
 /// limit for the same kind of verification).
@@ -155,6 +160,8 @@ struct Shared {
     write_probe: ready::WriteProbe,
     /// `/metrics` reads the store's backlog (issue 11, metrics).
     backlog: backlog::BacklogProbe,
+    /// Creates waiting for the store, up to `api.queue_limit` (issue 10).
+    queue: queue::StoreQueue,
 }
 
 type AppState = Arc<Shared>;
@@ -209,6 +216,7 @@ pub fn router_with_reload(state: ApiState) -> (Router, ApiReloader) {
         live: std::sync::RwLock::new(Live::new(state.config.clone())),
         write_probe: ready::WriteProbe::default(),
         backlog: backlog::BacklogProbe::default(),
+        queue: queue::StoreQueue::new(state.config.limits.queue_limit),
         state,
     });
     let v1 = Router::new()
@@ -373,6 +381,17 @@ async fn create_verification(
         code: req.code.clone().map(request::CodeChoice::into_code),
         locale: req.locale.map(str::to_string),
     };
+    // Held until the answer is built, whatever ends the request: everything
+    // before this was answered from memory, everything after waits for the store.
+    let _queued = shared.queue.enter().ok_or_else(|| {
+        metrics.policy_refused("queue_full");
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            "too many requests are waiting for the store; retry after the time in Retry-After",
+        )
+        .retry_after(QUEUE_FULL_RETRY_AFTER_S)
+    })?;
     // The store answers a retry with the first record before the limits,
     // which the first request may have filled, and compares the request
     // hash (409 on a different body).
@@ -387,8 +406,16 @@ async fn create_verification(
             "verification queued"
         );
     }
-    let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok(record_response(status, record(store.as_ref(), verification, &caller).await?))
+    if created {
+        // The record as created: a verification stored just now has no
+        // attempt and no webhook yet (an engine that claims it meanwhile
+        // shows in the next GET), so none is read back from the store.
+        let verification = verification.as_seen_by(&caller.tenant);
+        let body =
+            RecordBody { record: VerificationRecord { verification, attempts: Vec::new() }, webhooks: Vec::new() };
+        return Ok(record_response(StatusCode::ACCEPTED, body));
+    }
+    Ok(record_response(StatusCode::OK, record(store.as_ref(), verification, &caller).await?))
 }
 
 /// A path segment, or a 400 when it is not valid percent-encoded UTF-8.

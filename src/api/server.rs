@@ -4,12 +4,25 @@
 //! process's descriptors until `/healthz` stopped answering and calls could
 //! not open their sockets.
 //!
-//! Here every connection holds one of `max_connections` slots (taken before
-//! `accept`, so at the limit new connections wait in the kernel's backlog
-//! and cost pound no descriptor), a client holds at most
+//! Here every connection holds one of `max_connections` slots (at the limit
+//! new connections wait in the kernel's backlog and cost pound no
+//! descriptor, but the one accepted while the last slot was taken), a
+//! client holds at most
 //! `max_connections_per_client` of them, hyper closes a connection whose
 //! request header is not complete within `header_timeout`, and
 //! [`IdleTimeout`] closes one that moves no byte for `idle_timeout`.
+//!
+//! A connection waiting for a slot must not wait for a kept-alive one's
+//! idle timeout: a burst of more connections than slots (issue 10) left the
+//! connections past the limit in the backlog for seconds, while the
+//! kept-alive connections that held every slot went back to the client's
+//! pool. So when a connection is accepted and no slot is free, every open
+//! connection answers its next response with `Connection: close` and hyper
+//! ends it after that response, so a slot comes free with every answer; a
+//! client then reconnects and queues in the backlog like the others. A
+//! connection idle between requests is not closed early: a client may be
+//! sending its next request on it that moment, and would get no answer
+//! (the idle timeout closes it as before).
 //! HTTP/1.1 only: the API needs nothing more, and every extra protocol is
 //! more state an abusive client can hold.
 
@@ -22,6 +35,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::HeaderValue;
+use axum::http::header::CONNECTION;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -51,15 +66,15 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let counts = Arc::new(ConnectionCounts::default());
     let (closing, closing_seen) = watch::channel(false);
+    // Bumped whenever an accepted connection finds every slot taken: each
+    // open connection then ends after its request in flight.
+    let (crowded, _) = watch::channel(0u64);
     let limits = Arc::new(limits);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
+        let free = slots.clone().try_acquire_owned().ok();
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -73,6 +88,18 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Every slot taken: this connection is the one held beyond the
+        // limit (the others wait in the backlog) until the open ones make room.
+        let permit = match free.or_else(|| slots.clone().try_acquire_owned().ok()) {
+            Some(permit) => permit,
+            None => {
+                crowded.send_modify(|generation| *generation += 1);
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let Some(client) = counts.admit(peer.ip(), limits.max_connections_per_client) else {
             metrics.http_connection_refused();
             tracing::debug!(%peer, "closing a connection: the client holds its connection limit");
@@ -80,7 +107,7 @@ pub async fn serve(
         };
         let connection =
             Connection { peer, limits: limits.clone(), metrics: metrics.clone(), _slot: permit, _client: client };
-        connections.spawn(connection.run(stream, app.clone(), closing_seen.clone()));
+        connections.spawn(connection.run(stream, app.clone(), closing_seen.clone(), crowded.subscribe()));
     }
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
@@ -96,23 +123,39 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, app: Router, mut closing: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        stream: TcpStream,
+        app: Router,
+        mut closing: watch::Receiver<bool>,
+        crowded: watch::Receiver<u64>,
+    ) {
         self.metrics.http_connection_opened();
         let peer = self.peer;
         let service = TowerToHyperService::new(app);
         let requests = Arc::new(InFlight::default());
         let handling = requests.clone();
+        // The crowding this connection was accepted in (if any) is not its
+        // to make room for; any later one is.
+        let accepted_in = *crowded.borrow();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let busy = handling.start();
             let response = hyper::service::Service::call(&service, request);
+            let crowding = crowded.clone();
             async move {
-                let response = response.await;
+                let mut response = response.await;
                 drop(busy);
+                // hyper ends the connection after a response that says so.
+                if let Ok(response) = &mut response
+                    && *crowding.borrow() != accepted_in
+                {
+                    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 response
             }
         });
-        let io = TokioIo::new(IdleTimeout::new(stream, self.limits.idle_timeout, requests));
+        let io = TokioIo::new(IdleTimeout::new(stream, self.limits.idle_timeout, requests.clone()));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout).max_buf_size(MAX_BUFFER);
         let connection = builder.serve_connection(io, service);

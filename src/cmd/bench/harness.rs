@@ -67,6 +67,7 @@ impl Node {
     /// per-client connection cap is off, as behind a reverse proxy).
     /// Its dialplan waits for the key as long as the callee holds: the
     /// compiled-in one gives up (`no_input`) after three prompts.
+    /// `api` holds more `[api]` keys, one per line (or nothing).
     pub fn start(
         trunk: &str,
         cps: f64,
@@ -74,6 +75,7 @@ impl Node {
         hold: Duration,
         store: Option<&str>,
         binary: Option<&Path>,
+        api: &str,
     ) -> Result<Node, BenchError> {
         let folder = std::env::temp_dir().join(format!("pound-bench-{:016x}", rand::random::<u64>()));
         let dialplans = folder.join("dialplans");
@@ -90,7 +92,7 @@ impl Node {
             ),
         )?;
         let config = format!(
-            "[api]\nmax_connections_per_client = 0\n[trunk]\ncalls_per_second = {cps}\noptions_interval_s = 0\n\
+            "[api]\nmax_connections_per_client = 0\n{api}[trunk]\ncalls_per_second = {cps}\noptions_interval_s = 0\n\
              [engine]\nmax_concurrent_calls = {max_calls}\n\
              [policy]\ncooldown_s = 0\nallow_prefixes = [\"+1415\"]\nallowed_countries = []\n\
              max_per_key_per_hour = {max}\nmax_per_country_per_hour = {max}\nmax_per_prefix_per_hour = {max}\n\
@@ -282,15 +284,30 @@ pub fn outcomes(metrics: &[(String, f64)]) -> serde_json::Map<String, Value> {
 
 /// `POST /v1/verifications` for `phone`; its status code and latency.
 pub async fn submit(client: &reqwest::Client, api: &str, phone: &str) -> (u16, Duration) {
+    let (answer, latency) = post(client, api, phone).await;
+    (answer.map_or(0, |response| response.status().as_u16()), latency)
+}
+
+/// `POST /v1/verifications` for `phone`: the response (its body unread) or
+/// why there was none, and the time to its header.
+pub async fn post(
+    client: &reqwest::Client,
+    api: &str,
+    phone: &str,
+) -> (Result<reqwest::Response, reqwest::Error>, Duration) {
     let started = std::time::Instant::now();
-    let status = client
+    let answer = client
         .post(format!("{api}/v1/verifications"))
         .bearer_auth(KEY)
         .json(&serde_json::json!({"phone": phone, "user": format!("bench-{phone}")}))
         .send()
-        .await
-        .map_or(0, |response| response.status().as_u16());
-    (status, started.elapsed())
+        .await;
+    (answer, started.elapsed())
+}
+
+/// The store a report names: the scheme of `--store`, SQLite when none.
+pub fn store_name(store: Option<&str>) -> &str {
+    store.and_then(|url| url.split_once("://")).map_or("sqlite", |(scheme, _)| scheme)
 }
 
 /// POST answers by status code (0: no answer at all), as JSON.

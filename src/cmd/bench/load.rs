@@ -35,8 +35,15 @@ pub async fn load(args: LoadArgs) -> Result<Value, BenchError> {
         return Err(BenchError::Measure("--calls and --submit-rate must be positive".into()));
     }
     let callee = Callee::start(args.callee, args.via, args.hold)?;
-    let node =
-        Node::start(&callee.uri, args.submit_rate, args.calls, args.hold, args.store.as_deref(), args.node.as_deref())?;
+    let node = Node::start(
+        &callee.uri,
+        args.submit_rate,
+        args.calls,
+        args.hold,
+        args.store.as_deref(),
+        args.node.as_deref(),
+        "",
+    )?;
     let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = node.usage()?;

@@ -4,13 +4,16 @@
 //! the simulated phone as the trunk and a webhook receiver); `load` and
 //! `rate` run the node and the callee as child processes so that the node's
 //! own CPU and memory can be read from `/proc`: `load` holds many calls at
-//! once, `rate` offers verifications at a fixed rate through the API.
+//! once, `rate` offers verifications at a fixed rate through the API,
+//! `burst` sends many at once.
 
+mod burst;
 mod harness;
 pub mod latency;
 mod load;
 mod rate;
 
+pub use burst::{BurstArgs, burst};
 pub use harness::CalleeKind;
 pub use load::{LoadArgs, load};
 pub use rate::{RateArgs, rate};

@@ -38,7 +38,8 @@ pub async fn rate(args: RateArgs) -> Result<Value, BenchError> {
     // concurrency limit is not what is measured.
     let concurrent = ((args.cps * (args.hold.as_secs_f64() + 10.0)).ceil() as usize).max(16);
     let callee = Callee::start(args.callee, args.via, args.hold)?;
-    let node = Node::start(&callee.uri, args.cps, concurrent, args.hold, args.store.as_deref(), args.node.as_deref())?;
+    let node =
+        Node::start(&callee.uri, args.cps, concurrent, args.hold, args.store.as_deref(), args.node.as_deref(), "")?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = node.usage()?;

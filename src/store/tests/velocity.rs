@@ -96,3 +96,46 @@ async fn the_breaker_counts_distinct_numbers_in_its_window_only() {
     })
     .await;
 }
+
+/// Admissions sent at once (committed in groups on PostgreSQL, each in a
+/// savepoint of its own) count each other as one-by-one transactions did:
+/// exactly the limit is admitted, a refused one leaves no row, and an
+/// idempotency conflict among them fails that one alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_at_once_admit_exactly_the_limit_and_fail_alone() {
+    on_each_backend(|h| async move {
+        let check =
+            VelocityCheck { now: 10_000, limits: vec![limit(LimitKind::Key, "key:k", 10, 60_000)], breaker: None };
+        let first = NewVerification { idempotency_key: Some("retry-me".into()), ..request("first", check.now) };
+        assert!(admitted(&h.store.admit_verification(&first, &check).await.expect("admission").verdict));
+        let conflicting = NewVerification { request_hash: "another body".into(), id: "conflict".into(), ..first };
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let (store, check) = (h.store.clone(), check.clone());
+            tasks.spawn(async move {
+                let new =
+                    NewVerification { phone: format!("+1415555{:04}", 2000 + i), ..request(&format!("b{i}"), 10_000) };
+                (new.id.clone(), store.admit_verification(&new, &check).await.expect("admission").verdict)
+            });
+        }
+        let store = h.store.clone();
+        let conflict = tokio::spawn(async move { store.admit_verification(&conflicting, &check).await });
+        let mut admitted_ids = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (id, verdict) = joined.unwrap();
+            match verdict {
+                Verdict::Limited { kind: LimitKind::Key, max: 10, .. } => {}
+                verdict if admitted(&verdict) => admitted_ids.push(id),
+                other => panic!("{id}: {other:?}"),
+            }
+        }
+        assert!(matches!(conflict.await.unwrap(), Err(crate::store::StoreError::IdempotencyConflict)));
+        assert_eq!(admitted_ids.len(), 9, "the first request took one of the 10");
+        for i in 0..40 {
+            let id = format!("b{i}");
+            let stored = h.store.verification(&id).await.unwrap().is_some();
+            assert_eq!(stored, admitted_ids.contains(&id), "{id}: only admitted requests leave a row");
+        }
+    })
+    .await;
+}
