@@ -2,12 +2,9 @@
 //!
 //! Every admission locks the one `velocity_lock` row (see `admission`), so
 //! admissions run one at a time across all nodes, and each held the lock
-//! through its own commit: a WAL flush of 3–8 ms on the machine measured.
-//! That alone caps admissions at a few hundred per second. It is not the
-//! only such lock: the audit chain's per-tenant head row is locked by every
-//! audited write until its commit, and with it in place a burst still
-//! measured about 87 creates per second with this module as without it
-//! (`pound bench burst`, README "Intake under a burst").
+//! through its own commit: a WAL flush of 3–8 ms on the machine measured,
+//! which capped a node at about 80 creates per second whatever else it did
+//! (`pound bench burst`: 1,000 requests took 12 to 14 s).
 //!
 //! Here a node's admissions queue for one task, which takes every admission
 //! waiting (up to [`MAX_BATCH`]) into one transaction: the lock and the
