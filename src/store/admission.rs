@@ -26,30 +26,11 @@ pub(super) async fn admit(
     new: &NewVerification,
     check: &VelocityCheck,
 ) -> Result<(Verdict, u64), StoreError> {
-    prepare(db, check.horizon(), numbers_horizon(check)).await?;
-    admit_prepared(db, new, check).await
-}
-
-/// What a transaction of admissions does once, before the first: takes the
-/// lock (PostgreSQL) and deletes the events and numbers at or before the
-/// horizons, which no window counts any more.
-pub(super) async fn prepare(db: &mut Exec<'_>, horizon: i64, numbers_horizon: i64) -> Result<(), StoreError> {
     if db.dialect() == Dialect::Postgres {
         db.execute("SELECT id FROM velocity_lock WHERE id = 1 FOR UPDATE", &[]).await?;
     }
-    db.execute("DELETE FROM velocity_events WHERE at <= $1", &[horizon.into()]).await?;
-    db.execute("DELETE FROM velocity_numbers WHERE last_at <= $1", &[numbers_horizon.into()]).await?;
-    Ok(())
-}
-
-/// [`admit`] in a transaction that [`prepare`]d for it. Events older than
-/// its own horizons may remain (another admission's horizons were older):
-/// every count takes off what lies before its window, so they count nowhere.
-pub(super) async fn admit_prepared(
-    db: &mut Exec<'_>,
-    new: &NewVerification,
-    check: &VelocityCheck,
-) -> Result<(Verdict, u64), StoreError> {
+    db.execute("DELETE FROM velocity_events WHERE at <= $1", &[check.horizon().into()]).await?;
+    db.execute("DELETE FROM velocity_numbers WHERE last_at <= $1", &[numbers_horizon(check).into()]).await?;
     let counts = Counts::read(db, new, check).await?;
     let verdict = decide(db, new, check, &counts).await?;
     // The breaker this request tripped is open from now on, unless paused for no time.
@@ -194,7 +175,7 @@ async fn full(
 /// Numbers last admitted at or before this count in no breaker's window and
 /// can be deleted. Without a breaker, the events' horizon: numbers recorded
 /// under another check then still leave.
-pub(super) fn numbers_horizon(check: &VelocityCheck) -> i64 {
+fn numbers_horizon(check: &VelocityCheck) -> i64 {
     check.breaker.as_ref().map_or_else(|| check.horizon(), |b| check.now.saturating_sub(b.window_ms))
 }
 

@@ -20,7 +20,6 @@ mod audit;
 mod audit_verify;
 mod common;
 mod db;
-mod group_admit;
 mod keys;
 mod leases;
 mod outbox;

@@ -11,7 +11,6 @@ use tokio::sync::Notify;
 use super::audit::AuditEntry;
 use super::audit_verify::{self, AuditReport};
 use super::db::{Backend, Pool};
-use super::group_admit::GroupAdmit;
 use super::velocity::{Admission, VelocityCheck};
 use super::{
     ApiKey, Attempt, AttemptResult, Backlog, CancelResult, Claimed, LeaseState, NewVerification, Registration, Scope,
@@ -23,19 +22,11 @@ use crate::vocab::Outcome;
 /// A store in a SQLite or PostgreSQL database.
 pub(super) struct SqlStore {
     pool: Pool,
-    /// PostgreSQL's admissions, committed in groups. SQLite's writes are
-    /// grouped by its one writer already.
-    group_admit: Option<GroupAdmit>,
 }
 
 impl SqlStore {
-    /// Must run inside a tokio runtime (PostgreSQL starts its admission task).
     pub(super) fn new(pool: Pool) -> SqlStore {
-        let group_admit = match pool.backend {
-            Backend::Postgres(_) => Some(GroupAdmit::start(pool.clone())),
-            Backend::Sqlite { .. } => None,
-        };
-        SqlStore { pool, group_admit }
+        SqlStore { pool }
     }
 }
 
@@ -46,10 +37,7 @@ impl Store for SqlStore {
     }
 
     async fn admit_verification(&self, new: &NewVerification, check: &VelocityCheck) -> Result<Admission, StoreError> {
-        match &self.group_admit {
-            Some(group) => group.admit(new, check).await,
-            None => verifications::admit(&self.pool, new, check).await,
-        }
+        verifications::admit(&self.pool, new, check).await
     }
 
     async fn verification(&self, id: &str) -> Result<Option<Verification>, StoreError> {
