@@ -6,6 +6,7 @@
 //! transactions of its endpoint, which tells it of their ends
 //! ([`Phone::handle_transaction`]).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -148,9 +149,22 @@ struct PhoneCall {
 }
 
 /// The simulated phone.
+///
+/// It carries a thousand calls at once in one task (`tests/thousand_calls.rs`), so nothing it
+/// does per packet walks every call: received RTP finds its call by pound's media address,
+/// and the next deadline over all calls is kept until a call's timing changes (receiving RTP
+/// changes none), so that the driver's `poll_rtp` and `poll_timeout` after each packet cost
+/// nothing. The calls are walked once per timer that fires.
 pub struct Phone {
     config: PhoneConfig,
     calls: HashMap<String, PhoneCall>,
+    /// The call whose media comes from each of pound's media addresses.
+    by_media: HashMap<SocketAddr, String>,
+    /// The earliest deadline over all calls, once computed; `None` when it must be computed
+    /// again (a call's timing may have changed).
+    deadline: Cell<Option<Option<Instant>>>,
+    /// Calls whose next frame was due when last looked for, sent from in this order.
+    sending: VecDeque<String>,
     outbox: VecDeque<(Message, SocketAddr)>,
     events: VecDeque<PhoneEvent>,
     packet: Vec<u8>,
@@ -172,6 +186,9 @@ impl Phone {
             rng,
             config,
             calls: HashMap::new(),
+            by_media: HashMap::new(),
+            deadline: Cell::new(None),
+            sending: VecDeque::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             packet: Vec::with_capacity(1500 + crate::srtp::MAX_TRAILER_LEN),
@@ -186,6 +203,7 @@ impl Phone {
 
     /// A SIP message from `from`.
     pub fn handle_sip(&mut self, now: Instant, from: SocketAddr, message: Message) {
+        self.deadline.set(None);
         // Responses are for the endpoint's transactions; one that comes here was not taken.
         if !message.is_request() {
             return;
@@ -268,6 +286,7 @@ impl Phone {
     /// News of a request the phone sent: the call ends when its BYE is
     /// answered, times out or cannot be sent.
     pub fn handle_transaction(&mut self, _now: Instant, key: &TransactionKey, event: TransactionEvent) {
+        self.deadline.set(None);
         if matches!(event, TransactionEvent::Provisional(_)) {
             return;
         }
@@ -361,8 +380,10 @@ impl Phone {
         let (sdp, description) = answered?;
         let encoder = Encoder::new(description.codec).ok()?;
         let sender = start_sender(&description, now, &mut self.rng);
+        let remote = SocketAddr::new(description.address, description.port);
+        self.by_media.insert(remote, call_id.to_string());
         call.media = Some(PhoneMedia {
-            remote: SocketAddr::new(description.address, description.port),
+            remote,
             srtp: description.srtp.as_ref().map(SrtpSession::new),
             description,
             sender,
@@ -415,9 +436,7 @@ impl Phone {
     /// An RTP datagram: counted for the call whose media it belongs to
     /// (under SRTP, if it is authentic and new).
     pub fn handle_rtp(&mut self, _now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let Some(call) = self.calls.values_mut().find(|c| c.media.as_ref().is_some_and(|m| m.remote == from)) else {
-            return;
-        };
+        let Some(call) = self.by_media.get(&from).and_then(|id| self.calls.get_mut(id)) else { return };
         let authentic = match call.media.as_mut().and_then(|m| m.srtp.as_mut()) {
             Some(srtp) => srtp.unprotect(datagram).is_some(),
             None => true,
@@ -428,7 +447,13 @@ impl Phone {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let ids: Vec<String> = self.calls.keys().cloned().collect();
+        self.deadline.set(None);
+        let ids: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, call)| call.timer_due().is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             let mut answer_now = false;
             let mut hang_up = false;
@@ -531,6 +556,9 @@ impl Phone {
 
     fn end(&mut self, call_id: &str) {
         if let Some(call) = self.calls.remove(call_id) {
+            if let Some(media) = &call.media {
+                self.by_media.remove(&media.remote);
+            }
             let srtp = call.media.as_ref().and_then(|m| m.srtp.as_ref()).map(SrtpSession::suite);
             let call_id = call_id.to_string();
             self.events.push_back(PhoneEvent::CallEnded { call_id, rtp_received: call.rtp_received, srtp });
@@ -539,8 +567,20 @@ impl Phone {
 
     /// The next RTP packet due by `now`, over all calls.
     pub fn poll_rtp(&mut self, now: Instant) -> Option<Transmit<&[u8]>> {
+        if self.sending.is_empty() {
+            if self.poll_timeout().is_none_or(|at| at > now) {
+                return None;
+            }
+            let early = self.config.early_media.is_some();
+            let due = self.calls.iter().filter(|(_, call)| call.media_due(early).is_some_and(|at| at <= now));
+            self.sending.extend(due.map(|(id, _)| id.clone()));
+        }
+        // Each call sent from moves on to its next frame.
+        self.deadline.set(None);
         let (packet, payload) = (&mut self.packet, &mut self.payload);
-        for (call_id, call) in &mut self.calls {
+        while let Some(call_id) = self.sending.pop_front() {
+            let Some(call) = self.calls.get_mut(&call_id) else { continue };
+            let call_id = call_id.as_str();
             if let (Stage::Ringing { .. }, Some(media), Some(audio)) =
                 (&call.stage, call.media.as_mut(), self.config.early_media.as_deref())
             {
@@ -623,28 +663,38 @@ impl Phone {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let early_media = self.config.early_media.is_some();
-        self.calls
-            .values()
-            .flat_map(|call| {
-                let answer = match call.stage {
-                    Stage::Ringing { answer_at } => answer_at,
-                    _ => None,
-                };
-                // Only where `poll_rtp` sends (and so moves the sender's clock on):
-                // otherwise its next frame would stay due and wake the driver
-                // again and again (ringing without early media, our BYE out).
-                let sending = match call.stage {
-                    Stage::Ringing { .. } => early_media,
-                    Stage::Answering | Stage::Talking => true,
-                    Stage::Leaving => false,
-                };
-                let media = call.media.as_ref().filter(|_| sending).and_then(|m| m.sender.next_due());
-                let keys = call.keys.as_ref().filter(|k| !k.queue.is_empty()).map(|k| k.next_at);
-                [answer, call.resend.map(|r| r.0), media, keys, call.hangup_at]
-            })
-            .flatten()
-            .min()
+        if let Some(known) = self.deadline.get() {
+            return known;
+        }
+        let early = self.config.early_media.is_some();
+        let next = self.calls.values().flat_map(|call| [call.timer_due(), call.media_due(early)]).flatten().min();
+        self.deadline.set(Some(next));
+        next
+    }
+}
+
+impl PhoneCall {
+    /// When [`Phone::handle_timeout`] has something to do for this call: answer, resend the
+    /// final response, press the next key, hang up.
+    fn timer_due(&self) -> Option<Instant> {
+        let answer = match self.stage {
+            Stage::Ringing { answer_at } => answer_at,
+            _ => None,
+        };
+        let keys = self.keys.as_ref().filter(|k| !k.queue.is_empty()).map(|k| k.next_at);
+        [answer, self.resend.map(|r| r.0), keys, self.hangup_at].into_iter().flatten().min()
+    }
+
+    /// When [`Phone::poll_rtp`] sends this call's next frame: while ringing with early media
+    /// (`early`), and from the answer until the phone's BYE. Never otherwise, so that a frame
+    /// not sent is no deadline forever past.
+    fn media_due(&self, early: bool) -> Option<Instant> {
+        let sends = match self.stage {
+            Stage::Ringing { .. } => early,
+            Stage::Talking | Stage::Answering => self.keys.is_some(),
+            Stage::Leaving => false,
+        };
+        self.media.as_ref().filter(|_| sends).and_then(|m| m.sender.next_due())
     }
 }
 

@@ -7,6 +7,7 @@ pub mod baresip;
 pub mod http;
 pub mod pcap;
 pub mod process;
+pub mod sim;
 pub mod stir;
 pub mod tls;
 
