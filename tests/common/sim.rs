@@ -76,6 +76,9 @@ impl Node {
                 api_keys: vec![ApiKeyConfig { webhook_secret: Some(SECRET.into()), ..KEY.into() }],
                 policy: options.policy,
                 webhook_targets: pound::api::ssrf::TargetPolicy { allow_private: true, allow_cidrs: Vec::new() },
+                // The simulations submit all their work at once and expect it taken: no
+                // queue limit here (`tests/burst.rs` tests the limit against a real node).
+                limits: pound::api::limits::HttpLimits { queue_limit: 0, ..Default::default() },
                 ..ApiConfig::default()
             },
             metrics: metrics.clone(),
