@@ -24,11 +24,7 @@ fn mutate_a_record(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     let index = rng.below(records.len());
     let payloads: Vec<Vec<u8>> = records.iter().map(|r| r.payload.clone()).collect();
     mutate_once(rng, &mut records[index].payload, &payloads);
-    let mut file = pcap::global_header().to_vec();
-    for record in &records {
-        file.extend(pcap::record(record.at_ns, record.from, record.to, &record.payload));
-    }
-    file
+    pcap::file(&records)
 }
 
 #[test]

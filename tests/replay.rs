@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use pound::capture::pcap::{self, Datagram};
 use serde_json::Value;
 
 fn pound() -> Command {
@@ -118,7 +119,7 @@ fn tcpdump_reads_a_capture_as_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("call.pcap");
     captured_call(&capture, &["--via", "rfc4733", "--after", "300"], &[]);
-    let records = record_ends(&std::fs::read(&capture).unwrap()).len();
+    let records = datagrams(&capture).len();
     let output = Command::new("tcpdump")
         .args(["-n", "-vv", "-A", "-r"])
         .arg(&capture)
@@ -142,11 +143,12 @@ fn a_capture_whose_peer_said_something_else_replays_to_what_it_says() {
     let capture = dir.path().join("call.pcap");
     let called = captured_call(&capture, &["--via", "rfc4733", "--after", "300"], &[]);
     assert!(called.report.contains("\"verified\""), "{}", called.report);
-    let mut bytes = std::fs::read(&capture).unwrap();
-    let changed = rewrite_telephone_events(&mut bytes, 11, 5);
+    let mut records = datagrams(&capture);
+    let pound_keys = records.iter_mut().filter(|r| is_telephone_event(&r.payload) && r.payload[12] == 11);
+    let changed = pound_keys.map(|r| r.payload[12] = 5).count();
     assert!(changed > 0, "the capture carries the # as telephone-events");
     let forged = dir.path().join("forged.pcap");
-    std::fs::write(&forged, &bytes).unwrap();
+    std::fs::write(&forged, pcap::file(&records)).unwrap();
     let replayed = replay(&forged);
     let report: Value = serde_json::from_str(&replayed.report).unwrap();
     assert_ne!(report["outcome"], "verified", "{report}");
@@ -162,11 +164,10 @@ fn a_capture_cut_short_replays_the_rest_on_the_calls_own_timers() {
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("call.pcap");
     let called = captured_call(&capture, &["--via", "rfc4733", "--after", "300"], &[]);
-    let mut bytes = std::fs::read(&capture).unwrap();
-    let last_event = record_ends(&bytes).into_iter().rfind(|&(_, is_event)| is_event).unwrap().0;
-    bytes.truncate(last_event);
+    let records = datagrams(&capture);
+    let last_event = records.iter().rposition(|r| is_telephone_event(&r.payload)).unwrap();
     let cut = dir.path().join("cut.pcap");
-    std::fs::write(&cut, &bytes).unwrap();
+    std::fs::write(&cut, pcap::file(&records[..=last_event])).unwrap();
     let replayed = replay(&cut);
     let (live, again): (Value, Value) =
         (serde_json::from_str(&called.report).unwrap(), serde_json::from_str(&replayed.report).unwrap());
@@ -217,36 +218,13 @@ fn committed_captures_from_sipp_and_pound_phone_replay_to_their_calls_reports() 
     assert!(replayed_any >= 2, "fixtures/captures holds the sipp and pound phone captures");
 }
 
-/// Where each record of a capture ends, and whether it is an RFC 4733 event pound received.
-fn record_ends(capture: &[u8]) -> Vec<(usize, bool)> {
-    let mut ends = Vec::new();
-    let mut at = 24;
-    while at + 16 <= capture.len() {
-        let length = u32::from_le_bytes(capture[at + 8..at + 12].try_into().unwrap()) as usize;
-        let rtp = &capture[at + 16 + 28..at + 16 + length];
-        let is_event = rtp.len() == 16 && rtp[0] >> 6 == 2 && (96..128).contains(&(rtp[1] & 0x7f));
-        at += 16 + length;
-        ends.push((at, is_event));
-    }
-    ends
+/// The records of the capture at `path`, read by pound's own pcap reader.
+fn datagrams(path: &Path) -> Vec<Datagram> {
+    pcap::read(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// Rewrites every RFC 4733 event `from` to `to` in the RTP pound received (dynamic payload types,
-/// 4-byte event payloads); returns how many packets changed. The pcap records are raw IPv4/UDP
-/// with no UDP checksum, so the payload can change in place.
-fn rewrite_telephone_events(capture: &mut [u8], from: u8, to: u8) -> usize {
-    let mut at = 24;
-    let mut changed = 0;
-    while at + 16 <= capture.len() {
-        let length = u32::from_le_bytes(capture[at + 8..at + 12].try_into().unwrap()) as usize;
-        let packet = &mut capture[at + 16..at + 16 + length];
-        let rtp = &mut packet[28..];
-        let is_event = rtp.len() == 16 && rtp[0] >> 6 == 2 && (96..128).contains(&(rtp[1] & 0x7f));
-        if is_event && rtp[12] == from {
-            rtp[12] = to;
-            changed += 1;
-        }
-        at += 16 + length;
-    }
-    changed
+/// An RFC 4733 event as `pound phone` sends it: RTP version 2, a dynamic payload type, a 4-byte
+/// event payload after the 12-byte header.
+fn is_telephone_event(payload: &[u8]) -> bool {
+    payload.len() == 16 && payload[0] >> 6 == 2 && (96..128).contains(&(payload[1] & 0x7f))
 }

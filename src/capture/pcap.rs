@@ -165,6 +165,15 @@ fn fold(mut sum: u64) -> u16 {
     sum as u16
 }
 
+/// A whole capture file of `datagrams`, in order (as [`read`] gives them back).
+pub fn file(datagrams: &[Datagram]) -> Vec<u8> {
+    let mut file = global_header().to_vec();
+    for d in datagrams {
+        file.extend(record(d.at_ns, d.from, d.to, &d.payload));
+    }
+    file
+}
+
 /// Every datagram of a capture, in file order.
 pub fn read(bytes: &[u8]) -> Result<Vec<Datagram>, PcapError> {
     let header = bytes.get(..GLOBAL_HEADER).ok_or(PcapError::NotPcap)?;
@@ -276,8 +285,7 @@ mod tests {
             Datagram { at_ns: 1_767_225_600_200_000_001, from: v6, to: v4, payload: vec![0x80; 172] },
             Datagram { at_ns: 1_767_225_601_000_000_000, from: peer4, to: v4, payload: Vec::new() },
         ];
-        let bytes = file(&written.iter().map(|d| record(d.at_ns, d.from, d.to, &d.payload)).collect::<Vec<_>>());
-        assert_eq!(read(&bytes).unwrap(), written);
+        assert_eq!(read(&super::file(&written)).unwrap(), written);
     }
 
     #[test]
