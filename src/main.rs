@@ -150,6 +150,10 @@ enum BenchCommand {
         /// Seconds from the answer to the key press.
         #[arg(long, default_value_t = 1.0)]
         hold: f64,
+        /// Nodes sharing the store and the offer (above 1 needs `--store postgres://…`); every
+        /// accepted verification is then read back to count its attempts.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
         #[command(flatten)]
         common: BenchCommon,
     },
@@ -576,7 +580,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             store: common.store,
             node: common.node_binary,
         })),
-        BenchCommand::Rate { cps, seconds: offer, via, hold, common } => runtime().block_on(rate(RateArgs {
+        BenchCommand::Rate { cps, seconds: offer, via, hold, nodes, common } => runtime().block_on(rate(RateArgs {
             cps,
             seconds: offer,
             via: via.into(),
@@ -584,6 +588,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             hold: seconds(hold),
             store: common.store,
             node: common.node_binary,
+            nodes,
         })),
     };
     match result {

@@ -7,6 +7,7 @@ mod common;
 
 use common::process::pound;
 use serde_json::Value;
+use sqlx::Connection;
 
 fn bench(args: &[&str]) -> Value {
     let output = pound().arg("bench").args(args).output().expect("pound bench runs");
@@ -47,4 +48,53 @@ fn a_hold_too_short_for_the_calls_is_refused_not_misreported() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--hold"), "{stderr}");
+}
+
+#[tokio::test]
+async fn rate_over_two_nodes_on_postgres_dials_every_verification_once() {
+    let Ok(admin_url) = std::env::var("POUND_TEST_DATABASE_URL") else {
+        eprintln!("POUND_TEST_DATABASE_URL is not set: the two-node bench did not run");
+        return;
+    };
+    let database = format!("pound_bench_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL answers");
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+    let url = format!("{base}/{database}");
+    let line = bench(&[
+        "rate",
+        "--cps",
+        "10",
+        "--seconds",
+        "3",
+        "--hold",
+        "0.5",
+        "--callee",
+        "phone",
+        "--nodes",
+        "2",
+        "--store",
+        &url,
+    ]);
+    assert_eq!((line["nodes"].as_u64(), line["accepted"].as_u64()), (Some(2), Some(30)), "{line}");
+    assert_eq!(line["outcomes"]["verified"].as_u64(), Some(30), "each verified once across the nodes: {line}");
+    let dialled = &line["dialled"];
+    assert_eq!(dialled["verifications_by_attempts"], serde_json::json!({"1": 30}), "{line}");
+    assert_eq!(dialled["distinct_call_ids"].as_u64(), Some(30), "{line}");
+    let by_node: Vec<u64> =
+        dialled["attempts_by_node"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert_eq!(by_node.len(), 2, "both nodes placed calls: {line}");
+    assert_eq!(line["node_cpu_s"].as_array().map(Vec::len), Some(2), "{line}");
+    assert!(line["verified_per_node_cpu_s"].as_f64().unwrap() > 0.0, "{line}");
+}
+
+#[test]
+fn rate_over_several_nodes_without_a_shared_store_is_refused() {
+    let output = pound()
+        .args(["bench", "rate", "--cps", "10", "--seconds", "1", "--nodes", "2", "--callee", "phone"])
+        .output()
+        .expect("pound bench runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--store postgres"), "{stderr}");
 }
