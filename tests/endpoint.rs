@@ -91,7 +91,8 @@ async fn twenty_verifications_share_one_fixed_sip_port_and_the_trunks_options_ar
     assert!(Command::new("sipp").arg("-v").output().is_ok(), "sipp is not installed: apt-get install -y sip-tester");
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (trunk_port, media, control, sip_port) = (free_port(), free_port(), free_port(), free_port());
+    let (trunk_port, media, control, sip_port) =
+        (free_port(), pound::cmd::bench::sipp_media_port().unwrap(), free_port(), free_port());
     let messages = dir.path().join("messages.log");
     let mut sipp = Command::new("sipp")
         .arg("-sf")

@@ -62,7 +62,7 @@ fn run_to(user: &str, scenario: &str, pound_args: &[&str], prepare: impl FnOnce(
     let xml = std::fs::read_to_string(root().join("tests/sipp").join(format!("{scenario}.xml"))).unwrap();
     let scenario_path = dir.path().join(format!("{scenario}.xml"));
     std::fs::write(&scenario_path, prepare(dir.path(), xml)).unwrap();
-    let (port, media, control) = (free_port(), free_port(), free_port());
+    let (port, media, control) = (free_port(), pound::cmd::bench::sipp_media_port().unwrap(), free_port());
     let screen = dir.path().join("screen.log");
     let log = dir.path().join("actions.log");
     let sipp = Command::new("sipp")
@@ -305,7 +305,7 @@ fn bench_callee_after_a_retransmitted_invite(when: Retransmission) {
     let scenario = dir.path().join("bench-callee.xml");
     std::fs::write(&scenario, xml.replace("HOLD_MS", "100")).unwrap();
     let screen = dir.path().join("screen.log");
-    let (port, media, control) = (free_port(), free_port(), free_port());
+    let (port, media, control) = (free_port(), pound::cmd::bench::sipp_media_port().unwrap(), free_port());
     let mut sipp = Command::new("sipp")
         .arg("-sf")
         .arg(&scenario)

@@ -123,7 +123,16 @@ fn sipp_tcp(dir: &Path, scenario: &str, port: u16, calls: u32) -> (Child, PathBu
     let child = Command::new("sipp")
         .arg("-sf")
         .arg(root().join("tests/sipp").join(format!("{scenario}.xml")))
-        .args(["-t", "t1", "-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args([
+            "-t",
+            "t1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &pound::cmd::bench::sipp_media_port().unwrap().to_string(),
+        ])
         .args(["-cp", &free_port().to_string(), "-ci", "127.0.0.1", "-m", &calls.to_string()])
         .args(["-timeout", "40", "-timeout_error", "-nostdin", "-trace_screen", "-screen_file"])
         .arg(&screen)

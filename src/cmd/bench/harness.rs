@@ -220,7 +220,7 @@ impl Callee {
         let file = std::env::temp_dir().join(format!("pound-bench-sipp-{:016x}.xml", rand::random::<u64>()));
         std::fs::write(&file, scenario)?;
         let scenario = Removed(file.clone());
-        let (sip_port, media_port, control_port) = (free_udp_port()?, free_udp_port()?, free_udp_port()?);
+        let (sip_port, media_port, control_port) = (free_udp_port()?, sipp_media_port()?, free_udp_port()?);
         let mut command = Command::new("sipp");
         command
             .arg("-sf")
@@ -242,6 +242,27 @@ fn sipp_installed() -> bool {
 /// A UDP port free now (bound and released: good enough on loopback).
 fn free_udp_port() -> Result<u16, BenchError> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A base port for sipp's `-mp`: sipp binds audio RTP there and video RTP
+/// two above it, and gives up the whole run when either is taken. Drawn below
+/// the kernel's ephemeral range, so that no socket bound to port 0 meanwhile
+/// (the node's RTP, a thousand calls' worth under `load`, or other tests'
+/// calls) can take one of them between this check and sipp's bind; the four
+/// ports from the base are free now.
+pub fn sipp_media_port() -> std::io::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(12_000));
+    for _ in 0..1000 {
+        let base = low + 2 * (rand::random::<u16>() % ((high - low - 4) / 2));
+        if (base..base + 4).all(|port| UdpSocket::bind(("127.0.0.1", port)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no four free UDP ports in a row for sipp's media"))
 }
 
 /// A file removed on drop.

@@ -14,7 +14,7 @@ mod load;
 mod rate;
 
 pub use burst::{BurstArgs, burst};
-pub use harness::CalleeKind;
+pub use harness::{CalleeKind, sipp_media_port};
 pub use load::{LoadArgs, load};
 pub use rate::{RateArgs, rate};
 
