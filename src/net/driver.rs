@@ -77,7 +77,7 @@ pub(super) async fn drive<M: Machine, R>(
         if let Some(rtp) = rtp {
             while let Some(Transmit { destination: to, contents: packet }) = machine.poll_rtp(now) {
                 // Media is best effort: a lost packet is a lost 20 ms, nothing more.
-                let _ = rtp.send_to(packet, to).await;
+                let _ = rtp.try_send_to(packet, to);
             }
         }
         while let Some(event) = machine.poll_event() {
