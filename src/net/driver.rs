@@ -5,12 +5,15 @@
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Instant;
 
 use tokio::sync::watch;
 
 use super::endpoint::{Delivery, SipHandle};
 use super::socket::Socket;
+use super::wake::Inputs;
 use crate::clock;
 use crate::sip::{Message, TransactionEvent, TransactionKey};
 use crate::vocab::Transmit;
@@ -40,16 +43,28 @@ pub(super) trait Machine {
 /// Largest RTP datagram read; anything longer is no G.711 or Opus frame pound sends or takes.
 const RTP_BUFFER: usize = 2048;
 
+/// The inputs polled only once they woke the driver ([`Inputs`]); the
+/// timer is cheap to poll and is polled every time it is armed.
+const SIP: usize = 0;
+const RTP: usize = 1;
+const STOP: usize = 2;
+
 /// Runs `machine` until `on_event` breaks with the result.
 pub(super) async fn drive<M: Machine, R>(
     machine: &mut M,
     sip: &mut SipHandle,
     rtp: Option<&Socket>,
-    mut stop: Option<watch::Receiver<bool>>,
+    stop: Option<watch::Receiver<bool>>,
     mut on_event: impl FnMut(M::Event) -> ControlFlow<R>,
 ) -> R {
     let mut datagram = vec![0u8; RTP_BUFFER];
-    let mut endpoint_open = true;
+    let inputs = Inputs::<3>::new();
+    // One timer and one stop future for the whole call, kept across turns:
+    // a new sleep per turn is a timer-wheel insertion and removal, a new
+    // wait on the signal a waiter added and dropped, 50 times a second.
+    let mut timer = pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut stop = pin!(stopped(stop));
+    let (mut timer_armed, mut stop_armed, mut endpoint_open) = (false, true, true);
     let mut turn = false;
     loop {
         let now = clock::now();
@@ -62,7 +77,7 @@ pub(super) async fn drive<M: Machine, R>(
         if let Some(rtp) = rtp {
             while let Some(Transmit { destination: to, contents: packet }) = machine.poll_rtp(now) {
                 // Media is best effort: a lost packet is a lost 20 ms, nothing more.
-                let _ = rtp.send_to(packet, to).await;
+                let _ = rtp.try_send_to(packet, to);
             }
         }
         while let Some(event) = machine.poll_event() {
@@ -70,36 +85,60 @@ pub(super) async fn drive<M: Machine, R>(
                 return result;
             }
         }
-        let deadline = machine.poll_timeout().map(tokio::time::Instant::from_std);
-        // Inputs ready at once are taken in a fixed order, not select!'s
-        // random one, so that a simulation replays the same from its seed;
-        // the order alternates every turn, so that a machine whose deadline
-        // is always due (one that falls behind) still reads SIP and RTP, and
-        // a flood of packets cannot hold back its deadlines.
-        turn = !turn;
-        let input = if turn {
-            tokio::select! {
-                biased;
-                _ = sleep_until(deadline) => Input::Timeout,
-                _ = stopped(&mut stop) => Input::Stop,
-                incoming = sip.recv(), if endpoint_open => Input::Sip(incoming),
-                received = recv_rtp(rtp, &mut datagram) => Input::Rtp(received),
+        timer_armed = match machine.poll_timeout().map(tokio::time::Instant::from_std) {
+            Some(deadline) => {
+                // Unchanged, it stays as it is: still pending, or (a machine
+                // that fell behind) already elapsed and ready at once.
+                if !timer_armed || timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                true
             }
-        } else {
-            tokio::select! {
-                biased;
-                incoming = sip.recv(), if endpoint_open => Input::Sip(incoming),
-                received = recv_rtp(rtp, &mut datagram) => Input::Rtp(received),
-                _ = sleep_until(deadline) => Input::Timeout,
-                _ = stopped(&mut stop) => Input::Stop,
-            }
+            None => false,
         };
+        // Inputs ready at once are taken in a fixed order, not a random one,
+        // so that a simulation replays the same from its seed; the order
+        // alternates every turn, so that a machine whose deadline is always
+        // due (one that falls behind) still reads SIP and RTP, and a flood
+        // of packets cannot hold back its deadlines.
+        turn = !turn;
+        let input = std::future::poll_fn(|cx| {
+            inputs.register(cx);
+            let mut poll = |source: Source| match source {
+                Source::Timer if timer_armed => timer.as_mut().poll(cx).map(|()| Input::Timeout),
+                Source::Stop if stop_armed => match inputs.take(STOP) {
+                    Some(mut flagged) => stop.as_mut().poll(&mut flagged).map(|()| {
+                        stop_armed = false;
+                        Input::Stop
+                    }),
+                    None => Poll::Pending,
+                },
+                Source::Sip if endpoint_open => match inputs.take(SIP) {
+                    Some(mut flagged) => sip.poll_recv(&mut flagged).map(|incoming| {
+                        inputs.again(SIP);
+                        Input::Sip(incoming)
+                    }),
+                    None => Poll::Pending,
+                },
+                Source::Rtp => match (rtp, inputs.take(RTP)) {
+                    (Some(rtp), Some(mut flagged)) => rtp.poll_recv_from(&mut flagged, &mut datagram).map(|received| {
+                        inputs.again(RTP);
+                        Input::Rtp(received)
+                    }),
+                    _ => Poll::Pending,
+                },
+                _ => Poll::Pending,
+            };
+            let order = match turn {
+                true => [Source::Timer, Source::Stop, Source::Sip, Source::Rtp],
+                false => [Source::Sip, Source::Rtp, Source::Timer, Source::Stop],
+            };
+            order.into_iter().map(&mut poll).find(Poll::is_ready).unwrap_or(Poll::Pending)
+        })
+        .await;
         match input {
             Input::Timeout => machine.handle_timeout(clock::now()),
-            Input::Stop => {
-                stop = None;
-                machine.handle_stop(clock::now());
-            }
+            Input::Stop => machine.handle_stop(clock::now()),
             Input::Sip(Some(Delivery::Message(incoming))) => {
                 machine.handle_sip(clock::now(), incoming.from, incoming.message);
             }
@@ -114,6 +153,15 @@ pub(super) async fn drive<M: Machine, R>(
     }
 }
 
+/// What the driver waits on.
+#[derive(Clone, Copy)]
+enum Source {
+    Timer,
+    Stop,
+    Sip,
+    Rtp,
+}
+
 /// What woke the driver.
 enum Input {
     Timeout,
@@ -122,17 +170,10 @@ enum Input {
     Rtp(std::io::Result<(usize, SocketAddr)>),
 }
 
-async fn recv_rtp(rtp: Option<&Socket>, buffer: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    match rtp {
-        Some(rtp) => rtp.recv_from(buffer).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Resolves when the signal turns true; never without a signal, or once
 /// its sender is gone without stopping.
-async fn stopped(signal: &mut Option<watch::Receiver<bool>>) {
-    if let Some(receiver) = signal
+async fn stopped(signal: Option<watch::Receiver<bool>>) {
+    if let Some(mut receiver) = signal
         && receiver.wait_for(|stop| *stop).await.is_ok()
     {
         return;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -477,11 +478,16 @@ impl SipHandle {
     /// The next input for this handle, its transactions' events first;
     /// `None` once the endpoint is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        tokio::select! {
-            biased;
-            Some(event) = self.events.recv() => Some(Delivery::Transaction(event.key, event.event)),
-            incoming = self.inbox.recv() => incoming.map(Delivery::Message),
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`SipHandle::recv`] for a caller that polls.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        // Closed, the events channel has nothing more to say: the inbox decides.
+        if let Poll::Ready(Some(event)) = self.events.poll_recv(cx) {
+            return Poll::Ready(Some(Delivery::Transaction(event.key, event.event)));
         }
+        self.inbox.poll_recv(cx).map(|incoming| incoming.map(Delivery::Message))
     }
 }
 

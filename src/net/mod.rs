@@ -11,6 +11,7 @@ mod socket;
 mod tls;
 mod transport;
 mod trunk;
+mod wake;
 
 pub use call::{CallSetup, run_call};
 pub use endpoint::{Delivery, Endpoint, SipHandle};
