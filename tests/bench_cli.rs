@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::postgres::fresh_database;
 use common::process::pound;
 use serde_json::Value;
-use sqlx::Connection;
 
 fn bench(args: &[&str]) -> Value {
     let output = pound().arg("bench").args(args).output().expect("pound bench runs");
@@ -39,14 +39,16 @@ fn rate_offers_open_loop_and_counts_what_was_accepted_and_how_it_ended() {
     assert_eq!(line["outcomes"]["verified"].as_u64(), Some(accepted), "{line}");
 }
 
+/// `pound bench ARGS` refused before measuring: exit 2; its stderr.
+fn refused(args: &[&str]) -> String {
+    let output = pound().arg("bench").args(args).output().expect("pound bench runs");
+    assert_eq!(output.status.code(), Some(2), "pound bench {args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn a_hold_too_short_for_the_calls_is_refused_not_misreported() {
-    let output = pound()
-        .args(["bench", "load", "--calls", "40", "--hold", "1", "--submit-rate", "10", "--callee", "phone"])
-        .output()
-        .expect("pound bench runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&["load", "--calls", "40", "--hold", "1", "--submit-rate", "10", "--callee", "phone"]);
     assert!(stderr.contains("--hold"), "{stderr}");
 }
 
@@ -56,11 +58,7 @@ async fn rate_over_two_nodes_on_postgres_dials_every_verification_once() {
         eprintln!("POUND_TEST_DATABASE_URL is not set: the two-node bench did not run");
         return;
     };
-    let database = format!("pound_bench_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL answers");
-    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-    let url = format!("{base}/{database}");
+    let (_, url) = fresh_database(&admin_url, "pound_bench").await;
     let line = bench(&[
         "rate",
         "--cps",
@@ -90,11 +88,6 @@ async fn rate_over_two_nodes_on_postgres_dials_every_verification_once() {
 
 #[test]
 fn rate_over_several_nodes_without_a_shared_store_is_refused() {
-    let output = pound()
-        .args(["bench", "rate", "--cps", "10", "--seconds", "1", "--nodes", "2", "--callee", "phone"])
-        .output()
-        .expect("pound bench runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&["rate", "--cps", "10", "--seconds", "1", "--nodes", "2", "--callee", "phone"]);
     assert!(stderr.contains("--store postgres"), "{stderr}");
 }

@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::http::get_json;
+use common::postgres::fresh_database;
 use common::process::{Running, pound, start};
 use pound::clock::unix_ms;
 use pound::store::postgres::LISTENER_APPLICATION;
@@ -22,21 +23,13 @@ use sqlx::Connection;
 
 const KEY: &str = "cluster-test-key";
 
-async fn fresh_database(admin_url: &str) -> (String, String) {
-    let name = format!("pound_cluster_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("PostgreSQL answers");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-    let base = admin_url.rsplit_once('/').map_or(admin_url, |(base, _)| base);
-    (format!("{base}/{name}"), name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_call_loses_no_verification() {
     let Ok(admin_url) = std::env::var("POUND_TEST_DATABASE_URL") else {
         eprintln!("POUND_TEST_DATABASE_URL is not set: the two-node PostgreSQL test did not run");
         return;
     };
-    let (url, database) = fresh_database(&admin_url).await;
+    let (database, url) = fresh_database(&admin_url, "pound_cluster").await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pound.toml");
     std::fs::write(
@@ -178,7 +171,7 @@ async fn work_stored_by_another_node_is_dialled_before_the_poll() {
         eprintln!("POUND_TEST_DATABASE_URL is not set: the two-node PostgreSQL test did not run");
         return;
     };
-    let (url, database) = fresh_database(&admin_url).await;
+    let (database, url) = fresh_database(&admin_url, "pound_cluster").await;
     let dir = tempfile::tempdir().unwrap();
     let (_phone, ready) = start({
         let mut phone = pound();

@@ -300,9 +300,7 @@ async fn proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
 /// A fresh database on the server `admin_url` names: its name and its URL
 /// with the host and port replaced by `via`.
 async fn fresh_database(admin_url: &str, via: SocketAddr) -> (String, String) {
-    let name = format!("pound_faults_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("PostgreSQL answers");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let (name, _) = common::postgres::fresh_database(admin_url, "pound_faults").await;
     (name.clone(), format!("postgres://postgres@{via}/{name}"))
 }
 

@@ -142,11 +142,8 @@ async fn fresh_postgres() -> Option<(String, String, String)> {
         eprintln!("POUND_TEST_DATABASE_URL is not set: the PostgreSQL test did not run");
         return None;
     };
-    let name = format!("pound_toll_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL answers");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base).to_string();
-    Some((format!("{base}/{name}"), name, admin_url))
+    let (name, url) = common::postgres::fresh_database(&admin_url, "pound_toll").await;
+    Some((url, name, admin_url))
 }
 
 async fn drop_postgres(admin_url: &str, name: &str) {

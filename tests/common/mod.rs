@@ -6,6 +6,7 @@
 pub mod baresip;
 pub mod http;
 pub mod pcap;
+pub mod postgres;
 pub mod process;
 pub mod sim;
 pub mod stir;
