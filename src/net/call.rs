@@ -72,7 +72,7 @@ pub async fn run_call(
     };
     let mut sip = endpoint.handle(setup.transport, Some(setup.peer_name.clone()), setup.timers)?;
     let local_sip = SocketAddr::new(local_ip, endpoint.local_addr().port());
-    let rtp = bind_rtp(endpoint.network(), local_ip, setup.rtp_ports.clone()).await.map_err(io("RTP socket"))?;
+    let rtp = bind_rtp(endpoint.network(), local_ip, setup.rtp_ports.clone()).map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
     let config = CallConfig {
         target: setup.target.clone(),
@@ -223,14 +223,14 @@ impl Machine for CallMachine {
 
 /// An RTP socket on `ip`, on an even port in `ports` when given (RTP on even
 /// ports, RTCP on the odd one above, RFC 3550 §11).
-async fn bind_rtp(network: &Network, ip: IpAddr, ports: Option<RangeInclusive<u16>>) -> std::io::Result<Socket> {
-    let Some(ports) = ports else { return network.bind(SocketAddr::new(ip, 0)).await };
+fn bind_rtp(network: &Network, ip: IpAddr, ports: Option<RangeInclusive<u16>>) -> std::io::Result<Socket> {
+    let Some(ports) = ports else { return network.bind_media(SocketAddr::new(ip, 0)) };
     let (low, high) = (*ports.start() as u32, *ports.end() as u32);
     let even_slots = ((high.saturating_sub(low)) / 2 + 1).max(1);
     let mut last_error = std::io::Error::new(std::io::ErrorKind::AddrInUse, "the RTP port range is exhausted");
     for _ in 0..64 {
         let port = (low + 2 * (rand::random::<u32>() % even_slots)).min(high) as u16;
-        match network.bind(SocketAddr::new(ip, port)).await {
+        match network.bind_media(SocketAddr::new(ip, port)) {
             Ok(socket) => return Ok(socket),
             Err(e) => last_error = e,
         }

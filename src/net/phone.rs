@@ -51,7 +51,7 @@ pub async fn run_phone_in(
     let endpoint = Endpoint::bind_on(network, setup.listen, transport == Transport::Tcp, tls).await?;
     let mut sip = endpoint.catch_all(setup.config.transport, setup.config.timers)?;
     let local_sip = endpoint.local_addr();
-    let rtp = network.bind(SocketAddr::new(local_sip.ip(), 0)).await.map_err(io("RTP socket"))?;
+    let rtp = network.bind_media(SocketAddr::new(local_sip.ip(), 0)).map_err(io("RTP socket"))?;
     let local_rtp = rtp.local_addr().map_err(io("RTP socket"))?;
     let config = PhoneConfig { local_sip, local_rtp, ..setup.config };
     let phone = match seed {

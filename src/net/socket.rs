@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use tokio::io::ReadBuf;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -39,6 +40,33 @@ impl Network {
     pub(super) async fn bind(&self, bind: SocketAddr) -> std::io::Result<Socket> {
         match self {
             Network::System => Ok(Socket::Udp(UdpSocket::bind(bind).await?)),
+            Network::Memory(network) => network.bind(bind).map(Socket::Memory),
+        }
+    }
+
+    /// A socket for media, bound to `bind`: it sends only with
+    /// [`Socket::try_send_to`] and is watched for reading only.
+    ///
+    /// Why not for writing too: the kernel tells every watcher of a socket
+    /// when a datagram it sent has left its buffer. A socket watched for
+    /// writing (as tokio's `UdpSocket` always is) put itself on epoll's ready
+    /// list at each packet sent and woke the I/O driver to hear that it
+    /// could write, 50 times a second per call, though media never waits to
+    /// write (issue 10's profile of 1,000 held calls).
+    pub(super) fn bind_media(&self, bind: SocketAddr) -> std::io::Result<Socket> {
+        match self {
+            Network::System => {
+                let socket = std::net::UdpSocket::bind(bind)?;
+                socket.set_nonblocking(true)?;
+                // SAFETY: `register_with_interest` asks that the descriptor
+                // stay open and the same for the `AsyncFd`'s whole life. The
+                // `std::net::UdpSocket` owns it and closes it only when
+                // dropped, which happens when the `AsyncFd` (its only owner)
+                // is, and nothing here takes the socket back out
+                // (`into_inner`) or calls for a different descriptor.
+                let registered = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) };
+                Ok(Socket::Media(registered.map_err(std::io::Error::from)?))
+            }
             Network::Memory(network) => network.bind(bind).map(Socket::Memory),
         }
     }
@@ -121,9 +149,11 @@ impl Drop for MemorySocket {
     }
 }
 
-/// A datagram socket of either kind.
+/// A datagram socket of any kind.
 pub(super) enum Socket {
     Udp(UdpSocket),
+    /// A system socket for media ([`Network::bind_media`]).
+    Media(AsyncFd<std::net::UdpSocket>),
     Memory(MemorySocket),
 }
 
@@ -131,6 +161,7 @@ impl Socket {
     pub(super) fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match self {
             Socket::Udp(socket) => socket.local_addr(),
+            Socket::Media(socket) => socket.get_ref().local_addr(),
             Socket::Memory(socket) => Ok(socket.local),
         }
     }
@@ -140,13 +171,8 @@ impl Socket {
     /// limit and needs none.
     pub(super) fn grow_receive_buffer(&self, bytes: usize) -> std::io::Result<()> {
         match self {
-            Socket::Udp(socket) => {
-                let socket = socket2::SockRef::from(socket);
-                if socket.recv_buffer_size()? < bytes {
-                    socket.set_recv_buffer_size(bytes)?;
-                }
-                Ok(())
-            }
+            Socket::Udp(socket) => grow_receive_buffer(socket2::SockRef::from(socket), bytes),
+            Socket::Media(socket) => grow_receive_buffer(socket2::SockRef::from(socket.get_ref()), bytes),
             Socket::Memory(_) => Ok(()),
         }
     }
@@ -154,8 +180,8 @@ impl Socket {
     pub(super) async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match self {
             Socket::Udp(socket) => socket.send_to(bytes, to).await.map(|_| ()),
-            // Never full: nothing to wait for.
-            Socket::Memory(_) => self.try_send_to(bytes, to),
+            // Never full, or never waits: nothing to wait for.
+            Socket::Media(_) | Socket::Memory(_) => self.try_send_to(bytes, to),
         }
     }
 
@@ -167,6 +193,7 @@ impl Socket {
     pub(super) fn try_send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match self {
             Socket::Udp(socket) => socket.try_send_to(bytes, to).map(|_| ()),
+            Socket::Media(socket) => socket.get_ref().send_to(bytes, to).map(|_| ()),
             Socket::Memory(socket) => {
                 socket.network.send(socket.local, bytes, to);
                 Ok(())
@@ -192,6 +219,14 @@ impl Socket {
                 let mut filled = ReadBuf::new(buffer);
                 socket.poll_recv_from(cx, &mut filled).map_ok(|from| (filled.filled().len(), from))
             }
+            Socket::Media(socket) => loop {
+                let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
+                // Nothing to read clears the readiness and polls it again,
+                // which then waits with `cx`.
+                if let Ok(received) = ready.try_io(|socket| socket.get_ref().recv_from(buffer)) {
+                    return Poll::Ready(received);
+                }
+            },
             Socket::Memory(socket) => {
                 // Held only for the poll, which does not wait.
                 let mut inbox = socket.inbox.lock().unwrap_or_else(PoisonError::into_inner);
@@ -203,6 +238,75 @@ impl Socket {
                     Ok((n, from))
                 })
             }
+        }
+    }
+}
+
+fn grow_receive_buffer(socket: socket2::SockRef<'_>, bytes: usize) -> std::io::Result<()> {
+    if socket.recv_buffer_size()? < bytes {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// The epoll event masks that `fd` is registered with, read from every
+    /// epoll instance of this process (`/proc/self/fdinfo`: a line `tfd: N
+    /// events: MASK` per watched descriptor). An instance open on two
+    /// descriptors (mio duplicates its own) shows the same line twice.
+    fn epoll_masks_of(fd: i32) -> Vec<u32> {
+        let mut masks = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").flatten() {
+            let is_epoll =
+                std::fs::read_link(entry.path()).is_ok_and(|target| target.to_string_lossy().contains("eventpoll"));
+            let Some(info) = is_epoll
+                .then(|| std::fs::read_to_string(format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy())))
+            else {
+                continue;
+            };
+            for line in info.unwrap_or_default().lines() {
+                let mut words = line.split_whitespace();
+                if words.next() == Some("tfd:")
+                    && words.next().and_then(|n| n.parse::<i32>().ok()) == Some(fd)
+                    && words.next() == Some("events:")
+                    && let Some(mask) = words.next().and_then(|m| u32::from_str_radix(m, 16).ok())
+                {
+                    masks.insert((line.to_string(), mask));
+                }
+            }
+        }
+        masks.into_iter().map(|(_, mask)| mask).collect()
+    }
+
+    #[tokio::test]
+    async fn a_media_socket_is_watched_for_reading_only_and_still_hears_and_sends() {
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let media = Network::System.bind_media(loopback).expect("media socket");
+        let Socket::Media(registered) = &media else { panic!("a system media socket") };
+        let masks = epoll_masks_of(registered.as_raw_fd());
+        assert_eq!(masks.len(), 1, "registered once: {masks:x?}");
+        assert_eq!(masks[0] & libc::EPOLLIN as u32, libc::EPOLLIN as u32, "watched for reading");
+        assert_eq!(masks[0] & libc::EPOLLOUT as u32, 0, "not watched for writing");
+
+        // A SIP socket, which waits for room to send, is watched for both.
+        let sip = Network::System.bind(loopback).await.expect("SIP socket");
+        let Socket::Udp(udp) = &sip else { panic!("a system socket") };
+        assert!(epoll_masks_of(udp.as_raw_fd()).iter().all(|m| m & libc::EPOLLOUT as u32 != 0));
+
+        let (media_at, sip_at) = (media.local_addr().unwrap(), sip.local_addr().unwrap());
+        let mut buffer = [0u8; 64];
+        for round in 0..3u8 {
+            sip.send_to(&[round; 12], media_at).await.expect("to the media socket");
+            let (n, from) = media.recv_from(&mut buffer).await.expect("heard");
+            assert_eq!((&buffer[..n], from), (&[round; 12][..], sip_at));
+            media.try_send_to(&[round; 20], sip_at).expect("sent at once");
+            let (n, from) = sip.recv_from(&mut buffer).await.expect("answered");
+            assert_eq!((&buffer[..n], from), (&[round; 20][..], media_at));
         }
     }
 }
