@@ -32,8 +32,7 @@ pub(super) async fn create(pool: &Pool, new: &NewVerification) -> Result<(Verifi
     if created {
         notify_work(&mut db).await?;
     }
-    audit.write(&mut db).await?;
-    tx.commit().await?;
+    tx.commit_audited(audit).await?;
     Ok((verification, created))
 }
 
