@@ -207,3 +207,25 @@ async fn a_refused_admission_in_a_batch_leaves_the_others_of_its_batch_stored() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_go_on_after_their_connection_is_cut() {
+    on_postgres(|h| async move {
+        let store = &h.store;
+        assert!(admitted(&admit(store, "before", "+14155550100", key_check(1_000)).await));
+        let mut admin = PgConnection::connect(h.url()).await.expect("connect");
+        let cut: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = current_database()",
+        )
+        .bind(ADMISSION_APPLICATION)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        assert_eq!(cut, [(true,)], "one admission connection to cut");
+        // The next admission finds the connection broken and opens another.
+        assert!(admitted(&admit(store, "after", "+14155550101", key_check(1_100)).await));
+        assert!(store.verification("after").await.unwrap().is_some());
+    })
+    .await;
+}
