@@ -8,31 +8,40 @@
 //! longest (the hourly limits) has nothing to take off, and the breaker's
 //! numbers are pruned at its own window.
 //!
-//! Atomic across nodes: the transaction first locks the single
-//! `velocity_lock` row on PostgreSQL (on SQLite `BEGIN IMMEDIATE` already
-//! holds the database's write lock), so the counts it
+//! Atomic across nodes: on PostgreSQL the transaction first locks the
+//! single `velocity_lock` row ([`POSTGRES_BEGIN`]: the node's admission
+//! writer opens every batch of admissions with it; on SQLite `BEGIN
+//! IMMEDIATE` already holds the database's write lock), so the counts it
 //! reads cannot change before its own insert commits. Without that, two
 //! nodes counting at once under READ COMMITTED each see room for one more.
+//! Admissions that share a batch each run in a savepoint and read what the
+//! ones before them wrote, as they would after their commit.
 
-use super::db::{Dialect, Exec, Param};
+use super::audit::AuditBatch;
+use super::db::{Exec, Param};
 use super::queries::{first_request, insert_verification};
 use super::velocity::{VelocityCheck, VelocityLimit, Verdict};
 use super::{NewVerification, StoreError, Verification};
 
-/// Decides on `new` under `check`. The caller commits when the verdict is
-/// `Admitted` or a trip, and rolls back otherwise.
+/// How PostgreSQL's admission transactions open: the lock is taken outside
+/// any admission's savepoint, so a refused admission's rollback does not
+/// release it.
+pub(super) const POSTGRES_BEGIN: &str = "BEGIN; SELECT id FROM velocity_lock WHERE id = 1 FOR UPDATE";
+
+/// Decides on `new` under `check`, in a transaction opened with
+/// [`POSTGRES_BEGIN`] on PostgreSQL; the verification's audit entry goes to
+/// `audit`. The caller commits when the verdict is `Admitted` or a trip,
+/// and rolls back otherwise.
 pub(super) async fn admit(
     db: &mut Exec<'_>,
     new: &NewVerification,
     check: &VelocityCheck,
+    audit: &mut AuditBatch,
 ) -> Result<(Verdict, u64), StoreError> {
-    if db.dialect() == Dialect::Postgres {
-        db.execute("SELECT id FROM velocity_lock WHERE id = 1 FOR UPDATE", &[]).await?;
-    }
     db.execute("DELETE FROM velocity_events WHERE at <= $1", &[check.horizon().into()]).await?;
     db.execute("DELETE FROM velocity_numbers WHERE last_at <= $1", &[numbers_horizon(check).into()]).await?;
     let counts = Counts::read(db, new, check).await?;
-    let verdict = decide(db, new, check, &counts).await?;
+    let verdict = decide(db, new, check, &counts, audit).await?;
     // The breaker this request tripped is open from now on, unless paused for no time.
     let tripped = matches!(verdict, Verdict::Paused { tripped: true, until, .. } if until > check.now);
     Ok((verdict, counts.open_breakers + u64::from(tripped)))
@@ -109,6 +118,7 @@ async fn decide(
     new: &NewVerification,
     check: &VelocityCheck,
     counts: &Counts,
+    audit: &mut AuditBatch,
 ) -> Result<Verdict, StoreError> {
     // A retry is answered before the limits, which the first request itself
     // may have filled.
@@ -138,7 +148,7 @@ async fn decide(
         .await?;
         return Ok(Verdict::Paused { scope: breaker.scope.clone(), until, tripped: true });
     }
-    let (verification, created) = insert_verification(db, new).await?;
+    let (verification, created) = insert_verification(db, new, audit).await?;
     if created {
         record(db, &verification, check).await?;
     }

@@ -192,6 +192,13 @@ impl AuditBatch {
         });
     }
 
+    /// Adds `later`'s entries after this batch's.
+    pub(super) fn extend(&mut self, later: AuditBatch) {
+        for (tenant, pending) in later.by_tenant {
+            self.by_tenant.entry(tenant).or_default().extend(pending);
+        }
+    }
+
     /// Appends the entries to their tenants' chains on `db`, inside the
     /// transaction of the changes they record.
     pub(super) async fn write(self, db: &mut Exec<'_>) -> Result<(), StoreError> {

@@ -27,7 +27,8 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Database, Encode, FromRow, Postgres, Sqlite, Transaction, Type};
 
 use super::StoreError;
-use super::sqlite::{Write, Writer};
+use super::audit::AuditBatch;
+use super::batch::{Write, Writer};
 use crate::clock::{Clock, Hold};
 
 /// Where the SQL of the two backends differs.
@@ -133,11 +134,9 @@ impl<T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unp
 #[derive(Clone)]
 pub(super) enum Backend {
     /// Reads from the pool; every write through the one [`Writer`].
-    Sqlite {
-        pool: SqlitePool,
-        writer: Writer,
-    },
-    Postgres(PgPool),
+    Sqlite { pool: SqlitePool, writer: Writer<SqliteConnection> },
+    /// Admissions through the node's own [`Writer`], the rest on the pool.
+    Postgres { pool: PgPool, admissions: Writer<PgConnection> },
 }
 
 /// A database and the clock it runs under: in simulated time, the clock is
@@ -159,9 +158,22 @@ impl Pool {
         let hold = self.clock.hold();
         let tx = match &self.backend {
             Backend::Sqlite { writer, .. } => TxKind::Sqlite(writer.begin().await?),
-            Backend::Postgres(pool) => TxKind::Postgres(pool.begin().await?),
+            Backend::Postgres { pool, .. } => TxKind::Postgres(pool.begin().await?),
         };
         Ok(Tx { tx, _hold: hold })
+    }
+
+    /// Starts the transaction of one admission: on PostgreSQL a turn on the
+    /// node's admission [`Writer`], whose batch holds `velocity_lock`; on
+    /// SQLite as [`Pool::begin_write`].
+    pub(super) async fn begin_admission(&self) -> Result<Tx, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => self.begin_write().await,
+            Backend::Postgres { admissions, .. } => {
+                let hold = self.clock.hold();
+                Ok(Tx { tx: TxKind::Batched(admissions.begin().await?), _hold: hold })
+            }
+        }
     }
 
     /// Runs one writing statement on its own and returns how many rows it
@@ -176,7 +188,7 @@ impl Pool {
                 tx.commit().await?;
                 Ok(changed)
             }
-            Backend::Postgres(_) => Ok(self.acquire().await?.exec().execute(sql, params).await?),
+            Backend::Postgres { .. } => Ok(self.acquire().await?.exec().execute(sql, params).await?),
         }
     }
 
@@ -186,7 +198,7 @@ impl Pool {
         let hold = self.clock.hold();
         let conn = match &self.backend {
             Backend::Sqlite { pool, .. } => ConnKind::Sqlite(pool.acquire().await?),
-            Backend::Postgres(pool) => ConnKind::Postgres(pool.acquire().await?),
+            Backend::Postgres { pool, .. } => ConnKind::Postgres(pool.acquire().await?),
         };
         Ok(Conn { conn, _hold: hold })
     }
@@ -220,8 +232,10 @@ pub(super) struct Tx {
 }
 
 enum TxKind {
-    Sqlite(Write),
+    Sqlite(Write<SqliteConnection>),
     Postgres(Transaction<'static, Postgres>),
+    /// A PostgreSQL admission, in a batch on the node's admission writer.
+    Batched(Write<PgConnection>),
 }
 
 impl Tx {
@@ -229,13 +243,24 @@ impl Tx {
         match &mut self.tx {
             TxKind::Sqlite(write) => Exec::Sqlite(write.conn()),
             TxKind::Postgres(tx) => Exec::Postgres(tx),
+            TxKind::Batched(write) => Exec::Postgres(write.conn()),
         }
     }
 
     pub(super) async fn commit(self) -> Result<(), StoreError> {
+        self.commit_audited(AuditBatch::default()).await
+    }
+
+    /// Appends `audit`'s entries and commits: a shared transaction appends
+    /// them with its batch's, once, when it commits.
+    pub(super) async fn commit_audited(self, audit: AuditBatch) -> Result<(), StoreError> {
         match self.tx {
-            TxKind::Sqlite(write) => write.commit().await?,
-            TxKind::Postgres(tx) => tx.commit().await?,
+            TxKind::Sqlite(write) => write.commit(audit).await?,
+            TxKind::Batched(write) => write.commit(audit).await?,
+            TxKind::Postgres(mut tx) => {
+                audit.write(&mut Exec::Postgres(&mut tx)).await?;
+                tx.commit().await?
+            }
         }
         Ok(())
     }

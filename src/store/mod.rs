@@ -18,6 +18,7 @@
 mod admission;
 mod audit;
 mod audit_verify;
+mod batch;
 mod common;
 mod db;
 mod keys;
@@ -429,8 +430,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::create_verification`]) returns the first record at once;
     /// otherwise checks `check`'s velocity limits and breaker and, when they
     /// pass, creates the verification and counts it, all in one transaction
-    /// that nodes sharing the database serialize on. A refusal stores
-    /// nothing, except the breaker it trips.
+    /// that nodes sharing the database serialize on (a node's admissions
+    /// that queue up share one, each in a savepoint of its own). A refusal
+    /// stores nothing, except the breaker it trips.
     async fn admit_verification(
         &self,
         new: &NewVerification,
@@ -608,7 +610,8 @@ pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Arc<dyn Store>, 
         let (pool, writer) = sqlite::open(url).await?;
         db::Backend::Sqlite { pool, writer }
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        db::Backend::Postgres(postgres::open(url).await?)
+        let (pool, admissions) = postgres::open(url).await?;
+        db::Backend::Postgres { pool, admissions }
     } else {
         return Err(StoreError::UnsupportedUrl(url.to_string()));
     };

@@ -9,6 +9,12 @@
 //! version under READ COMMITTED. Multi-statement writes (`complete`,
 //! `start_attempt`, `cancel`, `claim`) are one transaction each.
 //!
+//! Admissions (`Store::admit_verification`) are the exception: they all
+//! serialize on the `velocity_lock` row (see `store::admission`), so each
+//! node runs its own on one connection of its own through a [`Writer`]:
+//! those that queue up share one transaction, which takes `velocity_lock`
+//! once when it opens, and one commit (see `store::batch`).
+//!
 //! Nodes wake each other through `LISTEN/NOTIFY`: a transaction that makes
 //! a verification due now notifies the work channel, and every node's
 //! [`relay_work_signals`] listens on it, so another node's engine claims at
@@ -17,22 +23,42 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 
-use super::StoreError;
+use super::batch::{BoxFuture, Writer};
 use super::db::WORK_CHANNEL;
+use super::{StoreError, admission};
 
-/// Connects to the database at `url` (`postgres://…`) and migrates it.
+/// How long a request waits for a connection: while the server is down,
+/// sqlx retries refused connections until the acquire timeout (30 s by
+/// default), and every API request would hang that long before its 503.
+/// Five seconds covers a busy pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the database at `url` (`postgres://…`) and migrates it: the
+/// pool, and the node's admission [`Writer`] on a connection of its own.
 /// Nodes starting together are safe: the migrator holds an advisory lock.
-pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
-    // While the server is down, sqlx retries refused connections until the
-    // acquire timeout (30 s by default): every API request would hang that
-    // long before its 503. Five seconds covers a busy pool.
-    let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+pub(super) async fn open(url: &str) -> Result<(PgPool, Writer<PgConnection>), StoreError> {
+    let pool = PgPoolOptions::new().acquire_timeout(CONNECT_TIMEOUT).connect(url).await?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-    Ok(pool)
+    let options = pool.connect_options().as_ref().clone().application_name(ADMISSION_APPLICATION);
+    let connect = Arc::new(move || -> BoxFuture<'static, _> {
+        let options = options.clone();
+        Box::pin(async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
+        })
+    });
+    let conn = connect().await?;
+    Ok((pool, Writer::new(conn, admission::POSTGRES_BEGIN, connect)))
 }
+
+/// The `application_name` of the connection that admits this node's
+/// verifications (`Store::admit_verification`), in `pg_stat_activity`.
+pub const ADMISSION_APPLICATION: &str = "pound-admissions";
 
 /// The `application_name` of the connection that listens for work, which
 /// tells it apart in `pg_stat_activity`.

@@ -37,12 +37,14 @@ pub(super) async fn fetch_attempts(db: &mut Exec<'_>, id: &str) -> Result<Vec<At
     convert_all(rows)
 }
 
-/// Creates a verification, or with an idempotency key already used by the
-/// same API key returns the first record and `false`
-/// ([`StoreError::IdempotencyConflict`] if the request differs).
+/// Creates a verification, recording its entry in `audit`, or with an
+/// idempotency key already used by the same API key returns the first
+/// record and `false` ([`StoreError::IdempotencyConflict`] if the request
+/// differs).
 pub(super) async fn insert_verification(
     db: &mut Exec<'_>,
     new: &NewVerification,
+    audit: &mut AuditBatch,
 ) -> Result<(Verification, bool), StoreError> {
     // The unique constraint decides between concurrent creates with one key:
     // exactly one inserts, the others insert nothing and read the winner's
@@ -80,7 +82,7 @@ pub(super) async fn insert_verification(
             user: Some(created.user.clone()),
             ..AuditFacts::default()
         };
-        audit::append_one(db, &created.tenant, &created.id, created.created_at, AuditKind::Created, facts).await?;
+        audit.record(&created.tenant, &created.id, created.created_at, AuditKind::Created, facts);
         return Ok((created, true));
     }
     // Verifications are never deleted, so the row that conflicted is there.

@@ -186,7 +186,7 @@ impl Store for SqlStore {
         match &self.pool.backend {
             // One node: its own API wakes its engine.
             Backend::Sqlite { .. } => None,
-            Backend::Postgres(pool) => Some(Box::pin(postgres::relay_work_signals(pool.clone(), wake))),
+            Backend::Postgres { pool, .. } => Some(Box::pin(postgres::relay_work_signals(pool.clone(), wake))),
         }
     }
 }

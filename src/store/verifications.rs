@@ -27,24 +27,26 @@ pub(super) async fn create(pool: &Pool, new: &NewVerification) -> Result<(Verifi
     // stored.
     let mut tx = pool.begin_write().await?;
     let mut db = tx.exec();
-    let (verification, created) = insert_verification(&mut db, new).await?;
+    let mut audit = AuditBatch::default();
+    let (verification, created) = insert_verification(&mut db, new, &mut audit).await?;
     if created {
         notify_work(&mut db).await?;
     }
-    tx.commit().await?;
+    tx.commit_audited(audit).await?;
     Ok((verification, created))
 }
 
 pub(super) async fn admit(pool: &Pool, new: &NewVerification, check: &VelocityCheck) -> Result<Admission, StoreError> {
-    let mut tx = pool.begin_write().await?;
+    let mut tx = pool.begin_admission().await?;
     let mut db = tx.exec();
-    let (verdict, open_breakers) = admission::admit(&mut db, new, check).await?;
+    let mut audit = AuditBatch::default();
+    let (verdict, open_breakers) = admission::admit(&mut db, new, check, &mut audit).await?;
     if matches!(verdict, Verdict::Admitted { created: true, .. }) {
         notify_work(&mut db).await?;
     }
     // A refusal leaves nothing behind but the breaker it tripped.
     if matches!(verdict, Verdict::Admitted { .. } | Verdict::Paused { tripped: true, .. }) {
-        tx.commit().await?;
+        tx.commit_audited(audit).await?;
     }
     Ok(Admission { verdict, open_breakers })
 }

@@ -127,6 +127,19 @@ where
     }
 }
 
+/// Runs `case` on PostgreSQL when `POUND_TEST_DATABASE_URL` names a server
+/// (for what SQLite has no counterpart to).
+async fn on_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<Harness>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    match postgres_admin_url() {
+        Some(admin_url) => run("PostgreSQL", Harness::postgres(admin_url).await, case).await,
+        None => eprintln!("POUND_TEST_DATABASE_URL is not set: skipping the PostgreSQL run"),
+    }
+}
+
 /// The server the PostgreSQL runs create their databases on, if any.
 fn postgres_admin_url() -> Option<String> {
     std::env::var("POUND_TEST_DATABASE_URL").ok()

@@ -30,17 +30,6 @@ async fn listening_node(h: &Harness) -> (Arc<Notify>, tokio::task::JoinHandle<()
     (wake, relay)
 }
 
-async fn on_postgres<F, Fut>(case: F)
-where
-    F: FnOnce(Arc<Harness>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    match postgres_admin_url() {
-        Some(admin_url) => run("PostgreSQL", Harness::postgres(admin_url).await, case).await,
-        None => eprintln!("POUND_TEST_DATABASE_URL is not set: skipping the PostgreSQL run"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn work_made_due_now_wakes_the_other_nodes() {
     on_postgres(|h| async move {

@@ -1,12 +1,23 @@
 //! The velocity limits and the breaker as the store counts them: exactly
 //! the events (and distinct numbers) inside each window, whatever the order
-//! the requests' clocks put them in and whatever the horizon has deleted.
+//! the requests' clocks put them in and whatever the horizon has deleted,
+//! and however many admissions of two nodes run at once or share a batch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Store, on_each_backend, request};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgListener};
+
+use super::{Scope, Store, everything, on_each_backend, on_postgres, request};
 use crate::store::NewVerification;
+use crate::store::db::WORK_CHANNEL;
+use crate::store::postgres::ADMISSION_APPLICATION;
 use crate::store::velocity::{LimitKind, PrefixBreaker, VelocityCheck, VelocityLimit, Verdict};
+
+/// How long a notification that should not come is waited for.
+const QUIET: Duration = Duration::from_millis(500);
 
 /// The scope of the breaker's last case.
 const PREFIX: &str = "prefix:+1415";
@@ -93,6 +104,128 @@ async fn the_breaker_counts_distinct_numbers_in_its_window_only() {
         assert!(admitted(&admit(store, "c1", "+14155550022", breaker_check(PREFIX, 2_050)).await));
         let tripped = admit(store, "a2", "+14155550020", breaker_check(PREFIX, 2_060)).await;
         assert_eq!(tripped, Verdict::Paused { scope: PREFIX.to_string(), until: 7_060, tripped: true });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_admitting_at_once_never_over_admit() {
+    on_each_backend(|h| async move {
+        let nodes = [h.store.clone(), h.another_store().await];
+        // 80 requests at once, half of them on each node, half of them in
+        // each of two prefixes: at most 7 per prefix, 10 in all.
+        let tasks: Vec<_> = (0..80)
+            .map(|i| {
+                let store = nodes[i % 2].clone();
+                let (prefix, phone) = match i % 4 {
+                    0 | 1 => ("prefix:+1415", format!("+14155550{i:03}")),
+                    _ => ("prefix:+1212", format!("+12125550{i:03}")),
+                };
+                let limits =
+                    vec![limit(LimitKind::Prefix, prefix, 7, 60_000), limit(LimitKind::Global, "global", 10, 60_000)];
+                let check = VelocityCheck { now: 1_000 + i as i64, limits, breaker: None };
+                tokio::spawn(async move { (prefix, admit(&store, &format!("n{i:02}"), &phone, check).await) })
+            })
+            .collect();
+        let mut per_prefix: HashMap<&str, usize> = HashMap::new();
+        for task in tasks {
+            let (prefix, verdict) = task.await.expect("admission task");
+            match verdict {
+                verdict if admitted(&verdict) => *per_prefix.entry(prefix).or_default() += 1,
+                Verdict::Limited { kind: LimitKind::Global | LimitKind::Prefix, .. } => {}
+                other => panic!("unexpected verdict {other:?}"),
+            }
+        }
+        assert_eq!(per_prefix.values().sum::<usize>(), 10, "{per_prefix:?}");
+        assert!(per_prefix.values().all(|&n| n <= 7), "{per_prefix:?}");
+        assert_eq!(h.store.list_verifications(&everything(Scope::All)).await.unwrap().len(), 10);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_admission_in_a_batch_leaves_the_others_of_its_batch_stored() {
+    on_postgres(|h| async move {
+        // Another node holds the admission lock, so that this node's
+        // admissions queue up behind the first and share its batch.
+        let mut other_node = PgConnection::connect(h.url()).await.expect("connect");
+        sqlx::raw_sql("BEGIN; SELECT id FROM velocity_lock WHERE id = 1 FOR UPDATE")
+            .execute(&mut other_node)
+            .await
+            .expect("lock");
+        let mut work = PgListener::connect(h.url()).await.expect("connect");
+        work.listen(WORK_CHANNEL).await.expect("listen");
+        // Each number twice: the cooldown refuses the second of each pair.
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let store = h.store.clone();
+                let phone = format!("+1415555{:04}", i / 2);
+                let cooldown = limit(LimitKind::Cooldown, &format!("phone:{phone}"), 1, 60_000);
+                let check = VelocityCheck { now: 1_000, limits: vec![cooldown], breaker: None };
+                tokio::spawn(async move {
+                    let id = format!("b{i:02}");
+                    let verdict = admit(&store, &id, &phone, check).await;
+                    (id, verdict)
+                })
+            })
+            .collect();
+        let waiting = format!(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{ADMISSION_APPLICATION}' \
+             AND wait_event_type = 'Lock'"
+        );
+        while sqlx::query_scalar::<_, i64>(&waiting).fetch_one(&mut other_node).await.expect("activity") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The other 29 reach the queue in far less.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::raw_sql("COMMIT").execute(&mut other_node).await.expect("unlock");
+
+        let mut stored = 0;
+        for task in tasks {
+            let (id, verdict) = task.await.expect("admission task");
+            match verdict {
+                verdict if admitted(&verdict) => {
+                    assert!(h.store.verification(&id).await.unwrap().is_some(), "{id} was answered but not stored");
+                    stored += 1;
+                }
+                Verdict::Limited { kind: LimitKind::Cooldown, .. } => {
+                    assert_eq!(h.store.verification(&id).await.unwrap(), None, "refused {id} was stored");
+                }
+                other => panic!("unexpected verdict {other:?}"),
+            }
+        }
+        assert_eq!(stored, 15);
+        // PostgreSQL delivers one notification per transaction that sent
+        // it (however often it did): one per commit that admitted any.
+        let mut commits = 0;
+        while let Ok(notification) = tokio::time::timeout(QUIET, work.recv()).await {
+            notification.expect("listen");
+            commits += 1;
+        }
+        assert_eq!(commits, 1, "the admissions did not share one commit");
+        assert_eq!(h.store.verify_audit().await.unwrap().problem, None);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_go_on_after_their_connection_is_cut() {
+    on_postgres(|h| async move {
+        let store = &h.store;
+        assert!(admitted(&admit(store, "before", "+14155550100", key_check(1_000)).await));
+        let mut admin = PgConnection::connect(h.url()).await.expect("connect");
+        let cut: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = current_database()",
+        )
+        .bind(ADMISSION_APPLICATION)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        assert_eq!(cut, [(true,)], "one admission connection to cut");
+        // The next admission finds the connection broken and opens another.
+        assert!(admitted(&admit(store, "after", "+14155550101", key_check(1_100)).await));
+        assert!(store.verification("after").await.unwrap().is_some());
     })
     .await;
 }

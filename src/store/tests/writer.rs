@@ -1,4 +1,4 @@
-//! SQLite's [`Writer`](crate::store::sqlite::Writer): writes of one process
+//! SQLite's [`Writer`](crate::store::batch::Writer): writes of one process
 //! queue in the process instead of on SQLite's lock, and writes that queue
 //! together share one commit, each answered only once it is on disk.
 //!
