@@ -228,6 +228,38 @@ async fn a_store_error_at_the_decision_still_ends_the_call_with_bye() {
     assert_eq!(log.count("invite"), 1, "called again: {record}");
 }
 
+/// The store fails as the call begins, so the attempt cannot be opened,
+/// and is back when the key decides: the decision is stored with its
+/// attempt, not as a verified record without one. A trigger makes opening
+/// an attempt fail until the call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_error_as_the_call_begins_still_leaves_the_decision_its_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut phone, trunk) = phone(&["--answer-after", "300", "--after", "1500"]);
+    let log = PhoneLog::follow(&mut phone);
+    let store = format!("sqlite://{}", dir.path().join("pound.db").display());
+    let (_serve, api) = serve(dir.path(), &store, &trunk);
+    let mut db = sqlx::SqliteConnection::connect(&store).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER attempt_start_fails BEFORE UPDATE OF attempt_count ON verifications \
+         WHEN OLD.status <> 'answered' BEGIN SELECT RAISE(ABORT, 'injected: the store fails as the call begins'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let id = created(&client, &api, "+14155550133").await;
+
+    let record = wait_until(&client, &api, &id, Duration::from_secs(30), |r| r["status"] == "completed").await;
+    assert_eq!(record["outcome"], "verified", "{record}");
+    let attempts = record["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "the decision without its attempt: {record}");
+    assert_eq!(attempts[0]["outcome"], "verified", "{record}");
+    assert!(!attempts[0]["evidence"].as_array().unwrap().is_empty(), "no evidence: {record}");
+    assert!(log.wait_for("call_ended", Duration::from_secs(15)).await.is_some(), "the callee never got a BYE");
+    assert_eq!(log.count("invite"), 1, "called again: {record}");
+}
+
 /// Every call `phone` took, counted from its `call_ended` lines: a call
 /// ends there only when it was hung up properly (BYE, CANCEL).
 fn count_calls(phone: &mut Running) -> Arc<AtomicUsize> {

@@ -279,8 +279,16 @@ impl Verification {
     /// The attempt's decision and the completion in one transaction, so that
     /// the completed record (and its webhook) shows what decided it; it may
     /// be repeated.
-    async fn write_decision(&self, id: &str, outcome: Outcome, state: &Progress) -> Result<(), StoreError> {
+    async fn write_decision(&self, id: &str, outcome: Outcome, state: &mut Progress) -> Result<(), StoreError> {
         let node = &self.config.node_id;
+        if state.attempt.is_none() {
+            // The store failed as the call began and the attempt was never
+            // opened. Opened now, before the decision: a completed record
+            // cannot be given an attempt afterwards (only an active one can),
+            // and a decision must not stand without the attempt and the
+            // evidence that made it.
+            state.attempt = Some(self.store.start_attempt(id, node, &state.call_id, state.started_at).await?);
+        }
         match (state.attempt, &state.decided) {
             (Some(number), Some(decided)) => {
                 self.store.complete_decided(id, node, outcome, self.config.clock.unix_ms(), number, decided).await?
