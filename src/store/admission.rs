@@ -17,11 +17,16 @@
 //! Admissions that share a batch each run in a savepoint and read what the
 //! ones before them wrote, as they would after their commit.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use super::audit::AuditBatch;
 use super::db::{Exec, Param};
 use super::queries::{first_request, insert_verification};
 use super::velocity::{VelocityCheck, VelocityLimit, Verdict};
 use super::{NewVerification, StoreError, Verification};
+
+/// How often, at most, an admission deletes what no window counts any more.
+const PRUNE_EVERY_MS: u64 = 1_000;
 
 /// How PostgreSQL's admission transactions open: the lock is taken outside
 /// any admission's savepoint, so a refused admission's rollback does not
@@ -36,10 +41,20 @@ pub(super) async fn admit(
     db: &mut Exec<'_>,
     new: &NewVerification,
     check: &VelocityCheck,
+    pruned_at: &AtomicI64,
     audit: &mut AuditBatch,
 ) -> Result<(Verdict, u64), StoreError> {
-    db.execute("DELETE FROM velocity_events WHERE at <= $1", &[check.horizon().into()]).await?;
-    db.execute("DELETE FROM velocity_numbers WHERE last_at <= $1", &[numbers_horizon(check).into()]).await?;
+    // What no window counts any more is deleted at most once a second (or
+    // when the clock moved back), not by every admission: the counts below
+    // take off whatever lies before each window, so they are exact however
+    // much the pruning lags, and these two statements were a fifth of what
+    // an admission sent to the database, every one waiting in line on the
+    // admission lock (SQLite's writer, PostgreSQL's velocity_lock).
+    if check.now.abs_diff(pruned_at.load(Ordering::Relaxed)) >= PRUNE_EVERY_MS {
+        db.execute("DELETE FROM velocity_events WHERE at <= $1", &[check.horizon().into()]).await?;
+        db.execute("DELETE FROM velocity_numbers WHERE last_at <= $1", &[numbers_horizon(check).into()]).await?;
+        pruned_at.store(check.now, Ordering::Relaxed);
+    }
     let counts = Counts::read(db, new, check).await?;
     let verdict = decide(db, new, check, &counts, audit).await?;
     // The breaker this request tripped is open from now on, unless paused for no time.

@@ -146,9 +146,17 @@ pub(super) enum Backend {
 pub(super) struct Pool {
     pub(super) backend: Backend,
     pub(super) clock: Clock,
+    /// When this process last deleted the velocity events and numbers that
+    /// no window counts any more (Unix ms, the admissions' clock); shared by
+    /// the pool's clones.
+    pub(super) velocity_pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Pool {
+    pub(super) fn new(backend: Backend, clock: Clock) -> Pool {
+        Pool { backend, clock, velocity_pruned_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)) }
+    }
+
     /// Starts a transaction for writes that read first. SQLite: a turn on
     /// the [`Writer`], which holds the write lock before the first read, so
     /// what the transaction decides on cannot change under it; its commit

@@ -615,5 +615,5 @@ pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Arc<dyn Store>, 
     } else {
         return Err(StoreError::UnsupportedUrl(url.to_string()));
     };
-    Ok(Arc::new(sql::SqlStore::new(db::Pool { backend, clock })))
+    Ok(Arc::new(sql::SqlStore::new(db::Pool::new(backend, clock))))
 }

@@ -40,7 +40,7 @@ pub(super) async fn admit(pool: &Pool, new: &NewVerification, check: &VelocityCh
     let mut tx = pool.begin_admission().await?;
     let mut db = tx.exec();
     let mut audit = AuditBatch::default();
-    let (verdict, open_breakers) = admission::admit(&mut db, new, check, &mut audit).await?;
+    let (verdict, open_breakers) = admission::admit(&mut db, new, check, &pool.velocity_pruned_at, &mut audit).await?;
     if matches!(verdict, Verdict::Admitted { created: true, .. }) {
         notify_work(&mut db).await?;
     }

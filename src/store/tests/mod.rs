@@ -89,6 +89,20 @@ impl Harness {
         }
     }
 
+    /// The number `sql` selects, read behind the store's back.
+    async fn count(&self, sql: &str) -> i64 {
+        match &self.db {
+            Db::Sqlite { url, .. } => {
+                let mut conn = SqliteConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("count")
+            }
+            Db::Postgres { url, .. } => {
+                let mut conn = PgConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("count")
+            }
+        }
+    }
+
     /// Drops a PostgreSQL test database (the SQLite file goes with its directory).
     async fn clean_up(&self) {
         if let Db::Postgres { admin_url, name, .. } = &self.db {

@@ -76,6 +76,32 @@ async fn a_limit_counts_its_window_exactly_out_of_order_and_after_the_horizon() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_no_window_counts_is_deleted_at_most_once_a_second_and_the_counts_stay_exact() {
+    on_each_backend(|h| async move {
+        let store = &h.store;
+        let events = || h.count("SELECT COUNT(*) FROM velocity_events");
+        // Each admission leaves two events (the key's and the global scope);
+        // the longest window is 5 s.
+        for (id, now) in [("p1", 25_000), ("p2", 25_900)] {
+            assert!(admitted(&admit(store, id, "+14155550100", key_check(now)).await), "{id}");
+        }
+        assert_eq!(events().await, 4, "within a second of the last deletion, nothing is deleted");
+        assert!(admitted(&admit(store, "p3", "+14155550100", key_check(30_600)).await));
+        assert_eq!(events().await, 4, "25_000's events are past the horizon (25_600) and deleted");
+        // 400 ms later the horizon has passed 25_900, but the last deletion
+        // was less than a second ago: the events stay, and do not count.
+        assert!(admitted(&admit(store, "p4", "+14155550100", key_check(31_000)).await));
+        assert_eq!(events().await, 6);
+        assert!(admitted(&admit(store, "p5", "+14155550100", key_check(31_100)).await));
+        let full = admit(store, "p6", "+14155550100", key_check(31_200)).await;
+        assert_eq!(full, Verdict::Limited { kind: LimitKind::Key, max: 3, retry_at: Some(31_600) });
+        assert!(admitted(&admit(store, "p7", "+14155550100", key_check(31_700)).await));
+        assert_eq!(events().await, 8, "25_900's deleted, 30_600 to 31_700 kept");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_breaker_counts_distinct_numbers_in_its_window_only() {
     on_each_backend(|h| async move {
         let store = &h.store;

@@ -37,7 +37,7 @@ async fn sqlite_without_busy_timeout() -> Sqlite {
     let file = dir.path().join("pound.db");
     let url = format!("sqlite://{}", file.display());
     let (pool, writer) = sqlite::open_with_busy_timeout(&url, Duration::ZERO).await.expect("open SQLite store");
-    let store = Arc::new(SqlStore::new(Pool { backend: Backend::Sqlite { pool, writer }, clock: Clock::System }));
+    let store = Arc::new(SqlStore::new(Pool::new(Backend::Sqlite { pool, writer }, Clock::System)));
     Sqlite { store, url, wal: dir.path().join("pound.db-wal"), _dir: dir }
 }
 
