@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::postgres::fresh_database;
+use common::postgres::{drop_database, fresh_database};
 use common::process::pound;
 use serde_json::Value;
 
@@ -58,7 +58,7 @@ async fn rate_over_two_nodes_on_postgres_dials_every_verification_once() {
         eprintln!("POUND_TEST_DATABASE_URL is not set: the two-node bench did not run");
         return;
     };
-    let (_, url) = fresh_database(&admin_url, "pound_bench").await;
+    let (database, url) = fresh_database(&admin_url, "pound_bench").await;
     let line = bench(&[
         "rate",
         "--cps",
@@ -84,6 +84,7 @@ async fn rate_over_two_nodes_on_postgres_dials_every_verification_once() {
     assert_eq!(by_node.len(), 2, "both nodes placed calls: {line}");
     assert_eq!(line["node_cpu_s"].as_array().map(Vec::len), Some(2), "{line}");
     assert!(line["verified_per_node_cpu_s"].as_f64().unwrap() > 0.0, "{line}");
+    drop_database(&admin_url, &database).await;
 }
 
 #[test]

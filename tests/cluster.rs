@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::http::get_json;
-use common::postgres::fresh_database;
+use common::postgres::{drop_database, fresh_database};
 use common::process::{Running, pound, start};
 use pound::clock::unix_ms;
 use pound::store::postgres::LISTENER_APPLICATION;
@@ -107,8 +107,7 @@ async fn a_node_killed_mid_call_loses_no_verification() {
         assert_eq!(registrations["phones"].as_array().map(Vec::len), Some(1), "{registrations}");
     }
     drop(_a);
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await;
+    drop_database(&admin_url, &database).await;
 }
 
 /// `pound serve` as `node-b` on the store at `url`, polling only every 10 s.
@@ -220,5 +219,5 @@ async fn work_stored_by_another_node_is_dialled_before_the_poll() {
     let delay = dial_delay(node_a.as_ref(), "v_second").await;
     assert!(delay < 5_000, "after the cut, node B dialled {delay} ms after the work was stored");
     drop(_node_b);
-    let _ = sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await;
+    drop_database(&admin_url, &database).await;
 }

@@ -383,6 +383,5 @@ async fn a_database_outage_mid_call_loses_no_result_and_calls_nobody_twice() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(calls.load(Ordering::SeqCst), ids.len(), "someone was called twice");
     drop(_serve);
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await;
+    common::postgres::drop_database(&admin_url, &database).await;
 }

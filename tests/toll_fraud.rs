@@ -24,7 +24,6 @@ use pound::store::{NewVerification, Store};
 use pound::vocab::{Outcome, Transport};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 const KEY: &str = "toll-fraud-key";
 
@@ -146,11 +145,6 @@ async fn fresh_postgres() -> Option<(String, String, String)> {
     Some((url, name, admin_url))
 }
 
-async fn drop_postgres(admin_url: &str, name: &str) {
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await;
-}
-
 /// Two API nodes on one database, each with its own connection pool like
 /// two `pound serve`, sent `phones` all at once, alternating between them.
 async fn hammer_two_nodes(url: &str, policy: Policy, phones: Vec<String>) -> (Vec<StatusCode>, [Node; 2]) {
@@ -180,7 +174,7 @@ async fn two_nodes_on_one_postgres_admit_exactly_the_key_limit() {
     eprintln!("two nodes, limit {LIMIT}: {accepted} accepted, {limited} limited");
     assert_eq!((accepted, limited), (LIMIT as usize, 80 - LIMIT as usize), "{statuses:?}");
     drop(nodes);
-    drop_postgres(&admin_url, &name).await;
+    common::postgres::drop_database(&admin_url, &name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +192,7 @@ async fn two_nodes_on_one_postgres_trip_one_breaker_and_admit_exactly_its_thresh
         nodes.iter().map(|n| metric(&n.metrics.encode(), "pound_prefix_breaker_trips_total").unwrap()).sum();
     assert_eq!(trips, 1.0, "one trip between the two nodes");
     drop(nodes);
-    drop_postgres(&admin_url, &name).await;
+    common::postgres::drop_database(&admin_url, &name).await;
 }
 
 /// 2026-11-30 00:59:50 UTC, ten seconds before a clock hour ends.
@@ -278,7 +272,7 @@ async fn the_sliding_window_holds_across_the_hour_boundary_on_postgres() {
     let store = pound::store::open(&url).await.unwrap();
     the_window_slides_across_the_hour_boundary(store.as_ref()).await;
     drop(store);
-    drop_postgres(&admin_url, &name).await;
+    common::postgres::drop_database(&admin_url, &name).await;
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {

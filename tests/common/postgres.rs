@@ -14,3 +14,11 @@ pub async fn fresh_database(admin_url: &str, prefix: &str) -> (String, String) {
     let url = format!("{base}/{name}");
     (name, url)
 }
+
+/// Drops database `name` (FORCE: a node's pool may still hold connections);
+/// a failure only leaves it behind.
+pub async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+    }
+}
