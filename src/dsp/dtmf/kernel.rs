@@ -1,10 +1,20 @@
 //! The hot loop: correlate each 32-sample block of input with the eight DTMF
 //! frequencies (cosine and sine, so 16 dot products) and measure its energy.
 //!
+//! The correlation is taken about the block's centre (sample 15.5), where
+//! each cosine is symmetric and each sine antisymmetric: the block is first
+//! folded onto its first half, `sum[n] = (x[n] + x[31-n]) / 2` and
+//! `difference[n] = (x[n] - x[31-n]) / 2`, so each cosine needs 16 products
+//! of `sum` and each sine 16 of `difference`: half the multiply-adds of the
+//! 32-sample dot products. The halving (rounded down) keeps the folded
+//! samples 16-bit; it drops only their lowest bit, noise about 95 dB below
+//! full scale. The window ([`super::window`]) turns the centred, halved sums
+//! back into sums from the block's start in the phase alignment it does anyway.
+//!
 //! Everything here is integer arithmetic, so every implementation returns
 //! bit-identical results and the choice of instruction set never changes what
 //! the detector reports. The correlation table is 11-bit (|t| <= 2047): the
-//! largest possible sum, 32 * 32768 * 2047 = 2_146_435_072, fits an `i32`, so
+//! largest possible sum, 16 * 32767 * 2047 = 1_073_479_664, fits an `i32`, so
 //! no accumulation can overflow whatever the input.
 
 use std::sync::LazyLock;
@@ -19,17 +29,29 @@ pub const TONES: usize = 8;
 pub const TABLE_SCALE: f32 = 2047.0;
 
 const QUADRATURES: usize = 2 * TONES;
+/// Samples of a folded block: its first half.
+const FOLDED: usize = BLOCK / 2;
+/// The block's centre, in samples from its start: where the fold's mirror is.
+pub const CENTRE: f64 = (BLOCK - 1) as f64 / 2.0;
 const PAIRS: usize = BLOCK / 2;
-const _: () = assert!(PAIRS.is_multiple_of(4), "the SIMD kernels take two or four pairs per step");
+/// Groups of four folded samples: what one 64-bit broadcast carries.
+const FOLDED_QUADS: usize = FOLDED / 4;
+/// Where the SIMD kernels keep folded sample `n`: the halves of the folded
+/// vector swapped, because they load the block's first 16 samples that way
+/// (a load instead of a lane permutation, one of the slowest steps).
+fn simd_position(n: usize) -> usize {
+    (n + FOLDED / 2) % FOLDED
+}
 
 /// What the kernel measured over one block.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct BlockSums {
-    /// `Σ x·cos` for each tone in `[0..8]`, `-Σ x·sin` in `[8..16]`, times
-    /// [`TABLE_SCALE`]; all zero for a block quieter than the kernel's `quiet`
-    /// (whose correlations could neither make nor break a key, so every
-    /// kernel skips them the same way).
+    /// `Σ x·cos` for each tone in `[0..8]`, `-Σ x·sin` in `[8..16]`, taken
+    /// about the block's [`CENTRE`], times [`TABLE_SCALE`] / 2 (the fold
+    /// halves the samples); all zero for a block quieter than the kernel's
+    /// `quiet` (whose correlations could neither make nor break a key, so
+    /// every kernel skips them the same way).
     pub dot: [i32; QUADRATURES],
     /// `Σ x²`, with -32768 counted as -32767 so the SIMD lanes cannot overflow.
     pub energy: i64,
@@ -38,29 +60,50 @@ pub struct BlockSums {
 /// The correlation table, in two layouts of the same coefficients.
 #[repr(C, align(64))]
 pub struct Table {
-    /// For the SIMD kernels: row `p` holds, for each quadrature `q`, the
-    /// coefficients of samples `2p` and `2p+1` side by side, so one broadcast
-    /// sample pair times one row gives all 16 partial sums at once.
-    rows: [[i16; 2 * QUADRATURES]; PAIRS],
-    /// For the portable kernel: quadrature `q`'s coefficients for the block's
+    /// For the SIMD kernels: rows `[g][0]` and `[g][1]` of `cos_rows` are
+    /// multiplied by folded positions `4g..4g+4` of `sum` (broadcast as one
+    /// 64-bit lane) and hold, in 32-bit lanes `2j` and `2j+1`, the cosine
+    /// coefficients of positions `4g, 4g+1` and `4g+2, 4g+3` for tone
+    /// `4(j/2) + 2h + j%2` of row `h`: tones 0 1 4 5 in row 0 and 2 3 6 7 in
+    /// row 1, so that adding adjacent lanes within each 128-bit half (`vphaddd`)
+    /// leaves tones 0 to 7 in order. `sin_rows` likewise for `difference`.
+    cos_rows: [[[i16; 2 * TONES]; 2]; FOLDED_QUADS],
+    sin_rows: [[[i16; 2 * TONES]; 2]; FOLDED_QUADS],
+    /// For the portable kernel: quadrature `q`'s coefficients for the folded
     /// samples in order, so each sum is a plain dot product of two `i16`
     /// arrays, the shape compilers turn into multiply-add instructions (on
     /// x86-64 `pmaddwd`, which every CPU has) without being told.
-    by_quadrature: [[i16; BLOCK]; QUADRATURES],
+    by_quadrature: [[i16; FOLDED]; QUADRATURES],
 }
 
-/// The coefficient of sample `n` (0..BLOCK) for quadrature `q`: the cosine of
-/// tone `q` for `q < TONES`, else minus the sine of tone `q - TONES`.
+/// The coefficient of folded sample `n` (0..FOLDED) for quadrature `q`: the
+/// cosine of tone `q` at `n - CENTRE` for `q < TONES`, else minus the sine of
+/// tone `q - TONES` there.
 fn coefficient(q: usize, n: usize) -> i16 {
     let hz = if q % TONES < 4 { ROW_HZ[q % TONES] } else { COL_HZ[q % TONES - 4] };
-    let angle = std::f64::consts::TAU * hz * n as f64 / SAMPLE_RATE as f64;
+    let angle = std::f64::consts::TAU * hz * (n as f64 - CENTRE) / SAMPLE_RATE as f64;
     let value = if q < TONES { angle.cos() } else { -angle.sin() };
     (TABLE_SCALE as f64 * value).round() as i16
 }
 
-static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
-    rows: std::array::from_fn(|pair| std::array::from_fn(|lane| coefficient(lane / 2, 2 * pair + lane % 2))),
-    by_quadrature: std::array::from_fn(|q| std::array::from_fn(|n| coefficient(q, n))),
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let rows = |offset: usize| {
+        std::array::from_fn(|g| {
+            std::array::from_fn(|h| {
+                std::array::from_fn(|i| {
+                    let lane = i / 2;
+                    let tone = 4 * (lane / 4) + 2 * h + (lane / 2) % 2;
+                    let position = 4 * g + 2 * (lane % 2) + i % 2;
+                    coefficient(offset + tone, simd_position(position))
+                })
+            })
+        })
+    };
+    Table {
+        cos_rows: rows(0),
+        sin_rows: rows(TONES),
+        by_quadrature: std::array::from_fn(|q| std::array::from_fn(|n| coefficient(q, n))),
+    }
 });
 
 /// The correlation table, for the kernel functions. Fetched once per call of
@@ -189,22 +232,32 @@ pub fn portable(table: &Table, block: &[i16], quiet: i64) -> BlockSums {
     if energy < quiet {
         return BlockSums { dot: [0; QUADRATURES], energy };
     }
-    let dot = std::array::from_fn(|q| dot(&table.by_quadrature[q], block));
+    let (sum, difference) = fold(block);
+    let dot = std::array::from_fn(|q| dot(&table.by_quadrature[q], if q < TONES { &sum } else { &difference }));
     BlockSums { dot, energy }
 }
 
-/// `Σ c·x` over one block: the shape LLVM turns into multiply-adds (`pmaddwd`
-/// on x86-64) when it compiles it alone, so never inlined. With the sixteen
-/// dot products inlined into one function (even one never inlined itself, as
-/// before), its SLP vectoriser gathered the samples lane by lane (`pinsrw`)
-/// and multiplied in 32 bits: about 2,100 instructions a block in `pound
-/// dtmf --bench` instead of about 640, the portable kernel at 1.1× spandsp.
+/// The block folded about its centre: `(x[n] + x[31-n]) / 2` and
+/// `(x[n] - x[31-n]) / 2` for `n < 16`, rounded down, with -32768 counted as
+/// -32767 as in the energy (the SIMD kernels fold the samples they square).
+fn fold(block: &[i16; BLOCK]) -> ([i16; FOLDED], [i16; FOLDED]) {
+    let clamped = |n: usize| block[n].max(-i16::MAX) as i32;
+    let sum = std::array::from_fn(|n| ((clamped(n) + clamped(BLOCK - 1 - n)) >> 1) as i16);
+    let difference = std::array::from_fn(|n| ((clamped(n) - clamped(BLOCK - 1 - n)) >> 1) as i16);
+    (sum, difference)
+}
+
+/// `Σ c·x` over one folded block: the shape LLVM turns into multiply-adds
+/// (`pmaddwd` on x86-64) when it compiles it alone, so never inlined. With the
+/// dot products inlined into one function (even one never inlined itself),
+/// its SLP vectoriser gathered the samples lane by lane (`pinsrw`) and
+/// multiplied in 32 bits, about three times the instructions.
 #[inline(never)]
-fn dot(coefficients: &[i16; BLOCK], block: &[i16; BLOCK]) -> i32 {
-    // Each product is below 2^26 and the sum of 32 fits an i32 (module docs),
+fn dot(coefficients: &[i16; FOLDED], folded: &[i16; FOLDED]) -> i32 {
+    // Each product is below 2^26 and the sum of 16 fits an i32 (module docs),
     // so the wrapping adds never wrap; they only spare the overflow checks of
     // debug builds that would keep the loop from vectorising there.
-    coefficients.iter().zip(block).map(|(&c, &x)| c as i32 * x as i32).fold(0, i32::wrapping_add)
+    coefficients.iter().zip(folded).map(|(&c, &x)| c as i32 * x as i32).fold(0, i32::wrapping_add)
 }
 
 /// `Σ x²` in 32-bit lanes (each square below 2^30, so pairs of them fit a
@@ -222,18 +275,52 @@ fn energy(block: &[i16; BLOCK]) -> i64 {
 pub mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BlockSums, PAIRS, Table};
+    use super::{BLOCK, BlockSums, FOLDED, FOLDED_QUADS, Table};
 
-    /// The sample pair `2p, 2p+1` as one 32-bit lane, low sample first, as
-    /// `vpmaddwd` expects: x86 is little-endian, so that is simply the 32 bits
-    /// at sample `2p`, one load the broadcast can take straight from memory
-    /// (assembling it from two 16-bit loads cost more than the multiply-adds).
-    #[inline(always)]
-    fn pair(block: &[i16], p: usize) -> i32 {
-        assert!(2 * p + 1 < block.len());
-        // SAFETY: the assertion keeps both samples, 4 bytes, inside `block`;
-        // `read_unaligned` accepts the 2-byte alignment of an `i16` slice.
-        unsafe { block.as_ptr().add(2 * p).cast::<i32>().read_unaligned() }
+    /// The folded block, `sum` then `difference`, where the broadcasts read it.
+    #[repr(C, align(32))]
+    struct Folded([i16; BLOCK]);
+
+    impl Folded {
+        /// The samples' address passed through an empty `asm!`, so the
+        /// compiler no longer knows what the reads through it return and
+        /// must load them (see the kernel).
+        #[inline(always)]
+        fn opaque(&self) -> OpaqueFolded<'_> {
+            let mut samples = self.0.as_ptr();
+            // SAFETY: the template is a comment: no instruction is emitted, no
+            // memory, stack or flag is touched, and the register comes out
+            // holding the address it went in with. `readonly` (rather than
+            // `nomem`) tells the compiler the block may be read here, so the
+            // stores that fill it stay before the reads through the result.
+            unsafe {
+                std::arch::asm!("/* {0} */", inout(reg) samples, options(pure, readonly, nostack, preserves_flags));
+            }
+            OpaqueFolded { samples, folded: std::marker::PhantomData }
+        }
+    }
+
+    /// A folded block read through an address the compiler cannot see through.
+    struct OpaqueFolded<'a> {
+        samples: *const i16,
+        folded: std::marker::PhantomData<&'a Folded>,
+    }
+
+    impl OpaqueFolded<'_> {
+        /// Folded positions `4g..4g+4` (those of `sum` first, then of
+        /// `difference`) as one 64-bit lane, two sample pairs low sample
+        /// first, as `vpmaddwd` expects: on little-endian x86 simply the 64
+        /// bits at position `4g`, one load the broadcast takes straight from
+        /// memory (broadcasting lanes of a register costs a shuffle each).
+        #[inline(always)]
+        fn quad(&self, g: usize) -> i64 {
+            assert!(4 * g + 3 < 2 * FOLDED);
+            // SAFETY: `samples` is the address of a live `Folded` (the borrow
+            // `'a` keeps it), BLOCK samples; the assertion keeps the four
+            // samples, 8 bytes, inside it; `read_unaligned` accepts the
+            // 2-byte alignment.
+            unsafe { self.samples.add(4 * g).cast::<i64>().read_unaligned() }
+        }
     }
 
     /// Writes a kernel on 256-bit registers: `$accumulate(acc, x, row)` adds
@@ -246,54 +333,88 @@ pub mod x86 {
             #[inline]
             pub fn $name(table: &Table, block: &[i16], quiet: i64) -> BlockSums {
                 assert_eq!(block.len(), BLOCK);
-                let rows = table.rows.as_ptr() as *const __m256i;
                 let clamp = _mm256_set1_epi16(-i16::MAX);
                 let mut sums = BlockSums::default();
-                // SAFETY: `block` holds BLOCK = 32 samples, two 32-byte loads;
-                // unaligned loads accept any address.
+                // The first 16 samples with their 8-sample halves swapped (see
+                // `simd_position`), the last 16 in order.
+                // SAFETY: `block` holds BLOCK = 32 samples, 64 bytes: two 16-byte
+                // loads and one 32-byte load within it; unaligned loads accept
+                // any address.
                 let (x0, x1) = unsafe {
-                    let x = block.as_ptr() as *const __m256i;
-                    (_mm256_loadu_si256(x), _mm256_loadu_si256(x.add(1)))
+                    let x = block.as_ptr() as *const __m128i;
+                    let swapped = _mm256_castsi128_si256(_mm_loadu_si128(x.add(1)));
+                    (_mm256_inserti128_si256::<1>(swapped, _mm_loadu_si128(x)), _mm256_loadu_si256(x.add(2) as *const __m256i))
                 };
-                let sq0 = _mm256_madd_epi16(_mm256_max_epi16(x0, clamp), _mm256_max_epi16(x0, clamp));
-                let sq1 = _mm256_madd_epi16(_mm256_max_epi16(x1, clamp), _mm256_max_epi16(x1, clamp));
+                let (x0, x1) = (_mm256_max_epi16(x0, clamp), _mm256_max_epi16(x1, clamp));
+                let sq0 = _mm256_madd_epi16(x0, x0);
+                let sq1 = _mm256_madd_epi16(x1, x1);
                 // Each lane is at most 2 * 32767² < 2^31, so two lanes added are
-                // below 2^32: exact as unsigned 32-bit. Only then widen to 64 bits.
+                // below 2^32: exact as unsigned 32-bit. Only then widen to 64
+                // bits, the even and odd lanes of each 64-bit pair added (a
+                // mask and a shift: cheaper than zero-extending each half).
                 let sq = _mm256_add_epi32(sq0, sq1);
                 let wide = _mm256_add_epi64(
-                    _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sq)),
-                    _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sq)),
+                    _mm256_and_si256(sq, _mm256_set1_epi64x(u32::MAX as i64)),
+                    _mm256_srli_epi64::<32>(sq),
                 );
                 let halves = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide));
-                sums.energy = _mm_cvtsi128_si64(halves) + _mm_extract_epi64::<1>(halves);
+                sums.energy = _mm_cvtsi128_si64(_mm_add_epi64(halves, _mm_unpackhi_epi64(halves, halves)));
                 if sums.energy < quiet {
                     return sums;
                 }
-                // Four named accumulators (two sample pairs per step, low and high
-                // half of each row): with an indexed array the compiler kept them
-                // on the stack, and every add waited for a store.
-                let (mut lo0, mut hi0, mut lo1, mut hi1) =
+                // The mirror of each of x0's samples: x1's words reversed within
+                // each 128-bit lane. x0's lane 0 holds samples 8..16, whose
+                // mirrors 23..16 are x1's lane 0 reversed; likewise lane 1.
+                let reverse_words = _mm256_setr_epi8(
+                    14, 15, 12, 13, 10, 11, 8, 9, 6, 7, 4, 5, 2, 3, 0, 1, 14, 15, 12, 13, 10, 11, 8, 9, 6, 7, 4, 5, 2, 3, 0, 1,
+                );
+                let mirror = _mm256_shuffle_epi8(x1, reverse_words);
+                // (a + b) / 2 rounded down, without leaving 16 bits:
+                // a + b = 2 (a & b) + (a ^ b). Then (a - b) / 2 rounded down is
+                // that minus b, which fits 16 bits, so the wrapping subtraction
+                // is exact.
+                let half_sum =
+                    _mm256_add_epi16(_mm256_and_si256(x0, mirror), _mm256_srai_epi16::<1>(_mm256_xor_si256(x0, mirror)));
+                let half_difference = _mm256_sub_epi16(half_sum, mirror);
+                let mut folded = Folded([0; BLOCK]);
+                // SAFETY: `Folded` is 64 bytes aligned to 32: two aligned 32-byte stores.
+                unsafe {
+                    let out = folded.0.as_mut_ptr() as *mut __m256i;
+                    _mm256_store_si256(out, half_sum);
+                    _mm256_store_si256(out.add(1), half_difference);
+                }
+                // Broadcasts from memory, not shuffles of the registers just
+                // stored: on an AMD EPYC (Zen 3) the shuffles (one or two per
+                // pair) made the block slower (llvm-mca and A/B runs agreed).
+                // Seeing through the stores, LLVM shuffles unless the address
+                // it reads through is opaque to it.
+                let folded = folded.opaque();
+                let cos_rows = table.cos_rows.as_ptr() as *const __m256i;
+                let sin_rows = table.sin_rows.as_ptr() as *const __m256i;
+                // Four named accumulators (the two rows of tones, cosines and
+                // sines): with an indexed array the compiler kept them on the
+                // stack, and every add waited for a store.
+                let (mut cos0, mut cos1, mut sin0, mut sin1) =
                     (_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256());
-                for p in (0..PAIRS).step_by(2) {
-                    let x0 = _mm256_set1_epi32(pair(block, p));
-                    let x1 = _mm256_set1_epi32(pair(block, p + 1));
-                    // SAFETY: `rows` points at PAIRS rows of 64 bytes, 64-byte aligned;
-                    // 2q and 2q+1 index the two 32-byte halves of row q, and q = p + 1
-                    // is at most PAIRS - 1 because PAIRS is even.
-                    let (r0, r1, r2, r3) = unsafe {
+                for g in 0..FOLDED_QUADS {
+                    let sum = _mm256_set1_epi64x(folded.quad(g));
+                    let difference = _mm256_set1_epi64x(folded.quad(FOLDED_QUADS + g));
+                    // SAFETY: each row table holds FOLDED_QUADS x 2 rows of 32
+                    // bytes, 64-byte aligned; 2g + 1 < 2 FOLDED_QUADS.
+                    let (c0, c1, s0, s1) = unsafe {
                         (
-                            _mm256_load_si256(rows.add(2 * p)),
-                            _mm256_load_si256(rows.add(2 * p + 1)),
-                            _mm256_load_si256(rows.add(2 * p + 2)),
-                            _mm256_load_si256(rows.add(2 * p + 3)),
+                            _mm256_load_si256(cos_rows.add(2 * g)),
+                            _mm256_load_si256(cos_rows.add(2 * g + 1)),
+                            _mm256_load_si256(sin_rows.add(2 * g)),
+                            _mm256_load_si256(sin_rows.add(2 * g + 1)),
                         )
                     };
-                    lo0 = $accumulate(lo0, x0, r0);
-                    hi0 = $accumulate(hi0, x0, r1);
-                    lo1 = $accumulate(lo1, x1, r2);
-                    hi1 = $accumulate(hi1, x1, r3);
+                    cos0 = $accumulate(cos0, sum, c0);
+                    cos1 = $accumulate(cos1, sum, c1);
+                    sin0 = $accumulate(sin0, difference, s0);
+                    sin1 = $accumulate(sin1, difference, s1);
                     // Integer sums may be re-associated, and LLVM did: it turned
-                    // the four chains into one tree of all 32 products, computed
+                    // the four chains into one tree of all the products, computed
                     // first and spilled to the stack (16 registers do not hold
                     // them beside the detector's state). Passing the accumulators
                     // through an empty `asm!` each step keeps them chains.
@@ -303,16 +424,19 @@ pub mod x86 {
                     unsafe {
                         std::arch::asm!(
                             "/* {0} {1} {2} {3} */",
-                            inout(ymm_reg) lo0, inout(ymm_reg) hi0, inout(ymm_reg) lo1, inout(ymm_reg) hi1,
+                            inout(ymm_reg) cos0, inout(ymm_reg) cos1, inout(ymm_reg) sin0, inout(ymm_reg) sin1,
                             options(pure, nomem, nostack, preserves_flags),
                         );
                     }
                 }
+                // Adjacent lanes hold one tone's sums over two sample pairs:
+                // `vphaddd` adds them within each 128-bit half, and the rows'
+                // order of tones (see `Table`) leaves tones 0 to 7 in order.
                 let dot = sums.dot.as_mut_ptr() as *mut __m256i;
                 // SAFETY: `dot` is 16 i32, two 32-byte stores; unaligned is allowed.
                 unsafe {
-                    _mm256_storeu_si256(dot, _mm256_add_epi32(lo0, lo1));
-                    _mm256_storeu_si256(dot.add(1), _mm256_add_epi32(hi0, hi1));
+                    _mm256_storeu_si256(dot, _mm256_hadd_epi32(cos0, cos1));
+                    _mm256_storeu_si256(dot.add(1), _mm256_hadd_epi32(sin0, sin1));
                 }
                 sums
             }
@@ -414,13 +538,16 @@ mod tests {
         for (k, hz) in frequencies.iter().enumerate() {
             let (mut re, mut im) = (0.0, 0.0);
             for (n, &x) in samples.iter().enumerate() {
-                let angle = std::f64::consts::TAU * hz * n as f64 / SAMPLE_RATE as f64;
+                let angle = std::f64::consts::TAU * hz * (n as f64 - CENTRE) / SAMPLE_RATE as f64;
                 re += x as f64 * angle.cos();
                 im -= x as f64 * angle.sin();
             }
-            let tolerance = 32768.0 * BLOCK as f64 * 0.5;
-            assert!((sums[0].dot[k] as f64 - re * TABLE_SCALE as f64).abs() < tolerance);
-            assert!((sums[0].dot[TONES + k] as f64 - im * TABLE_SCALE as f64).abs() < tolerance);
+            // Table rounding (half a unit per product) and the fold's dropped
+            // bit (half a sample per product, times the table).
+            let tolerance = (32768.0 * 0.5 + 0.5 * TABLE_SCALE as f64) * FOLDED as f64;
+            let halved = TABLE_SCALE as f64 / 2.0;
+            assert!((sums[0].dot[k] as f64 - re * halved).abs() < tolerance, "{k}");
+            assert!((sums[0].dot[TONES + k] as f64 - im * halved).abs() < tolerance, "{k}");
         }
         let energy: i64 = samples.iter().map(|&x| (x.max(-32767) as i64).pow(2)).sum();
         assert_eq!(sums[0].energy, energy);

@@ -65,8 +65,10 @@ impl Default for DtmfConfig {
 impl DtmfConfig {
     fn thresholds(&self) -> Thresholds {
         let ratio = |db: f32| 10f32.powf((db + TWIST_ALLOWANCE_DB) / 10.0);
+        let min_power = dbm0_to_power(self.min_level_dbm0 as f64) as f32;
         Thresholds {
-            min_power: dbm0_to_power(self.min_level_dbm0 as f64) as f32,
+            min_power,
+            min_energy: min_power * WINDOW_SAMPLES as f32,
             normal_twist: ratio(self.normal_twist_db),
             reverse_twist: ratio(self.reverse_twist_db),
         }

@@ -2,13 +2,16 @@
 //! sounding. The blocks are combined coherently, so the window has the
 //! frequency resolution of a 128-point DFT while the detector steps every 4 ms.
 
-use super::kernel::{BLOCK, BlockSums, TABLE_SCALE, TONES};
+use super::kernel::{BLOCK, BlockSums, CENTRE, TABLE_SCALE, TONES};
 use crate::dsp::tone::{COL_HZ, ROW_HZ, SAMPLE_RATE};
 
 /// Blocks per analysis window.
 pub const WINDOW_BLOCKS: usize = 4;
 const WINDOW: f32 = (WINDOW_BLOCKS * BLOCK) as f32;
 const HALF: f32 = WINDOW / 2.0;
+/// A tone's mean power over the window from its window sum's `|Z|²`.
+const POWER_SCALE: f32 = 2.0 / (WINDOW * WINDOW);
+const _: () = assert!(WINDOW_BLOCKS * BLOCK == 128, "POWER_SCALE is then 2^-13, so scaling by it is exact");
 
 /// After this many blocks the reference phasors are exactly 1 again: every
 /// DTMF frequency is a whole number of Hz, and 250 blocks are one second.
@@ -22,12 +25,13 @@ pub struct Block {
     /// Real parts of the eight tones in `[0..8]`, imaginary parts in `[8..16]`:
     /// one flat array, so the window arithmetic vectorises.
     z: [f32; 2 * TONES],
-    energy: f32,
+    energy: i64,
 }
 
 /// Where the continuous reference stands at the next block: `e^{-jωn}` at its
-/// first sample is `REFERENCE[phase]` (times `1 / TABLE_SCALE`, which undoes
-/// the kernel's integer scaling in the same multiplication).
+/// centre (the kernel correlates about the block's centre) is
+/// `REFERENCE[phase]` (times `2 / TABLE_SCALE`, which undoes the kernel's
+/// integer scaling and its fold's halving in the same multiplication).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phasors {
     phase: u8,
@@ -45,9 +49,9 @@ static REFERENCE: std::sync::LazyLock<References> = std::sync::LazyLock::new(|| 
     let mut table = [[0.0; 2 * TONES]; 256];
     for (m, phasors) in table.iter_mut().take(PHASOR_PERIOD as usize).enumerate() {
         for (k, hz) in ROW_HZ.iter().chain(COL_HZ.iter()).enumerate() {
-            let cycles = hz * (m * BLOCK) as f64 / SAMPLE_RATE as f64;
+            let cycles = hz * ((m * BLOCK) as f64 + CENTRE) / SAMPLE_RATE as f64;
             let angle = std::f64::consts::TAU * cycles.fract();
-            let unscale = 1.0 / TABLE_SCALE as f64;
+            let unscale = 2.0 / TABLE_SCALE as f64;
             phasors[k] = (unscale * angle.cos()) as f32;
             phasors[TONES + k] = (-unscale * angle.sin()) as f32;
         }
@@ -79,7 +83,7 @@ impl Phasors {
     #[inline(always)]
     pub fn align(&mut self, references: &References, sums: &BlockSums) -> Block {
         let reference = &references[self.phase as usize];
-        let mut block = Block { energy: sums.energy as f32, ..Block::default() };
+        let mut block = Block { energy: sums.energy, ..Block::default() };
         for k in 0..TONES {
             let (re, im) = (sums.dot[k] as f32, sums.dot[TONES + k] as f32);
             let (pr, pi) = (reference[k], reference[TONES + k]);
@@ -96,6 +100,9 @@ impl Phasors {
 pub struct Thresholds {
     /// Lowest mean power of one tone.
     pub min_power: f32,
+    /// The window's energy (sum of squares) at that mean power: quieter
+    /// windows hold no key.
+    pub min_energy: f32,
     /// Largest `row / column` power ratio (normal twist).
     pub normal_twist: f32,
     /// Largest `column / row` power ratio (reverse twist).
@@ -171,8 +178,10 @@ pub struct Window {
     /// The newest block's energy, and energies of block pairs as in `pairs`.
     /// (Summing a ring of four block energies read them with one wide load
     /// just after a narrow store, which the CPU cannot forward: a stall per block.)
-    last_energy: f32,
-    pair_energy: [f32; WINDOW_BLOCKS],
+    /// Integers, exact, so that they cost no vector loads and stores, the
+    /// resource the detector runs short of first.
+    last_energy: i64,
+    pair_energy: [i64; WINDOW_BLOCKS],
     /// The blocks' samples, for the harmonic test of a window that holds a key.
     samples: [[i16; BLOCK]; WINDOW_BLOCKS],
     /// Ring position of the newest block.
@@ -201,34 +210,50 @@ impl Window {
         (&self.pairs[(newest + 2) % WINDOW_BLOCKS], &self.pairs[newest])
     }
 
+    /// The whole window's energy (sum of squares).
+    #[inline(always)]
+    fn energy(&self) -> f32 {
+        let newest = self.newest as usize % WINDOW_BLOCKS;
+        (self.pair_energy[(newest + 2) % WINDOW_BLOCKS] + self.pair_energy[newest]) as f32
+    }
+
     /// Mean power of the whole window.
     #[inline(always)]
     fn mean_power(&self) -> f32 {
-        let newest = self.newest as usize % WINDOW_BLOCKS;
-        (self.pair_energy[(newest + 2) % WINDOW_BLOCKS] + self.pair_energy[newest]) / WINDOW
+        self.energy() / WINDOW
     }
 
     /// The key sounding steadily through the whole window, if any.
     #[inline(always)]
     pub fn classify(&self, thresholds: &Thresholds) -> Option<Hit> {
-        let energy = self.mean_power();
-        if energy < thresholds.min_power {
+        let total = self.energy();
+        if total < thresholds.min_energy {
             return None;
         }
+        let energy = total / WINDOW;
         let (first, second) = self.halves();
-        let mut power = [0.0f32; TONES];
-        for (k, p) in power.iter_mut().enumerate() {
+        // |Z|² per tone, in the kernel's units: the mean power is this times
+        // POWER_SCALE, a power of two, so scaling is exact and can wait for
+        // the windows that pass the cheap test.
+        let squared: [f32; TONES] = std::array::from_fn(|k| {
             let re = first[k] + second[k];
             let im = first[TONES + k] + second[TONES + k];
-            *p = (re * re + im * im) * (2.0 / (WINDOW * WINDOW));
-        }
-        // Cheap test first: most windows of speech and music end here.
+            re * re + im * im
+        });
+        // Cheap test first: most windows of speech and music end here. The
+        // strongest tone of each group by two rounds of pairwise maxima, the
+        // shape that compiles to a few shuffles of one vector (rows in lanes
+        // 0..4, columns in 4..8) instead of eight scalar comparisons.
         let max = |a: f32, b: f32| if a > b { a } else { b };
-        let row_max = max(max(power[0], power[1]), max(power[2], power[3]));
-        let col_max = max(max(power[4], power[5]), max(power[6], power[7]));
-        if row_max + col_max < PURITY * 0.5 * energy {
+        let pairs: [f32; TONES] = std::array::from_fn(|k| max(squared[k], squared[k ^ 1]));
+        let groups: [f32; TONES] = std::array::from_fn(|k| max(pairs[k], pairs[k ^ 2]));
+        // PURITY / 2 of the mean power, in |Z|² units, from the total: one
+        // multiplication by a constant (scaling by WINDOW and POWER_SCALE,
+        // powers of two, is exact, so it equals the test on mean powers).
+        if groups[0] + groups[4] < PURITY * 0.5 / WINDOW / POWER_SCALE * total {
             return None;
         }
+        let power = squared.map(|z| z * POWER_SCALE);
         let hit = examine(&Halves { z: *first }, &Halves { z: *second }, &power, energy, thresholds)?;
         (self.second_harmonic(hit.col) <= HARMONIC * hit.col_power).then_some(hit)
     }
@@ -258,7 +283,7 @@ impl Window {
             im += dot(sin);
         }
         let (re, im) = (re as f32 / TABLE_SCALE, im as f32 / TABLE_SCALE);
-        (re * re + im * im) * (2.0 / (WINDOW * WINDOW))
+        (re * re + im * im) * POWER_SCALE
     }
 
     /// Mean power of a row and a column tone over the window, block by block:
