@@ -394,8 +394,8 @@ async fn get_cancel_and_registrations() {
         assert_eq!(record["status"], "queued", "the node ends the call, then the status changes");
     }
     assert_eq!(
-        server.store.renew_lease(running_id, "node-1", now_ms() + 30_000).await.unwrap(),
-        pound::store::LeaseState::CancelRequested
+        server.store.renew_leases(&[running_id.to_string()], "node-1", now_ms() + 30_000).await.unwrap(),
+        [pound::store::LeaseState::CancelRequested]
     );
     server.store.complete(running_id, "node-1", Outcome::Canceled, now_ms()).await.unwrap();
 

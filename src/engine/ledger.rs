@@ -140,15 +140,13 @@ impl Ledger {
     /// then writes the kept results. Returns whether claiming is safe now.
     pub(super) async fn catch_up(&self, store: &dyn Store, node: &str, now: i64, lease_ms: i64) -> bool {
         if self.leases_doubtful.swap(false, Ordering::AcqRel) {
-            let running: Vec<String> = lock(&self.running).iter().cloned().collect();
-            let waiting: Vec<String> = lock(&self.unrecorded).iter().map(|u| u.verification_id.clone()).collect();
-            for id in running.iter().chain(&waiting) {
-                // A lost lease is the call task's to notice; only errors stop us.
-                if let Err(error) = store.renew_lease(id, node, now.saturating_add(lease_ms)).await {
-                    tracing::warn!(%error, "the store still fails: not claiming");
-                    self.store_failed();
-                    return false;
-                }
+            let mut ids: Vec<String> = lock(&self.running).iter().cloned().collect();
+            ids.extend(lock(&self.unrecorded).iter().map(|u| u.verification_id.clone()));
+            // A lost lease is the call task's to notice; only errors stop us.
+            if let Err(error) = store.renew_leases(&ids, node, now.saturating_add(lease_ms)).await {
+                tracing::warn!(%error, "the store still fails: not claiming");
+                self.store_failed();
+                return false;
             }
         }
         let waiting = std::mem::take(&mut *lock(&self.unrecorded));

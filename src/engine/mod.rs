@@ -17,6 +17,7 @@
 //! verifications for another node.
 
 mod expiry;
+mod leases;
 mod ledger;
 mod pacing;
 mod placed;
@@ -47,6 +48,7 @@ use crate::sip::trunk::{TrunkHealth, TrunkWatchConfig};
 use crate::sip::{Credentials, Timers};
 use crate::store::{Store, StoreError};
 use crate::vocab::{SrtpPolicy, Transport};
+use leases::Leases;
 use ledger::Ledger;
 use verification::Verification;
 
@@ -194,6 +196,11 @@ pub async fn run_engine(
     let (stop_calls, calls_stopped) = watch::channel(false);
     let (calls_alive, mut all_calls_over) = mpsc::channel::<()>(1);
     let ledger = Arc::new(Ledger::new(config.webhook_queued.clone()));
+    let leases =
+        Arc::new(Leases::new(store.clone(), config.node_id.clone(), config.lease, config.clock, ledger.clone()));
+    // Kept until the last call is over, drain included.
+    let (stop_keeping, keeping_stopped) = watch::channel(false);
+    let keeper = tokio::spawn(leases.clone().keep(keeping_stopped));
     let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
     let mut running = JoinSet::new();
     let calls_placed = Arc::new(AtomicU64::new(0));
@@ -218,6 +225,7 @@ pub async fn run_engine(
                             pacer: pacer.clone(),
                             stop: calls_stopped.clone(),
                             ledger: ledger.clone(),
+                            leases: leases.clone(),
                             calls_alive: calls_alive.clone(),
                             calls_placed: calls_placed.clone(),
                         };
@@ -248,6 +256,8 @@ pub async fn run_engine(
     // `placed`): every call is over on the wire before the engine is.
     drop(calls_alive);
     let _ = all_calls_over.recv().await;
+    let _ = stop_keeping.send(true);
+    let _ = keeper.await;
     if !ledger.catch_up(store.as_ref(), &config.node_id, config.clock.unix_ms(), lease_ms).await {
         tracing::error!(
             results = ledger.unrecorded(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::leases::Leases;
 use super::ledger::{Ledger, Then, Unrecorded};
 use super::placed::PlacedCall;
 use super::{EngineConfig, LoadedDialplan, Pacer, stopped};
@@ -46,6 +47,8 @@ pub(super) struct Verification {
     pub(super) stop: watch::Receiver<bool>,
     /// Running work and call results the store has not taken yet.
     pub(super) ledger: Arc<Ledger>,
+    /// Renews the lease while the call runs.
+    pub(super) leases: Arc<Leases>,
     /// Held by every call task, so that the engine can wait for them all.
     pub(super) calls_alive: mpsc::Sender<()>,
     /// Calls this engine set up so far: with a seed, each call's RNG is
@@ -121,8 +124,10 @@ impl Verification {
         let locale = asked.unwrap_or(dialplan.plan.locale);
         tracing::info!(verification = id, phone = %mask_phone(&verification.phone), locale, "dialing");
         let (mut call, mut progress) = PlacedCall::place(self.config.endpoint.clone(), setup, self.calls_alive.clone());
-        let mut renew = tokio::time::interval(self.config.lease / 3);
-        renew.tick().await;
+        let mut lease = self.leases.hold(id);
+        // A decision the store did not take is tried again this often.
+        let mut retry = tokio::time::interval(self.config.lease / 3);
+        retry.tick().await;
         let mut stop = self.stop.clone();
         // Stopping is signalled once: the arm would fire on every turn after.
         let mut told_to_stop = false;
@@ -149,16 +154,13 @@ impl Verification {
                 joined = call.finished() => break joined,
                 // Once completed, the verification is no longer leased: the
                 // call only plays out.
-                _ = renew.tick(), if state.holds_lease() => {
-                    self.store_decision(id, &mut state).await;
-                    if !state.holds_lease() {
-                        continue;
-                    }
-                    let until = self.config.clock.unix_ms().saturating_add(millis(self.config.lease));
-                    match self.tolerate(id, "lease renewal", self.store.renew_lease(id, node, until).await) {
-                        None | Some(LeaseState::Held) => {}
-                        Some(LeaseState::CancelRequested) => call.end(),
-                        Some(LeaseState::Lost) => {
+                _ = retry.tick(), if state.holds_lease() => self.store_decision(id, &mut state).await,
+                Ok(()) = lease.news.changed(), if state.holds_lease() => {
+                    let news = *lease.news.borrow_and_update();
+                    match news {
+                        LeaseState::Held => {}
+                        LeaseState::CancelRequested => call.end(),
+                        LeaseState::Lost => {
                             // The call is ended properly (CANCEL or BYE) before
                             // the task lets go of it.
                             tracing::warn!(verification = id, "lost the lease: ending the call, leaving the record alone");

@@ -4,6 +4,8 @@
 //! lease model and of `store::verifications` for why writes that read rows
 //! back run in a transaction.
 
+use std::collections::HashMap;
+
 use super::audit::{self, AuditBatch, AuditKind};
 use super::common::{VerificationRow, attempt_number, lease_not_held, read_error};
 use super::db::{Exec, Param, Pool};
@@ -66,26 +68,38 @@ pub(super) async fn claim(
     Ok(claimed)
 }
 
-pub(super) async fn renew(pool: &Pool, id: &str, node: &str, until: i64) -> Result<LeaseState, StoreError> {
-    // A transaction because of RETURNING.
+/// How many leases one renewal statement names. A shorter list is padded
+/// with its last id (a repeat in `IN` changes nothing), so that every
+/// renewal is the same statement text, prepared once per connection.
+const RENEWAL_CHUNK: usize = 128;
+
+/// Extends each of `ids` that `node` still holds to `until`: one transaction
+/// (one commit) for them all, a statement per [`RENEWAL_CHUNK`] of them.
+pub(super) async fn renew(pool: &Pool, ids: &[String], node: &str, until: i64) -> Result<Vec<LeaseState>, StoreError> {
+    let Some(last) = ids.last() else { return Ok(Vec::new()) };
+    let list = (3..3 + RENEWAL_CHUNK).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "UPDATE verifications SET lease_until = $2 WHERE lease_owner = $1 AND {ACTIVE} AND id IN ({list}) \
+         RETURNING id, cancel_requested"
+    );
+    // A transaction because of RETURNING, and so that the chunks share one commit.
     let mut tx = pool.begin_write().await?;
-    let cancel_requested: Option<(bool,)> = tx
-        .exec()
-        .fetch_optional(
-            &format!(
-                "UPDATE verifications SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND {ACTIVE} \
-                 RETURNING cancel_requested"
-            ),
-            &[id.into(), node.into(), until.into()],
-        )
-        .await
-        .map_err(read_error)?;
+    let mut renewed: HashMap<String, bool> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(RENEWAL_CHUNK) {
+        let mut params: Vec<Param<'_>> = vec![node.into(), until.into()];
+        params.extend(chunk.iter().chain(std::iter::repeat(last)).take(RENEWAL_CHUNK).map(Param::from));
+        let rows: Vec<(String, bool)> = tx.exec().fetch_all(&sql, &params).await.map_err(read_error)?;
+        renewed.extend(rows);
+    }
     tx.commit().await?;
-    Ok(match cancel_requested {
-        None => LeaseState::Lost,
-        Some((true,)) => LeaseState::CancelRequested,
-        Some((false,)) => LeaseState::Held,
-    })
+    Ok(ids
+        .iter()
+        .map(|id| match renewed.get(id) {
+            None => LeaseState::Lost,
+            Some(true) => LeaseState::CancelRequested,
+            Some(false) => LeaseState::Held,
+        })
+        .collect())
 }
 
 pub(super) async fn set_status(pool: &Pool, id: &str, node: &str, status: Status, now: i64) -> Result<(), StoreError> {

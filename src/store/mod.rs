@@ -453,8 +453,11 @@ pub trait Store: Send + Sync + 'static {
     /// `FOR UPDATE SKIP LOCKED` keeps two nodes from claiming the same one.
     async fn claim(&self, node: &str, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Extends `node`'s lease to `until`.
-    async fn renew_lease(&self, id: &str, node: &str, until: i64) -> Result<LeaseState, StoreError>;
+    /// Extends to `until` each of `ids` whose lease `node` still holds, all
+    /// in one transaction; returns what became of each, in the same order.
+    /// A node renews all its leases at once, rather than each call its own:
+    /// one commit per renewal period for the node, not one per call.
+    async fn renew_leases(&self, ids: &[String], node: &str, until: i64) -> Result<Vec<LeaseState>, StoreError>;
 
     /// Moves the status along (dialing, ringing, answered) while `node` holds the lease.
     async fn set_status(&self, id: &str, node: &str, status: Status, now: i64) -> Result<(), StoreError>;

@@ -56,8 +56,8 @@ impl Store for SqlStore {
         leases::claim(&self.pool, node, now, lease_ms, limit).await
     }
 
-    async fn renew_lease(&self, id: &str, node: &str, until: i64) -> Result<LeaseState, StoreError> {
-        leases::renew(&self.pool, id, node, until).await
+    async fn renew_leases(&self, ids: &[String], node: &str, until: i64) -> Result<Vec<LeaseState>, StoreError> {
+        leases::renew(&self.pool, ids, node, until).await
     }
 
     async fn set_status(&self, id: &str, node: &str, status: Status, now: i64) -> Result<(), StoreError> {

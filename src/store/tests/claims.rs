@@ -143,7 +143,7 @@ async fn expired_lease_is_reclaimed_and_attempt_interrupted() {
         assert_eq!(attempts[0].detail.as_deref(), Some("node node-a stopped renewing its lease"));
 
         // The old node, back from the dead, can no longer change anything.
-        assert_eq!(store.renew_lease("v1", "node-a", 2_000).await.unwrap(), LeaseState::Lost);
+        assert_eq!(renew(store.as_ref(), &["v1"], "node-a", 2_000).await, [LeaseState::Lost]);
         store.set_status("v1", "node-a", Status::Ringing, 1_110).await.unwrap();
         store.requeue("v1", "node-a", 9_000, 1_110).await.unwrap();
         let result = AttemptResult { digits: "#".to_string(), ..ended(1_120, Outcome::Verified) };
@@ -165,25 +165,90 @@ async fn expired_lease_is_reclaimed_and_attempt_interrupted() {
     .await;
 }
 
+/// Renews `ids` for `node` until `until`; what became of each.
+async fn renew(store: &dyn Store, ids: &[&str], node: &str, until: i64) -> Vec<LeaseState> {
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    store.renew_leases(&ids, node, until).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn renew_lease_reports_held_cancel_and_lost() {
     on_each_backend(|h| async move {
         let store = &h.store;
         create(store, request("v1", 0)).await;
-        assert_eq!(store.renew_lease("v1", "a", 500).await.unwrap(), LeaseState::Lost, "never claimed");
-        assert_eq!(store.renew_lease("missing", "a", 500).await.unwrap(), LeaseState::Lost);
+        assert_eq!(renew(store.as_ref(), &["v1"], "a", 500).await, [LeaseState::Lost], "never claimed");
+        assert_eq!(renew(store.as_ref(), &["missing"], "a", 500).await, [LeaseState::Lost]);
+        assert!(renew(store.as_ref(), &[], "a", 500).await.is_empty());
         store.claim("a", 100, 100, 1).await.unwrap();
 
-        assert_eq!(store.renew_lease("v1", "a", 1_000).await.unwrap(), LeaseState::Held);
+        assert_eq!(renew(store.as_ref(), &["v1"], "a", 1_000).await, [LeaseState::Held]);
         assert_eq!(store.verification("v1").await.unwrap().unwrap().lease_until, Some(1_000));
-        assert_eq!(store.renew_lease("v1", "b", 1_000).await.unwrap(), LeaseState::Lost);
+        assert_eq!(renew(store.as_ref(), &["v1"], "b", 1_000).await, [LeaseState::Lost]);
 
         assert!(matches!(store.cancel("v1", 500).await.unwrap(), Some(CancelResult::Requested(_))));
-        assert_eq!(store.renew_lease("v1", "a", 1_500).await.unwrap(), LeaseState::CancelRequested);
+        assert_eq!(renew(store.as_ref(), &["v1"], "a", 1_500).await, [LeaseState::CancelRequested]);
 
         let done = store.complete("v1", "a", Outcome::Canceled, 600).await.unwrap();
         assert_eq!((done.status, done.outcome), (Status::Canceled, Some(Outcome::Canceled)));
-        assert_eq!(store.renew_lease("v1", "a", 2_000).await.unwrap(), LeaseState::Lost, "final");
+        assert_eq!(renew(store.as_ref(), &["v1"], "a", 2_000).await, [LeaseState::Lost], "final");
+    })
+    .await;
+}
+
+/// A node renews all its leases in one call: more than one statement's
+/// worth, in any order, with others' and finished ones among them, each
+/// answered in its place and only its own extended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewing_many_leases_at_once_answers_each_in_its_place() {
+    on_each_backend(|h| async move {
+        let store = &h.store;
+        let count = 300;
+        for n in 0..count {
+            create(store, request(&format!("v{n:03}"), 0)).await;
+        }
+        assert_eq!(store.claim("a", 100, 100, 200).await.unwrap().len(), 200);
+        assert_eq!(store.claim("b", 100, 100, 200).await.unwrap().len(), 100);
+        let owner = |n: usize| async move {
+            store.verification(&format!("v{n:03}")).await.unwrap().unwrap().lease_owner.unwrap()
+        };
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for n in 0..count {
+            if owner(n).await == "a" { ours.push(n) } else { theirs.push(n) }
+        }
+        let canceled = ours[7];
+        let finished = ours[150];
+        assert!(matches!(
+            store.cancel(&format!("v{canceled:03}"), 150).await.unwrap(),
+            Some(CancelResult::Requested(_))
+        ));
+        store.complete(&format!("v{finished:03}"), "a", Outcome::Verified, 150).await.unwrap();
+
+        // Ours backwards, one of theirs after every tenth, and one unknown.
+        let mut asked: Vec<String> = Vec::new();
+        for (i, n) in ours.iter().rev().enumerate() {
+            asked.push(format!("v{n:03}"));
+            if i % 10 == 0 {
+                asked.push(format!("v{:03}", theirs[i / 10]));
+            }
+        }
+        asked.push("missing".to_string());
+        let states = store.renew_leases(&asked, "a", 5_000).await.unwrap();
+        assert_eq!(states.len(), asked.len());
+        for (id, state) in asked.iter().zip(&states) {
+            let n: Option<usize> = id.strip_prefix('v').and_then(|n| n.parse().ok());
+            let expected = match n {
+                Some(n) if n == canceled => LeaseState::CancelRequested,
+                Some(n) if n == finished => LeaseState::Lost,
+                Some(n) if ours.contains(&n) => LeaseState::Held,
+                _ => LeaseState::Lost,
+            };
+            assert_eq!(*state, expected, "{id}");
+            if n.is_some() {
+                let until = store.verification(id).await.unwrap().unwrap().lease_until;
+                let extended = matches!(expected, LeaseState::Held | LeaseState::CancelRequested);
+                assert_eq!(until == Some(5_000), extended, "{id}: {until:?}");
+            }
+        }
     })
     .await;
 }
