@@ -241,9 +241,11 @@ impl Window {
             re * re + im * im
         });
         // Cheap test first: most windows of speech and music end here. The
-        // strongest tone of each group by two rounds of pairwise maxima, the
-        // shape that compiles to a few shuffles of one vector (rows in lanes
-        // 0..4, columns in 4..8) instead of eight scalar comparisons.
+        // strongest tone of each group (rows 0..4, columns 4..8) by two
+        // rounds of pairwise maxima over all eight: written as the plain
+        // `max(max(..), max(..))` of each group, the detector's AVX2 loop
+        // took 34.6 cycles per block in `llvm-mca -mcpu=znver3` against 26.8
+        // in this shape, for the same result.
         let max = |a: f32, b: f32| if a > b { a } else { b };
         let pairs: [f32; TONES] = std::array::from_fn(|k| max(squared[k], squared[k ^ 1]));
         let groups: [f32; TONES] = std::array::from_fn(|k| max(pairs[k], pairs[k ^ 2]));
