@@ -18,7 +18,7 @@ const BATCH: u32 = 100;
 /// verifications it expired. A store failure is logged and left for the next
 /// sweep: expiry is late then, never lost.
 pub(super) async fn sweep(store: &dyn Store, expire_after: Duration, now: i64) -> usize {
-    let age = i64::try_from(expire_after.as_millis()).unwrap_or(i64::MAX);
+    let age = super::millis(expire_after);
     let created_before = now.saturating_sub(age);
     let mut count = 0;
     loop {

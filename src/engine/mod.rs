@@ -201,7 +201,7 @@ pub async fn run_engine(
     // Kept until the last call is over, drain included.
     let (stop_keeping, keeping_stopped) = watch::channel(false);
     let keeper = tokio::spawn(leases.clone().keep(keeping_stopped));
-    let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
+    let lease_ms = millis(config.lease);
     let mut running = JoinSet::new();
     let calls_placed = Arc::new(AtomicU64::new(0));
     loop {
@@ -306,4 +306,9 @@ async fn stopped(signal: &mut watch::Receiver<bool>) {
     if signal.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// A duration in whole milliseconds, as the store's times are; saturating.
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

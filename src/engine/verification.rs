@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::leases::Leases;
 use super::ledger::{Ledger, Then, Unrecorded};
 use super::placed::PlacedCall;
-use super::{EngineConfig, LoadedDialplan, Pacer, stopped};
+use super::{EngineConfig, LoadedDialplan, Pacer, millis, stopped};
 use crate::call::{CallEvent, CallReport, MAX_EVIDENCE};
 use crate::dialplan::Dialplan;
 use crate::evidence::KeyEvidence;
@@ -413,10 +413,6 @@ impl Verification {
 
 /// How long a verification waits when its call could not get sockets.
 const RESOURCE_RETRY: Duration = Duration::from_secs(2);
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Whether the call could not start for want of local resources that come
 /// back by themselves: descriptors (EMFILE, ENFILE; e.g. while the API is
