@@ -40,6 +40,15 @@ pub(super) trait Machine {
     fn poll_timeout(&self) -> Option<Instant>;
 }
 
+/// How long a received RTP packet may wait, when the machine's next
+/// deadline is at most this far off, for the wake-up that deadline brings
+/// instead of waking the call itself: a call that sends media every 20 ms
+/// then hears the callee's packets at its send ticks, one wake-up for both.
+/// One packetization interval: a detector running on 20 ms frames hears
+/// each frame at most one frame late, and the jitter buffer (60 ms for a
+/// gap) still sees packets in their order.
+const RTP_DEFERRAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Largest RTP datagram read; anything longer is no G.711 or Opus frame pound sends or takes.
 const RTP_BUFFER: usize = 2048;
 
@@ -85,7 +94,9 @@ pub(super) async fn drive<M: Machine, R>(
                 return result;
             }
         }
-        timer_armed = match machine.poll_timeout().map(tokio::time::Instant::from_std) {
+        let deadline = machine.poll_timeout();
+        inputs.defer(RTP, deadline.is_some_and(|deadline| deadline <= now + RTP_DEFERRAL));
+        timer_armed = match deadline.map(tokio::time::Instant::from_std) {
             Some(deadline) => {
                 // Unchanged, it stays as it is: still pending, or (a machine
                 // that fell behind) already elapsed and ready at once.
@@ -185,5 +196,112 @@ pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Context;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::net::endpoint::Endpoint;
+    use crate::net::socket::{MemoryNetwork, Network};
+    use crate::sip::Timers;
+
+    const TICK: Duration = Duration::from_millis(20);
+
+    /// Sends one packet to `peer` every 20 ms, as a call sending media, and
+    /// counts the packets it hears; over after `ticks` sends.
+    struct Sender {
+        peer: SocketAddr,
+        next: Instant,
+        due: bool,
+        ticks: usize,
+        heard: usize,
+    }
+
+    impl Machine for Sender {
+        type Event = usize;
+
+        fn handle_sip(&mut self, _: Instant, _: SocketAddr, _: Message) {}
+        fn handle_transaction(&mut self, _: Instant, _: TransactionKey, _: TransactionEvent) {}
+        fn handle_rtp(&mut self, _: Instant, _: SocketAddr, _: &[u8]) {
+            self.heard += 1;
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            if now >= self.next {
+                self.due = true;
+                self.next += TICK;
+            }
+        }
+        fn handle_transport_error(&mut self, _: Instant, _: Option<SocketAddr>, _: &str) {}
+        fn handle_stop(&mut self, _: Instant) {}
+        fn poll_sip(&mut self) -> Option<Transmit<Message>> {
+            None
+        }
+        fn poll_rtp(&mut self, _: Instant) -> Option<Transmit<&[u8]>> {
+            std::mem::take(&mut self.due).then(|| {
+                self.ticks -= 1;
+                Transmit { destination: self.peer, contents: &[0x80u8; 172][..] }
+            })
+        }
+        fn poll_event(&mut self) -> Option<usize> {
+            (self.ticks == 0).then_some(self.heard)
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            Some(self.next)
+        }
+    }
+
+    /// Counts the polls of the future it wraps: each is a wake-up of its task.
+    struct Polls<F>(Pin<Box<F>>, Arc<AtomicUsize>);
+
+    impl<F: Future> Future for Polls<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.as_mut().poll(cx)
+        }
+    }
+
+    /// A call sending media every 20 ms while its callee's packets arrive
+    /// halfway between its sends (in simulated time): each packet is heard,
+    /// at the next send, in the same wake-up.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_sending_media_hears_the_callee_at_its_send_ticks_without_waking_for_each_packet() {
+        let network = Network::Memory(MemoryNetwork::default());
+        let endpoint = Endpoint::bind_in(&network, "127.0.0.1:5060".parse().unwrap(), false).await.unwrap();
+        let mut sip = endpoint.handle(crate::vocab::Transport::Udp, None, Timers::default()).unwrap();
+        let rtp = network.bind_media("127.0.0.1:0".parse().unwrap()).unwrap();
+        let callee = network.bind_media("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (rtp_at, callee_at) = (rtp.local_addr().unwrap(), callee.local_addr().unwrap());
+        const SENDS: usize = 50;
+        let start = clock::now();
+        let mut machine = Sender { peer: callee_at, next: start + TICK, due: false, ticks: SENDS, heard: 0 };
+        let polls = Arc::new(AtomicUsize::new(0));
+        let call = tokio::spawn({
+            let polls = polls.clone();
+            async move {
+                let driven = drive(&mut machine, &mut sip, Some(&rtp), None, ControlFlow::Break);
+                Polls(Box::pin(driven), polls).await
+            }
+        });
+        // Halfway between sends, one packet each, until the call's last send.
+        tokio::time::sleep(TICK / 2).await;
+        for _ in 0..SENDS - 1 {
+            tokio::time::sleep(TICK).await;
+            callee.try_send_to(&[0x80; 172], rtp_at).unwrap();
+        }
+        let heard = call.await.unwrap();
+        assert_eq!(heard, SENDS - 1, "every packet is heard");
+        let polls = polls.load(Ordering::SeqCst);
+        // One wake-up per send, and the first poll; a wake-up per packet
+        // heard as well would be about twice as many.
+        assert!(polls <= SENDS + 2, "{polls} wake-ups for {SENDS} sends and {} packets heard", SENDS - 1);
     }
 }
