@@ -210,7 +210,6 @@ pub struct MediaSession {
     inband_start: Option<u64>,
     decoded: [i16; FRAME_SAMPLES],
     packet: Vec<u8>,
-    payload: Vec<u8>,
     /// `None`: plain RTP.
     srtp: Option<SrtpSession>,
 }
@@ -251,7 +250,6 @@ impl MediaSession {
             inband_start: None,
             decoded: [0; FRAME_SAMPLES],
             packet: Vec::with_capacity(DATAGRAM + MAX_TRAILER_LEN),
-            payload: Vec::with_capacity(DATAGRAM),
         })
     }
 
@@ -394,29 +392,31 @@ impl MediaSession {
             return None;
         }
         // Prompts and silence are encoded once per process and shared by
-        // every call; a call only copies the payload into its packet.
+        // every call; a call copies the payload straight into its packet.
         let codec = self.description.codec;
-        self.payload.clear();
-        match self.playing.take() {
-            Some((prompt, index)) => {
-                if let Some(payload) = prompt.encoded(codec).and_then(|frames| frames.get(index)) {
-                    self.payload.extend_from_slice(payload);
-                }
-                if index + 1 < prompt.frames().len() {
-                    self.playing = Some((prompt, index + 1));
-                } else {
-                    self.playing = self.queue.pop_front().map(|p| (p, 0));
-                    self.prompt_finished |= self.playing.is_none();
-                }
-            }
-            None => self.payload.extend_from_slice(silence(codec).unwrap_or_default()),
+        let payload = match &self.playing {
+            Some((prompt, index)) => prompt.encoded(codec).and_then(|frames| frames.get(*index)).map(Vec::as_slice),
+            None => silence(codec),
         }
-        if self.payload.is_empty() {
+        .unwrap_or_default();
+        let encoded = !payload.is_empty();
+        if encoded {
+            self.sender.audio_frame(payload, &mut self.packet);
+        } else {
             // The codec could not encode: the slot passes without a packet.
             self.sender.skip_frame();
+        }
+        if let Some((prompt, index)) = self.playing.take() {
+            if index + 1 < prompt.frames().len() {
+                self.playing = Some((prompt, index + 1));
+            } else {
+                self.playing = self.queue.pop_front().map(|p| (p, 0));
+                self.prompt_finished |= self.playing.is_none();
+            }
+        }
+        if !encoded {
             return None;
         }
-        self.sender.audio_frame(&self.payload, &mut self.packet);
         if let Some(srtp) = self.srtp.as_mut()
             && !srtp.protect(&mut self.packet)
         {
